@@ -1,0 +1,1 @@
+//! `dev` mode (to be written).

@@ -1,0 +1,49 @@
+//! `ecs-credential-agent`: serves an Alibaba Cloud ECS instance's RAM role STS credentials to
+//! local callers over a root-only Unix socket, so that no application on the instance needs a
+//! long-term AccessKey.
+//!
+//! # Background
+//!
+//! A leaked AccessKey lets an attacker act as the account. Alibaba Cloud's guidance for ECS is
+//! to bind a RAM role to the instance and use the short-lived STS credentials the instance
+//! metadata service hands out, in hardened (token) mode only. The official SDKs read the
+//! metadata service directly from every process, ask for a new metadata token before every
+//! request, and (in older releases) refresh only in the last minutes. This agent does it once
+//! per instance, well: it caches the metadata token, refreshes the credentials well before they
+//! expire, survives metadata outages without ever serving expired credentials, and decides who
+//! may have them by the caller's uid/gid (`SO_PEERCRED`), auditing every issuance.
+//!
+//! # Layout
+//!
+//! Data flows one way:
+//! metadata service → [`metadata`] client → [`credentials::refresher`] →
+//! [`credentials::State`] ← [`server`] ← callers.
+//!
+//! - [`config`]: the TOML file and flags, validated in one place.
+//! - [`metadata`]: hardened-mode metadata client: metadata token cache, retry table, parsing.
+//! - [`credentials`]: the refresh schedule (pure), the refresher (owns time), the published state.
+//! - [`server`]: the Unix socket (bind safely), peer authorization, routes, audit trail.
+//! - [`process`]: process hygiene (not dumpable, no core dumps) and signals.
+//! - [`time`]: the injected wall clock.
+//! - `dev` (feature `dev`): the agent against the built-in metadata emulator.
+//!
+//! # Security model
+//!
+//! The socket file's mode (default `0600`, root only) is the first gate; the caller's uid and
+//! groups, read from the kernel for every connection, are the second. Secrets
+//! (`AccessKeySecret`, `SecurityToken`, the metadata token) live in types that zeroize on drop and
+//! print redacted; they never reach a log line. The process is not dumpable and writes no core
+//! file. Root on the instance can read anything, and a process that can reach the metadata
+//! service itself bypasses the agent: see the README.
+
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod credentials;
+#[cfg(feature = "dev")]
+pub mod dev;
+pub mod metadata;
+pub mod process;
+pub mod server;
+pub mod time;

@@ -1,0 +1,98 @@
+//! Errors of the metadata client, named by what failed.
+
+use std::time::Duration;
+
+/// What went wrong talking to the metadata service. `Display` is one short line for logs and
+/// for callers' 503 messages; it never contains a secret or the metadata token.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// `PUT /latest/api/token` answered 403 (for example a request carrying `X-Forwarded-For`).
+    #[error("metadata token refused (HTTP 403 on {path})")]
+    TokenRefused {
+        /// The request path.
+        path: &'static str,
+    },
+    /// A `GET` without a metadata token answered 403: the instance is in hardened-only mode
+    /// (`HttpTokens=required`) and no token could be obtained.
+    #[error("metadata service requires a metadata token (hardened-only instance) and none was obtained")]
+    HardenedModeRequired,
+    /// The metadata token was rejected (HTTP 401) even after a fresh one was fetched.
+    #[error("metadata token rejected (HTTP 401) after renewal")]
+    TokenRejected,
+    /// HTTP 404 on the role list or credential path.
+    #[error("no RAM role attached to this instance (or wrong role name){}", role_hint(.role_name))]
+    RoleNotAttached {
+        /// The role name asked for, if any.
+        role_name: Option<String>,
+    },
+    /// Another status the retry table does not retry (400, 405, other 4xx).
+    #[error("metadata service answered HTTP {status} on {method} {path}")]
+    Rejected {
+        /// HTTP method.
+        method: &'static str,
+        /// Request path (the role name may appear; it is not secret).
+        path: String,
+        /// HTTP status code.
+        status: u16,
+    },
+    /// HTTP 429 or 5xx: throttled or failing; retried with backoff.
+    #[error("metadata service unavailable: HTTP {status} on {path}")]
+    Unavailable {
+        /// Request path.
+        path: String,
+        /// HTTP status code.
+        status: u16,
+    },
+    /// Could not connect (refused, unreachable, connect timeout).
+    #[error("cannot connect to the metadata service at {endpoint}: {reason}")]
+    Unreachable {
+        /// The configured endpoint.
+        endpoint: String,
+        /// What the connection attempt reported.
+        reason: String,
+    },
+    /// Connected, but the response did not arrive in time.
+    #[error("metadata service did not answer {path} within {0:?}", .after)]
+    Timeout {
+        /// Request path.
+        path: String,
+        /// The limit that passed.
+        after: Duration,
+    },
+    /// The response was not what the protocol documents: HTML instead of JSON, a missing or
+    /// empty field, `Code` other than `Success`, a bad time format, a body over the size cap.
+    #[error("invalid response from the metadata service on {path}: {what}")]
+    InvalidResponse {
+        /// Request path.
+        path: String,
+        /// What was wrong, never including a field's value when the field is secret.
+        what: String,
+    },
+    /// The credentials' `Expiration` was already past (or inside the expiry margin) on arrival.
+    #[error("credentials already expired on arrival (Expiration {expiration})")]
+    ExpiredOnArrival {
+        /// The `Expiration` received, as sent.
+        expiration: String,
+    },
+}
+
+fn role_hint(role: &Option<String>) -> String {
+    match role {
+        Some(r) => format!(": role {r:?} not found"),
+        None => String::new(),
+    }
+}
+
+impl MetadataError {
+    /// Whether another attempt may succeed soon without anything changing on the caller's side
+    /// (429, 5xx, connection errors and timeouts). The refresher backs off after every error
+    /// regardless; this only decides retries within one fetch.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            MetadataError::Unavailable { .. }
+                | MetadataError::Unreachable { .. }
+                | MetadataError::Timeout { .. }
+        )
+    }
+}

@@ -1,0 +1,1 @@
+//! Process hygiene and signals (to be written).

@@ -1,0 +1,1 @@
+//! The Unix socket server (to be written).
