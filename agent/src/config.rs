@@ -189,3 +189,663 @@ impl Default for Config {
         }
     }
 }
+
+/// A configuration that could not be used: every problem found, each naming its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration in {source_name}:\n  {}", .problems.join("\n  "))]
+pub struct ConfigError {
+    /// Where the configuration came from (a file path, or "command line").
+    pub source_name: String,
+    /// One line per problem, e.g. `[server] max_connections: expected an integer from 1 to 1000000, got "many"`.
+    pub problems: Vec<String>,
+}
+
+/// Values given on the command line; each one overrides the file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `--endpoint`.
+    pub endpoint: Option<String>,
+    /// `--role-name`.
+    pub role_name: Option<String>,
+    /// `--socket`.
+    pub socket_path: Option<PathBuf>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Loads `path` (or [`DEFAULT_CONFIG_PATH`] when `None`; a missing default file means all
+    /// defaults, a missing explicit file is an error), then applies `overrides`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every unreadable, unknown or invalid key at once.
+    pub fn load(path: Option<&std::path::Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let (name, text) = match path {
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(t) => (p.display().to_string(), t),
+                Err(e) => {
+                    return Err(ConfigError {
+                        source_name: p.display().to_string(),
+                        problems: vec![format!("cannot read the file: {e}")],
+                    })
+                }
+            },
+            None => match std::fs::read_to_string(DEFAULT_CONFIG_PATH) {
+                Ok(t) => (DEFAULT_CONFIG_PATH.to_owned(), t),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    (DEFAULT_CONFIG_PATH.to_owned(), String::new())
+                }
+                Err(e) => {
+                    return Err(ConfigError {
+                        source_name: DEFAULT_CONFIG_PATH.to_owned(),
+                        problems: vec![format!("cannot read the file: {e}")],
+                    })
+                }
+            },
+        };
+        let mut config = Config::parse(&name, &text)?;
+        config.apply(overrides).map_err(|problems| ConfigError {
+            source_name: "command line".to_owned(),
+            problems,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and validates a TOML document; `source_name` names it in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every problem: TOML syntax, unknown sections or keys, wrong
+    /// types, values out of range.
+    pub fn parse(source_name: &str, text: &str) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            source_name: source_name.to_owned(),
+            problems,
+        };
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| fail(vec![format!("not valid TOML: {}", e.message())]))?;
+        let mut p = Parser::default();
+        let mut config = Config::default();
+        for (section, value) in &table {
+            let Some(keys) = value.as_table() else {
+                p.problem(section, "", "expected a section ([name]), got a plain key");
+                continue;
+            };
+            match section.as_str() {
+                "metadata" => p.metadata(keys, &mut config.metadata),
+                "server" => p.server(keys, &mut config.server),
+                "credentials" => p.credentials(keys, &mut config.credentials),
+                "log" => p.log(keys, &mut config.log),
+                other => p.problem(
+                    other,
+                    "",
+                    "unknown section (known: metadata, server, credentials, log)",
+                ),
+            }
+        }
+        p.cross_checks(&config);
+        if p.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(p.problems))
+        }
+    }
+
+    fn apply(&mut self, o: &Overrides) -> Result<(), Vec<String>> {
+        let mut p = Parser::default();
+        if let Some(e) = &o.endpoint {
+            p.check(validate_endpoint(e), "metadata", "endpoint (--endpoint)");
+            self.metadata.endpoint = e.trim_end_matches('/').to_owned();
+        }
+        if let Some(r) = &o.role_name {
+            p.check(validate_role_name(r), "metadata", "role_name (--role-name)");
+            self.metadata.role_name = Some(r.clone());
+        }
+        if let Some(s) = &o.socket_path {
+            p.check(validate_socket_path(s), "server", "socket_path (--socket)");
+            self.server.socket_path = s.clone();
+        }
+        if let Some(l) = &o.log_level {
+            p.check(validate_log_level(l), "log", "level (--log-level)");
+            self.log.level = l.clone();
+        }
+        if let Some(f) = o.log_format {
+            self.log.format = f;
+        }
+        if p.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(p.problems)
+        }
+    }
+}
+
+/// Collects problems while reading sections.
+#[derive(Default)]
+struct Parser {
+    problems: Vec<String>,
+}
+
+type Keys = toml::map::Map<String, toml::Value>;
+
+impl Parser {
+    fn problem(&mut self, section: &str, key: &str, what: &str) {
+        if key.is_empty() {
+            self.problems.push(format!("[{section}]: {what}"));
+        } else {
+            self.problems.push(format!("[{section}] {key}: {what}"));
+        }
+    }
+
+    fn check(&mut self, r: Result<(), String>, section: &str, key: &str) {
+        if let Err(e) = r {
+            self.problem(section, key, &e);
+        }
+    }
+
+    fn unknown(&mut self, section: &str, key: &str, known: &[&str]) {
+        self.problem(
+            section,
+            key,
+            &format!("unknown key (known: {})", known.join(", ")),
+        );
+    }
+
+    fn string(&mut self, s: &str, k: &str, v: &toml::Value) -> Option<String> {
+        match v.as_str() {
+            Some(x) => Some(x.to_owned()),
+            None => {
+                self.problem(s, k, &format!("expected a string, got {}", show(v)));
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, s: &str, k: &str, v: &toml::Value) -> Option<bool> {
+        match v.as_bool() {
+            Some(x) => Some(x),
+            None => {
+                self.problem(s, k, &format!("expected true or false, got {}", show(v)));
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, s: &str, k: &str, v: &toml::Value, min: u64, max: u64) -> Option<u64> {
+        match v.as_integer().and_then(|i| u64::try_from(i).ok()) {
+            Some(x) if (min..=max).contains(&x) => Some(x),
+            _ => {
+                self.problem(
+                    s,
+                    k,
+                    &format!("expected an integer from {min} to {max}, got {}", show(v)),
+                );
+                None
+            }
+        }
+    }
+
+    fn millis(&mut self, s: &str, k: &str, v: &toml::Value, min: u64, max: u64) -> Option<Duration> {
+        self.int(s, k, v, min, max).map(Duration::from_millis)
+    }
+
+    fn secs(&mut self, s: &str, k: &str, v: &toml::Value, min: u64, max: u64) -> Option<Duration> {
+        self.int(s, k, v, min, max).map(Duration::from_secs)
+    }
+
+    fn ids(&mut self, s: &str, k: &str, v: &toml::Value) -> Option<Vec<u32>> {
+        let Some(items) = v.as_array() else {
+            self.problem(s, k, &format!("expected an array of ids such as [0, 1000], got {}", show(v)));
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            match item.as_integer().and_then(|i| u32::try_from(i).ok()) {
+                Some(id) if id != u32::MAX => out.push(id),
+                _ => {
+                    self.problem(s, k, &format!("expected ids from 0 to 4294967294, got {}", show(item)));
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn metadata(&mut self, keys: &Keys, c: &mut MetadataConfig) {
+        const S: &str = "metadata";
+        for (k, v) in keys {
+            match k.as_str() {
+                "endpoint" => {
+                    if let Some(e) = self.string(S, k, v) {
+                        self.check(validate_endpoint(&e), S, k);
+                        c.endpoint = e.trim_end_matches('/').to_owned();
+                    }
+                }
+                "role_name" => {
+                    if let Some(r) = self.string(S, k, v) {
+                        self.check(validate_role_name(&r), S, k);
+                        c.role_name = Some(r);
+                    }
+                }
+                "token_ttl_secs" => {
+                    let max = MAX_TOKEN_TTL.as_secs();
+                    if let Some(d) = self.secs(S, k, v, 1, max) {
+                        c.token_ttl = d;
+                    }
+                }
+                "connect_timeout_ms" => {
+                    if let Some(d) = self.millis(S, k, v, 1, 60_000) {
+                        c.connect_timeout = d;
+                    }
+                }
+                "read_timeout_ms" => {
+                    if let Some(d) = self.millis(S, k, v, 1, 60_000) {
+                        c.read_timeout = d;
+                    }
+                }
+                "allow_imdsv1_fallback" => {
+                    if let Some(b) = self.bool(S, k, v) {
+                        c.allow_imdsv1_fallback = b;
+                    }
+                }
+                _ => self.unknown(
+                    S,
+                    k,
+                    &[
+                        "endpoint",
+                        "role_name",
+                        "token_ttl_secs",
+                        "connect_timeout_ms",
+                        "read_timeout_ms",
+                        "allow_imdsv1_fallback",
+                    ],
+                ),
+            }
+        }
+    }
+
+    fn server(&mut self, keys: &Keys, c: &mut ServerConfig) {
+        const S: &str = "server";
+        for (k, v) in keys {
+            match k.as_str() {
+                "socket_path" => {
+                    if let Some(p) = self.string(S, k, v) {
+                        let p = PathBuf::from(p);
+                        self.check(validate_socket_path(&p), S, k);
+                        c.socket_path = p;
+                    }
+                }
+                "socket_mode" => {
+                    if let Some(m) = self.string(S, k, v) {
+                        match parse_mode(&m) {
+                            Ok(m) => c.socket_mode = m,
+                            Err(e) => self.problem(S, k, &e),
+                        }
+                    }
+                }
+                "socket_group" => {
+                    if let Some(g) = self.string(S, k, v) {
+                        if g.is_empty() {
+                            self.problem(S, k, "expected a group name or number, got \"\"");
+                        }
+                        c.socket_group = Some(g);
+                    }
+                }
+                "allowed_uids" => {
+                    if let Some(ids) = self.ids(S, k, v) {
+                        c.allowed_uids = ids;
+                    }
+                }
+                "allowed_gids" => {
+                    if let Some(ids) = self.ids(S, k, v) {
+                        c.allowed_gids = ids;
+                    }
+                }
+                "max_connections" => {
+                    if let Some(n) = self.int(S, k, v, 1, 1_000_000) {
+                        c.max_connections = n as usize;
+                    }
+                }
+                "header_timeout_ms" => {
+                    if let Some(d) = self.millis(S, k, v, 1, 600_000) {
+                        c.header_timeout = d;
+                    }
+                }
+                "idle_timeout_ms" => {
+                    if let Some(d) = self.millis(S, k, v, 1, 3_600_000) {
+                        c.idle_timeout = d;
+                    }
+                }
+                "first_credentials_wait_ms" => {
+                    if let Some(d) = self.millis(S, k, v, 0, 600_000) {
+                        c.first_credentials_wait = d;
+                    }
+                }
+                "shutdown_grace_ms" => {
+                    if let Some(d) = self.millis(S, k, v, 0, 600_000) {
+                        c.shutdown_grace = d;
+                    }
+                }
+                _ => self.unknown(
+                    S,
+                    k,
+                    &[
+                        "socket_path",
+                        "socket_mode",
+                        "socket_group",
+                        "allowed_uids",
+                        "allowed_gids",
+                        "max_connections",
+                        "header_timeout_ms",
+                        "idle_timeout_ms",
+                        "first_credentials_wait_ms",
+                        "shutdown_grace_ms",
+                    ],
+                ),
+            }
+        }
+    }
+
+    fn credentials(&mut self, keys: &Keys, c: &mut RefreshConfig) {
+        const S: &str = "credentials";
+        for (k, v) in keys {
+            match k.as_str() {
+                "expiry_margin_secs" => {
+                    if let Some(d) = self.secs(S, k, v, 0, 3_600) {
+                        c.expiry_margin = d;
+                    }
+                }
+                "backoff_initial_ms" => {
+                    if let Some(d) = self.millis(S, k, v, 1, 600_000) {
+                        c.backoff_initial = d;
+                    }
+                }
+                "backoff_max_secs" => {
+                    if let Some(d) = self.secs(S, k, v, 1, 3_600) {
+                        c.backoff_max = d;
+                    }
+                }
+                _ => self.unknown(
+                    S,
+                    k,
+                    &["expiry_margin_secs", "backoff_initial_ms", "backoff_max_secs"],
+                ),
+            }
+        }
+    }
+
+    fn log(&mut self, keys: &Keys, c: &mut LogConfig) {
+        const S: &str = "log";
+        for (k, v) in keys {
+            match k.as_str() {
+                "level" => {
+                    if let Some(l) = self.string(S, k, v) {
+                        self.check(validate_log_level(&l), S, k);
+                        c.level = l;
+                    }
+                }
+                "format" => {
+                    if let Some(f) = self.string(S, k, v) {
+                        match f.parse() {
+                            Ok(f) => c.format = f,
+                            Err(e) => self.problem(S, k, &e),
+                        }
+                    }
+                }
+                _ => self.unknown(S, k, &["level", "format"]),
+            }
+        }
+    }
+
+    fn cross_checks(&mut self, c: &Config) {
+        if c.credentials.backoff_max < c.credentials.backoff_initial {
+            self.problem(
+                "credentials",
+                "backoff_max_secs",
+                "must not be less than backoff_initial_ms",
+            );
+        }
+    }
+}
+
+fn show(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("expected \"text\" or \"json\", got {other:?}")),
+        }
+    }
+}
+
+/// Checks a metadata endpoint: `http://host[:port]`, no path, query or credentials. The
+/// service speaks plain HTTP only (ECS docs), so `https` is refused too.
+pub fn validate_endpoint(e: &str) -> Result<(), String> {
+    let Some(rest) = e.strip_prefix("http://") else {
+        return Err(format!("expected http://host[:port], got {e:?}"));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty()
+        || authority.contains(['/', '?', '#', '@', ' '])
+        || authority.chars().any(|c| c.is_control())
+    {
+        return Err(format!(
+            "expected http://host[:port] with no path, query or user, got {e:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a RAM role name: 1 to 64 characters of letters, digits, `.`, `-` and `_` (RAM's
+/// role-name rule).
+pub fn validate_role_name(r: &str) -> Result<(), String> {
+    let ok = !r.is_empty()
+        && r.len() <= 64
+        && r.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected 1 to 64 letters, digits, '.', '-' or '_', got {r:?}"
+        ))
+    }
+}
+
+/// Checks a socket path: absolute, and short enough for `sun_path` (107 bytes plus NUL).
+pub fn validate_socket_path(p: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let len = p.as_os_str().as_bytes().len();
+    if !p.is_absolute() {
+        Err(format!("expected an absolute path, got {:?}", p.display().to_string()))
+    } else if len > 107 {
+        Err(format!(
+            "path is {len} bytes; Unix socket paths are limited to 107 bytes"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Parses an octal permission string such as `"0600"` or `"660"`.
+pub fn parse_mode(m: &str) -> Result<u32, String> {
+    let digits = m.strip_prefix("0o").unwrap_or(m);
+    match u32::from_str_radix(digits, 8) {
+        Ok(v) if v <= 0o777 && !digits.is_empty() => Ok(v),
+        _ => Err(format!(
+            "expected an octal permission string from \"0000\" to \"0777\" such as \"0600\", got {m:?}"
+        )),
+    }
+}
+
+fn validate_log_level(l: &str) -> Result<(), String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(l)
+        .map(|_| ())
+        .map_err(|e| format!("not a valid log filter ({e}), got {l:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_gives_defaults() {
+        assert_eq!(Config::parse("t", "").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let text = r#"
+            [metadata]
+            endpoint = "http://127.0.0.1:8080/"
+            role_name = "EcsRole-1"
+            token_ttl_secs = 600
+            connect_timeout_ms = 250
+            read_timeout_ms = 300
+            allow_imdsv1_fallback = true
+            [server]
+            socket_path = "/run/x/agent.sock"
+            socket_mode = "0660"
+            socket_group = "apps"
+            allowed_uids = [0, 1000]
+            allowed_gids = [2000]
+            max_connections = 10
+            header_timeout_ms = 100
+            idle_timeout_ms = 200
+            first_credentials_wait_ms = 0
+            shutdown_grace_ms = 50
+            [credentials]
+            expiry_margin_secs = 5
+            backoff_initial_ms = 10
+            backoff_max_secs = 2
+            [log]
+            level = "debug"
+            format = "json"
+        "#;
+        let c = Config::parse("t", text).unwrap();
+        assert_eq!(c.metadata.endpoint, "http://127.0.0.1:8080");
+        assert_eq!(c.metadata.role_name.as_deref(), Some("EcsRole-1"));
+        assert_eq!(c.metadata.token_ttl, Duration::from_secs(600));
+        assert_eq!(c.metadata.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.metadata.read_timeout, Duration::from_millis(300));
+        assert!(c.metadata.allow_imdsv1_fallback);
+        assert_eq!(c.server.socket_path, PathBuf::from("/run/x/agent.sock"));
+        assert_eq!(c.server.socket_mode, 0o660);
+        assert_eq!(c.server.socket_group.as_deref(), Some("apps"));
+        assert_eq!(c.server.allowed_uids, vec![0, 1000]);
+        assert_eq!(c.server.allowed_gids, vec![2000]);
+        assert_eq!(c.server.max_connections, 10);
+        assert_eq!(c.server.header_timeout, Duration::from_millis(100));
+        assert_eq!(c.server.idle_timeout, Duration::from_millis(200));
+        assert_eq!(c.server.first_credentials_wait, Duration::ZERO);
+        assert_eq!(c.server.shutdown_grace, Duration::from_millis(50));
+        assert_eq!(c.credentials.expiry_margin, Duration::from_secs(5));
+        assert_eq!(c.credentials.backoff_initial, Duration::from_millis(10));
+        assert_eq!(c.credentials.backoff_max, Duration::from_secs(2));
+        assert_eq!(c.log.level, "debug");
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn every_bad_key_is_reported_at_once() {
+        let text = r#"
+            [metadata]
+            endpoint = "https://100.100.100.200"
+            token_ttl_secs = 21601
+            colour = "blue"
+            [server]
+            socket_mode = "0999"
+            max_connections = "many"
+            allowed_uids = [-1]
+            [bogus]
+            x = 1
+            [log]
+            format = "xml"
+        "#;
+        let e = Config::parse("cfg.toml", text).unwrap_err();
+        let all = e.to_string();
+        for needle in [
+            "[metadata] endpoint: expected http://host[:port]",
+            "[metadata] token_ttl_secs: expected an integer from 1 to 21600, got 21601",
+            "[metadata] colour: unknown key",
+            "[server] socket_mode: expected an octal permission string",
+            "[server] max_connections: expected an integer from 1 to 1000000, got \"many\"",
+            "[server] allowed_uids: expected ids from 0 to 4294967294, got -1",
+            "[bogus]: unknown section",
+            "[log] format: expected \"text\" or \"json\", got \"xml\"",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(e.problems.len(), 8, "{all}");
+        assert!(all.starts_with("invalid configuration in cfg.toml"));
+    }
+
+    #[test]
+    fn toml_syntax_error_is_reported() {
+        let e = Config::parse("t", "[server\nx=").unwrap_err();
+        assert!(e.problems[0].starts_with("not valid TOML"), "{e}");
+    }
+
+    #[test]
+    fn backoff_cap_below_initial_is_rejected() {
+        let e = Config::parse(
+            "t",
+            "[credentials]\nbackoff_initial_ms = 5000\nbackoff_max_secs = 1\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("[credentials] backoff_max_secs"), "{e}");
+    }
+
+    #[test]
+    fn role_name_endpoint_and_socket_path_rules() {
+        assert!(validate_role_name("EcsRamRoleDemo").is_ok());
+        assert!(validate_role_name("a/b").is_err());
+        assert!(validate_role_name("").is_err());
+        assert!(validate_role_name(&"r".repeat(65)).is_err());
+        assert!(validate_endpoint("http://100.100.100.200").is_ok());
+        assert!(validate_endpoint("http://127.0.0.1:1234/").is_ok());
+        assert!(validate_endpoint("http://h/latest").is_err());
+        assert!(validate_endpoint("100.100.100.200").is_err());
+        assert!(validate_socket_path(std::path::Path::new("relative.sock")).is_err());
+        let long = format!("/{}", "a".repeat(107));
+        assert!(validate_socket_path(std::path::Path::new(&long)).is_err());
+    }
+
+    #[test]
+    fn overrides_win_and_are_validated() {
+        let mut c = Config::default();
+        let o = Overrides {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            socket_path: Some(PathBuf::from("/tmp/a.sock")),
+            ..Overrides::default()
+        };
+        c.apply(&o).unwrap();
+        assert_eq!(c.metadata.endpoint, "http://127.0.0.1:9");
+        assert_eq!(c.server.socket_path, PathBuf::from("/tmp/a.sock"));
+        let bad = Overrides {
+            role_name: Some("bad role".into()),
+            ..Overrides::default()
+        };
+        assert!(c.apply(&bad).unwrap_err()[0].contains("role_name (--role-name)"));
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let e = Config::load(
+            Some(std::path::Path::new("/nonexistent/cfg.toml")),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cannot read the file"), "{e}");
+    }
+}

@@ -39,10 +39,13 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod daemon;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod get;
 pub mod metadata;
 pub mod process;
 pub mod server;

@@ -1,0 +1,160 @@
+//! The command line: `serve`, `dev` and `get` (clap). The binary's `main` calls [`main`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use crate::config::{Config, LogFormat, Overrides, DEFAULT_CONFIG_PATH};
+use crate::daemon::{self, EXIT_CONFIG, EXIT_FAILURE};
+use crate::time::SystemClock;
+
+/// Serves this ECS instance's RAM role STS credentials to local callers over a root-only Unix
+/// socket, fetched from the metadata service in hardened (token) mode.
+#[derive(Parser, Debug)]
+#[command(name = "ecs-credential-agent", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon (what the systemd unit starts).
+    Serve {
+        /// Configuration file. Without it, /etc/ecs-credential-agent/config.toml is read if it
+        /// exists, else the defaults apply.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Metadata service endpoint, overriding [metadata] endpoint.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// RAM role name, overriding [metadata] role_name (default: discovered).
+        #[arg(long, value_name = "NAME")]
+        role_name: Option<String>,
+        /// Socket path, overriding [server] socket_path.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Log filter, overriding [log] level (RUST_LOG overrides both).
+        #[arg(long, value_name = "FILTER")]
+        log_level: Option<String>,
+        /// Log line format, overriding [log] format.
+        #[arg(long, value_enum)]
+        log_format: Option<FormatArg>,
+    },
+    /// Run the agent for real against the built-in metadata emulator on 127.0.0.1 (fake role,
+    /// fake rotating credentials), allowing the invoking user, and print a curl command to try.
+    #[cfg(feature = "dev")]
+    Dev {
+        /// Socket path (default: $XDG_RUNTIME_DIR/ecs-credential-agent-dev.sock, or a private
+        /// temporary directory).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Fetch the credentials from a running agent and print them (for scripts).
+    Get {
+        /// Agent socket (default: $ECS_CREDENTIAL_AGENT_SOCKET, else
+        /// /run/ecs-credential-agent/agent.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Output: the credential JSON, or shell `export` lines using the variable names the
+        /// Alibaba Cloud SDKs read.
+        #[arg(long, value_enum, default_value = "json")]
+        format: GetFormat,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum FormatArg {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum GetFormat {
+    Json,
+    Env,
+}
+
+/// Parses the command line and runs the chosen command; returns the process exit status
+/// (see [`daemon`] for the statuses).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            endpoint,
+            role_name,
+            socket,
+            log_level,
+            log_format,
+        } => {
+            let overrides = Overrides {
+                endpoint,
+                role_name,
+                socket_path: socket,
+                log_level,
+                log_format: log_format.map(|f| match f {
+                    FormatArg::Text => LogFormat::Text,
+                    FormatArg::Json => LogFormat::Json,
+                }),
+            };
+            serve(config, overrides)
+        }
+        #[cfg(feature = "dev")]
+        Command::Dev { socket } => exit(runtime().block_on(crate::dev::run(socket))),
+        Command::Get { socket, format } => {
+            let format = match format {
+                GetFormat::Json => crate::get::Format::Json,
+                GetFormat::Env => crate::get::Format::Env,
+            };
+            ExitCode::from(crate::get::run(socket, format))
+        }
+    }
+}
+
+fn serve(path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
+    let config = match Config::load(path.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ecs-credential-agent: {e}");
+            eprintln!(
+                "(configuration file: {})",
+                path.map_or(DEFAULT_CONFIG_PATH.into(), |p| p.display().to_string())
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    daemon::init_logging(&config.log);
+    exit(runtime().block_on(async {
+        let signal = crate::process::shutdown_signal().map_err(|source| {
+            daemon::AgentError::Io {
+                context: "installing signal handlers",
+                source,
+            }
+        })?;
+        let shutdown = async {
+            let name = signal.await;
+            tracing::info!(signal = name, "shutting down");
+        };
+        daemon::serve(config, Arc::new(SystemClock), shutdown).await
+    }))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build the tokio runtime")
+}
+
+fn exit(result: Result<(), daemon::AgentError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "ecs-credential-agent stopped");
+            ExitCode::from(e.exit_status().max(EXIT_FAILURE))
+        }
+    }
+}

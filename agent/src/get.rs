@@ -1,0 +1,101 @@
+//! The `get` command: fetch the credentials from a running agent through the client library
+//! and print them, for scripts.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use ecs_credential_client::{Credentials, Error};
+use secrecy::ExposeSecret;
+
+use crate::credentials::format_utc;
+
+/// Output format of `get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The credentials-URI JSON shape (`Code`, `AccessKeyId`, `AccessKeySecret`,
+    /// `SecurityToken`, `Expiration`).
+    Json,
+    /// `export` lines with the variable names the Alibaba Cloud SDKs and CLI read:
+    /// `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`,
+    /// `ALIBABA_CLOUD_SECURITY_TOKEN`.
+    Env,
+}
+
+/// Exit status when the agent is not running or has no credentials (`EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit status when the agent answered something unexpected (`EX_PROTOCOL`).
+pub const EXIT_PROTOCOL: u8 = 76;
+/// Exit status when the agent refused this caller (`EX_NOPERM`).
+pub const EXIT_NOPERM: u8 = 77;
+
+/// Runs `get`; prints the credentials to stdout or an error to stderr, and returns the exit
+/// status.
+pub fn run(socket: Option<PathBuf>, format: Format) -> u8 {
+    let mut builder = ecs_credential_client::blocking::Client::builder();
+    if let Some(path) = socket {
+        builder = builder.socket_path(path);
+    }
+    let result = builder.build().and_then(|client| client.credentials());
+    match result {
+        Ok(creds) => {
+            let text = render(&creds, format);
+            let mut out = std::io::stdout().lock();
+            if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+                return 1;
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("ecs-credential-agent get: {e}");
+            exit_status(&e)
+        }
+    }
+}
+
+fn exit_status(e: &Error) -> u8 {
+    match e {
+        Error::AgentNotRunning { .. } | Error::Unavailable { .. } => EXIT_UNAVAILABLE,
+        Error::PermissionDenied { .. } => EXIT_NOPERM,
+        _ => EXIT_PROTOCOL,
+    }
+}
+
+fn render(c: &Credentials, format: Format) -> String {
+    match format {
+        Format::Json => {
+            let mut v = serde_json::json!({
+                "Code": "Success",
+                "AccessKeyId": c.access_key_id,
+                "AccessKeySecret": c.access_key_secret.expose_secret(),
+                "SecurityToken": c.security_token.expose_secret(),
+                "Expiration": format_utc(c.expiration),
+            });
+            if let Some(t) = c.last_updated {
+                v["LastUpdated"] = serde_json::Value::String(format_utc(t));
+            }
+            format!("{v}\n")
+        }
+        Format::Env => format!(
+            "export ALIBABA_CLOUD_ACCESS_KEY_ID={}\nexport ALIBABA_CLOUD_ACCESS_KEY_SECRET={}\nexport ALIBABA_CLOUD_SECURITY_TOKEN={}\n",
+            shell_quote(&c.access_key_id),
+            shell_quote(c.access_key_secret.expose_secret()),
+            shell_quote(c.security_token.expose_secret()),
+        ),
+    }
+}
+
+/// Single-quotes a value for POSIX shells.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_survives_quotes() {
+        assert_eq!(shell_quote("a'b"), "'a'\\''b'");
+        assert_eq!(shell_quote("plain"), "'plain'");
+    }
+}

@@ -1,0 +1,435 @@
+//! End-to-end: the agent process, the metadata emulator and callers over real sockets, in real
+//! time with test-scale settings.
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+use common::*;
+use ecs_metadata_emulator::{Endpoint, Fault, Times};
+use nix::sys::signal::Signal;
+use secrecy::ExposeSecret;
+
+const CREDENTIAL_KEYS: [&str; 6] = [
+    "AccessKeyId",
+    "AccessKeySecret",
+    "Code",
+    "Expiration",
+    "LastUpdated",
+    "SecurityToken",
+];
+
+fn assert_same_as_emulator(served: &serde_json::Value, emu: &ecs_metadata_emulator::Emulator) {
+    let cur = emu.current_credentials();
+    assert_eq!(served["Code"], "Success");
+    assert_eq!(served["AccessKeyId"], cur.access_key_id.as_str());
+    assert_eq!(served["AccessKeySecret"], cur.access_key_secret.as_str());
+    assert_eq!(served["SecurityToken"], cur.security_token.as_str());
+    assert_eq!(served["Expiration"], cur.expiration_str().as_str());
+    assert_eq!(served["LastUpdated"], cur.last_updated_str().as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_fetch_serves_the_credentials_uri_shape() {
+    let emu = emulator(Default::default()).await;
+    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+
+    let r = agent.get("/v1/credentials").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let v = r.json();
+    let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, CREDENTIAL_KEYS);
+    assert_same_as_emulator(&v, &emu);
+    let expiration = v["Expiration"].as_str().unwrap();
+    assert_eq!(expiration.len(), 20, "YYYY-MM-DDTHH:MM:SSZ: {expiration}");
+    assert!(expiration.ends_with('Z'));
+
+    // The client library gets the same credentials.
+    let client = ecs_credential_client::Client::builder()
+        .socket_path(agent.socket.clone())
+        .build()
+        .unwrap();
+    let c = client.credentials().await.unwrap();
+    assert_eq!(c.access_key_id, v["AccessKeyId"].as_str().unwrap());
+    assert_eq!(
+        c.access_key_secret.expose_secret(),
+        v["AccessKeySecret"].as_str().unwrap()
+    );
+
+    // Health is green and carries no secret.
+    let h = agent.get("/v1/health").await;
+    assert_eq!(h.status, 200, "{h:?}");
+    assert!(!h.body.contains(v["AccessKeySecret"].as_str().unwrap()));
+    assert!(!h.body.contains(v["SecurityToken"].as_str().unwrap()));
+
+    // One metadata token for all of that.
+    let counts = emu.counts();
+    assert_eq!(counts.token_puts, 1, "{counts:?}");
+    assert_eq!(counts.credential_gets, 1, "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reqsign_reads_the_same_credentials_from_the_emulator() {
+    use reqsign_core::ProvideCredential;
+    let emu = emulator(Default::default()).await;
+    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let served = agent.credentials().await;
+
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let ctx = reqsign_core::Context::new()
+        .with_http_send(reqsign_http_send_reqwest::ReqwestHttpSend::new(http));
+    let provider = reqsign_aliyun_oss::EcsRamRoleCredentialProvider::new()
+        .with_endpoint(emu.endpoint())
+        .with_disable_imdsv1(true);
+    let cred = provider
+        .provide_credential(&ctx)
+        .await
+        .expect("reqsign fetches from the emulator")
+        .expect("reqsign finds credentials");
+    assert_eq!(cred.access_key_id, served["AccessKeyId"].as_str().unwrap());
+    assert_eq!(
+        cred.access_key_secret,
+        served["AccessKeySecret"].as_str().unwrap()
+    );
+    assert_eq!(
+        cred.security_token.as_deref(),
+        served["SecurityToken"].as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_is_picked_up_before_the_old_credentials_expire() {
+    // 12 s credentials that rotate after 4 s: the agent refreshes with about a third left.
+    let emu = emulator(short_lived(12, 4)).await;
+    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let first = agent.credentials().await;
+    let old_id = first["AccessKeyId"].as_str().unwrap().to_owned();
+    let old_expiration = time::OffsetDateTime::parse(
+        first["Expiration"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+
+    let rotated = eventually(Duration::from_secs(12), || async {
+        let v = agent.credentials().await;
+        (v["AccessKeyId"] != old_id.as_str()).then_some(v)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no rotation seen; logs:\n{}", agent.logs()));
+    assert!(
+        time::OffsetDateTime::now_utc() < old_expiration,
+        "rotation seen only after the old Expiration"
+    );
+    assert_same_as_emulator(&rotated, &emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_serves_cached_credentials_then_503_at_the_margin_then_recovers() {
+    let emu = emulator(short_lived(6, 6)).await;
+    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let first = agent.credentials().await;
+    let fetched_at = std::time::Instant::now();
+    emu.set_fault(Endpoint::Any, Fault::Status(500), Times::Always);
+
+    // Until Expiration − margin (1 s) the cached credentials are served.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = agent.credentials().await;
+    assert_eq!(during["AccessKeyId"], first["AccessKeyId"]);
+
+    // Past the margin: 503 naming the reason, never the expired credentials.
+    let r = eventually(Duration::from_secs(5), || async {
+        let r = agent.get("/v1/credentials").await;
+        (r.status != 200).then_some(r)
+    })
+    .await
+    .expect("503 after the margin");
+    assert!(
+        fetched_at.elapsed() >= Duration::from_secs(4),
+        "503 too early: {:?}",
+        fetched_at.elapsed()
+    );
+    assert_eq!(r.status, 503);
+    assert_eq!(r.code(), "CredentialsUnavailable");
+    assert!(r.message().contains("expired"), "{r:?}");
+    assert_eq!(agent.get("/v1/health").await.status, 503);
+
+    // Recovery within the backoff cap (1 s) plus one second.
+    emu.clear_faults();
+    let cleared = std::time::Instant::now();
+    let back = eventually(Duration::from_secs(2), || async {
+        let r = agent.get("/v1/credentials").await;
+        (r.status == 200).then(|| r.json())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no recovery; logs:\n{}", agent.logs()));
+    assert!(cleared.elapsed() <= Duration::from_secs(2));
+    assert_same_as_emulator(&back, &emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_token_is_reused_for_its_lifetime_and_renewed_after_401() {
+    // 3 s credentials rotating every second make the agent fetch often; a 4 s token covers
+    // several fetches.
+    let emu = emulator(short_lived(4, 1)).await;
+    let mut config = AgentConfig::new(&emu.endpoint());
+    config.set("metadata", "token_ttl_secs", "4");
+    let agent = TestAgent::start(&config).await;
+    agent.credentials().await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let c = emu.counts();
+    assert!(c.credential_gets >= 3, "{c:?}");
+    assert!(c.token_puts >= 2, "the token was never renewed: {c:?}");
+    assert!(c.token_puts <= 4, "more than one PUT per token lifetime: {c:?}");
+    assert!(c.token_puts < c.credential_gets, "{c:?}");
+    assert_eq!(c.unauthorized, 0, "the agent used an expired token: {c:?}");
+
+    // Invalidated tokens: the next GET gets 401, the agent fetches a new token and retries.
+    emu.expire_tokens();
+    let before = emu.counts();
+    let ok = eventually(Duration::from_secs(5), || async {
+        let c = emu.counts();
+        (c.unauthorized >= 1 && c.credential_gets > before.credential_gets + 1).then_some(c)
+    })
+    .await
+    .expect("a 401 followed by a successful retry");
+    assert!(ok.token_puts > before.token_puts, "{ok:?}");
+    assert_eq!(agent.get("/v1/credentials").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hardened_only_without_token_never_falls_back() {
+    let emu = emulator(Default::default()).await;
+    emu.set_fault(Endpoint::Token, Fault::Status(403), Times::Always);
+    let mut config = AgentConfig::new(&emu.endpoint());
+    config.set("server", "first_credentials_wait_ms", "500");
+    let agent = TestAgent::start(&config).await;
+    let r = agent.get("/v1/credentials").await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.code(), "CredentialsUnavailable");
+    assert!(r.message().contains("metadata token refused"), "{r:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = emu.counts();
+    assert!(c.token_puts >= 2, "the refresher keeps retrying: {c:?}");
+    assert_eq!(c.role_list_gets + c.credential_gets, 0, "tokenless GET sent: {c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normal_mode_fallback_works_only_when_enabled_and_warns() {
+    let emu = emulator(ecs_metadata_emulator::EmulatorConfig {
+        hardened_only: false,
+        ..Default::default()
+    })
+    .await;
+    emu.set_fault(Endpoint::Token, Fault::Status(500), Times::Always);
+    let mut config = AgentConfig::new(&emu.endpoint());
+    config.set("metadata", "allow_imdsv1_fallback", "true");
+    let agent = TestAgent::start(&config).await;
+    let v = agent.credentials().await;
+    assert_same_as_emulator(&v, &emu);
+    assert!(
+        agent.logs().to_lowercase().contains("fallback"),
+        "no warning about the tokenless fallback:\n{}",
+        agent.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_detached_gives_503_and_a_replaced_role_is_picked_up() {
+    let emu = emulator(short_lived(4, 1)).await;
+    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    agent.credentials().await;
+
+    emu.detach_role();
+    let r = eventually(Duration::from_secs(6), || async {
+        let r = agent.get("/v1/credentials").await;
+        (r.status == 503).then_some(r)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no 503 after detach; logs:\n{}", agent.logs()));
+    assert_eq!(r.code(), "CredentialsUnavailable");
+    assert!(r.message().contains("no RAM role attached"), "{r:?}");
+
+    emu.attach_role("ReplacementRole");
+    let v = eventually(Duration::from_secs(4), || async {
+        let r = agent.get("/v1/credentials").await;
+        (r.status == 200).then(|| r.json())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no recovery after attach; logs:\n{}", agent.logs()));
+    assert_same_as_emulator(&v, &emu);
+    assert_eq!(emu.current_credentials().role_name, "ReplacementRole");
+    let h = agent.get("/v1/health").await.json();
+    assert_eq!(h["RoleName"], "ReplacementRole");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_cold_requests_cause_one_credential_get() {
+    const CLIENTS: usize = 1000;
+    raise_open_files_limit();
+    let emu = emulator(Default::default()).await;
+    let gate = emu.gate(Endpoint::Credentials);
+    let mut config = AgentConfig::new(&emu.endpoint());
+    config.set("server", "max_connections", "2000");
+    config.set("server", "first_credentials_wait_ms", "30000");
+    let agent = TestAgent::start(&config).await;
+    let pid = agent.child.id();
+
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let socket = agent.socket.clone();
+        let answered = answered.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = request(&socket, "GET", "/v1/credentials", &[]).await;
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            r
+        }));
+    }
+    // All clients are connected to the agent (it holds a descriptor for each) while the one
+    // credential GET is held at the emulator, and none has been answered.
+    let connected = eventually(Duration::from_secs(20), || async {
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
+        (fds >= CLIENTS && gate.waiting() == 1).then_some(fds)
+    })
+    .await
+    .unwrap_or_else(|| panic!("clients never all connected; gate waiting {}", gate.waiting()));
+    assert!(connected >= CLIENTS);
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(emu.counts().credential_gets, 1);
+
+    gate.release();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let c = emu.counts();
+    assert_eq!(c.credential_gets, 1, "{c:?}");
+    assert_eq!(c.token_puts, 1, "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_whose_uid_is_not_allowed_gets_403_and_a_denial_log_line() {
+    require_root!();
+    let emu = emulator(Default::default()).await;
+    let mut config = AgentConfig::new(&emu.endpoint());
+    // Open the file mode so the peer check is what refuses uid 65534.
+    config.set("server", "socket_mode", "\"0666\"");
+    let agent = TestAgent::start(&config).await;
+    agent.open_dir();
+    agent.credentials().await;
+
+    let out = std::process::Command::new(AGENT_BIN)
+        .args(["get", "--socket"])
+        .arg(&agent.socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.to_lowercase().contains("denied"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        agent.wait_for_log("65534", Duration::from_secs(2)).await,
+        "no denial line with the uid:\n{}",
+        agent.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_is_0600_and_sigterm_removes_it() {
+    let emu = emulator(Default::default()).await;
+    let mut agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let meta = std::fs::symlink_metadata(&agent.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+    agent.credentials().await;
+
+    let status = agent.stop(Signal::SIGTERM);
+    assert_eq!(status.code(), Some(0), "logs:\n{}", agent.logs());
+    assert!(!agent.socket.exists(), "socket left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_at_the_socket_path_is_refused() {
+    let emu = emulator(Default::default()).await;
+    let dir = tempfile::Builder::new().prefix("eca-").tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let target = dir.path().join("elsewhere");
+    std::fs::write(&target, b"x").unwrap();
+    std::os::unix::fs::symlink(&target, &socket).unwrap();
+    let mut agent = TestAgent::spawn_in(dir, socket.clone(), &AgentConfig::new(&emu.endpoint()));
+    let status = agent.wait_exit(Duration::from_secs(10)).expect("agent exits");
+    assert_eq!(status.code(), Some(1), "logs:\n{}", agent.logs());
+    assert!(agent.logs().contains("symlink"), "{}", agent.logs());
+    assert_eq!(std::fs::read(&target).unwrap(), b"x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_the_same_socket_is_refused_with_69() {
+    let emu = emulator(Default::default()).await;
+    let config = AgentConfig::new(&emu.endpoint());
+    let first = TestAgent::start(&config).await;
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut config2 = config.clone();
+    config2.set(
+        "server",
+        "socket_path",
+        &format!("{:?}", first.socket.display().to_string()),
+    );
+    let mut second = TestAgent::spawn_in(dir2, first.socket.clone(), &config2);
+    let status = second.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(69), "logs:\n{}", second.logs());
+    // The first one still serves.
+    assert_eq!(first.get("/v1/credentials").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_variables_change_nothing() {
+    let emu = emulator(Default::default()).await;
+    let mut config = AgentConfig::new(&emu.endpoint());
+    for var in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY"] {
+        config.env(var, "http://127.0.0.1:9");
+    }
+    config.env("NO_PROXY", "");
+    let agent = TestAgent::start(&config).await;
+    let v = agent.credentials().await;
+    assert_same_as_emulator(&v, &emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_or_token_reaches_the_logs_at_trace_level() {
+    let emu = emulator(short_lived(4, 1)).await;
+    let mut config = AgentConfig::new(&emu.endpoint());
+    config.env("RUST_LOG", "trace");
+    config.set("metadata", "token_ttl_secs", "2");
+    let mut agent = TestAgent::start(&config).await;
+    let mut secrets = Vec::new();
+    // Several generations, token renewals, a 401, errors and denials.
+    for _ in 0..3 {
+        let v = agent.credentials().await;
+        secrets.push(v["AccessKeySecret"].as_str().unwrap().to_owned());
+        secrets.push(v["SecurityToken"].as_str().unwrap().to_owned());
+        emu.expire_tokens();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    emu.set_fault(Endpoint::Credentials, Fault::MalformedJson, Times::Next(1));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    agent.get("/v1/health").await;
+    agent.get("/nope").await;
+    agent.stop(Signal::SIGTERM);
+    let logs = agent.logs();
+    assert!(logs.lines().count() > 10, "trace logging produced almost nothing:\n{logs}");
+    let tokens = emu.issued_tokens();
+    assert!(!tokens.is_empty());
+    for s in secrets.iter().chain(tokens.iter()) {
+        assert!(!logs.contains(s.as_str()), "a secret or token is in the logs");
+        // Also no long prefix of it (a truncated print is still a leak).
+        assert!(!logs.contains(&s[..16.min(s.len())]), "a secret prefix is in the logs");
+    }
+}
