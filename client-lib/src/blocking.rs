@@ -75,7 +75,21 @@ impl ClientBuilder {
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: crate::Client,
-    runtime: Arc<Runtime>,
+    runtime: Arc<OwnedRuntime>,
+}
+
+/// The client's runtime, shut down without blocking when the last clone goes, so that dropping
+/// a blocking client inside async code does not panic (tokio's `Drop for Runtime` would). It
+/// runs no task of its own, so there is nothing to wait for.
+#[derive(Debug)]
+struct OwnedRuntime(Option<Runtime>);
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Client {
@@ -102,7 +116,7 @@ impl Client {
             .build()?;
         Ok(Client {
             inner,
-            runtime: Arc::new(runtime),
+            runtime: Arc::new(OwnedRuntime(Some(runtime))),
         })
     }
 
@@ -143,7 +157,8 @@ impl Client {
             "ecs_credential_client::blocking::Client called from within an async runtime; \
              use ecs_credential_client::Client there"
         );
-        self.runtime.block_on(future)
+        let runtime = self.runtime.0.as_ref().expect("runtime present until drop");
+        runtime.block_on(future)
     }
 }
 

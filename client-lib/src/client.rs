@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::credentials::{Credentials, Health};
+use crate::credentials::{format_utc, Credentials, Health};
 use crate::error::{sanitize_agent_message, Error};
 use crate::transport::{self, Response};
 use crate::{resolve_socket_path, SOCKET_ENV};
@@ -339,8 +339,10 @@ impl Client {
         let now = (inner.clock)();
         if freshness(now, credentials.expiration, inner.refresh_before) == Freshness::Expired {
             return Err(Error::protocol(format!(
-                "the agent served credentials {} that expired at {} (now {now}); is the clock right?",
-                credentials.access_key_id, credentials.expiration
+                "the agent served credentials {} that expired at {} (now {}); is the clock right?",
+                credentials.access_key_id,
+                format_utc(credentials.expiration),
+                format_utc(now)
             )));
         }
         Ok(credentials)

@@ -39,8 +39,8 @@ impl fmt::Debug for Credentials {
             .field("access_key_id", &self.access_key_id)
             .field("access_key_secret", &"** redacted **")
             .field("security_token", &"** redacted **")
-            .field("expiration", &self.expiration)
-            .field("last_updated", &self.last_updated)
+            .field("expiration", &format_utc(self.expiration))
+            .field("last_updated", &self.last_updated.map(format_utc))
             .finish()
     }
 }
@@ -108,6 +108,14 @@ fn into_secret(mut s: String) -> SecretString {
     let secret = SecretString::from(s.as_str());
     s.zeroize();
     secret
+}
+
+/// Formats a time as RFC 3339 UTC, whole seconds: `2024-11-08T09:44:50Z`.
+pub(crate) fn format_utc(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    t.format(&format).unwrap_or_else(|_| format!("{t}"))
 }
 
 /// Parses an RFC 3339 time that must be in UTC (`…Z` or `+00:00`), e.g. `2024-11-08T09:44:50Z`.
@@ -214,11 +222,17 @@ mod tests {
         assert!(!debug.contains(MARKER), "{debug}");
         assert!(debug.contains("** redacted **"), "{debug}");
         assert!(debug.contains("STS.id"), "{debug}");
+        assert!(debug.contains("2024-11-08T09:44:50Z"), "{debug}");
     }
 
     #[test]
     fn expiration_must_be_rfc3339_utc() {
-        for bad in ["2024-11-08 09:44:50", "2024-11-08T09:44:50+08:00", "tomorrow", ""] {
+        for bad in [
+            "2024-11-08 09:44:50",
+            "2024-11-08T09:44:50+08:00",
+            "tomorrow",
+            "",
+        ] {
             let err = Credentials::from_body(body(bad).as_bytes()).unwrap_err();
             assert!(matches!(err, Error::Protocol { .. }), "{bad}: {err:?}");
             assert!(err.to_string().contains("Expiration"), "{err}");
@@ -237,7 +251,8 @@ mod tests {
         assert!(err.to_string().contains("AccessKeySecret"), "{err}");
 
         // A wrongly typed field makes serde_json quote a value; our message must not.
-        let wrong_type = r#"{"AccessKeyId":"STS.id","AccessKeySecret":12345987,"SecurityToken":"t"}"#;
+        let wrong_type =
+            r#"{"AccessKeyId":"STS.id","AccessKeySecret":12345987,"SecurityToken":"t"}"#;
         let err = Credentials::from_body(wrong_type.as_bytes()).unwrap_err();
         assert!(!err.to_string().contains("12345987"), "{err}");
         assert!(std::error::Error::source(&err).is_none());

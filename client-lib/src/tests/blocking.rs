@@ -28,7 +28,10 @@ fn blocking_client_fetches_caches_and_reports_health() {
     let t0 = time::macros::datetime!(2030-01-01 00:00:00 UTC);
     let server = server_runtime();
     let agent = server.block_on(FakeAgent::start(move |_, path| match path {
-        "/v1/credentials" => (200, credentials_body("STS.blocking", t0 + time::Duration::hours(1))),
+        "/v1/credentials" => (
+            200,
+            credentials_body("STS.blocking", t0 + time::Duration::hours(1)),
+        ),
         _ => (200, r#"{"RoleName":"web"}"#.to_owned()),
     }));
     let clock = TestClock::at(t0);
@@ -46,7 +49,9 @@ fn blocking_client_fetches_caches_and_reports_health() {
 #[test]
 fn blocking_client_reports_errors() {
     let server = server_runtime();
-    let agent = server.block_on(FakeAgent::start(|_, _| (403, error_body("Forbidden", "gid 50 not allowed"))));
+    let agent = server.block_on(FakeAgent::start(|_, _| {
+        (403, error_body("Forbidden", "gid 50 not allowed"))
+    }));
     let client = blocking_client(&agent.path, &TestClock::at(time::OffsetDateTime::now_utc()));
     let err = client.credentials().unwrap_err();
     assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
@@ -58,13 +63,27 @@ fn blocking_client_refuses_to_run_inside_a_runtime() {
         .socket_path("/nonexistent/agent.sock")
         .build()
         .unwrap();
-    let outer = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let outer = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let panic = outer.block_on(async {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| client.credentials()))
     });
     let message = panic.unwrap_err();
-    let message = message.downcast_ref::<&str>().map(|s| s.to_string())
+    let message = message
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
         .or_else(|| message.downcast_ref::<String>().cloned())
         .unwrap();
     assert!(message.contains("within an async runtime"), "{message}");
+}
+
+#[tokio::test]
+async fn dropping_a_blocking_client_inside_a_runtime_does_not_panic() {
+    let client = blocking::Client::builder()
+        .socket_path("/nonexistent/agent.sock")
+        .build()
+        .unwrap();
+    drop(client.clone());
+    drop(client);
 }

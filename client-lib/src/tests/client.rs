@@ -8,9 +8,7 @@ use secrecy::ExposeSecret;
 use time::macros::datetime;
 use time::OffsetDateTime;
 
-use super::fake_agent::{
-    credentials_body, error_body, error_chain, FakeAgent, TestClock, MARKER,
-};
+use super::fake_agent::{credentials_body, error_body, error_chain, FakeAgent, TestClock, MARKER};
 use crate::{Client, Error};
 
 const T0: OffsetDateTime = datetime!(2030-01-01 00:00:00 UTC);
@@ -45,29 +43,47 @@ async fn fetches_and_parses_credentials() {
     let creds = client(&agent.path, &clock).credentials().await.unwrap();
     assert_eq!(creds.access_key_id, "STS.first");
     assert_eq!(creds.access_key_secret.expose_secret(), MARKER);
-    assert_eq!(creds.security_token.expose_secret(), format!("{MARKER}-token"));
+    assert_eq!(
+        creds.security_token.expose_secret(),
+        format!("{MARKER}-token")
+    );
     assert_eq!(creds.expiration, T0 + minutes(60));
     assert_eq!(creds.last_updated, Some(T0 + minutes(60) - minutes(360)));
     let debug = format!("{creds:?}");
-    assert!(!debug.contains(MARKER) && debug.contains("** redacted **"), "{debug}");
+    assert!(
+        !debug.contains(MARKER) && debug.contains("** redacted **"),
+        "{debug}"
+    );
 }
 
 #[tokio::test]
 async fn cache_hit_makes_no_second_request_until_refresh_before() {
     let agent = FakeAgent::start(|n, _| {
         let id = format!("STS.gen{n}");
-        (200, credentials_body(&id, T0 + minutes(60) * (n as i32 + 1)))
+        (
+            200,
+            credentials_body(&id, T0 + minutes(60) * (n as i32 + 1)),
+        )
     })
     .await;
     let clock = TestClock::at(T0);
     let client = client(&agent.path, &clock);
-    assert_eq!(client.credentials().await.unwrap().access_key_id, "STS.gen0");
+    assert_eq!(
+        client.credentials().await.unwrap().access_key_id,
+        "STS.gen0"
+    );
     clock.set(T0 + minutes(30));
     let again = client.clone().credentials().await.unwrap();
-    assert_eq!((again.access_key_id.as_str(), agent.hits()), ("STS.gen0", 1));
+    assert_eq!(
+        (again.access_key_id.as_str(), agent.hits()),
+        ("STS.gen0", 1)
+    );
     // 4 minutes left < 5 minutes refresh_before: fetched anew.
     clock.set(T0 + minutes(56));
-    assert_eq!(client.credentials().await.unwrap().access_key_id, "STS.gen1");
+    assert_eq!(
+        client.credentials().await.unwrap().access_key_id,
+        "STS.gen1"
+    );
     assert_eq!(agent.hits(), 2);
 }
 
@@ -89,11 +105,18 @@ async fn concurrent_callers_share_one_fetch() {
 
 #[tokio::test]
 async fn short_lived_credentials_are_returned_but_not_served_from_cache() {
-    let agent = FakeAgent::start(|_, _| (200, credentials_body("STS.short", T0 + minutes(3)))).await;
+    let agent =
+        FakeAgent::start(|_, _| (200, credentials_body("STS.short", T0 + minutes(3)))).await;
     let clock = TestClock::at(T0);
     let client = client(&agent.path, &clock);
-    assert_eq!(client.credentials().await.unwrap().access_key_id, "STS.short");
-    assert_eq!(client.credentials().await.unwrap().access_key_id, "STS.short");
+    assert_eq!(
+        client.credentials().await.unwrap().access_key_id,
+        "STS.short"
+    );
+    assert_eq!(
+        client.credentials().await.unwrap().access_key_id,
+        "STS.short"
+    );
     assert_eq!(agent.hits(), 2);
 }
 
@@ -111,14 +134,20 @@ async fn expired_credentials_from_the_agent_are_refused() {
 async fn cached_credentials_cover_an_outage_until_they_expire() {
     let agent = FakeAgent::start(|n, _| match n {
         0 => (200, credentials_body("STS.cached", T0 + minutes(10))),
-        _ => (503, error_body("CredentialsUnavailable", "metadata service unreachable")),
+        _ => (
+            503,
+            error_body("CredentialsUnavailable", "metadata service unreachable"),
+        ),
     })
     .await;
     let clock = TestClock::at(T0);
     let client = client(&agent.path, &clock).clone();
     client.credentials().await.unwrap();
     clock.set(T0 + minutes(8)); // within refresh_before: fetch, fail, fall back
-    assert_eq!(client.credentials().await.unwrap().access_key_id, "STS.cached");
+    assert_eq!(
+        client.credentials().await.unwrap().access_key_id,
+        "STS.cached"
+    );
     assert_eq!(agent.hits(), 1 + 4);
     clock.set(T0 + minutes(10)); // expired now: never returned
     let err = client.credentials().await.unwrap_err();
@@ -127,10 +156,8 @@ async fn cached_credentials_cover_an_outage_until_they_expire() {
 
 #[tokio::test]
 async fn forbidden_is_permission_denied_with_the_agents_message() {
-    let agent = FakeAgent::start(|_, _| {
-        (403, error_body("Forbidden", "uid 1000 is not allowed"))
-    })
-    .await;
+    let agent =
+        FakeAgent::start(|_, _| (403, error_body("Forbidden", "uid 1000 is not allowed"))).await;
     let clock = TestClock::at(T0);
     let err = client(&agent.path, &clock).credentials().await.unwrap_err();
     match &err {
@@ -147,7 +174,13 @@ async fn forbidden_is_permission_denied_with_the_agents_message() {
 #[tokio::test]
 async fn unavailable_after_the_retries() {
     let agent = FakeAgent::start(|_, _| {
-        (503, error_body("CredentialsUnavailable", "agent is starting: no credentials fetched yet"))
+        (
+            503,
+            error_body(
+                "CredentialsUnavailable",
+                "agent is starting: no credentials fetched yet",
+            ),
+        )
     })
     .await;
     let clock = TestClock::at(T0);
@@ -177,7 +210,10 @@ async fn a_503_then_success_succeeds() {
     .await;
     let clock = TestClock::at(T0);
     let creds = client(&agent.path, &clock).credentials().await.unwrap();
-    assert_eq!((creds.access_key_id.as_str(), agent.hits()), ("STS.after", 3));
+    assert_eq!(
+        (creds.access_key_id.as_str(), agent.hits()),
+        ("STS.after", 3)
+    );
 }
 
 #[tokio::test]
@@ -194,7 +230,10 @@ async fn missing_socket_is_agent_not_running_naming_the_path() {
         other => panic!("{other:?}"),
     }
     let text = err.to_string();
-    assert!(text.contains(&*path.to_string_lossy()) && text.contains("running"), "{text}");
+    assert!(
+        text.contains(&*path.to_string_lossy()) && text.contains("running"),
+        "{text}"
+    );
     assert!(std::error::Error::source(&err).is_some());
 }
 
@@ -217,8 +256,10 @@ async fn refused_connection_is_agent_not_running() {
 async fn malformed_answers_are_protocol_errors_without_secrets() {
     let bodies = [
         format!("{{\"AccessKeySecret\":\"{MARKER}\""), // truncated JSON
-        format!(r#"{{"Code":"Success","AccessKeySecret":"{MARKER}","SecurityToken":"{MARKER}","Expiration":"2030-01-01T01:00:00Z"}}"#), // no AccessKeyId
-        format!(r#"{{"AccessKeyId":["{MARKER}"]}}"#), // wrong type
+        format!(
+            r#"{{"Code":"Success","AccessKeySecret":"{MARKER}","SecurityToken":"{MARKER}","Expiration":"2030-01-01T01:00:00Z"}}"#
+        ), // no AccessKeyId
+        format!(r#"{{"AccessKeyId":["{MARKER}"]}}"#),  // wrong type
         format!("<html>{MARKER}</html>"),
     ];
     for body in bodies {
@@ -276,8 +317,15 @@ async fn health_reports_status_and_fields() {
     let agent = FakeAgent::start(|n, path| {
         assert_eq!(path, "/v1/health");
         match n {
-            0 => (200, r#"{"RoleName":"web","Expiration":"2030-01-01T01:00:00Z","SecondsLeft":3600}"#.to_owned()),
-            _ => (503, error_body("CredentialsUnavailable", "no RAM role attached")),
+            0 => (
+                200,
+                r#"{"RoleName":"web","Expiration":"2030-01-01T01:00:00Z","SecondsLeft":3600}"#
+                    .to_owned(),
+            ),
+            _ => (
+                503,
+                error_body("CredentialsUnavailable", "no RAM role attached"),
+            ),
         }
     })
     .await;
@@ -312,7 +360,12 @@ fn connect_eacces_is_permission_denied() {
     }
     // Root bypasses file permissions: run the check as `nobody` in a child process.
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "tests::client::connect_eacces_child", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "tests::client::connect_eacces_child",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(EACCES_CHILD_ENV, &path)
         .uid(65534)
         .gid(65534)
@@ -346,7 +399,9 @@ fn check_eacces(path: &Path) {
         .build()
         .unwrap();
     match client.credentials().unwrap_err() {
-        Error::PermissionDenied { path: p, source, .. } => {
+        Error::PermissionDenied {
+            path: p, source, ..
+        } => {
             assert_eq!(p, path);
             assert_eq!(source.unwrap().kind(), io::ErrorKind::PermissionDenied);
         }

@@ -87,9 +87,8 @@ async fn serve(listener: UnixListener, respond: Arc<Respond>, hits: Arc<AtomicUs
 
 /// Formats a time as the agent does: `YYYY-MM-DDTHH:MM:SSZ`.
 pub(crate) fn utc(t: OffsetDateTime) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-    );
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     t.format(&format).expect("format")
 }
 
