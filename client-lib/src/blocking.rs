@@ -7,7 +7,8 @@
 //!
 //! Its methods must not be called from within an async runtime (inside an `async fn` or a
 //! tokio task): they block the calling thread and panic there, as tokio cannot start a runtime
-//! inside another. From async code, use [`crate::Client`].
+//! inside another. From async code, use [`crate::Client`]. Building or dropping one there is
+//! harmless.
 
 use std::io;
 use std::path::{Path, PathBuf};

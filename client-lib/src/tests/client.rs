@@ -141,7 +141,7 @@ async fn cached_credentials_cover_an_outage_until_they_expire() {
     })
     .await;
     let clock = TestClock::at(T0);
-    let client = client(&agent.path, &clock).clone();
+    let client = client(&agent.path, &clock);
     client.credentials().await.unwrap();
     clock.set(T0 + minutes(8)); // within refresh_before: fetch, fail, fall back
     assert_eq!(
