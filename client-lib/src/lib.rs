@@ -1,1 +1,115 @@
-//! placeholder
+//! `ecs-credential-client`: the library an application on an Alibaba Cloud ECS instance links
+//! to get its RAM role's STS credentials from `ecs-credential-agent`, instead of carrying a
+//! long-term AccessKey.
+//!
+//! # Background
+//!
+//! A long-term AccessKey in a config file, an environment variable or an image is the most
+//! common way Alibaba Cloud accounts leak. On ECS, a RAM role bound to the instance gives
+//! short-lived STS credentials (`AccessKeyId`, `AccessKeySecret`, `SecurityToken`, valid until
+//! `Expiration`) through the instance metadata service. `ecs-credential-agent` fetches them in
+//! hardened mode, refreshes them ahead of expiry, and serves them to allowed local users over a
+//! Unix socket. This crate is the application's side of that socket: one call, cached, with
+//! errors that say what to fix.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use secrecy::ExposeSecret;
+//!
+//! # async fn run() -> Result<(), ecs_credential_client::Error> {
+//! let client = ecs_credential_client::Client::new();
+//! // Before each request to sign: cheap while cached.
+//! let creds = client.credentials().await?;
+//! println!("signing as {}", creds.access_key_id);
+//! let _secret: &str = creds.access_key_secret.expose_secret(); // only where you sign
+//! # Ok(()) }
+//! ```
+//!
+//! Without an async runtime, use [`blocking::Client`] the same way. A runnable example is
+//! `examples/print_identity.rs`.
+//!
+//! # Caching
+//!
+//! [`Client::credentials`] returns the cached credentials while more than
+//! [`ClientBuilder::refresh_before`] (default [`DEFAULT_REFRESH_BEFORE`]) remains before their
+//! `Expiration`, and otherwise asks the agent; concurrent callers of one [`Client`] (and its
+//! clones) wait for one shared request. The agent itself refreshes well before expiry, so a
+//! fetch normally returns a new generation. Should the agent hand out credentials with less
+//! than the margin left, they are returned (they are valid) and asked for again on the next
+//! call. If asking fails while cached credentials are still valid, those are returned and a
+//! warning is logged through `tracing`. Credentials whose `Expiration` has passed are never
+//! returned. Do not keep a [`Credentials`] value yourself: call `credentials()` per request.
+//!
+//! # Errors and what to do
+//!
+//! | [`Error`] | means | do |
+//! | --- | --- | --- |
+//! | [`Error::AgentNotRunning`] | no agent on the socket (after retries) | start the agent (`systemctl status ecs-credential-agent`), check the socket path |
+//! | [`Error::PermissionDenied`] | socket not accessible, or the agent refuses this uid/gid | run as an allowed user, or allow it in the agent's config |
+//! | [`Error::Unavailable`] | agent up, but no valid credentials (starting, no RAM role attached, metadata service unreachable) | read the message; retry later; attach a RAM role |
+//! | [`Error::Protocol`] | timeout, or an answer this client does not understand | check client and agent versions; report a bug |
+//!
+//! Transient failures (socket missing, connection refused, `503`) are retried
+//! [`ClientBuilder::unavailable_retries`] times with doubling pauses from
+//! [`ClientBuilder::retry_backoff`], which covers an agent restart. No error message ever
+//! contains a secret.
+//!
+//! # Socket path
+//!
+//! In order: [`ClientBuilder::socket_path`], else the environment variable [`SOCKET_ENV`]
+//! (`ECS_CREDENTIAL_AGENT_SOCKET`) if set and non-empty, else [`DEFAULT_SOCKET_PATH`]. It is
+//! resolved once, when the client is built.
+//!
+//! # Threads
+//!
+//! [`Client`] is `Clone + Send + Sync`; clones share the cache. Build one per process and clone
+//! it where needed. It spawns no task, so it works on any tokio runtime (current-thread or
+//! multi-thread); it uses tokio's networking and timers, so the runtime needs both enabled.
+//! [`blocking::Client`] must not be called from within an async runtime.
+//!
+//! # Layout
+//!
+//! - `client`: [`Client`], [`ClientBuilder`]: cache, single-flight, retries.
+//! - `transport`: one HTTP/1.1 `GET` over the Unix socket (hyper).
+//! - `credentials`: [`Credentials`], [`Health`] and their parsing.
+//! - `error`: [`Error`].
+//! - [`blocking`]: the blocking client.
+
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+pub mod blocking;
+mod client;
+mod credentials;
+mod error;
+mod transport;
+
+#[cfg(test)]
+mod tests;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+pub use client::{
+    Client, ClientBuilder, DEFAULT_REFRESH_BEFORE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BACKOFF,
+    DEFAULT_UNAVAILABLE_RETRIES,
+};
+pub use credentials::{Credentials, Health};
+pub use error::Error;
+/// Re-exported so callers can read secrets without naming a matching `secrecy` version.
+pub use secrecy::{ExposeSecret, SecretString};
+
+/// Environment variable naming the agent's socket, used when the builder names none.
+pub const SOCKET_ENV: &str = "ECS_CREDENTIAL_AGENT_SOCKET";
+
+/// The agent's default socket path, used when neither the builder nor [`SOCKET_ENV`] names one.
+pub const DEFAULT_SOCKET_PATH: &str = "/run/ecs-credential-agent/agent.sock";
+
+/// The socket path: `explicit`, else `env` (the value of [`SOCKET_ENV`]) if non-empty, else
+/// [`DEFAULT_SOCKET_PATH`].
+fn resolve_socket_path(explicit: Option<PathBuf>, env: Option<OsString>) -> PathBuf {
+    explicit
+        .or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH))
+}

@@ -1,0 +1,165 @@
+//! The one error type of this crate, named by what the application should do about it.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Longest agent-supplied message kept in an [`Error`], in characters.
+const MAX_AGENT_MESSAGE_CHARS: usize = 300;
+
+/// Why no credentials (or no health report) could be had from the agent.
+///
+/// Each variant says what to do:
+///
+/// | variant | typical cause | what to do |
+/// | --- | --- | --- |
+/// | [`AgentNotRunning`](Error::AgentNotRunning) | socket missing, connection refused | start `ecs-credential-agent`, check the socket path |
+/// | [`PermissionDenied`](Error::PermissionDenied) | socket not accessible (`EACCES`), or the agent answered `403 Forbidden` | run as an allowed uid/gid, or allow this one in the agent's config |
+/// | [`Unavailable`](Error::Unavailable) | the agent answered `503` (starting, no RAM role attached, metadata service unreachable, …) after the client's retries | read the message; retry later; check the RAM role |
+/// | [`Protocol`](Error::Protocol) | timeout, unexpected status, malformed JSON, missing field, expired credentials served | a bug or version mismatch between client and agent; report it |
+///
+/// `Display` is one short line; the underlying cause, if any, is reachable through
+/// [`source()`](std::error::Error::source). No message ever contains `AccessKeySecret` or
+/// `SecurityToken`: the client never copies response bodies of successful requests into errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The agent's socket could not be reached: it does not exist, nothing listens on it, or it
+    /// is not a socket. Transient cases (missing, refused) were retried first.
+    #[error("cannot connect to socket {}: is ecs-credential-agent running?", path.display())]
+    AgentNotRunning {
+        /// The socket path tried.
+        path: PathBuf,
+        /// The `connect(2)` error.
+        #[source]
+        source: io::Error,
+    },
+    /// This process may not have credentials: the socket refused the connection (`EACCES`) or
+    /// the agent answered `403 Forbidden` for this caller's uid/gid.
+    #[error("permission denied by ecs-credential-agent at {}: {message}", path.display())]
+    PermissionDenied {
+        /// The socket path tried.
+        path: PathBuf,
+        /// The agent's `Message`, or a description of the `connect(2)` failure.
+        message: String,
+        /// The `connect(2)` error, when the refusal came from the file system.
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// The agent answered `503` on every try: it has no valid credentials to give right now.
+    #[error("credentials unavailable from ecs-credential-agent ({code}): {message}")]
+    Unavailable {
+        /// The agent's stable error code, e.g. `CredentialsUnavailable` or `TooManyConnections`.
+        code: String,
+        /// The agent's reason, e.g. "agent is starting: no credentials fetched yet".
+        message: String,
+    },
+    /// The agent's answer was not what this client understands, or did not come in time.
+    #[error("unexpected response from ecs-credential-agent: {what}")]
+    Protocol {
+        /// What was wrong, in words (never response data that could hold a secret).
+        what: String,
+        /// The underlying error, if any (I/O, HTTP, timeout).
+        #[source]
+        source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+    },
+}
+
+impl Error {
+    /// A [`Protocol`](Error::Protocol) error without an underlying cause.
+    pub(crate) fn protocol(what: impl Into<String>) -> Self {
+        Error::Protocol {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// A [`Protocol`](Error::Protocol) error caused by `source`.
+    pub(crate) fn protocol_from(
+        what: impl Into<String>,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        Error::Protocol {
+            what: what.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// Whether trying again shortly may help: the agent is restarting (socket missing or
+    /// refusing) or answered `503`.
+    pub(crate) fn is_transient(&self) -> bool {
+        match self {
+            Error::AgentNotRunning { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ),
+            Error::Unavailable { .. } => true,
+            Error::PermissionDenied { .. } | Error::Protocol { .. } => false,
+        }
+    }
+}
+
+/// An agent-supplied message, made safe to embed in a one-line error: control characters become
+/// spaces and the length is capped at [`MAX_AGENT_MESSAGE_CHARS`].
+pub(crate) fn sanitize_agent_message(message: &str) -> String {
+    let mut out: String = message
+        .chars()
+        .take(MAX_AGENT_MESSAGE_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if message.chars().count() > MAX_AGENT_MESSAGE_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// A timeout, as an error value to put behind [`Error::Protocol`]'s `source`.
+#[derive(Debug)]
+pub(crate) struct TimedOut;
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out")
+    }
+}
+
+impl StdError for TimedOut {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_messages_are_single_line_and_capped() {
+        assert_eq!(sanitize_agent_message("a\nb\tc"), "a b c");
+        let long = "x".repeat(1000);
+        let got = sanitize_agent_message(&long);
+        assert_eq!(got.chars().count(), MAX_AGENT_MESSAGE_CHARS + 1);
+        assert!(got.ends_with('…'));
+    }
+
+    #[test]
+    fn only_restart_like_failures_are_transient() {
+        let path = PathBuf::from("/x.sock");
+        let not_running = |kind| Error::AgentNotRunning {
+            path: path.clone(),
+            source: io::Error::from(kind),
+        };
+        assert!(not_running(io::ErrorKind::NotFound).is_transient());
+        assert!(not_running(io::ErrorKind::ConnectionRefused).is_transient());
+        assert!(!not_running(io::ErrorKind::InvalidInput).is_transient());
+        assert!(Error::Unavailable {
+            code: "CredentialsUnavailable".into(),
+            message: "starting".into()
+        }
+        .is_transient());
+        assert!(!Error::protocol("bad").is_transient());
+        assert!(!Error::PermissionDenied {
+            path,
+            message: "no".into(),
+            source: None
+        }
+        .is_transient());
+    }
+}

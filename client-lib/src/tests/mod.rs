@@ -1,0 +1,6 @@
+//! Tests of the client against a fake agent on a real Unix socket.
+
+mod blocking;
+mod client;
+mod fake_agent;
+mod resolve;
