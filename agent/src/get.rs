@@ -35,8 +35,14 @@ pub fn run(socket: Option<PathBuf>, format: Format) -> u8 {
     if let Some(path) = socket {
         builder = builder.socket_path(path);
     }
-    let result = builder.build().and_then(|client| client.credentials());
-    match result {
+    let client = match builder.build() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ecs-credential-agent get: cannot start the client: {e}");
+            return 1;
+        }
+    };
+    match client.credentials() {
         Ok(creds) => {
             let text = render(&creds, format);
             let mut out = std::io::stdout().lock();
