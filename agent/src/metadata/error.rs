@@ -68,6 +68,17 @@ pub enum MetadataError {
         /// What was wrong, never including a field's value when the field is secret.
         what: String,
     },
+    /// A `[metadata]` setting the client cannot use (for example an endpoint that is not
+    /// `http://host[:port]`, or an implausible configured role name). Not transient.
+    #[error("invalid [metadata] {key} {value:?}: {reason}")]
+    InvalidConfig {
+        /// The configuration key, e.g. `endpoint`.
+        key: &'static str,
+        /// The value given (never a secret).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The credentials' `Expiration` was already past (or inside the expiry margin) on arrival.
     #[error("credentials already expired on arrival (Expiration {expiration})")]
     ExpiredOnArrival {

@@ -19,7 +19,7 @@ pub mod token;
 
 use std::future::Future;
 
-// pub use client::Client; (enabled when client.rs lands)
+pub use client::Client;
 pub use error::MetadataError;
 
 use crate::credentials::Credentials;
