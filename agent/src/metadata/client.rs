@@ -111,7 +111,12 @@ pub enum GetOutcome {
 /// What a status code on a `GET` of `path` means (the `GET` rows of the table on [`Client`]).
 /// `with_token` says whether the request carried a metadata token; `role_name` is the role asked
 /// for, if any.
-pub fn classify_get(status: u16, with_token: bool, path: &str, role_name: Option<&str>) -> GetOutcome {
+pub fn classify_get(
+    status: u16,
+    with_token: bool,
+    path: &str,
+    role_name: Option<&str>,
+) -> GetOutcome {
     let rejected = || MetadataError::Rejected {
         method: "GET",
         path: path.to_owned(),
@@ -296,7 +301,10 @@ impl Client {
             request = request.header(name, value);
         }
         let exchange = async {
-            let response = request.send().await.map_err(|e| self.transport_error(&e, path))?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| self.transport_error(&e, path))?;
             self.read_answer(response, path).await
         };
         let result = match tokio::time::timeout(self.deadline, exchange).await {
@@ -308,8 +316,12 @@ impl Client {
         };
         let latency_ms = started.elapsed().as_millis() as u64;
         match &result {
-            Ok(a) => tracing::debug!(%method, path, status = a.status, latency_ms, "metadata request"),
-            Err(error) => tracing::debug!(%method, path, %error, latency_ms, "metadata request failed"),
+            Ok(a) => {
+                tracing::debug!(%method, path, status = a.status, latency_ms, "metadata request")
+            }
+            Err(error) => {
+                tracing::debug!(%method, path, %error, latency_ms, "metadata request failed")
+            }
         }
         result
     }
@@ -327,7 +339,11 @@ impl Client {
             .map(str::to_owned);
         let mut body = Zeroizing::new(Vec::new());
         if status != 200 {
-            return Ok(Answer { status, content_type, body });
+            return Ok(Answer {
+                status,
+                content_type,
+                body,
+            });
         }
         let announced = response.headers().get(CONTENT_LENGTH);
         if announced
@@ -339,10 +355,18 @@ impl Client {
         }
         // Allocated once at the cap: the buffer never reallocates, leaving no unzeroized copy.
         body.reserve_exact(MAX_BODY_BYTES);
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e, path))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(&e, path))?
+        {
             response::append_capped(&mut body, &chunk, path)?;
         }
-        Ok(Answer { status, content_type, body })
+        Ok(Answer {
+            status,
+            content_type,
+            body,
+        })
     }
 
     fn transport_error(&self, e: &reqwest::Error, path: &str) -> MetadataError {
@@ -397,7 +421,9 @@ fn parse_endpoint(endpoint: &str) -> Result<String, MetadataError> {
     };
     let url = reqwest::Url::parse(endpoint).map_err(|e| bad(&format!("not a URL ({e})")))?;
     if url.scheme() != "http" {
-        return Err(bad("must start with http:// (the metadata service is plain HTTP)"));
+        return Err(bad(
+            "must start with http:// (the metadata service is plain HTTP)",
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(bad("has no host"));
@@ -406,7 +432,9 @@ fn parse_endpoint(endpoint: &str) -> Result<String, MetadataError> {
         return Err(bad("must not carry a user or password"));
     }
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("must be http://host[:port] with no path, query or fragment"));
+        return Err(bad(
+            "must be http://host[:port] with no path, query or fragment",
+        ));
     }
     Ok(url.origin().ascii_serialization())
 }

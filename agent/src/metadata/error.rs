@@ -14,7 +14,9 @@ pub enum MetadataError {
     },
     /// A `GET` without a metadata token answered 403: the instance is in hardened-only mode
     /// (`HttpTokens=required`) and no token could be obtained.
-    #[error("metadata service requires a metadata token (hardened-only instance) and none was obtained")]
+    #[error(
+        "metadata service requires a metadata token (hardened-only instance) and none was obtained"
+    )]
     HardenedModeRequired,
     /// The metadata token was rejected (HTTP 401) even after a fresh one was fetched.
     #[error("metadata token rejected (HTTP 401) after renewal")]

@@ -193,7 +193,9 @@ pub fn parse_credentials(
     if expiration <= last_updated {
         return Err(invalid(
             path,
-            format!("Expiration {expiration_text:?} is not after LastUpdated {last_updated_text:?}"),
+            format!(
+                "Expiration {expiration_text:?} is not after LastUpdated {last_updated_text:?}"
+            ),
         ));
     }
     if expiration <= OffsetDateTime::from(now) {
@@ -245,9 +247,10 @@ fn required<T: FieldText>(
 ) -> Result<T, MetadataError> {
     match field {
         None => Err(invalid(path, format!("missing or null field {name}"))),
-        Some(Field::NotString(kind)) => {
-            Err(invalid(path, format!("field {name} is {kind}, not a string")))
-        }
+        Some(Field::NotString(kind)) => Err(invalid(
+            path,
+            format!("field {name} is {kind}, not a string"),
+        )),
         Some(Field::Text(v)) if v.is_empty_text() => {
             Err(invalid(path, format!("empty field {name}")))
         }

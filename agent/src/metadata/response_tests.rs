@@ -93,9 +93,15 @@ fn each_missing_field_is_named() {
         "LastUpdated",
     ] {
         let text = parse_err(&body_with(field, None));
-        assert!(text.contains(&format!("missing or null field {field}")), "{text}");
+        assert!(
+            text.contains(&format!("missing or null field {field}")),
+            "{text}"
+        );
         let text = parse_err(&body_with(field, Some(serde_json::Value::Null)));
-        assert!(text.contains(&format!("missing or null field {field}")), "{text}");
+        assert!(
+            text.contains(&format!("missing or null field {field}")),
+            "{text}"
+        );
     }
 }
 
@@ -122,7 +128,12 @@ fn each_non_string_field_is_named() {
         serde_json::json!([SECRET]),
         serde_json::json!({"v": SECRET}),
     ];
-    for field in ["AccessKeyId", "AccessKeySecret", "SecurityToken", "Expiration"] {
+    for field in [
+        "AccessKeyId",
+        "AccessKeySecret",
+        "SecurityToken",
+        "Expiration",
+    ] {
         for value in &wrong {
             let text = parse_err(&body_with(field, Some(value.clone())));
             assert!(text.contains(&format!("field {field} is ")), "{text}");
@@ -184,7 +195,10 @@ fn past_expiration_is_expired_on_arrival() {
 fn expiration_equal_to_now_is_expired_on_arrival() {
     let at = SystemTime::from(datetime!(2024-11-08 09:44:50 UTC));
     let err = parse_credentials(&valid_body(), at, PATH).unwrap_err();
-    assert!(matches!(err, MetadataError::ExpiredOnArrival { .. }), "{err:?}");
+    assert!(
+        matches!(err, MetadataError::ExpiredOnArrival { .. }),
+        "{err:?}"
+    );
     let just_before = at - Duration::from_secs(1);
     assert!(parse_credentials(&valid_body(), just_before, PATH).is_ok());
 }
@@ -221,9 +235,15 @@ fn bad_time_formats_are_rejected_naming_the_field() {
 fn html_is_rejected_by_content_type_or_body() {
     let page = b"<html><head><title>404 - Not Found</title></head></html>";
     let err = reject_html(Some("text/html; charset=utf-8"), b"{}", "JSON", PATH).unwrap_err();
-    assert!(err.to_string().contains("HTML page instead of JSON"), "{err}");
+    assert!(
+        err.to_string().contains("HTML page instead of JSON"),
+        "{err}"
+    );
     let err = reject_html(Some("application/json"), page, "JSON", PATH).unwrap_err();
-    assert!(err.to_string().contains("HTML page instead of JSON"), "{err}");
+    assert!(
+        err.to_string().contains("HTML page instead of JSON"),
+        "{err}"
+    );
     let err = reject_html(None, b"\r\n  <!DOCTYPE html>", "JSON", PATH).unwrap_err();
     assert!(err.to_string().contains("HTML page"), "{err}");
     assert!(reject_html(Some("TEXT/HTML"), b"", "JSON", PATH).is_err());
@@ -242,14 +262,21 @@ fn body_cap_allows_exactly_the_cap_and_refuses_one_more() {
         err.to_string().contains("body larger than 65536 bytes"),
         "{err}"
     );
-    assert_eq!(body.len(), MAX_BODY_BYTES, "a refused chunk is not appended");
+    assert_eq!(
+        body.len(),
+        MAX_BODY_BYTES,
+        "a refused chunk is not appended"
+    );
     assert_eq!(body.capacity(), MAX_BODY_BYTES, "never reallocated");
 }
 
 #[test]
 fn role_name_is_first_non_empty_line_trimmed() {
     assert_eq!(parse_role_name(b"EcsRole", PATH).unwrap(), "EcsRole");
-    assert_eq!(parse_role_name(b"\n  EcsRole \r\nOther\n", PATH).unwrap(), "EcsRole");
+    assert_eq!(
+        parse_role_name(b"\n  EcsRole \r\nOther\n", PATH).unwrap(),
+        "EcsRole"
+    );
     assert_eq!(parse_role_name(b"a.b-c_D9", PATH).unwrap(), "a.b-c_D9");
 }
 
@@ -290,6 +317,9 @@ fn metadata_token_is_trimmed_and_checked() {
     assert!(err.to_string().contains("empty metadata token"), "{err}");
     let err = parse_token(b"MARKER tok\x01en", PATH).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("token_len 13") && !text.contains("MARKER"), "{text}");
+    assert!(
+        text.contains("token_len 13") && !text.contains("MARKER"),
+        "{text}"
+    );
     assert!(parse_token("tök".as_bytes(), PATH).is_err());
 }

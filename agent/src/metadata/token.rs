@@ -214,7 +214,9 @@ mod tests {
         let cache = TokenCache::new(TTL_6H);
         let count = Arc::new(AtomicUsize::new(0));
         let first = cache.get_or_put(|| counting_put(&count)).await.unwrap();
-        cache.invalidate(&SecretString::from("some-other-token")).await;
+        cache
+            .invalidate(&SecretString::from("some-other-token"))
+            .await;
         cache.get_or_put(|| counting_put(&count)).await.unwrap();
         assert_eq!(count.load(Ordering::SeqCst), 1, "kept");
         cache.invalidate(&first).await;
@@ -228,6 +230,9 @@ mod tests {
         let count = Arc::new(AtomicUsize::new(0));
         cache.get_or_put(|| counting_put(&count)).await.unwrap();
         let text = format!("{cache:?}");
-        assert!(!text.contains("token-1") && text.contains("redacted"), "{text}");
+        assert!(
+            !text.contains("token-1") && text.contains("redacted"),
+            "{text}"
+        );
     }
 }
