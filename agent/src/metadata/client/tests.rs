@@ -400,7 +400,7 @@ async fn get_hanging_server_is_timeout() {
 #[tokio::test]
 async fn trickling_body_hits_the_overall_deadline() {
     let trickle = Canned::Trickle {
-        every: Duration::from_millis(100),
+        every: Duration::from_millis(50),
         bytes: 100,
     };
     let started = std::time::Instant::now();
