@@ -46,7 +46,7 @@ pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(1_000);
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// The whole validated configuration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
     /// `[metadata]`.
     pub metadata: MetadataConfig,
@@ -175,17 +175,6 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".to_owned(),
             format: LogFormat::Text,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            metadata: MetadataConfig::default(),
-            server: ServerConfig::default(),
-            credentials: RefreshConfig::default(),
-            log: LogConfig::default(),
         }
     }
 }

@@ -214,9 +214,7 @@ pub async fn wait_for_credentials(
             let state = rx.borrow_and_update();
             match state.credentials_at(Instant::now()) {
                 Ok(c) => return Ok(Arc::clone(c)),
-                Err(Unavailable::RoleNotAttached { .. }) => {
-                    return Err(state.reason.clone())
-                }
+                Err(Unavailable::RoleNotAttached { .. }) => return Err(state.reason.clone()),
                 Err(_) if state.last_success.is_none() => {}
                 Err(other) => return Err(other),
             }
@@ -224,10 +222,7 @@ pub async fn wait_for_credentials(
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => continue,
             Ok(Err(_)) | Err(_) => {
-                return rx
-                    .borrow()
-                    .credentials_at(Instant::now())
-                    .map(Arc::clone)
+                return rx.borrow().credentials_at(Instant::now()).map(Arc::clone)
             }
         }
     }

@@ -14,7 +14,9 @@ pub enum MetadataError {
     },
     /// A `GET` without a metadata token answered 403: the instance is in hardened-only mode
     /// (`HttpTokens=required`) and no token could be obtained.
-    #[error("metadata service requires a metadata token (hardened-only instance) and none was obtained")]
+    #[error(
+        "metadata service requires a metadata token (hardened-only instance) and none was obtained"
+    )]
     HardenedModeRequired,
     /// The metadata token was rejected (HTTP 401) even after a fresh one was fetched.
     #[error("metadata token rejected (HTTP 401) after renewal")]
@@ -67,6 +69,17 @@ pub enum MetadataError {
         path: String,
         /// What was wrong, never including a field's value when the field is secret.
         what: String,
+    },
+    /// A `[metadata]` setting the client cannot use (for example an endpoint that is not
+    /// `http://host[:port]`, or an implausible configured role name). Not transient.
+    #[error("invalid [metadata] {key} {value:?}: {reason}")]
+    InvalidConfig {
+        /// The configuration key, e.g. `endpoint`.
+        key: &'static str,
+        /// The value given (never a secret).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The credentials' `Expiration` was already past (or inside the expiry margin) on arrival.
     #[error("credentials already expired on arrival (Expiration {expiration})")]

@@ -7,7 +7,7 @@
 //! - [`client`]: requests, timeouts, the retry table, no proxy ever.
 //! - [`token`]: the cached metadata token and its renewal.
 //! - [`response`]: parsing and validating the role name and credential JSON.
-//! - [`error`]: [`MetadataError`].
+//! - [`error`]: the error type, [`MetadataError`], and what each variant means.
 //!
 //! Protocol facts: ECS documentation "实例元数据" (instance metadata) and "加固模式" (hardened
 //! mode); summarised in `../shared/reference/metadata-service.md`.
@@ -19,7 +19,7 @@ pub mod token;
 
 use std::future::Future;
 
-// pub use client::Client; (enabled when client.rs lands)
+pub use client::Client;
 pub use error::MetadataError;
 
 use crate::credentials::Credentials;

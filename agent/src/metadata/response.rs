@@ -1,1 +1,355 @@
-//! (to be written)
+//! Parsing and validating what the metadata service answers: the role name and the credential
+//! JSON. Pure functions over bytes, no I/O, so they can be table-tested and fuzzed.
+//!
+//! Shapes (ECS documentation "实例元数据", summarised in
+//! `../shared/reference/metadata-service.md` §1):
+//! - `GET /latest/meta-data/ram/security-credentials/` → the role name, plain text;
+//! - `GET /latest/meta-data/ram/security-credentials/<role>` →
+//!   `{"Code":"Success","AccessKeyId":…,"AccessKeySecret":…,"SecurityToken":…,
+//!   "Expiration":"YYYY-MM-DDTHH:MM:SSZ","LastUpdated":"YYYY-MM-DDTHH:MM:SSZ"}`;
+//! - a missing role is a 404 with an HTML page, which must never be parsed as JSON.
+//!
+//! Errors name the field that was wrong and never include the value of `AccessKeySecret` or
+//! `SecurityToken`.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use secrecy::SecretString;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+use zeroize::Zeroize;
+
+use super::MetadataError;
+use crate::credentials::Credentials;
+
+/// The largest response body accepted from the metadata service, in bytes. A credential body is
+/// about 2 KiB (the `SecurityToken` is the bulk); anything past this cap is an error and the
+/// rest of the body is not read.
+pub const MAX_BODY_BYTES: usize = 65_536;
+
+/// The longest RAM role name, in characters (RAM `CreateRole`: `RoleName` is 1 to 64 characters).
+pub const MAX_ROLE_NAME_CHARS: usize = 64;
+
+/// Appends `chunk` to `body` unless that would take it past [`MAX_BODY_BYTES`].
+///
+/// Callers allocate `body` with capacity [`MAX_BODY_BYTES`] so it never reallocates (a
+/// reallocation would leave an unzeroized copy of the secrets behind).
+///
+/// # Errors
+/// [`MetadataError::InvalidResponse`] "body larger than 65536 bytes"; `body` is left unchanged.
+pub fn append_capped(body: &mut Vec<u8>, chunk: &[u8], path: &str) -> Result<(), MetadataError> {
+    if body.len().saturating_add(chunk.len()) > MAX_BODY_BYTES {
+        return Err(body_too_large(path));
+    }
+    body.extend_from_slice(chunk);
+    Ok(())
+}
+
+/// The error for a body past [`MAX_BODY_BYTES`] (also used when `Content-Length` announces one).
+pub fn body_too_large(path: &str) -> MetadataError {
+    invalid(path, format!("body larger than {MAX_BODY_BYTES} bytes"))
+}
+
+/// Rejects an HTML page (a `Content-Type` of `text/html`, or a body whose first non-blank byte
+/// is `<`), as the metadata service sends for a 404 or from an intercepting proxy. `expected`
+/// names what was wanted instead, e.g. `"JSON"`.
+///
+/// # Errors
+/// [`MetadataError::InvalidResponse`] "HTML page instead of {expected}".
+pub fn reject_html(
+    content_type: Option<&str>,
+    body: &[u8],
+    expected: &str,
+    path: &str,
+) -> Result<(), MetadataError> {
+    let html_type = content_type.is_some_and(|t| {
+        t.trim_start()
+            .get(..9)
+            .is_some_and(|m| m.eq_ignore_ascii_case("text/html"))
+    });
+    let html_body = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<');
+    if html_type || html_body {
+        return Err(invalid(path, format!("HTML page instead of {expected}")));
+    }
+    Ok(())
+}
+
+/// Parses the body of a 200 on the token `PUT`: the metadata token as plain text, trimmed.
+/// It must be non-empty visible ASCII, since it is sent back in a header.
+///
+/// # Errors
+/// [`MetadataError::InvalidResponse`] giving the token's length, never its value.
+pub fn parse_token(body: &[u8], path: &str) -> Result<SecretString, MetadataError> {
+    let trimmed = body.trim_ascii();
+    if trimmed.is_empty() {
+        return Err(invalid(path, "empty metadata token"));
+    }
+    if !trimmed.iter().all(u8::is_ascii_graphic) {
+        return Err(invalid(
+            path,
+            format!(
+                "metadata token (token_len {}) has a character not allowed in a header",
+                trimmed.len()
+            ),
+        ));
+    }
+    // Visible ASCII is UTF-8.
+    let text = std::str::from_utf8(trimmed).map_err(|_| invalid(path, "metadata token"))?;
+    Ok(SecretString::from(text))
+}
+
+/// Parses the role list body: the first non-empty line, trimmed, checked by
+/// [`check_role_name`].
+///
+/// # Errors
+/// [`MetadataError::InvalidResponse`] when the body is not UTF-8, holds no role name, or the
+/// name is not a plausible RAM role name.
+pub fn parse_role_name(body: &[u8], path: &str) -> Result<String, MetadataError> {
+    let text = std::str::from_utf8(body).map_err(|_| invalid(path, "role name is not UTF-8"))?;
+    let name = text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .ok_or_else(|| invalid(path, "empty role list: no RAM role attached?"))?;
+    check_role_name(name).map_err(|what| invalid(path, what))?;
+    Ok(name.to_owned())
+}
+
+/// Checks that `name` is a plausible RAM role name: 1 to [`MAX_ROLE_NAME_CHARS`] characters,
+/// only ASCII letters, digits, `.`, `-` and `_`, and not `.` or `..`. RAM documents letters,
+/// digits, `.` and `-` (`CreateRole`); `_` is allowed in case older roles have it. The name
+/// goes into a URL path, so anything that could change the path (`/`, `?`, `#`, `%`, dot
+/// segments, whitespace, control characters) is refused.
+///
+/// # Errors
+/// A short description of what is wrong, quoting at most the first 64 characters, escaped.
+pub fn check_role_name(name: &str) -> Result<(), String> {
+    let shown: String = name.chars().take(MAX_ROLE_NAME_CHARS).collect();
+    if name.is_empty() {
+        return Err("empty role name".to_owned());
+    }
+    if name.chars().count() > MAX_ROLE_NAME_CHARS {
+        return Err(format!(
+            "role name longer than {MAX_ROLE_NAME_CHARS} characters (starts {shown:?})"
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("role name {shown:?} is a path segment"));
+    }
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    if let Some(bad) = name.chars().find(|c| !ok(*c)) {
+        return Err(format!(
+            "role name {shown:?} contains {bad:?}: a RAM role name has only letters, digits, '.', '-' and '_'"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses and validates a credential body received at wall time `now` (the injected clock).
+///
+/// Rules: valid JSON object; `Code` is `"Success"`; `AccessKeyId`, `AccessKeySecret`,
+/// `SecurityToken`, `Expiration` and `LastUpdated` are present, strings and non-empty; the
+/// `AccessKeyId` is printable ASCII without spaces (it is logged); both times are RFC 3339 (see
+/// [`parse_time`]); `LastUpdated < Expiration`; `Expiration > now`. Unknown fields are ignored.
+///
+/// The secrets are copied straight from `body` into [`SecretString`]s; the caller should hold
+/// `body` in a `Zeroizing` buffer.
+///
+/// # Errors
+/// [`MetadataError::InvalidResponse`] naming the field (never a secret value), or
+/// [`MetadataError::ExpiredOnArrival`].
+pub fn parse_credentials(
+    body: &[u8],
+    now: SystemTime,
+    path: &str,
+) -> Result<Credentials, MetadataError> {
+    let raw: RawCredentials = serde_json::from_slice(body).map_err(|e| {
+        // Position and category only: a serde_json message may quote input.
+        let what = format!(
+            "malformed JSON ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        );
+        invalid(path, what)
+    })?;
+    let code = required(raw.code, "Code", path)?;
+    if code != "Success" {
+        return Err(invalid(path, format!("Code is {code:?}, not \"Success\"")));
+    }
+    let access_key_id = required(raw.access_key_id, "AccessKeyId", path)?;
+    if !access_key_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(path, "AccessKeyId has a non-printable character"));
+    }
+    let access_key_secret = required(raw.access_key_secret, "AccessKeySecret", path)?;
+    let security_token = required(raw.security_token, "SecurityToken", path)?;
+    let expiration_text = required(raw.expiration, "Expiration", path)?;
+    let last_updated_text = required(raw.last_updated, "LastUpdated", path)?;
+    let expiration = parse_time(&expiration_text, "Expiration", path)?;
+    let last_updated = parse_time(&last_updated_text, "LastUpdated", path)?;
+    if expiration <= last_updated {
+        return Err(invalid(
+            path,
+            format!(
+                "Expiration {expiration_text:?} is not after LastUpdated {last_updated_text:?}"
+            ),
+        ));
+    }
+    if expiration <= OffsetDateTime::from(now) {
+        return Err(MetadataError::ExpiredOnArrival {
+            expiration: expiration_text,
+        });
+    }
+    Ok(Credentials {
+        access_key_id,
+        access_key_secret,
+        security_token,
+        expiration,
+        last_updated,
+    })
+}
+
+/// Parses an RFC 3339 time: the documented `YYYY-MM-DDTHH:MM:SSZ`, and also fractional seconds
+/// or a numeric offset. The result is UTC with the fraction truncated toward the past, so it
+/// prints back as the documented format (see [`crate::credentials::format_utc`]).
+///
+/// # Errors
+/// [`MetadataError::InvalidResponse`] naming `field` and quoting the value (times are not secret).
+pub fn parse_time(text: &str, field: &str, path: &str) -> Result<OffsetDateTime, MetadataError> {
+    let bad = || {
+        invalid(
+            path,
+            format!("{field} {text:?} is not an RFC 3339 time like 2024-11-08T09:44:50Z"),
+        )
+    };
+    let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| bad())?;
+    // Offsets are whole minutes, so truncating the fraction after converting to UTC is exact.
+    Ok(t.to_offset(UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .expect("0 is a valid nanosecond"))
+}
+
+fn invalid(path: &str, what: impl Into<String>) -> MetadataError {
+    MetadataError::InvalidResponse {
+        path: path.to_owned(),
+        what: what.into(),
+    }
+}
+
+/// A present field's string value, or an error naming the field.
+fn required<T: FieldText>(
+    field: Option<Field<T>>,
+    name: &str,
+    path: &str,
+) -> Result<T, MetadataError> {
+    match field {
+        None => Err(invalid(path, format!("missing or null field {name}"))),
+        Some(Field::NotString(kind)) => Err(invalid(
+            path,
+            format!("field {name} is {kind}, not a string"),
+        )),
+        Some(Field::Text(v)) if v.is_empty_text() => {
+            Err(invalid(path, format!("empty field {name}")))
+        }
+        Some(Field::Text(v)) => Ok(v),
+    }
+}
+
+/// The credential JSON, each field kept apart so errors can name it.
+#[derive(Deserialize)]
+struct RawCredentials {
+    #[serde(rename = "Code")]
+    code: Option<Field<String>>,
+    #[serde(rename = "AccessKeyId")]
+    access_key_id: Option<Field<String>>,
+    #[serde(rename = "AccessKeySecret")]
+    access_key_secret: Option<Field<SecretString>>,
+    #[serde(rename = "SecurityToken")]
+    security_token: Option<Field<SecretString>>,
+    #[serde(rename = "Expiration")]
+    expiration: Option<Field<String>>,
+    #[serde(rename = "LastUpdated")]
+    last_updated: Option<Field<String>>,
+}
+
+/// A JSON value where a string is expected: the string, or what came instead (a type name,
+/// never the value). Deserializing never fails on a wrong type, so the caller names the field.
+enum Field<T> {
+    Text(T),
+    NotString(&'static str),
+}
+
+/// How a [`Field`] stores a string.
+trait FieldText: Sized {
+    fn from_text(s: &str) -> Self;
+    fn is_empty_text(&self) -> bool;
+}
+
+impl FieldText for String {
+    fn from_text(s: &str) -> Self {
+        s.to_owned()
+    }
+    fn is_empty_text(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl FieldText for SecretString {
+    fn from_text(s: &str) -> Self {
+        SecretString::from(s)
+    }
+    fn is_empty_text(&self) -> bool {
+        secrecy::ExposeSecret::expose_secret(self).is_empty()
+    }
+}
+
+impl<'de, T: FieldText> Deserialize<'de> for Field<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FieldVisitor(std::marker::PhantomData))
+    }
+}
+
+struct FieldVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: FieldText> Visitor<'de> for FieldVisitor<T> {
+    type Value = Field<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Field::Text(T::from_text(v)))
+    }
+    fn visit_string<E: de::Error>(self, mut v: String) -> Result<Self::Value, E> {
+        let out = T::from_text(&v);
+        v.zeroize();
+        Ok(Field::Text(out))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Field::NotString("a boolean"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Field::NotString("a number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Field::NotString("a number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Field::NotString("a number"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Field::NotString("an array"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Field::NotString("an object"))
+    }
+}
+
+#[cfg(test)]
+#[path = "response_tests.rs"]
+mod tests;
