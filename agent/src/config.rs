@@ -617,37 +617,23 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Checks a metadata endpoint: `http://host[:port]`, no path, query or credentials. The
-/// service speaks plain HTTP only (ECS docs), so `https` is refused too.
+/// Checks a metadata endpoint (the metadata client's rule:
+/// [`parse_endpoint`](crate::metadata::client::parse_endpoint)): `http://host[:port]`, no path,
+/// query or user. The service speaks plain HTTP only (ECS docs), so `https` is refused too.
 pub fn validate_endpoint(e: &str) -> Result<(), String> {
-    let Some(rest) = e.strip_prefix("http://") else {
-        return Err(format!("expected http://host[:port], got {e:?}"));
-    };
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.is_empty()
-        || authority.contains(['/', '?', '#', '@', ' '])
-        || authority.chars().any(|c| c.is_control())
-    {
-        return Err(format!(
-            "expected http://host[:port] with no path, query or user, got {e:?}"
-        ));
+    match crate::metadata::client::parse_endpoint(e) {
+        Ok(_) => Ok(()),
+        Err(crate::metadata::MetadataError::InvalidConfig { reason, .. }) => {
+            Err(format!("{reason}, got {e:?}"))
+        }
+        Err(other) => Err(other.to_string()),
     }
-    Ok(())
 }
 
-/// Checks a RAM role name: 1 to 64 characters of letters, digits, `.`, `-` and `_` (RAM's
-/// role-name rule).
+/// Checks a RAM role name (the metadata client's rule:
+/// [`check_role_name`](crate::metadata::response::check_role_name)).
 pub fn validate_role_name(r: &str) -> Result<(), String> {
-    let ok = !r.is_empty()
-        && r.len() <= 64
-        && r.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "expected 1 to 64 letters, digits, '.', '-' or '_', got {r:?}"
-        ))
-    }
+    crate::metadata::response::check_role_name(r)
 }
 
 /// Checks a socket path: absolute, and short enough for `sun_path` (107 bytes plus NUL).
@@ -764,7 +750,7 @@ mod tests {
         let e = Config::parse("cfg.toml", text).unwrap_err();
         let all = e.to_string();
         for needle in [
-            "[metadata] endpoint: expected http://host[:port]",
+            "[metadata] endpoint: must start with http://",
             "[metadata] token_ttl_secs: expected an integer from 1 to 21600, got 21601",
             "[metadata] colour: unknown key",
             "[server] socket_mode: expected an octal permission string",

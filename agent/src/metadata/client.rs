@@ -413,7 +413,10 @@ fn token_header(token: &SecretString, path: &str) -> Result<HeaderValue, Metadat
 }
 
 /// Checks `endpoint` is `http://host[:port]` and returns it without a trailing slash.
-fn parse_endpoint(endpoint: &str) -> Result<String, MetadataError> {
+///
+/// # Errors
+/// [`MetadataError::InvalidConfig`] saying what is wrong.
+pub fn parse_endpoint(endpoint: &str) -> Result<String, MetadataError> {
     let bad = |reason: &str| MetadataError::InvalidConfig {
         key: "endpoint",
         value: endpoint.to_owned(),
