@@ -122,10 +122,15 @@ mod tests {
 
     #[test]
     fn lifetime_is_whole_seconds_and_at_least_one() {
-        let mut c = EmulatorConfig::default();
-        c.credential_lifetime = Duration::from_millis(2_900);
-        assert_eq!(c.effective_lifetime(), Duration::from_secs(2));
-        c.credential_lifetime = Duration::ZERO;
-        assert_eq!(c.effective_lifetime(), Duration::from_secs(1));
+        let lifetime = |d| EmulatorConfig {
+            credential_lifetime: d,
+            ..EmulatorConfig::default()
+        };
+        let got = lifetime(Duration::from_millis(2_900)).effective_lifetime();
+        assert_eq!(got, Duration::from_secs(2));
+        assert_eq!(
+            lifetime(Duration::ZERO).effective_lifetime(),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -25,7 +25,10 @@ fn manual() -> (ManualClock, EmulatorConfig) {
 async fn token_flow_reads_role_and_credentials() {
     let f = start(EmulatorConfig::default());
     let token = f.token().await;
-    assert!(token.len() >= 32 && token.chars().all(|c| c.is_ascii_alphanumeric()), "{token}");
+    assert!(
+        token.len() >= 32 && token.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{token}"
+    );
     let role = f.get(ROLE_LIST, Some(&token)).await;
     assert_eq!((role.status, role.body.as_str()), (200, "EcsRamRoleDemo"));
     assert_eq!(role.content_type, "text/plain");
@@ -37,10 +40,23 @@ async fn token_flow_reads_role_and_credentials() {
 #[tokio::test]
 async fn token_ttl_validation() {
     let f = start(EmulatorConfig::default());
-    for ttl in [None, Some("0"), Some("21601"), Some("abc"), Some("-5"), Some("+5"), Some(""), Some("99999999999999999999999")] {
+    for ttl in [
+        None,
+        Some("0"),
+        Some("21601"),
+        Some("abc"),
+        Some("-5"),
+        Some("+5"),
+        Some(""),
+        Some("99999999999999999999999"),
+    ] {
         let a = f.put_token(ttl).await;
         assert_eq!(a.status, 400, "ttl {ttl:?}");
-        assert!(a.body.contains("Missing or Invalid Parameters"), "ttl {ttl:?}: {}", a.body);
+        assert!(
+            a.body.contains("Missing or Invalid Parameters"),
+            "ttl {ttl:?}: {}",
+            a.body
+        );
     }
     for ttl in ["1", "21600"] {
         assert_eq!(f.put_token(Some(ttl)).await.status, 200, "ttl {ttl}");
@@ -51,9 +67,15 @@ async fn token_ttl_validation() {
 #[tokio::test]
 async fn header_names_are_case_insensitive() {
     let f = start(EmulatorConfig::default());
-    let token = f.client.put(f.url(TOKEN_PATH)).header("X-Aliyun-Ecs-Metadata-Token-Ttl-Seconds", "60");
+    let token = f
+        .client
+        .put(f.url(TOKEN_PATH))
+        .header("X-Aliyun-Ecs-Metadata-Token-Ttl-Seconds", "60");
     let token = token.send().await.unwrap().text().await.unwrap();
-    let a = f.client.get(f.url(ROLE_LIST)).header("X-ALIYUN-ECS-METADATA-TOKEN", token);
+    let a = f
+        .client
+        .get(f.url(ROLE_LIST))
+        .header("X-ALIYUN-ECS-METADATA-TOKEN", token);
     assert_eq!(a.send().await.unwrap().status(), 200);
 }
 
@@ -86,7 +108,10 @@ async fn forwarded_for_is_refused_on_put_and_get() {
 async fn get_on_token_path_is_405() {
     let f = start(EmulatorConfig::default());
     assert_eq!(f.get(TOKEN_PATH, None).await.status, 405);
-    let post = f.client.post(f.url(TOKEN_PATH)).header("x-aliyun-ecs-metadata-token-ttl-seconds", "60");
+    let post = f
+        .client
+        .post(f.url(TOKEN_PATH))
+        .header("x-aliyun-ecs-metadata-token-ttl-seconds", "60");
     assert_eq!(post.send().await.unwrap().status(), 405);
     assert_eq!(f.emulator.counts().tokens_issued, 0);
 }
@@ -107,7 +132,11 @@ async fn invalid_and_expired_tokens_are_401() {
     let long = f.token().await;
     assert_eq!(f.get(ROLE_LIST, Some(&long)).await.status, 200);
     f.emulator.expire_tokens();
-    assert_eq!(f.get(ROLE_LIST, Some(&long)).await.status, 401, "expire_tokens");
+    assert_eq!(
+        f.get(ROLE_LIST, Some(&long)).await.status,
+        401,
+        "expire_tokens"
+    );
     assert_eq!(f.emulator.counts().unauthorized, 3);
 }
 
@@ -136,17 +165,33 @@ async fn credentials_have_the_documented_shape() {
     let obj = v.as_object().unwrap();
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["AccessKeyId", "AccessKeySecret", "Code", "Expiration", "LastUpdated", "SecurityToken"]);
+    assert_eq!(
+        keys,
+        [
+            "AccessKeyId",
+            "AccessKeySecret",
+            "Code",
+            "Expiration",
+            "LastUpdated",
+            "SecurityToken"
+        ]
+    );
     assert!(v["AccessKeyId"].as_str().unwrap().starts_with("STS."));
     assert!(!v["AccessKeySecret"].as_str().unwrap().is_empty());
     let token_len = v["SecurityToken"].as_str().unwrap().len();
-    assert!((1000..=1500).contains(&token_len), "SecurityToken length {token_len}");
+    assert!(
+        (1000..=1500).contains(&token_len),
+        "SecurityToken length {token_len}"
+    );
     assert_eq!(v["Code"], "Success");
     assert_eq!(v["LastUpdated"], "2024-11-08T03:44:50Z");
     assert_eq!(v["Expiration"], "2024-11-08T09:44:50Z");
     // What the emulator says it serves is what it served.
     let served = f.emulator.current_credentials().unwrap();
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&served.to_json()).unwrap(), v);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&served.to_json()).unwrap(),
+        v
+    );
 }
 
 #[tokio::test]
@@ -169,8 +214,13 @@ async fn wrong_role_detach_and_unknown_paths_are_html_404() {
     let wrong = f.get(&format!("{ROLE_LIST}NotMyRole"), Some(&token)).await;
     assert!(is_404_page(&wrong), "{wrong:?}");
     assert_eq!(wrong.content_type, "text/html");
-    assert!(is_404_page(&f.get("/latest/meta-data/instance-id", Some(&token)).await));
-    assert!(is_404_page(&f.get("/latest/meta-data/ram/security-credentials", Some(&token)).await));
+    assert!(is_404_page(
+        &f.get("/latest/meta-data/instance-id", Some(&token)).await
+    ));
+    assert!(is_404_page(
+        &f.get("/latest/meta-data/ram/security-credentials", Some(&token))
+            .await
+    ));
 
     let path = f.creds_path();
     f.emulator.detach_role();
@@ -181,8 +231,16 @@ async fn wrong_role_detach_and_unknown_paths_are_html_404() {
 
     f.emulator.attach_role("OtherRole");
     assert_eq!(f.get(ROLE_LIST, Some(&token)).await.body, "OtherRole");
-    assert!(is_404_page(&f.get(&path, Some(&token)).await), "old role name after replace");
-    assert_eq!(f.get(&format!("{ROLE_LIST}OtherRole"), Some(&token)).await.status, 200);
+    assert!(
+        is_404_page(&f.get(&path, Some(&token)).await),
+        "old role name after replace"
+    );
+    assert_eq!(
+        f.get(&format!("{ROLE_LIST}OtherRole"), Some(&token))
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]

@@ -43,7 +43,10 @@ impl Fixture {
     }
 
     pub fn creds_path(&self) -> String {
-        format!("{ROLE_LIST}{}", self.emulator.role_name().expect("role attached"))
+        format!(
+            "{ROLE_LIST}{}",
+            self.emulator.role_name().expect("role attached")
+        )
     }
 
     /// PUT for a metadata token with `ttl` (None = no TTL header).
@@ -135,16 +138,37 @@ impl Raw {
 /// Sends `request` (a full HTTP/1.1 request) and reads whatever comes back within `wait`.
 pub async fn raw(addr: std::net::SocketAddr, request: &str, wait: Duration) -> Raw {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write request");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
     let mut bytes = Vec::new();
     let mut buf = [0u8; 8192];
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Err(_) => return Raw { bytes, error: None, eof: false },
-            Ok(Ok(0)) => return Raw { bytes, error: None, eof: true },
+            Err(_) => {
+                return Raw {
+                    bytes,
+                    error: None,
+                    eof: false,
+                }
+            }
+            Ok(Ok(0)) => {
+                return Raw {
+                    bytes,
+                    error: None,
+                    eof: true,
+                }
+            }
             Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
-            Ok(Err(e)) => return Raw { bytes, error: Some(e.kind()), eof: false },
+            Ok(Err(e)) => {
+                return Raw {
+                    bytes,
+                    error: Some(e.kind()),
+                    eof: false,
+                }
+            }
         }
     }
 }
