@@ -34,7 +34,6 @@ pub async fn run(socket: Option<PathBuf>) -> Result<(), AgentError> {
             ..EmulatorConfig::default()
         },
     )
-    .await
     .map_err(|source| AgentError::Io {
         context: "starting the metadata emulator",
         source,

@@ -22,7 +22,7 @@ const CREDENTIAL_KEYS: [&str; 6] = [
 ];
 
 fn assert_same_as_emulator(served: &serde_json::Value, emu: &ecs_metadata_emulator::Emulator) {
-    let cur = emu.current_credentials();
+    let cur = emu.current_credentials().expect("a role is attached");
     assert_eq!(served["Code"], "Success");
     assert_eq!(served["AccessKeyId"], cur.access_key_id.as_str());
     assert_eq!(served["AccessKeySecret"], cur.access_key_secret.as_str());
@@ -262,7 +262,7 @@ async fn role_detached_gives_503_and_a_replaced_role_is_picked_up() {
     .await
     .unwrap_or_else(|| panic!("no recovery after attach; logs:\n{}", agent.logs()));
     assert_same_as_emulator(&v, &emu);
-    assert_eq!(emu.current_credentials().role_name, "ReplacementRole");
+    assert_eq!(emu.current_credentials().unwrap().role_name, "ReplacementRole");
     let h = agent.get("/v1/health").await.json();
     assert_eq!(h["RoleName"], "ReplacementRole");
 }

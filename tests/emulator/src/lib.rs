@@ -240,6 +240,12 @@ impl Emulator {
         self.shared.expire_tokens();
     }
 
+    /// Every metadata token issued so far, oldest first (the last 1024), so tests can check
+    /// that none of them reached a log line.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.issued_tokens()
+    }
+
     /// The credentials a credential GET would get now (after any due rotation), without
     /// faults; `None` when no role is attached.
     pub fn current_credentials(&self) -> Option<EmulatedCredentials> {

@@ -52,12 +52,18 @@ pub(crate) struct Settings {
     pub(crate) clock: SharedTimeSource,
 }
 
+/// How many issued metadata tokens [`Shared::issued_tokens`] remembers.
+pub(crate) const ISSUED_HISTORY: usize = 1024;
+
 #[derive(Debug, Default)]
 struct State {
     /// The attached role and its current credential generation.
     role: Option<EmulatedCredentials>,
     /// Issued metadata tokens and when each one's TTL ends.
     tokens: HashMap<String, SystemTime>,
+    /// Every metadata token issued, newest last, at most [`ISSUED_HISTORY`] (tests scan logs
+    /// for them).
+    issued: std::collections::VecDeque<String>,
     counts: Counts,
     faults: FaultRules,
     gates: Vec<Arc<GateShared>>,
@@ -146,6 +152,10 @@ impl Shared {
             .tokens
             .insert(token.clone(), now + Duration::from_secs(ttl_secs));
         state.counts.tokens_issued += 1;
+        if state.issued.len() >= ISSUED_HISTORY {
+            state.issued.pop_front();
+        }
+        state.issued.push_back(token.clone());
         token
     }
 
@@ -156,6 +166,11 @@ impl Shared {
             .tokens
             .get(token)
             .is_some_and(|until| *until > now)
+    }
+
+    /// The metadata tokens issued so far (at most the last [`ISSUED_HISTORY`]).
+    pub(crate) fn issued_tokens(&self) -> Vec<String> {
+        self.lock().issued.iter().cloned().collect()
     }
 
     pub(crate) fn expire_tokens(&self) {

@@ -23,9 +23,7 @@ pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_e2e-agent");
 
 /// Starts an emulator on 127.0.0.1 with a free port.
 pub async fn emulator(config: EmulatorConfig) -> Emulator {
-    Emulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .expect("start the metadata emulator")
+    Emulator::start("127.0.0.1:0".parse().unwrap(), config).expect("start the metadata emulator")
 }
 
 /// An emulator config with credentials of `lifetime_secs` that rotate after `rotate_secs`.
