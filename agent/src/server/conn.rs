@@ -296,3 +296,24 @@ pub(crate) async fn reject(mut stream: UnixStream) {
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_an_error_not_a_crash() {
+        let caught = CatchUnwind(Box::pin(async {
+            tokio::task::yield_now().await;
+            panic!("handler bug {}", 42);
+        }))
+        .await;
+        let Err(panic) = caught else {
+            panic!("the panic was not caught")
+        };
+        assert_eq!(panic_text(&*panic), "handler bug 42");
+        let fine = CatchUnwind(Box::pin(async { 7 })).await;
+        assert_eq!(fine.ok(), Some(7));
+        assert_eq!(panic_text(&"static"), "static");
+    }
+}

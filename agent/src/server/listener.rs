@@ -288,7 +288,8 @@ fn clear_path(path: &Path) -> Result<(), BindError> {
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(_) => Err(BindError::AlreadyServing(path.to_owned())),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing::info!(path = %path.display(), "removing stale socket left by a previous agent");
+            let shown = path.display();
+            tracing::info!(path = %shown, "removing stale socket left by a previous agent");
             std::fs::remove_file(path).or_else(|e| match e.kind() {
                 io::ErrorKind::NotFound => Ok(()),
                 _ => Err(stale(e)),

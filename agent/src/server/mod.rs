@@ -191,7 +191,7 @@ fn flush_audit(audit: &Mutex<Audit>, all: bool) {
         Ok(mut a) if all => a.flush_all(now),
         Ok(mut a) => a.flush(now),
         Err(_) => {
-            tracing::error!(target: "audit", "audit state poisoned by an earlier panic; counts lost");
+            tracing::error!(target: "audit", "audit state poisoned by a panic; counts lost");
             return;
         }
     };

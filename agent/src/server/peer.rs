@@ -87,9 +87,12 @@ impl Peer {
     }
 }
 
-/// `SO_PEERGROUPS` from `<asm-generic/socket.h>` (the value on x86, arm, riscv, powerpc,
-/// s390x, loongarch; `libc` does not export it).
+/// `SO_PEERGROUPS` from the kernel's `<asm-generic/socket.h>` (x86, arm, riscv, powerpc,
+/// s390x, loongarch, mips); sparc has its own value. `libc` 0.2 does not export it.
+#[cfg(not(target_arch = "sparc64"))]
 const SO_PEERGROUPS: libc::c_int = 59;
+#[cfg(target_arch = "sparc64")]
+const SO_PEERGROUPS: libc::c_int = 0x3d;
 
 /// The largest number of groups asked for (`NGROUPS_MAX` on Linux is 65536).
 const MAX_GROUPS: usize = 65_536;

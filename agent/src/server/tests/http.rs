@@ -93,7 +93,8 @@ async fn proxied_or_bodied_requests_refused() {
         r.assert_error(400, "BadRequest");
         assert!(!r.text().contains(SECRET));
     }
-    let raw = "GET /v1/credentials HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
+    let raw = "GET /v1/credentials HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\
+               Connection: close\r\n\r\nabc";
     h.raw(raw).await.assert_error(400, "BadRequest");
 }
 
