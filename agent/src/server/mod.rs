@@ -81,65 +81,109 @@ pub async fn run(
     state: StateReceiver,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let shared = Shared {
-        state,
-        audit: Arc::new(Mutex::new(Audit::default())),
-    };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let active = Arc::new(AtomicUsize::new(0));
-    let rejecting = Arc::new(AtomicUsize::new(0));
-    let mut tasks = JoinSet::new();
+    let mut conns = Connections {
+        shared: Shared {
+            state,
+            audit: Arc::new(Mutex::new(Audit::default())),
+        },
+        stop: stop_rx,
+        active: Arc::new(AtomicUsize::new(0)),
+        rejecting: Arc::new(AtomicUsize::new(0)),
+        rejected: 0,
+        rejected_logged: None,
+        tasks: JoinSet::new(),
+    };
     let mut flush = tokio::time::interval(AUDIT_FLUSH_EVERY);
     let mut shutdown = std::pin::pin!(shutdown);
     let result = loop {
         tokio::select! {
             () = &mut shutdown => break Ok(()),
             accepted = listener.accept() => match accepted {
-                Ok(stream) => {
-                    let cfg = Arc::clone(&config.borrow());
-                    if let Some(guard) = Slot::take(&active, cfg.max_connections) {
-                        let (shared, stop) = (shared.clone(), stop_rx.clone());
-                        tasks.spawn(async move {
-                            let _guard = guard;
-                            conn::serve(stream, cfg, shared, stop).await;
-                        });
-                    } else if let Some(guard) = Slot::take(&rejecting, MAX_REJECTING) {
-                        tracing::warn!(max_connections = cfg.max_connections,
-                            "too many connections; answering 503 TooManyConnections");
-                        tasks.spawn(async move {
-                            let _guard = guard;
-                            conn::reject(stream).await;
-                        });
-                    }
-                }
+                Ok(stream) => conns.start(stream, Arc::clone(&config.borrow())),
                 Err(e) if is_transient(&e) => {
                     tracing::warn!(error = %e, "accept failed; retrying");
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 }
                 Err(e) => break Err(e),
             },
-            Some(joined) = tasks.join_next() => log_join(joined),
-            _ = flush.tick() => flush_audit(&shared.audit, false),
+            Some(joined) = conns.tasks.join_next() => log_join(joined),
+            _ = flush.tick() => flush_audit(&conns.shared.audit, false),
         }
     };
     stop_tx.send_replace(true);
     let grace = config.borrow().shutdown_grace;
-    let drained = tokio::time::timeout(grace, async {
-        while let Some(joined) = tasks.join_next().await {
-            log_join(joined);
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            left = tasks.len(),
-            ?grace,
-            "connections still open after the shutdown grace; closing them"
-        );
-        tasks.shutdown().await;
-    }
-    flush_audit(&shared.audit, true);
+    conns.drain(grace).await;
+    flush_audit(&conns.shared.audit, true);
     result
+}
+
+/// The server's connection tasks and their limits.
+struct Connections {
+    shared: Shared,
+    /// Turns true at shutdown.
+    stop: watch::Receiver<bool>,
+    /// Connections being served (at most `max_connections`).
+    active: Arc<AtomicUsize>,
+    /// Connections being answered `TooManyConnections` (at most [`MAX_REJECTING`]).
+    rejecting: Arc<AtomicUsize>,
+    /// Connections rejected since the last warning.
+    rejected: u64,
+    /// When the last warning about rejected connections was logged.
+    rejected_logged: Option<Instant>,
+    tasks: JoinSet<()>,
+}
+
+impl Connections {
+    /// Serves `stream` under `cfg`, or answers `TooManyConnections` when full.
+    fn start(&mut self, stream: tokio::net::UnixStream, cfg: Arc<ServerConfig>) {
+        if let Some(slot) = Slot::take(&self.active, cfg.max_connections) {
+            let (shared, stop) = (self.shared.clone(), self.stop.clone());
+            self.tasks.spawn(async move {
+                let _slot = slot;
+                conn::serve(stream, cfg, shared, stop).await;
+            });
+            return;
+        }
+        self.rejected += 1;
+        let now = Instant::now();
+        if self
+            .rejected_logged
+            .is_none_or(|t| now.duration_since(t) >= audit::SUMMARY_INTERVAL)
+        {
+            tracing::warn!(
+                max_connections = cfg.max_connections,
+                rejected = std::mem::take(&mut self.rejected),
+                "too many connections; answering 503 TooManyConnections"
+            );
+            self.rejected_logged = Some(now);
+        }
+        if let Some(slot) = Slot::take(&self.rejecting, MAX_REJECTING) {
+            self.tasks.spawn(async move {
+                let _slot = slot;
+                conn::reject(stream).await;
+            });
+        }
+    }
+
+    /// Waits up to `grace` for every connection to finish, then drops the rest.
+    async fn drain(&mut self, grace: Duration) {
+        let tasks = &mut self.tasks;
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(joined) = tasks.join_next().await {
+                log_join(joined);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = self.tasks.len(),
+                ?grace,
+                "connections still open after the shutdown grace; closing them"
+            );
+            self.tasks.shutdown().await;
+        }
+    }
 }
 
 /// A counted place among at most `max`; released on drop.
