@@ -1,1 +1,243 @@
-//! The Unix socket server (to be written).
+//! The Unix socket server: HTTP/1.1 (hyper 1) for local callers.
+//!
+//! - [`listener`]: binding the socket safely, or taking one over from systemd.
+//! - [`peer`]: the caller's uid, gid, groups and pid from the kernel; [`peer::authorize`].
+//! - [`routes`]: routing (a pure function), the endpoints, the stable JSON error codes.
+//! - [`audit`]: who received which credential generation; who was denied.
+//! - `conn` (private): one connection, its timeouts, a panicking handler answered with 500.
+//!
+//! The server only reads the refresher's [`State`](crate::credentials::State); it never calls
+//! the metadata service.
+//!
+//! # Limits
+//!
+//! Per connection: the request head must arrive within `header_timeout` (a new connection's
+//! first request too), an idle keep-alive connection is closed after `idle_timeout`, the head
+//! must fit in 8 KiB, and a request body is refused (400). At most `max_connections`
+//! connections are served at once; the next one gets an immediate `503 TooManyConnections`
+//! with `Connection: close`, so clients fail fast instead of queueing.
+//!
+//! # Shutdown
+//!
+//! When the `shutdown` future passed to [`run`] completes, the server stops accepting, asks
+//! every connection to finish (hyper's graceful shutdown: in-flight requests complete, their
+//! responses carry `Connection: close`), waits up to `shutdown_grace`, drops what is left,
+//! flushes the audit counts, and returns. Removing the socket file is the caller's job
+//! ([`Listener::remove_socket`]); [`run`] only borrows the listener.
+
+pub mod audit;
+mod conn;
+pub mod listener;
+pub mod peer;
+pub mod routes;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use listener::{BindError, Listener};
+
+use crate::config::ServerConfig;
+use crate::credentials::state::StateReceiver;
+use audit::Audit;
+use conn::Shared;
+
+/// The server configuration as [`run`] reads it: the current value of a `watch` channel, so a
+/// reload (SIGHUP) can replace it. Each connection uses the value current when it was accepted.
+/// A receiver whose sender was dropped keeps its last value (a fixed configuration).
+pub type ConfigReceiver = watch::Receiver<Arc<ServerConfig>>;
+
+/// A [`ConfigReceiver`] that always holds `cfg`.
+pub fn fixed_config(cfg: ServerConfig) -> ConfigReceiver {
+    watch::channel(Arc::new(cfg)).1
+}
+
+/// How often pending audit counts are checked for a summary event.
+const AUDIT_FLUSH_EVERY: Duration = Duration::from_secs(10);
+/// The most connections answered with `TooManyConnections` at the same time; beyond it an
+/// excess connection is closed without an answer.
+const MAX_REJECTING: usize = 64;
+/// Pause after an `accept(2)` error such as `EMFILE`, so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serves `listener` until `shutdown` completes (see the module docs).
+///
+/// # Errors
+///
+/// A non-transient `accept(2)` error (the listener is unusable). Transient errors (`EMFILE`,
+/// `ENFILE`, `ENOBUFS`, `ENOMEM`, aborted connections) are logged and retried.
+pub async fn run(
+    listener: &Listener,
+    config: ConfigReceiver,
+    state: StateReceiver,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = Connections {
+        shared: Shared {
+            state,
+            audit: Arc::new(Mutex::new(Audit::default())),
+        },
+        stop: stop_rx,
+        active: Arc::new(AtomicUsize::new(0)),
+        rejecting: Arc::new(AtomicUsize::new(0)),
+        rejected: 0,
+        rejected_logged: None,
+        tasks: JoinSet::new(),
+    };
+    let mut flush = tokio::time::interval(AUDIT_FLUSH_EVERY);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let result = loop {
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(stream) => conns.start(stream, Arc::clone(&config.borrow())),
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+                Err(e) => break Err(e),
+            },
+            Some(joined) = conns.tasks.join_next() => log_join(joined),
+            _ = flush.tick() => flush_audit(&conns.shared.audit, false),
+        }
+    };
+    stop_tx.send_replace(true);
+    let grace = config.borrow().shutdown_grace;
+    conns.drain(grace).await;
+    flush_audit(&conns.shared.audit, true);
+    result
+}
+
+/// The server's connection tasks and their limits.
+struct Connections {
+    shared: Shared,
+    /// Turns true at shutdown.
+    stop: watch::Receiver<bool>,
+    /// Connections being served (at most `max_connections`).
+    active: Arc<AtomicUsize>,
+    /// Connections being answered `TooManyConnections` (at most [`MAX_REJECTING`]).
+    rejecting: Arc<AtomicUsize>,
+    /// Connections rejected since the last warning.
+    rejected: u64,
+    /// When the last warning about rejected connections was logged.
+    rejected_logged: Option<Instant>,
+    tasks: JoinSet<()>,
+}
+
+impl Connections {
+    /// Serves `stream` under `cfg`, or answers `TooManyConnections` when full.
+    fn start(&mut self, stream: tokio::net::UnixStream, cfg: Arc<ServerConfig>) {
+        if let Some(slot) = Slot::take(&self.active, cfg.max_connections) {
+            let (shared, stop) = (self.shared.clone(), self.stop.clone());
+            self.tasks.spawn(async move {
+                let _slot = slot;
+                conn::serve(stream, cfg, shared, stop).await;
+            });
+            return;
+        }
+        self.rejected += 1;
+        let now = Instant::now();
+        if self
+            .rejected_logged
+            .is_none_or(|t| now.duration_since(t) >= audit::SUMMARY_INTERVAL)
+        {
+            tracing::warn!(
+                max_connections = cfg.max_connections,
+                rejected = std::mem::take(&mut self.rejected),
+                "too many connections; answering 503 TooManyConnections"
+            );
+            self.rejected_logged = Some(now);
+        }
+        if let Some(slot) = Slot::take(&self.rejecting, MAX_REJECTING) {
+            self.tasks.spawn(async move {
+                let _slot = slot;
+                conn::reject(stream).await;
+            });
+        }
+    }
+
+    /// Waits up to `grace` for every connection to finish, then drops the rest.
+    async fn drain(&mut self, grace: Duration) {
+        let tasks = &mut self.tasks;
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(joined) = tasks.join_next().await {
+                log_join(joined);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = self.tasks.len(),
+                ?grace,
+                "connections still open after the shutdown grace; closing them"
+            );
+            self.tasks.shutdown().await;
+        }
+    }
+}
+
+/// A counted place among at most `max`; released on drop.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(counter)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EPROTO
+        )
+    )
+}
+
+fn log_join(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined {
+        if e.is_panic() {
+            tracing::error!("a connection task panicked; the connection was closed");
+        }
+    }
+}
+
+fn flush_audit(audit: &Mutex<Audit>, all: bool) {
+    let now = Instant::now();
+    let events = match audit.lock() {
+        Ok(mut a) if all => a.flush_all(now),
+        Ok(mut a) => a.flush(now),
+        Err(_) => {
+            tracing::error!(target: "audit", "audit state poisoned by a panic; counts lost");
+            return;
+        }
+    };
+    events.iter().for_each(audit::AuditEvent::emit);
+}

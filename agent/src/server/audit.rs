@@ -1,0 +1,350 @@
+//! The audit trail: who received which credential generation, and who was turned away.
+//!
+//! Events go to the `tracing` target `"audit"` with structured fields. Every issuance is
+//! accounted for without a line per request:
+//!
+//! - a caller (pid, uid) gets one `info` event ([`AuditEvent::Issued`]) the first time it
+//!   receives a credential generation;
+//! - its further requests within that generation are counted and reported in one
+//!   [`AuditEvent::Repeats`] at most once per [`SUMMARY_INTERVAL`] (on its next request, by the
+//!   periodic flush, when the generation changes, and at shutdown);
+//! - the first denial of a uid is a `warn` event at once ([`AuditEvent::Denied`]); its repeats
+//!   within [`SUMMARY_INTERVAL`] are summarised as [`AuditEvent::DenialsSuppressed`];
+//! - memory is bounded ([`MAX_CALLERS`], [`MAX_DENIED_UIDS`]): beyond it, requests are still
+//!   counted, in aggregate ([`AuditEvent::Untracked`]).
+//!
+//! [`Audit`] is plain state driven by explicit `now` values, so the rules are unit-tested
+//! without capturing logs. No event holds `AccessKeySecret`, `SecurityToken` or any token.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::peer::Peer;
+use crate::credentials::Issued;
+
+/// The shortest time between two summary events for the same caller or uid.
+pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+/// How many (pid, uid) callers are tracked individually.
+pub const MAX_CALLERS: usize = 4_096;
+/// How many denied uids are tracked individually.
+pub const MAX_DENIED_UIDS: usize = 1_024;
+/// A caller with nothing pending is forgotten after this long without a request.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// One audit event; [`AuditEvent::emit`] writes it to the `"audit"` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditEvent {
+    /// A caller received a credential generation for the first time.
+    Issued {
+        /// Caller pid (0 when unknown).
+        pid: i32,
+        /// Caller uid.
+        uid: u32,
+        /// Caller primary gid.
+        gid: u32,
+        /// Caller executable, or `"unknown"`.
+        exe: String,
+        /// RAM role name.
+        role: String,
+        /// `AccessKeyId` of the generation.
+        access_key_id: String,
+        /// Generation number.
+        generation: u64,
+    },
+    /// Further issuances of the same generation to the same caller.
+    Repeats {
+        /// Caller pid (0 when unknown).
+        pid: i32,
+        /// Caller uid.
+        uid: u32,
+        /// `AccessKeyId` of the generation.
+        access_key_id: String,
+        /// Generation number.
+        generation: u64,
+        /// How many further requests were served since the last event for this caller.
+        count: u64,
+    },
+    /// The first denial of a uid (within a summary interval).
+    Denied {
+        /// Caller pid (0 when unknown).
+        pid: i32,
+        /// Caller uid.
+        uid: u32,
+        /// Caller primary gid.
+        gid: u32,
+        /// Caller executable, or `"unknown"`.
+        exe: String,
+    },
+    /// Denials of a uid not logged individually.
+    DenialsSuppressed {
+        /// Caller uid.
+        uid: u32,
+        /// How many.
+        count: u64,
+    },
+    /// Requests from callers beyond the tracking limits, counted in aggregate.
+    Untracked {
+        /// Credential responses served to untracked callers.
+        issuances: u64,
+        /// Denials of untracked uids.
+        denials: u64,
+    },
+}
+
+impl AuditEvent {
+    /// Writes the event to the `tracing` target `"audit"` (`info`, or `warn` for denials).
+    pub fn emit(&self) {
+        match self {
+            AuditEvent::Issued {
+                pid,
+                uid,
+                gid,
+                exe,
+                role,
+                access_key_id,
+                generation,
+            } => {
+                tracing::info!(target: "audit", event = "issued", pid, uid, gid, exe = %exe,
+                    role = %role, access_key_id = %access_key_id, generation,
+                    "credentials issued to caller");
+            }
+            AuditEvent::Repeats {
+                pid,
+                uid,
+                access_key_id,
+                generation,
+                count,
+            } => {
+                tracing::info!(target: "audit", event = "repeats", pid, uid,
+                    access_key_id = %access_key_id, generation, count,
+                    "credentials issued again to caller");
+            }
+            AuditEvent::Denied { pid, uid, gid, exe } => {
+                tracing::warn!(target: "audit", event = "denied", pid, uid, gid, exe = %exe,
+                    "caller denied: uid and groups not allowed");
+            }
+            AuditEvent::DenialsSuppressed { uid, count } => {
+                tracing::warn!(target: "audit", event = "denials_suppressed", uid, count,
+                    "further denials of caller");
+            }
+            AuditEvent::Untracked { issuances, denials } => {
+                tracing::info!(target: "audit", event = "untracked", issuances, denials,
+                    "requests from callers beyond the audit tracking limit");
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Caller {
+    generation: u64,
+    access_key_id: String,
+    pending: u64,
+    window_start: Instant,
+    last_seen: Instant,
+}
+
+#[derive(Debug)]
+struct Denials {
+    window_start: Instant,
+    suppressed: u64,
+}
+
+/// The audit state: which caller has seen which generation, pending counts, denials.
+#[derive(Debug)]
+pub struct Audit {
+    callers: HashMap<(i32, u32), Caller>,
+    denials: HashMap<u32, Denials>,
+    untracked_issuances: u64,
+    untracked_denials: u64,
+    max_callers: usize,
+    max_denied_uids: usize,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit::with_limits(MAX_CALLERS, MAX_DENIED_UIDS)
+    }
+}
+
+impl Audit {
+    /// An empty audit tracking at most `max_callers` callers and `max_denied_uids` uids.
+    pub fn with_limits(max_callers: usize, max_denied_uids: usize) -> Audit {
+        Audit {
+            callers: HashMap::new(),
+            denials: HashMap::new(),
+            untracked_issuances: 0,
+            untracked_denials: 0,
+            max_callers,
+            max_denied_uids,
+        }
+    }
+
+    /// Records that `issued` was served to `peer` at `now`; returns the events to emit now.
+    pub fn record_issuance(
+        &mut self,
+        peer: &Peer,
+        issued: &Issued,
+        now: Instant,
+    ) -> Vec<AuditEvent> {
+        let key = (peer.pid.unwrap_or(0), peer.uid);
+        let mut events = Vec::new();
+        if let Some(c) = self.callers.get_mut(&key) {
+            c.last_seen = now;
+            if c.generation == issued.generation {
+                c.pending += 1;
+                if now.duration_since(c.window_start) >= SUMMARY_INTERVAL {
+                    events.extend(take_repeats(key, c, now));
+                }
+                return events;
+            }
+            events.extend(take_repeats(key, c, now));
+            self.callers.remove(&key);
+        } else if self.callers.len() >= self.max_callers {
+            events.extend(self.evict(issued.generation, now));
+            if self.callers.len() >= self.max_callers {
+                self.untracked_issuances += 1;
+                return events;
+            }
+        }
+        let caller = Caller {
+            generation: issued.generation,
+            access_key_id: issued.access_key_id.clone(),
+            pending: 0,
+            window_start: now,
+            last_seen: now,
+        };
+        self.callers.insert(key, caller);
+        events.push(AuditEvent::Issued {
+            pid: key.0,
+            uid: peer.uid,
+            gid: peer.gid,
+            exe: peer.exe.clone(),
+            role: issued.role_name.clone(),
+            access_key_id: issued.access_key_id.clone(),
+            generation: issued.generation,
+        });
+        events
+    }
+
+    /// Records that `peer` was denied at `now`; returns the events to emit now.
+    pub fn record_denial(&mut self, peer: &Peer, now: Instant) -> Vec<AuditEvent> {
+        let denied = AuditEvent::Denied {
+            pid: peer.pid.unwrap_or(0),
+            uid: peer.uid,
+            gid: peer.gid,
+            exe: peer.exe.clone(),
+        };
+        let Some(d) = self.denials.get_mut(&peer.uid) else {
+            if self.denials.len() >= self.max_denied_uids {
+                self.untracked_denials += 1;
+                return Vec::new();
+            }
+            let d = Denials {
+                window_start: now,
+                suppressed: 0,
+            };
+            self.denials.insert(peer.uid, d);
+            return vec![denied];
+        };
+        if now.duration_since(d.window_start) < SUMMARY_INTERVAL {
+            d.suppressed += 1;
+            return Vec::new();
+        }
+        let mut events = Vec::new();
+        if d.suppressed > 0 {
+            events.push(AuditEvent::DenialsSuppressed {
+                uid: peer.uid,
+                count: d.suppressed,
+            });
+        }
+        *d = Denials {
+            window_start: now,
+            suppressed: 0,
+        };
+        events.push(denied);
+        events
+    }
+
+    /// The periodic flush: summaries whose interval has passed, and forgetting idle callers
+    /// and finished denial windows.
+    pub fn flush(&mut self, now: Instant) -> Vec<AuditEvent> {
+        self.flush_where(now, false)
+    }
+
+    /// At shutdown: every pending count, whatever its age.
+    pub fn flush_all(&mut self, now: Instant) -> Vec<AuditEvent> {
+        self.flush_where(now, true)
+    }
+
+    fn flush_where(&mut self, now: Instant, all: bool) -> Vec<AuditEvent> {
+        let due = |start: Instant| all || now.duration_since(start) >= SUMMARY_INTERVAL;
+        let mut events = Vec::new();
+        for (key, c) in &mut self.callers {
+            if c.pending > 0 && due(c.window_start) {
+                events.extend(take_repeats(*key, c, now));
+            }
+        }
+        self.callers
+            .retain(|_, c| c.pending > 0 || now.duration_since(c.last_seen) < FORGET_AFTER);
+        self.denials.retain(|uid, d| {
+            if !due(d.window_start) {
+                return true;
+            }
+            if d.suppressed > 0 {
+                events.push(AuditEvent::DenialsSuppressed {
+                    uid: *uid,
+                    count: d.suppressed,
+                });
+            }
+            false
+        });
+        if self.untracked_issuances + self.untracked_denials > 0 {
+            events.push(AuditEvent::Untracked {
+                issuances: std::mem::take(&mut self.untracked_issuances),
+                denials: std::mem::take(&mut self.untracked_denials),
+            });
+        }
+        events
+    }
+
+    /// Makes room when the caller table is full: forgets callers of older generations and
+    /// callers idle for a summary interval, reporting their pending counts.
+    fn evict(&mut self, generation: u64, now: Instant) -> Vec<AuditEvent> {
+        let mut events = Vec::new();
+        self.callers.retain(|key, c| {
+            let old = c.generation < generation;
+            let idle = now.duration_since(c.last_seen) >= SUMMARY_INTERVAL;
+            if !(old || idle) {
+                return true;
+            }
+            events.extend(take_repeats(*key, c, now));
+            false
+        });
+        events
+    }
+
+    /// How many callers are tracked individually.
+    pub fn tracked_callers(&self) -> usize {
+        self.callers.len()
+    }
+}
+
+/// The pending repeat count of a caller as an event (if any), starting a new window.
+fn take_repeats(key: (i32, u32), c: &mut Caller, now: Instant) -> Option<AuditEvent> {
+    c.window_start = now;
+    let count = std::mem::take(&mut c.pending);
+    (count > 0).then(|| AuditEvent::Repeats {
+        pid: key.0,
+        uid: key.1,
+        access_key_id: c.access_key_id.clone(),
+        generation: c.generation,
+        count,
+    })
+}
+
+#[cfg(test)]
+#[path = "audit_tests.rs"]
+mod tests;

@@ -1,0 +1,251 @@
+use std::time::Duration;
+
+use super::*;
+use crate::server::tests::issued;
+
+fn peer(pid: i32, uid: u32) -> Peer {
+    Peer {
+        pid: Some(pid),
+        uid,
+        gid: uid,
+        groups: Vec::new(),
+        exe: "/usr/bin/app".to_owned(),
+    }
+}
+
+fn generation(n: u64) -> Issued {
+    issued(
+        n,
+        &format!("STS.gen{n}"),
+        Duration::from_secs(21_600),
+        Duration::from_secs(60),
+    )
+}
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[test]
+fn first_issuance_logged_then_repeats_summarised_once_a_minute() {
+    let mut a = Audit::default();
+    let t0 = Instant::now();
+    let (p, g1) = (peer(100, 1000), generation(1));
+    let first = a.record_issuance(&p, &g1, t0);
+    assert_eq!(
+        first,
+        vec![AuditEvent::Issued {
+            pid: 100,
+            uid: 1000,
+            gid: 1000,
+            exe: "/usr/bin/app".to_owned(),
+            role: "EcsRole".to_owned(),
+            access_key_id: "STS.gen1".to_owned(),
+            generation: 1,
+        }]
+    );
+    for i in 1..=5 {
+        assert!(a.record_issuance(&p, &g1, t0 + i * SEC).is_empty());
+    }
+    assert!(a.flush(t0 + 30 * SEC).is_empty(), "not yet a minute");
+    let repeats = |count| AuditEvent::Repeats {
+        pid: 100,
+        uid: 1000,
+        access_key_id: "STS.gen1".to_owned(),
+        generation: 1,
+        count,
+    };
+    // The request a minute later reports itself and the five before it.
+    assert_eq!(a.record_issuance(&p, &g1, t0 + 61 * SEC), vec![repeats(6)]);
+    assert!(a.record_issuance(&p, &g1, t0 + 62 * SEC).is_empty());
+    assert!(
+        a.flush(t0 + 100 * SEC).is_empty(),
+        "a minute since the last summary not yet passed"
+    );
+    assert_eq!(a.flush(t0 + 125 * SEC), vec![repeats(1)]);
+    assert!(a.flush(t0 + 200 * SEC).is_empty(), "nothing pending");
+}
+
+#[test]
+fn new_generation_is_a_new_first_issuance_and_closes_the_old_count() {
+    let mut a = Audit::default();
+    let t0 = Instant::now();
+    let p = peer(7, 0);
+    a.record_issuance(&p, &generation(1), t0);
+    a.record_issuance(&p, &generation(1), t0 + SEC);
+    let events = a.record_issuance(&p, &generation(2), t0 + 2 * SEC);
+    assert!(
+        matches!(
+            events[0],
+            AuditEvent::Repeats {
+                generation: 1,
+                count: 1,
+                ..
+            }
+        ),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events[1], AuditEvent::Issued { generation: 2, .. }),
+        "{events:?}"
+    );
+    assert_eq!(events.len(), 2);
+}
+
+#[test]
+fn callers_are_told_apart_by_pid_and_uid() {
+    let mut a = Audit::default();
+    let t0 = Instant::now();
+    let g = generation(1);
+    assert_eq!(a.record_issuance(&peer(1, 0), &g, t0).len(), 1);
+    assert_eq!(a.record_issuance(&peer(2, 0), &g, t0).len(), 1);
+    assert_eq!(a.record_issuance(&peer(1, 5), &g, t0).len(), 1);
+    assert_eq!(a.record_issuance(&peer(1, 0), &g, t0).len(), 0);
+}
+
+#[test]
+fn shutdown_flush_reports_every_pending_count() {
+    let mut a = Audit::default();
+    let t0 = Instant::now();
+    let g = generation(1);
+    a.record_issuance(&peer(1, 0), &g, t0);
+    a.record_issuance(&peer(1, 0), &g, t0 + SEC);
+    a.record_issuance(&peer(1, 0), &g, t0 + 2 * SEC);
+    a.record_denial(&peer(9, 65534), t0);
+    a.record_denial(&peer(9, 65534), t0 + SEC);
+    let mut events = a.flush_all(t0 + 3 * SEC);
+    events.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.contains(&AuditEvent::DenialsSuppressed {
+        uid: 65534,
+        count: 1
+    }));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, AuditEvent::Repeats { count: 2, .. })));
+    assert!(
+        a.flush_all(t0 + 4 * SEC).is_empty(),
+        "counts are not reported twice"
+    );
+}
+
+#[test]
+fn denials_first_at_once_then_suppressed_for_a_minute() {
+    let mut a = Audit::default();
+    let t0 = Instant::now();
+    let p = peer(50, 65534);
+    let denied = AuditEvent::Denied {
+        pid: 50,
+        uid: 65534,
+        gid: 65534,
+        exe: "/usr/bin/app".to_owned(),
+    };
+    assert_eq!(a.record_denial(&p, t0), vec![denied.clone()]);
+    for i in 1..=3 {
+        assert!(
+            a.record_denial(&peer(51, 65534), t0 + i * SEC).is_empty(),
+            "same uid, other pid"
+        );
+    }
+    assert_eq!(
+        a.record_denial(&peer(60, 1), t0 + 4 * SEC).len(),
+        1,
+        "another uid logged at once"
+    );
+    // After the window, the next denial reports the suppressed ones and is logged itself.
+    let later = a.record_denial(&p, t0 + 61 * SEC);
+    assert_eq!(
+        later,
+        vec![
+            AuditEvent::DenialsSuppressed {
+                uid: 65534,
+                count: 3
+            },
+            denied
+        ]
+    );
+    // The periodic flush closes finished windows.
+    a.record_denial(&p, t0 + 62 * SEC);
+    assert_eq!(a.flush(t0 + 90 * SEC), vec![]);
+    assert_eq!(
+        a.flush(t0 + 122 * SEC),
+        vec![AuditEvent::DenialsSuppressed {
+            uid: 65534,
+            count: 1
+        }]
+    );
+    assert_eq!(
+        a.record_denial(&p, t0 + 123 * SEC).len(),
+        1,
+        "a new window logs at once"
+    );
+}
+
+#[test]
+fn memory_is_bounded_and_overflow_counted() {
+    let mut a = Audit::with_limits(2, 1);
+    let t0 = Instant::now();
+    let g = generation(1);
+    a.record_issuance(&peer(1, 0), &g, t0);
+    a.record_issuance(&peer(2, 0), &g, t0);
+    assert!(
+        a.record_issuance(&peer(3, 0), &g, t0).is_empty(),
+        "full: counted, not tracked"
+    );
+    assert!(a.record_issuance(&peer(3, 0), &g, t0).is_empty());
+    assert_eq!(a.tracked_callers(), 2);
+    a.record_denial(&peer(8, 8), t0);
+    assert!(a.record_denial(&peer(9, 9), t0).is_empty());
+    assert_eq!(
+        a.flush(t0 + SEC),
+        vec![AuditEvent::Untracked {
+            issuances: 2,
+            denials: 1
+        }]
+    );
+    // A new generation evicts callers of the old one, reporting their counts.
+    a.record_issuance(&peer(1, 0), &g, t0 + SEC);
+    let g2 = generation(2);
+    let events = a.record_issuance(&peer(4, 0), &g2, t0 + 2 * SEC);
+    assert!(events.contains(&AuditEvent::Repeats {
+        pid: 1,
+        uid: 0,
+        access_key_id: "STS.gen1".to_owned(),
+        generation: 1,
+        count: 1
+    }));
+    assert!(matches!(
+        events.last(),
+        Some(AuditEvent::Issued {
+            pid: 4,
+            generation: 2,
+            ..
+        })
+    ));
+    assert_eq!(a.tracked_callers(), 1);
+}
+
+#[test]
+fn idle_callers_are_forgotten() {
+    let mut a = Audit::default();
+    let t0 = Instant::now();
+    let g = generation(1);
+    a.record_issuance(&peer(1, 0), &g, t0);
+    a.flush(t0 + FORGET_AFTER - SEC);
+    assert_eq!(a.tracked_callers(), 1);
+    a.flush(t0 + FORGET_AFTER);
+    assert_eq!(a.tracked_callers(), 0);
+}
+
+#[test]
+fn events_never_hold_secrets() {
+    let mut a = Audit::default();
+    let t0 = Instant::now();
+    let g = generation(1);
+    let mut events = a.record_issuance(&peer(1, 0), &g, t0);
+    a.record_issuance(&peer(1, 0), &g, t0);
+    events.extend(a.record_denial(&peer(2, 2), t0));
+    events.extend(a.flush_all(t0));
+    let text = format!("{events:?}");
+    assert!(
+        !text.contains(crate::server::tests::SECRET) && !text.contains(crate::server::tests::TOKEN)
+    );
+}

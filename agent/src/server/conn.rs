@@ -1,0 +1,319 @@
+//! One connection: peer identity, the HTTP/1.1 state machine, its timeouts, and requests.
+//!
+//! # Timeouts
+//!
+//! hyper 1's `header_read_timeout` starts as soon as hyper waits for a request head, including
+//! while a keep-alive connection sits idle, so it cannot express "idle for 60 s, but a started
+//! head within 5 s". The connection therefore tracks its own [`Phase`]: the socket wrapper
+//! ([`Watched`]) moves `Idle → Head` on the first byte of a request, the service moves
+//! `Head → Busy → Idle`. A new connection starts in `Head`: it must send its first request
+//! within `header_timeout`. A connection past its deadline is dropped (closed).
+
+use std::any::Any;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::audit::{Audit, AuditEvent};
+use super::peer::{authorize, Decision, Peer};
+use super::routes::{self, route, ApiError, Reply, Route};
+use crate::config::ServerConfig;
+use crate::credentials::state::StateReceiver;
+
+/// hyper's read buffer limit: the request head must fit (hyper's minimum, 8 KiB).
+const MAX_BUF_SIZE: usize = 8 * 1024;
+
+/// Where a connection is in its request cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a request head to start, since this instant.
+    Idle(Instant),
+    /// A request head has started (or the connection is new); it must be complete by then.
+    Head(Instant),
+    /// A request is being handled.
+    Busy,
+}
+
+/// What every connection of a server shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    /// The refresher's snapshot.
+    pub(crate) state: StateReceiver,
+    /// The audit trail (a `std` mutex: held for a few map operations, never across `.await`).
+    pub(crate) audit: Arc<Mutex<Audit>>,
+}
+
+/// Per-connection context given to each request.
+#[derive(Debug)]
+struct Ctx {
+    shared: Shared,
+    cfg: Arc<ServerConfig>,
+    peer: Peer,
+    decision: Decision,
+    phase: Arc<watch::Sender<Phase>>,
+}
+
+/// Serves one accepted connection until it closes, times out, or `stop` turns true (then
+/// in-flight requests finish and the connection closes).
+pub(crate) async fn serve(
+    stream: UnixStream,
+    cfg: Arc<ServerConfig>,
+    shared: Shared,
+    mut stop: watch::Receiver<bool>,
+) {
+    let peer = match Peer::of(&stream) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read peer credentials (SO_PEERCRED); closing");
+            return;
+        }
+    };
+    let decision = authorize(&peer, &cfg);
+    let (phase_tx, mut phase_rx) = watch::channel(Phase::Head(Instant::now() + cfg.header_timeout));
+    let phase = Arc::new(phase_tx);
+    let io = Watched {
+        inner: stream,
+        phase: Arc::clone(&phase),
+        header_timeout: cfg.header_timeout,
+    };
+    let (header_timeout, idle_timeout) = (cfg.header_timeout, cfg.idle_timeout);
+    let ctx = Arc::new(Ctx {
+        shared,
+        cfg,
+        peer,
+        decision,
+        phase,
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = Arc::clone(&ctx);
+        async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // Timeouts are ours (module docs); hyper's would also close idle keep-alive connections.
+        .header_read_timeout(None)
+        .max_buf_size(MAX_BUF_SIZE);
+    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
+    let mut stopping = false;
+    loop {
+        let deadline = match *phase_rx.borrow_and_update() {
+            Phase::Idle(since) => Some(since + idle_timeout),
+            Phase::Head(by) => Some(by),
+            Phase::Busy => None,
+        };
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            Ok(()) = phase_rx.changed() => {}
+            () = sleep_until(deadline) => {
+                tracing::debug!(?header_timeout, ?idle_timeout, "connection timed out; closing");
+                return;
+            }
+            Ok(()) = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One request: marks the connection busy, catches a panicking handler (→ 500).
+async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Reply {
+    ctx.phase.send_replace(Phase::Busy);
+    let reply = match (CatchUnwind(Box::pin(respond(req, ctx)))).await {
+        Ok(reply) => reply,
+        Err(panic) => {
+            let what = panic_text(&*panic);
+            tracing::error!(panic = %what, "request handler panicked");
+            ApiError::Internal.to_response()
+        }
+    };
+    ctx.phase.send_replace(Phase::Idle(Instant::now()));
+    reply
+}
+
+async fn respond(req: Request<Incoming>, ctx: &Ctx) -> Reply {
+    if !ctx.decision.is_allowed() {
+        emit(
+            ctx.shared
+                .audit
+                .lock()
+                .map(|mut a| a.record_denial(&ctx.peer, Instant::now())),
+        );
+        return ApiError::Forbidden.to_response();
+    }
+    match route(req.method(), req.uri().path(), req.headers()) {
+        Err(e) => e.to_response(),
+        Ok(Route::Health) => routes::health(&ctx.shared.state),
+        Ok(Route::Credentials) => {
+            match routes::credentials(&ctx.shared.state, ctx.cfg.first_credentials_wait).await {
+                Ok((reply, issued)) => {
+                    let now = Instant::now();
+                    emit(
+                        ctx.shared
+                            .audit
+                            .lock()
+                            .map(|mut a| a.record_issuance(&ctx.peer, &issued, now)),
+                    );
+                    reply
+                }
+                Err(e) => e.to_response(),
+            }
+        }
+    }
+}
+
+/// Emits audit events; a poisoned audit lock (a panic while holding it) is reported, not fatal.
+fn emit<E>(events: Result<Vec<AuditEvent>, E>) {
+    match events {
+        Ok(events) => events.iter().for_each(AuditEvent::emit),
+        Err(_) => {
+            tracing::error!(target: "audit", "audit state poisoned by an earlier panic; event lost")
+        }
+    }
+}
+
+fn panic_text(panic: &(dyn Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "(non-string panic)"
+    }
+}
+
+/// A future that turns a panic while polling `F` into `Err` with the panic payload.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// The socket, noticing the first byte of each request head (`Idle → Head`).
+struct Watched {
+    inner: UnixStream,
+    phase: Arc<watch::Sender<Phase>>,
+    header_timeout: Duration,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let by = Instant::now() + self.header_timeout;
+            self.phase.send_if_modified(|p| match p {
+                Phase::Idle(_) => {
+                    *p = Phase::Head(by);
+                    true
+                }
+                _ => false,
+            });
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// How long a rejected connection is given to read the answer and finish sending its request.
+const REJECT_LINGER: Duration = Duration::from_secs(1);
+
+/// Answers a connection beyond `max_connections` at once with `503 TooManyConnections` and
+/// `Connection: close`, then reads and discards what the client sends (at most
+/// [`MAX_BUF_SIZE`] bytes, for at most [`REJECT_LINGER`]) before closing, so that the
+/// client's own write does not fail and it reads the answer rather than a reset.
+pub(crate) async fn reject(mut stream: UnixStream) {
+    let answer = ApiError::TooManyConnections.to_raw_http();
+    let _ = tokio::time::timeout(REJECT_LINGER, async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await?;
+        let mut buf = [0u8; 1024];
+        let mut read = 0;
+        while read < MAX_BUF_SIZE {
+            match stream.read(&mut buf).await? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        Ok::<_, io::Error>(())
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_an_error_not_a_crash() {
+        let caught = CatchUnwind(Box::pin(async {
+            tokio::task::yield_now().await;
+            panic!("handler bug {}", 42);
+        }))
+        .await;
+        let Err(panic) = caught else {
+            panic!("the panic was not caught")
+        };
+        assert_eq!(panic_text(&*panic), "handler bug 42");
+        let fine = CatchUnwind(Box::pin(async { 7 })).await;
+        assert_eq!(fine.ok(), Some(7));
+        assert_eq!(panic_text(&"static"), "static");
+    }
+}

@@ -1,0 +1,397 @@
+//! The socket API: routing, the two endpoints, and the stable JSON error codes.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /v1/credentials` | 200, the credentials-URI JSON (see [`Credentials::to_response_body`](crate::credentials::Credentials::to_response_body)), or 503 `CredentialsUnavailable` |
+//! | `GET /v1/health` | 200 while servable credentials are held, else 503; [`Health`] JSON, never a secret |
+//! | carrying `X-Forwarded-For`, `Forwarded` or `Via`, or a request body | 400 `BadRequest` |
+//! | caller's uid/groups not allowed | 403 `Forbidden` |
+//! | another path | 404 `NotFound` |
+//! | another method on a known path | 405 `MethodNotAllowed`, `Allow: GET` |
+//!
+//! Errors are `{"Code": "...", "Message": "..."}`; `Code` is stable ([`ApiError::code`]).
+//! Requests that are not valid HTTP/1.1 at all are answered by hyper itself (400, or 431 when
+//! the head is too large) without a JSON body.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Response, StatusCode};
+use http_body_util::Full;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+use crate::credentials::state::{wait_for_credentials, StateReceiver};
+use crate::credentials::{format_utc, Issued, State};
+
+/// The response type of every route.
+pub type Reply = Response<Full<Bytes>>;
+
+/// What a request asks for, once it passed [`route`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /v1/credentials`.
+    Credentials,
+    /// `GET /v1/health`.
+    Health,
+}
+
+/// Every way a request can fail. [`ApiError::status`] and [`ApiError::code`] are decided in
+/// one exhaustive match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400: the request carries a proxy header or a body.
+    BadRequest(&'static str),
+    /// 403: the caller's uid and groups are not allowed.
+    Forbidden,
+    /// 404: unknown path.
+    NotFound,
+    /// 405: known path, method other than `GET`.
+    MethodNotAllowed,
+    /// 503: no servable credentials; the text is [`Unavailable::message`](crate::credentials::Unavailable::message).
+    CredentialsUnavailable(String),
+    /// 503: `max_connections` reached.
+    TooManyConnections,
+    /// 500: a bug (a handler panicked).
+    Internal,
+}
+
+impl ApiError {
+    /// HTTP status and stable `Code`, in one exhaustive match.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+            ApiError::CredentialsUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "CredentialsUnavailable")
+            }
+            ApiError::TooManyConnections => (StatusCode::SERVICE_UNAVAILABLE, "TooManyConnections"),
+            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
+    /// The stable error code sent as `Code`.
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
+    /// The human-readable `Message` (never internal error text or a secret).
+    pub fn message(&self) -> Cow<'static, str> {
+        match self {
+            ApiError::BadRequest(why) => Cow::Borrowed(why),
+            ApiError::Forbidden => "caller's uid and groups are not allowed".into(),
+            ApiError::NotFound => "unknown path; use /v1/credentials or /v1/health".into(),
+            ApiError::MethodNotAllowed => "only GET is allowed".into(),
+            ApiError::CredentialsUnavailable(why) => Cow::Owned(why.clone()),
+            ApiError::TooManyConnections => "too many connections; retry shortly".into(),
+            ApiError::Internal => "internal error".into(),
+        }
+    }
+
+    /// The JSON body `{"Code": ..., "Message": ...}`.
+    pub fn body(&self) -> Bytes {
+        let body = serde_json::json!({ "Code": self.code(), "Message": self.message() });
+        Bytes::from(body.to_string())
+    }
+
+    /// The complete response.
+    pub fn to_response(&self) -> Reply {
+        let mut resp = json_response(self.status(), self.body());
+        if *self == ApiError::MethodNotAllowed {
+            resp.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET"));
+        }
+        resp
+    }
+
+    /// The complete response as raw HTTP/1.1 bytes with `Connection: close`, for answering a
+    /// connection that hyper never serves (beyond `max_connections`).
+    pub fn to_raw_http(&self) -> Vec<u8> {
+        let status = self.status();
+        let body = self.body();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n\
+             connection: close\r\ncontent-length: {}\r\n\r\n",
+            status.as_str(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+/// Headers a forwarding proxy adds. A request carrying one did not come straight from a local
+/// process (an SSRF through a local proxy), and is refused, like the metadata service refuses a
+/// token `PUT` with `X-Forwarded-For`.
+const PROXY_HEADERS: [&str; 3] = ["x-forwarded-for", "forwarded", "via"];
+
+/// Decides what a request asks for from its method, path and headers alone (no I/O), so it
+/// can be fuzzed.
+///
+/// # Errors
+///
+/// [`ApiError::BadRequest`] for proxy headers or a body (`Content-Length` other than 0, or any
+/// `Transfer-Encoding`), [`ApiError::NotFound`], [`ApiError::MethodNotAllowed`].
+pub fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Route, ApiError> {
+    if PROXY_HEADERS.iter().any(|h| headers.contains_key(*h)) {
+        return Err(ApiError::BadRequest(
+            "proxy headers (X-Forwarded-For, Forwarded, Via) are not accepted",
+        ));
+    }
+    let has_body = headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get_all(CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes() != b"0");
+    if has_body {
+        return Err(ApiError::BadRequest("requests must not have a body"));
+    }
+    let route = match path {
+        "/v1/credentials" => Route::Credentials,
+        "/v1/health" => Route::Health,
+        _ => return Err(ApiError::NotFound),
+    };
+    if method != Method::GET {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    Ok(route)
+}
+
+/// `GET /v1/credentials`: the held credentials, or (before the first credentials) waits up
+/// to `wait` for them.
+///
+/// # Errors
+///
+/// [`ApiError::CredentialsUnavailable`] with the reason.
+pub async fn credentials(
+    state: &StateReceiver,
+    wait: std::time::Duration,
+) -> Result<(Reply, Arc<Issued>), ApiError> {
+    let mut rx = state.clone();
+    let issued = wait_for_credentials(&mut rx, wait)
+        .await
+        .map_err(|u| ApiError::CredentialsUnavailable(u.message()))?;
+    Ok((json_response(StatusCode::OK, issued.body.clone()), issued))
+}
+
+/// The `GET /v1/health` body. Keys are PascalCase like the credential JSON; no secrets.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Health {
+    /// `"Ok"`, `"Stale"` (served, but the last refresh failed) or `"Unavailable"`.
+    pub status: &'static str,
+    /// RAM role of the held credentials.
+    pub role_name: Option<String>,
+    /// `Expiration` of the held credentials (`YYYY-MM-DDTHH:MM:SSZ`).
+    pub expiration: Option<String>,
+    /// Seconds until `Expiration`.
+    pub seconds_left: Option<u64>,
+    /// Generation number of the held credentials.
+    pub generation: Option<u64>,
+    /// Wall time of the last successful fetch.
+    pub last_success: Option<String>,
+    /// The last fetch error, if the last fetch failed.
+    pub last_error: Option<String>,
+    /// Whether credentials are served although the last refresh failed.
+    pub stale: bool,
+    /// Local wall clock minus the metadata service's `LastUpdated`, seconds.
+    pub clock_skew_seconds: Option<i64>,
+    /// One line for humans.
+    pub message: String,
+}
+
+impl Health {
+    /// The health of `state` at monotonic time `now`.
+    pub fn of(state: &State, now: Instant) -> Health {
+        let servable = state.credentials_at(now);
+        let stale = state.is_stale(now);
+        let held = state.credentials.as_deref();
+        let (status, message) = match &servable {
+            Ok(_) if stale => (
+                "Stale",
+                "serving valid credentials; the last refresh failed".to_owned(),
+            ),
+            Ok(_) => ("Ok", "serving valid credentials".to_owned()),
+            Err(why) => ("Unavailable", why.message()),
+        };
+        Health {
+            status,
+            role_name: held.map(|c| c.role_name.clone()),
+            expiration: held.map(|c| format_utc(c.expiration)),
+            seconds_left: held.map(|c| c.seconds_left(now)),
+            generation: held.map(|c| c.generation),
+            last_success: state
+                .last_success
+                .map(|t| format_utc(OffsetDateTime::from(t))),
+            last_error: state.last_error.clone(),
+            stale,
+            clock_skew_seconds: state.clock_skew_secs,
+            message,
+        }
+    }
+}
+
+/// `GET /v1/health`: 200 while servable credentials are held, else 503.
+pub fn health(state: &StateReceiver) -> Reply {
+    let health = Health::of(&state.borrow(), Instant::now());
+    let status = match health.status {
+        "Unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    // Serialising strings and integers into a Vec cannot fail.
+    let body = serde_json::to_vec(&health).expect("serialise health");
+    json_response(status, Bytes::from(body))
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Reply {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn route_table() {
+        let get = Method::GET;
+        let bad = |s| Err(ApiError::BadRequest(s));
+        let proxy = "proxy headers (X-Forwarded-For, Forwarded, Via) are not accepted";
+        let body = "requests must not have a body";
+        let rows: Vec<(Method, &str, HeaderMap, Result<Route, ApiError>)> = vec![
+            (
+                get.clone(),
+                "/v1/credentials",
+                headers(&[]),
+                Ok(Route::Credentials),
+            ),
+            (get.clone(), "/v1/health", headers(&[]), Ok(Route::Health)),
+            (
+                get.clone(),
+                "/v1/credentials",
+                headers(&[("content-length", "0")]),
+                Ok(Route::Credentials),
+            ),
+            (
+                get.clone(),
+                "/v1/credentials/",
+                headers(&[]),
+                Err(ApiError::NotFound),
+            ),
+            (get.clone(), "/", headers(&[]), Err(ApiError::NotFound)),
+            (
+                Method::POST,
+                "/v1/credentials",
+                headers(&[]),
+                Err(ApiError::MethodNotAllowed),
+            ),
+            (
+                Method::HEAD,
+                "/v1/health",
+                headers(&[]),
+                Err(ApiError::MethodNotAllowed),
+            ),
+            (Method::POST, "/nope", headers(&[]), Err(ApiError::NotFound)),
+            (
+                get.clone(),
+                "/v1/credentials",
+                headers(&[("x-forwarded-for", "1.2.3.4")]),
+                bad(proxy),
+            ),
+            (
+                get.clone(),
+                "/v1/credentials",
+                headers(&[("forwarded", "for=1.2.3.4")]),
+                bad(proxy),
+            ),
+            (
+                get.clone(),
+                "/nope",
+                headers(&[("via", "1.1 proxy")]),
+                bad(proxy),
+            ),
+            (
+                get.clone(),
+                "/v1/credentials",
+                headers(&[("content-length", "5")]),
+                bad(body),
+            ),
+            (
+                get.clone(),
+                "/v1/health",
+                headers(&[("transfer-encoding", "chunked")]),
+                bad(body),
+            ),
+        ];
+        for (m, p, h, want) in rows {
+            assert_eq!(route(&m, p, &h), want, "{m} {p} {h:?}");
+        }
+    }
+
+    #[test]
+    fn error_codes_are_stable() {
+        let rows = [
+            (ApiError::BadRequest("x"), 400, "BadRequest"),
+            (ApiError::Forbidden, 403, "Forbidden"),
+            (ApiError::NotFound, 404, "NotFound"),
+            (ApiError::MethodNotAllowed, 405, "MethodNotAllowed"),
+            (
+                ApiError::CredentialsUnavailable("x".into()),
+                503,
+                "CredentialsUnavailable",
+            ),
+            (ApiError::TooManyConnections, 503, "TooManyConnections"),
+            (ApiError::Internal, 500, "InternalError"),
+        ];
+        for (e, status, code) in rows {
+            assert_eq!(e.status().as_u16(), status);
+            assert_eq!(e.code(), code);
+            let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+            assert_eq!(v["Code"], code);
+            assert_eq!(v["Message"], e.message().as_ref());
+        }
+        assert_eq!(
+            ApiError::MethodNotAllowed.to_response().headers()[ALLOW],
+            "GET"
+        );
+    }
+
+    #[test]
+    fn raw_response_is_complete_http() {
+        let raw = String::from_utf8(ApiError::TooManyConnections.to_raw_http()).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("connection: close"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        assert_eq!(
+            body,
+            r#"{"Code":"TooManyConnections","Message":"too many connections; retry shortly"}"#
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! Binding the socket safely.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use super::*;
+use crate::server::BindError;
+
+fn cfg_in(dir: &Path) -> ServerConfig {
+    test_config(dir)
+}
+
+fn mode_of(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+#[tokio::test]
+async fn default_mode_is_0600_and_no_temporary_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_in(dir.path());
+    let l = Listener::bind(&cfg).unwrap();
+    assert!(l.created_socket());
+    let meta = std::fs::symlink_metadata(&cfg.socket_path).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()));
+    assert_eq!(mode_of(&cfg.socket_path), 0o600);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("agent.sock")]);
+    UnixStream::connect(&cfg.socket_path)
+        .await
+        .expect("connectable after the rename");
+}
+
+#[tokio::test]
+async fn mode_and_group_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = cfg_in(dir.path());
+    cfg.socket_mode = 0o660;
+    cfg.socket_group = Some("1".to_owned());
+    let _l = Listener::bind(&cfg).unwrap();
+    assert_eq!(mode_of(&cfg.socket_path), 0o660);
+    assert_eq!(std::fs::metadata(&cfg.socket_path).unwrap().gid(), 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = cfg_in(dir.path());
+    cfg.socket_group = Some("root".to_owned());
+    let _l = Listener::bind(&cfg).unwrap();
+    assert_eq!(std::fs::metadata(&cfg.socket_path).unwrap().gid(), 0);
+
+    let mut cfg = cfg_in(tempfile::tempdir().unwrap().path());
+    cfg.socket_group = Some("no-such-group-x7".to_owned());
+    assert!(matches!(
+        Listener::bind(&cfg),
+        Err(BindError::UnknownGroup { .. })
+    ));
+}
+
+#[tokio::test]
+async fn missing_parent_created_0755() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = cfg_in(dir.path());
+    cfg.socket_path = dir.path().join("run").join("agent.sock");
+    let _l = Listener::bind(&cfg).unwrap();
+    assert_eq!(mode_of(&dir.path().join("run")), 0o755);
+}
+
+#[tokio::test]
+async fn symlink_and_regular_file_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_in(dir.path());
+    let target = dir.path().join("target");
+    std::fs::write(&target, b"keep").unwrap();
+    std::os::unix::fs::symlink(&target, &cfg.socket_path).unwrap();
+    let err = Listener::bind(&cfg).unwrap_err();
+    assert!(matches!(err, BindError::Symlink(_)), "{err}");
+    assert!(err.to_string().contains("agent.sock"), "{err}");
+    std::fs::remove_file(&cfg.socket_path).unwrap();
+
+    std::fs::write(&cfg.socket_path, b"data").unwrap();
+    let err = Listener::bind(&cfg).unwrap_err();
+    assert!(matches!(err, BindError::NotASocket(_)), "{err}");
+    assert_eq!(std::fs::read(&cfg.socket_path).unwrap(), b"data");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+}
+
+#[tokio::test]
+async fn writable_or_foreign_parent_refused() {
+    for mode in [0o777, 0o1777, 0o775, 0o757] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = Listener::bind(&cfg_in(dir.path())).unwrap_err();
+        assert!(
+            matches!(err, BindError::ParentWritable { .. }),
+            "{mode:o}: {err}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    nix::unistd::chown(dir.path(), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let err = Listener::bind(&cfg_in(dir.path())).unwrap_err();
+    assert!(
+        matches!(err, BindError::ParentOwner { uid: 65534, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn stale_socket_replaced_live_one_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_in(dir.path());
+    drop(std::os::unix::net::UnixListener::bind(&cfg.socket_path).unwrap());
+    let first = Listener::bind(&cfg).expect("stale socket replaced");
+    let err = Listener::bind(&cfg).unwrap_err();
+    assert!(matches!(err, BindError::AlreadyServing(_)), "{err}");
+    assert!(first.created_socket());
+    UnixStream::connect(&cfg.socket_path)
+        .await
+        .expect("the first agent's socket is intact");
+}
+
+#[tokio::test]
+async fn remove_socket_removes_only_our_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_in(dir.path());
+    let ours = Listener::bind(&cfg).unwrap();
+    assert!(ours.remove_socket().unwrap());
+    assert!(!cfg.socket_path.exists());
+    assert!(!ours.remove_socket().unwrap(), "already gone");
+
+    // Another agent replaced the file: not ours any more.
+    let ours = Listener::bind(&cfg).unwrap();
+    std::fs::remove_file(&cfg.socket_path).unwrap();
+    let _other = std::os::unix::net::UnixListener::bind(&cfg.socket_path).unwrap();
+    assert!(!ours.remove_socket().unwrap());
+    assert!(cfg.socket_path.exists());
+
+    // A handed-over socket is never unlinked.
+    let handed =
+        Listener::from_std(_other.try_clone().unwrap(), Some(cfg.socket_path.clone())).unwrap();
+    assert!(!handed.created_socket());
+    assert!(!handed.remove_socket().unwrap());
+    assert!(cfg.socket_path.exists());
+}
+
+#[tokio::test]
+async fn no_parent_refused() {
+    let cfg = ServerConfig {
+        socket_path: PathBuf::from("/"),
+        ..ServerConfig::default()
+    };
+    assert!(matches!(Listener::bind(&cfg), Err(BindError::NoParent(_))));
+}

@@ -1,0 +1,316 @@
+//! The socket API end to end over a real Unix socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use super::*;
+use crate::credentials::State;
+
+#[tokio::test]
+async fn credentials_served_with_exact_body_and_headers() {
+    let (state, issued) = valid_state();
+    let h = Harness::start(state, |_| {});
+    let r = h.get("/v1/credentials").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.body, issued.body.as_ref());
+    let v = r.json();
+    assert_eq!(v["Code"], "Success");
+    assert_eq!(v["AccessKeyId"], "STS.test1");
+    assert_eq!(v["AccessKeySecret"], SECRET);
+    assert_eq!(v["SecurityToken"], TOKEN);
+}
+
+#[tokio::test]
+async fn health_ok_without_secrets() {
+    let (mut state, _) = valid_state();
+    state.last_error = Some("metadata service unavailable: HTTP 500".to_owned());
+    let h = Harness::start(state, |_| {});
+    let r = h.get("/v1/health").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let v = r.json();
+    assert_eq!(v["Status"], "Stale");
+    assert_eq!(v["Stale"], true);
+    assert_eq!(v["RoleName"], "EcsRole");
+    assert_eq!(v["Generation"], 1);
+    assert_eq!(v["Expiration"], "2023-11-15T04:13:20Z");
+    assert_eq!(v["LastSuccess"], "2023-11-14T22:13:20Z");
+    assert_eq!(v["ClockSkewSeconds"], 0);
+    assert!(v["SecondsLeft"].as_u64().unwrap() > 21_000);
+    assert!(v["LastError"].as_str().unwrap().contains("HTTP 500"));
+    let text = r.text();
+    assert!(!text.contains(SECRET) && !text.contains(TOKEN), "{text}");
+    assert!(
+        !text.contains("STS.test1"),
+        "health names no AccessKeyId: {text}"
+    );
+}
+
+#[tokio::test]
+async fn health_unavailable_before_credentials() {
+    let h = Harness::start(State::default(), |_| {});
+    let r = h.get("/v1/health").await;
+    assert_eq!(r.status, 503);
+    let v = r.json();
+    assert_eq!(v["Status"], "Unavailable");
+    assert_eq!(v["Stale"], false);
+    assert!(v["RoleName"].is_null());
+    assert_eq!(
+        v["Message"],
+        "agent is starting: no credentials fetched yet"
+    );
+}
+
+#[tokio::test]
+async fn unknown_path_and_wrong_method() {
+    let (state, _) = valid_state();
+    let h = Harness::start(state, |_| {});
+    h.get("/v1/nope").await.assert_error(404, "NotFound");
+    let r = h
+        .raw("POST /v1/credentials HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    r.assert_error(405, "MethodNotAllowed");
+    assert_eq!(r.header("allow"), Some("GET"));
+}
+
+#[tokio::test]
+async fn proxied_or_bodied_requests_refused() {
+    let (state, _) = valid_state();
+    let h = Harness::start(state, |_| {});
+    for header in [
+        "X-Forwarded-For: 10.0.0.1",
+        "Forwarded: for=10.0.0.1",
+        "Via: 1.1 squid",
+    ] {
+        let raw = format!(
+            "GET /v1/credentials HTTP/1.1\r\nHost: x\r\n{header}\r\nConnection: close\r\n\r\n"
+        );
+        let r = h.raw(&raw).await;
+        r.assert_error(400, "BadRequest");
+        assert!(!r.text().contains(SECRET));
+    }
+    let raw = "GET /v1/credentials HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\
+               Connection: close\r\n\r\nabc";
+    h.raw(raw).await.assert_error(400, "BadRequest");
+}
+
+#[tokio::test]
+async fn malformed_request_line_gets_400() {
+    let (state, _) = valid_state();
+    let h = Harness::start(state, |_| {});
+    // hyper answers unparsable requests itself (400, no JSON body) and closes.
+    let r = h.raw("GET\r\n\r\n").await;
+    assert_eq!(r.status, 400, "{}", r.head);
+    assert!(!r.text().contains(SECRET));
+}
+
+#[tokio::test]
+async fn unavailable_after_the_first_wait() {
+    let h = Harness::start(State::default(), |c| {
+        c.first_credentials_wait = Duration::from_millis(50)
+    });
+    let r = h.get("/v1/credentials").await;
+    r.assert_error(503, "CredentialsUnavailable");
+    assert_eq!(
+        r.json()["Message"],
+        "agent is starting: no credentials fetched yet"
+    );
+}
+
+#[tokio::test]
+async fn credentials_arriving_during_the_wait_are_served() {
+    let h = Harness::start(State::default(), |c| {
+        c.first_credentials_wait = Duration::from_secs(10)
+    });
+    let mut s = h.connect().await;
+    s.write_all(b"GET /v1/credentials HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (state, issued) = valid_state();
+    h.state.send_replace(state);
+    let r = read_response(&mut s).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, issued.body.as_ref());
+}
+
+#[tokio::test]
+async fn never_served_past_serve_until() {
+    let mut c = issued(
+        3,
+        "STS.old",
+        Duration::from_secs(120),
+        Duration::from_secs(60),
+    );
+    c.serve_until = Instant::now() - Duration::from_millis(1);
+    let state = State {
+        credentials: Some(Arc::new(c)),
+        last_success: Some(SystemTime::UNIX_EPOCH),
+        last_error: Some("metadata service unavailable: HTTP 503".to_owned()),
+        ..State::default()
+    };
+    let h = Harness::start(state, |cfg| {
+        cfg.first_credentials_wait = Duration::from_secs(10)
+    });
+    let started = std::time::Instant::now();
+    let r = h.get("/v1/credentials").await;
+    r.assert_error(503, "CredentialsUnavailable");
+    assert!(r.json()["Message"]
+        .as_str()
+        .unwrap()
+        .starts_with("credentials expired and refresh failing"));
+    assert!(!r.text().contains(SECRET));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "an agent that once had credentials does not wait"
+    );
+    let health = h.get("/v1/health").await;
+    assert_eq!(health.status, 503);
+    assert_eq!(health.json()["Status"], "Unavailable");
+}
+
+#[tokio::test]
+async fn denied_caller_gets_403_on_every_route() {
+    let (state, _) = valid_state();
+    let h = Harness::start(state, |c| c.allowed_uids = Vec::new());
+    for path in ["/v1/credentials", "/v1/health", "/nope"] {
+        let r = h.get(path).await;
+        r.assert_error(403, "Forbidden");
+        assert!(!r.text().contains(SECRET));
+    }
+}
+
+#[tokio::test]
+async fn root_allowed_through_its_group() {
+    let (state, _) = valid_state();
+    let h = Harness::start(state, |c| {
+        c.allowed_uids = Vec::new();
+        c.allowed_gids = vec![nix::unistd::getgid().as_raw()];
+    });
+    assert_eq!(h.get("/v1/credentials").await.status, 200);
+}
+
+#[tokio::test]
+async fn beyond_max_connections_gets_503_at_once() {
+    let (state, _) = valid_state();
+    let h = Harness::start(state, |c| c.max_connections = 2);
+    let keep_alive = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = h.connect().await;
+    let mut second = h.connect().await;
+    for s in [&mut first, &mut second] {
+        s.write_all(keep_alive.as_bytes()).await.unwrap();
+        assert_eq!(read_response(s).await.unwrap().status, 200);
+    }
+    let started = std::time::Instant::now();
+    let r = h.get("/v1/credentials").await;
+    r.assert_error(503, "TooManyConnections");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "answered at once"
+    );
+    drop(first);
+    // The slot frees once the server notices the close.
+    for _ in 0..100 {
+        if h.get("/v1/health").await.status == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the closed connection's slot was never released");
+}
+
+#[tokio::test]
+async fn slow_header_is_dropped() {
+    let (state, _) = valid_state();
+    let h = Harness::start(state, |c| c.header_timeout = Duration::from_millis(200));
+    let mut s = h.connect().await;
+    s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(&mut s, Duration::from_secs(3))
+        .await
+        .expect("closed");
+    assert!(took >= Duration::from_millis(150), "{took:?}");
+    // A connection that never sends anything is held no longer.
+    let mut silent = h.connect().await;
+    closed_within(&mut silent, Duration::from_secs(3))
+        .await
+        .expect("closed");
+}
+
+#[tokio::test]
+async fn idle_keep_alive_closed_after_idle_timeout_not_header_timeout() {
+    let (state, _) = valid_state();
+    let h = Harness::start(state, |c| {
+        c.header_timeout = Duration::from_millis(100);
+        c.idle_timeout = Duration::from_millis(600);
+    });
+    let mut s = h.connect().await;
+    s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut s).await.unwrap().status, 200);
+    let took = closed_within(&mut s, Duration::from_secs(3))
+        .await
+        .expect("closed");
+    assert!(
+        took >= Duration::from_millis(400),
+        "idle, not header, timeout: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_request() {
+    let mut h = Harness::start(State::default(), |c| {
+        c.first_credentials_wait = Duration::from_secs(10)
+    });
+    let mut s = h.connect().await;
+    s.write_all(b"GET /v1/credentials HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let done = h.shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!done.is_finished(), "waits for the in-flight request");
+    let (state, issued) = valid_state();
+    h.state.send_replace(state);
+    let r = read_response(&mut s).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, issued.body.as_ref());
+    assert_eq!(r.header("connection"), Some("close"));
+    let (listener, result) = tokio::time::timeout(Duration::from_secs(3), done)
+        .await
+        .unwrap()
+        .unwrap();
+    result.unwrap();
+    assert!(listener.remove_socket().unwrap());
+    assert!(!h.path.exists());
+}
+
+#[tokio::test]
+async fn shutdown_grace_bounds_the_wait() {
+    let mut h = Harness::start(State::default(), |c| {
+        c.first_credentials_wait = Duration::from_secs(30);
+        c.shutdown_grace = Duration::from_millis(200);
+    });
+    let mut s = h.connect().await;
+    s.write_all(b"GET /v1/credentials HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let done = h.shutdown();
+    let (_, result) = tokio::time::timeout(Duration::from_secs(3), done)
+        .await
+        .unwrap()
+        .unwrap();
+    result.unwrap();
+    assert!(
+        read_response(&mut s).await.is_none(),
+        "the connection was dropped"
+    );
+}
