@@ -2,7 +2,6 @@
 //! server together, and maps failures to exit statuses.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, LogConfig, LogFormat};
 use crate::credentials::refresher;
@@ -106,12 +105,15 @@ pub async fn serve(
     let refresher = refresher::spawn(client, config.credentials.clone(), time);
     let result = server::run(
         &listener,
-        Arc::new(config.server.clone()),
+        server::fixed_config(config.server.clone()),
         refresher.subscribe(),
         shutdown,
     )
     .await;
-    listener.remove_socket();
+    match listener.remove_socket() {
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot remove the socket"),
+    }
     drop(refresher);
     result.map_err(|source| AgentError::Io {
         context: "serving the socket",
