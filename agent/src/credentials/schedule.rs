@@ -195,9 +195,9 @@ mod tests {
             (HOUR, 0.0, 10 * MIN),     // remaining / 6
             (HOUR, 0.5, 10 * MIN - 30),
             (6 * MIN, 0.0, MIN),
-            (61, 0.0, 1),     // remaining − margin = 1 s
-            (60, 0.0, 0),     // inside the margin
-            (90, 0.0, 15),    // 90 / 6
+            (61, 0.0, 1),  // remaining − margin = 1 s
+            (60, 0.0, 0),  // inside the margin
+            (90, 0.0, 15), // 90 / 6
             (3 * MIN, 0.0, 30),
         ];
         for (remaining, jitter, want) in rows {
