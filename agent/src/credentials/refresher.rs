@@ -1,1 +1,354 @@
-//! (to be written)
+//! The background refresher: the one task that fetches credentials and the only writer of
+//! [`State`].
+//!
+//! # Behaviour
+//!
+//! - It fetches at once on [`spawn`], then one fetch at a time, forever. Requests never trigger
+//!   a fetch: early callers wait on the watch channel
+//!   ([`wait_for_credentials`](super::state::wait_for_credentials)), so the cold start is
+//!   single-flight by construction (failure report 10).
+//! - On success it reads the wall clock once (the injected [`TimeSource`](crate::time::TimeSource))
+//!   and turns `Expiration` into a monotonic deadline ([`Issued::new`]); a later step of the
+//!   system clock changes nothing. A new generation (changed `AccessKeyId`, `LastUpdated` or
+//!   role) is published and the next refresh scheduled by [`schedule::next_refresh`]; the same
+//!   generation again is kept as it was and checked again after
+//!   [`schedule::recheck_unchanged`]. Credentials already inside the expiry margin on arrival
+//!   count as a failure.
+//! - On failure it keeps serving the last good credentials (failure report 9), records the
+//!   error, and retries after [`schedule::backoff`], waking early at `serve_until` to stop
+//!   serving credentials that have reached `Expiration` minus the margin. "No RAM role
+//!   attached" (HTTP 404) drops the held credentials at once.
+//! - Dropped credentials are only released by the `Arc`; the response body zeroizes when the
+//!   last request holding it finishes.
+//!
+//! # Heartbeat
+//!
+//! The task records the monotonic time on every wake-up, at least every [`HEARTBEAT_INTERVAL`]
+//! while it sleeps ([`Refresher::last_heartbeat`]). A watchdog (systemd `WatchdogSec=`) can
+//! check that it is recent; a fetch that hangs beyond the metadata client's timeouts stops it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::schedule;
+use super::state::{Issued, State, StateReceiver, Unavailable};
+use super::{format_utc, Credentials};
+use crate::config::RefreshConfig;
+use crate::metadata::{FetchCredentials, Fetched, MetadataError};
+use crate::time::SharedTimeSource;
+
+/// The longest the refresher sleeps without updating its heartbeat.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The running refresher task. Dropping it aborts the task; receivers then see the channel
+/// closed (`changed()` returns an error) but keep the last state.
+#[derive(Debug)]
+pub struct Refresher {
+    task: JoinHandle<()>,
+    state: StateReceiver,
+    heartbeat: watch::Receiver<Instant>,
+}
+
+impl Refresher {
+    /// A new receiver of the published [`State`], for the socket server (one per listener or
+    /// per connection; clones are cheap).
+    pub fn subscribe(&self) -> StateReceiver {
+        self.state.clone()
+    }
+
+    /// The monotonic time the task last showed it was alive: at most [`HEARTBEAT_INTERVAL`] ago
+    /// unless a fetch is in progress or the task has stopped.
+    pub fn last_heartbeat(&self) -> Instant {
+        *self.heartbeat.borrow()
+    }
+
+    /// Whether the task has stopped (it only stops by panicking or being aborted).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the refresher on the current tokio runtime: it fetches with `fetcher` at once and
+/// then keeps the credentials fresh under `cfg`, reading the wall clock from `time`.
+///
+/// # Panics
+/// Outside a tokio runtime (like `tokio::spawn`).
+pub fn spawn<F: FetchCredentials>(
+    fetcher: F,
+    cfg: RefreshConfig,
+    time: SharedTimeSource,
+) -> Refresher {
+    spawn_with_jitter(fetcher, cfg, time, rand::random::<f64>)
+}
+
+/// [`spawn`] with an injected jitter source (uniform in `[0, 1)`), so tests can pin it.
+fn spawn_with_jitter<F: FetchCredentials>(
+    fetcher: F,
+    cfg: RefreshConfig,
+    time: SharedTimeSource,
+    jitter: fn() -> f64,
+) -> Refresher {
+    let (tx, state) = watch::channel(State::default());
+    let (heartbeat_tx, heartbeat) = watch::channel(Instant::now());
+    let task = Task {
+        fetcher,
+        cfg,
+        time,
+        jitter,
+        tx,
+        heartbeat: heartbeat_tx,
+        current: None,
+        generation: 0,
+        attempt: 0,
+    };
+    Refresher {
+        task: tokio::spawn(task.run()),
+        state,
+        heartbeat,
+    }
+}
+
+/// The task's own bookkeeping; `current` mirrors `State::credentials`.
+struct Task<F> {
+    fetcher: F,
+    cfg: RefreshConfig,
+    time: SharedTimeSource,
+    jitter: fn() -> f64,
+    tx: watch::Sender<State>,
+    heartbeat: watch::Sender<Instant>,
+    current: Option<Arc<Issued>>,
+    generation: u64,
+    /// Consecutive failures so far (the next backoff's attempt number).
+    attempt: u32,
+}
+
+impl<F: FetchCredentials> Task<F> {
+    async fn run(mut self) {
+        loop {
+            self.heartbeat.send_replace(Instant::now());
+            let wake = match self.fetcher.fetch().await {
+                Ok(fetched) => match self.accept(fetched) {
+                    Ok(delay) => Instant::now() + delay,
+                    Err(error) => self.fail(error),
+                },
+                Err(error) => self.fail(error),
+            };
+            self.sleep_until(wake).await;
+            if self.attempt > 0 {
+                self.drop_if_unservable(Instant::now());
+            }
+        }
+    }
+
+    /// Sleeps until `wake`, updating the heartbeat at least every [`HEARTBEAT_INTERVAL`].
+    async fn sleep_until(&self, wake: Instant) {
+        loop {
+            let now = Instant::now();
+            self.heartbeat.send_replace(now);
+            if now >= wake {
+                return;
+            }
+            tokio::time::sleep_until(wake.min(now + HEARTBEAT_INTERVAL)).await;
+        }
+    }
+
+    /// Takes a successful fetch: publishes a new generation or notes an unchanged one, and
+    /// returns the delay until the next fetch.
+    ///
+    /// # Errors
+    /// [`MetadataError::ExpiredOnArrival`] when the credentials are already inside the margin.
+    fn accept(&mut self, fetched: Fetched) -> Result<Duration, MetadataError> {
+        let wall = self.time.now();
+        let now = Instant::now();
+        let Fetched {
+            role_name,
+            credentials,
+        } = fetched;
+        let skew = (OffsetDateTime::from(wall) - credentials.last_updated).whole_seconds();
+        let held = self.current.clone();
+        match held.filter(|held| same_generation(held, &role_name, &credentials)) {
+            Some(held) => self.accept_unchanged(&held, &credentials, wall, now, skew),
+            None => self.accept_new(role_name, &credentials, wall, now, skew),
+        }
+    }
+
+    /// The service returned the generation already held: keep it (and its deadline, computed
+    /// at its first arrival) and check again sooner.
+    fn accept_unchanged(
+        &mut self,
+        held: &Issued,
+        credentials: &Credentials,
+        wall: SystemTime,
+        now: Instant,
+        skew: i64,
+    ) -> Result<Duration, MetadataError> {
+        if now >= held.serve_until {
+            return Err(expired_on_arrival(credentials));
+        }
+        let remaining = held.expires_at - now;
+        let delay = schedule::recheck_unchanged(remaining, &self.cfg, (self.jitter)());
+        tracing::debug!(
+            role = %held.role_name,
+            access_key_id = %held.access_key_id,
+            recheck_in_secs = delay.as_secs(),
+            "metadata service returned the same credential generation"
+        );
+        self.record_success(wall, skew, None);
+        Ok(delay)
+    }
+
+    /// A new generation (or a new role): publish it and schedule its refresh.
+    fn accept_new(
+        &mut self,
+        role_name: String,
+        credentials: &Credentials,
+        wall: SystemTime,
+        now: Instant,
+        skew: i64,
+    ) -> Result<Duration, MetadataError> {
+        let margin = self.cfg.expiry_margin;
+        let generation = self.generation + 1;
+        let issued = Issued::new(generation, role_name, credentials, wall, now, margin)
+            .ok_or_else(|| expired_on_arrival(credentials))?;
+        self.generation = generation;
+        let lifetime = Duration::try_from(credentials.expiration - credentials.last_updated)
+            .unwrap_or(Duration::ZERO);
+        let remaining = issued.expires_at - now;
+        let delay = schedule::next_refresh(lifetime, remaining, &self.cfg, (self.jitter)());
+        tracing::info!(
+            generation,
+            role = %issued.role_name,
+            access_key_id = %issued.access_key_id,
+            expiration = %format_utc(issued.expiration),
+            next_refresh_in_secs = delay.as_secs(),
+            "new credential generation"
+        );
+        let issued = Arc::new(issued);
+        self.current = Some(Arc::clone(&issued));
+        self.record_success(wall, skew, Some(issued));
+        Ok(delay)
+    }
+
+    /// Publishes a success; `issued` replaces the held credentials when it is a new generation.
+    fn record_success(&mut self, wall: SystemTime, skew: i64, issued: Option<Arc<Issued>>) {
+        self.attempt = 0;
+        self.tx.send_modify(|s| {
+            if let Some(issued) = issued {
+                s.credentials = Some(issued);
+            }
+            s.last_success = Some(wall);
+            s.last_error = None;
+            s.failing_since = None;
+            s.clock_skew_secs = Some(skew);
+        });
+    }
+
+    /// Records a failed fetch and returns when to try again.
+    fn fail(&mut self, error: MetadataError) -> Instant {
+        let wall = self.time.now();
+        let now = Instant::now();
+        let message = error.to_string();
+        let delay = schedule::backoff(self.attempt, &self.cfg, (self.jitter)());
+        self.attempt = self.attempt.saturating_add(1);
+        if let MetadataError::RoleNotAttached { role_name } = &error {
+            self.drop_credentials(Unavailable::RoleNotAttached {
+                role_name: role_name.clone(),
+            });
+        }
+        self.tx.send_modify(|s| {
+            let since = *s.failing_since.get_or_insert(wall);
+            s.last_error = Some(message.clone());
+            if s.credentials.is_none() {
+                s.reason = reason_after_failure(&s.reason, &error, since);
+            }
+        });
+        self.drop_if_unservable(now);
+        let mut wake = now + delay;
+        if let Some(cur) = &self.current {
+            wake = wake.min(cur.serve_until);
+        }
+        tracing::warn!(
+            error = %message,
+            attempt = self.attempt,
+            retry_in_ms = u64::try_from((wake - now).as_millis()).unwrap_or(u64::MAX),
+            serving = self.current.is_some(),
+            "credential refresh failed"
+        );
+        wake
+    }
+
+    /// Drops the held credentials once they reach `serve_until` while refreshing fails.
+    fn drop_if_unservable(&mut self, now: Instant) {
+        if self.current.as_ref().is_some_and(|c| now >= c.serve_until) {
+            let error = self.tx.borrow().last_error.clone();
+            tracing::warn!(
+                error = error.as_deref().unwrap_or("none"),
+                "credentials reached Expiration minus the expiry margin while refresh fails: \
+                 no longer served"
+            );
+            self.drop_credentials(Unavailable::ExpiredRefreshFailing { error });
+        }
+    }
+
+    /// Publishes "no credentials" with `reason`; the `Arc<Issued>` is released here.
+    fn drop_credentials(&mut self, reason: Unavailable) {
+        self.current = None;
+        self.tx.send_modify(|s| {
+            s.credentials = None;
+            s.reason = reason;
+        });
+    }
+}
+
+/// Why nothing is served after `error`, given the previous reason (no credentials held).
+///
+/// | error | previous reason | new reason |
+/// |---|---|---|
+/// | `RoleNotAttached` | any | `RoleNotAttached` |
+/// | other | `ExpiredRefreshFailing` | `ExpiredRefreshFailing` with this error |
+/// | other | any other | `MetadataUnreachable { since, error }` |
+fn reason_after_failure(
+    previous: &Unavailable,
+    error: &MetadataError,
+    since: SystemTime,
+) -> Unavailable {
+    match (error, previous) {
+        (MetadataError::RoleNotAttached { role_name }, _) => Unavailable::RoleNotAttached {
+            role_name: role_name.clone(),
+        },
+        (_, Unavailable::ExpiredRefreshFailing { .. }) => Unavailable::ExpiredRefreshFailing {
+            error: Some(error.to_string()),
+        },
+        _ => Unavailable::MetadataUnreachable {
+            since,
+            error: error.to_string(),
+        },
+    }
+}
+
+/// Same role, `AccessKeyId` and `LastUpdated` as the held generation.
+fn same_generation(held: &Issued, role_name: &str, credentials: &Credentials) -> bool {
+    held.role_name == role_name
+        && held.access_key_id == credentials.access_key_id
+        && held.last_updated == credentials.last_updated
+}
+
+fn expired_on_arrival(credentials: &Credentials) -> MetadataError {
+    MetadataError::ExpiredOnArrival {
+        expiration: format_utc(credentials.expiration),
+    }
+}
+
+#[cfg(test)]
+mod tests;

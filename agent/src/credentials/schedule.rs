@@ -1,1 +1,303 @@
-//! (to be written)
+//! The refresh schedule: pure functions of [`Duration`]s that decide when to refresh the
+//! credentials, when to look again while the metadata service still hands out the same
+//! generation, and how long to back off after a failed fetch.
+//!
+//! No clocks here: the refresher measures `lifetime` and `remaining` on the monotonic clock and
+//! passes a `jitter` drawn uniformly from `[0, 1)`, so every function is deterministic and
+//! tested by tables and properties (in the manner of linkerd's `refresh_in`).
+//!
+//! | situation | delay | function |
+//! |---|---|---|
+//! | new generation arrived | until about a third of the lifetime is left, and at least [`SDK_STALE_WINDOW`] before `Expiration` (lifetimes under 30 min: half-life), up to [`MAX_JITTER`] earlier | [`next_refresh`] |
+//! | same generation returned | `remaining / 6`, at most [`RECHECK_MAX`], up to [`MAX_JITTER`] earlier | [`recheck_unchanged`] |
+//! | fetch failed | full jitter under `min(backoff_max, backoff_initial × 2^attempt)`, at least [`BACKOFF_FLOOR`] | [`backoff`] |
+//!
+//! Every delay that concerns held credentials is clamped to `remaining − expiry_margin` (the
+//! instant they stop being served) and, while that is still ahead, to at least [`MIN_DELAY`].
+
+use std::time::Duration;
+
+use crate::config::RefreshConfig;
+
+/// How long before `Expiration` the official Java and Python SDKs start treating credentials as
+/// stale (and, through the credentials-URI provider, refetch them on every call): 15 minutes.
+///
+/// Source: `aliyun/credentials-java`,
+/// `src/main/java/com/aliyun/credentials/provider/RefreshCachedSupplier.java`
+/// (`STALE_TIME = 15 * 60 * 1000`), and PyPI `alibabacloud-credentials` 1.0.12; summarised in
+/// `../shared/reference/metadata-service.md` §2 and §3. Refreshing before this window means
+/// callers' SDKs never see our credentials as stale.
+pub const SDK_STALE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// The smallest delay before a refresh while the held credentials are still servable, so that
+/// a service returning odd times cannot make the refresher spin.
+pub const MIN_DELAY: Duration = Duration::from_secs(1);
+
+/// The largest fraction by which [`next_refresh`] and [`recheck_unchanged`] move a refresh
+/// earlier (jitter spreads the load of many instances started together).
+pub const MAX_JITTER: f64 = 0.1;
+
+/// The longest interval between two checks while the service keeps returning the same
+/// generation: a rotation is picked up at most this long after it happens.
+pub const RECHECK_MAX: Duration = SDK_STALE_WINDOW;
+
+/// While the service keeps returning the same generation, check again after
+/// `remaining / RECHECK_DIVISOR` (before the cap [`RECHECK_MAX`]).
+pub const RECHECK_DIVISOR: u32 = 6;
+
+/// The smallest backoff delay, so a zero jitter never becomes a busy loop.
+pub const BACKOFF_FLOOR: Duration = Duration::from_millis(10);
+
+/// The delay until the next refresh after a new credential generation arrived.
+///
+/// - `lifetime`: `Expiration − LastUpdated` (6 h in every documented example).
+/// - `remaining`: time until `Expiration` on the monotonic clock, as measured at arrival.
+/// - `jitter`: uniform in `[0, 1)`; values outside are clamped, NaN counts as 0.
+///
+/// Policy: refresh when `max(lifetime / 3, SDK_STALE_WINDOW)` is left, but never with more
+/// than half the lifetime left (a 6 h lifetime refreshes after 4 h; 40 min after 25 min;
+/// 20 min and 5 min at their half-life), up to [`MAX_JITTER`] of the delay earlier. The result
+/// is then clamped to `remaining − cfg.expiry_margin` (the credentials must be refreshed
+/// before they stop being served) and raised to at least [`MIN_DELAY`] unless that deadline
+/// is closer. Inside the margin already, it is zero: refresh now.
+///
+/// The service's rotation schedule is undocumented: a refresh may return the same generation,
+/// then [`recheck_unchanged`] takes over.
+pub fn next_refresh(
+    lifetime: Duration,
+    remaining: Duration,
+    cfg: &RefreshConfig,
+    jitter: f64,
+) -> Duration {
+    let left_at_refresh = (lifetime / 3).max(SDK_STALE_WINDOW).min(lifetime / 2);
+    let delay = earlier_by_jitter(remaining.saturating_sub(left_at_refresh), jitter);
+    clamp_to_margin(delay, remaining, cfg)
+}
+
+/// The delay until the next check when a refresh returned the same generation (same
+/// `AccessKeyId` and `LastUpdated`) as the one held, `remaining` before its `Expiration`.
+///
+/// `min(remaining / RECHECK_DIVISOR, RECHECK_MAX)`, up to [`MAX_JITTER`] earlier, then clamped
+/// like [`next_refresh`]: at most `remaining − cfg.expiry_margin`, at least [`MIN_DELAY`]
+/// unless that is closer, zero inside the margin. The checks come closer together as
+/// `Expiration` nears, so a late rotation is still caught before the margin.
+pub fn recheck_unchanged(remaining: Duration, cfg: &RefreshConfig, jitter: f64) -> Duration {
+    let delay = (remaining / RECHECK_DIVISOR).min(RECHECK_MAX);
+    clamp_to_margin(earlier_by_jitter(delay, jitter), remaining, cfg)
+}
+
+/// The ceiling of the backoff before retry number `attempt` (0 after the first failure):
+/// `min(cfg.backoff_max, cfg.backoff_initial × 2^attempt)`, saturating. Monotone in `attempt`.
+pub fn backoff_ceiling(attempt: u32, cfg: &RefreshConfig) -> Duration {
+    let factor = 2u32.saturating_pow(attempt);
+    cfg.backoff_initial
+        .saturating_mul(factor)
+        .min(cfg.backoff_max)
+}
+
+/// The delay before retry number `attempt` (0 after the first failure): "full jitter",
+/// `jitter × backoff_ceiling(attempt)`, at least [`BACKOFF_FLOOR`].
+///
+/// `jitter` is uniform in `[0, 1)`; values outside are clamped, NaN counts as 0. The refresher
+/// shortens the sleep further when the held credentials stop being served earlier.
+pub fn backoff(attempt: u32, cfg: &RefreshConfig, jitter: f64) -> Duration {
+    backoff_ceiling(attempt, cfg)
+        .mul_f64(unit(jitter))
+        .max(BACKOFF_FLOOR)
+}
+
+/// `jitter` clamped into `[0, 1]`; NaN becomes 0.
+fn unit(jitter: f64) -> f64 {
+    if jitter.is_nan() {
+        0.0
+    } else {
+        jitter.clamp(0.0, 1.0)
+    }
+}
+
+/// `delay` made up to `MAX_JITTER × delay` shorter.
+fn earlier_by_jitter(delay: Duration, jitter: f64) -> Duration {
+    delay.saturating_sub(delay.mul_f64(MAX_JITTER * unit(jitter)))
+}
+
+/// Clamps a refresh delay for credentials `remaining` before `Expiration`: never past
+/// `remaining − margin`, at least [`MIN_DELAY`] while that is further away.
+fn clamp_to_margin(delay: Duration, remaining: Duration, cfg: &RefreshConfig) -> Duration {
+    let deadline = remaining.saturating_sub(cfg.expiry_margin);
+    delay.max(MIN_DELAY).min(deadline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MIN: u64 = 60;
+    const HOUR: u64 = 3600;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn cfg() -> RefreshConfig {
+        RefreshConfig::default()
+    }
+
+    #[test]
+    fn next_refresh_table() {
+        // (lifetime, remaining, jitter, expected delay); default margin 60 s.
+        let rows = [
+            // 6 h fresh: refresh with 2 h left, after 4 h; jitter up to 10 % earlier.
+            (6 * HOUR, 6 * HOUR, 0.0, 4 * HOUR),
+            (6 * HOUR, 6 * HOUR, 0.5, 4 * HOUR - 4 * HOUR / 20),
+            // Arrived late in its life: 3 h left → refresh after 1 h.
+            (6 * HOUR, 3 * HOUR, 0.0, HOUR),
+            // Already past the refresh point but outside the margin: the 1 s floor.
+            (6 * HOUR, HOUR, 0.0, 1),
+            // 40 min lifetime: the 15 min SDK stale window wins over a third.
+            (40 * MIN, 40 * MIN, 0.0, 25 * MIN),
+            // 20 min lifetime: half-life (the stale window would leave no room).
+            (20 * MIN, 20 * MIN, 0.0, 10 * MIN),
+            // 5 min lifetime: half-life, well before the margin.
+            (5 * MIN, 5 * MIN, 0.0, 150),
+            // 90 s lifetime: half-life 45 s is after remaining − margin = 30 s → 30 s.
+            (90, 90, 0.0, 30),
+            // Inside the margin: refresh now.
+            (6 * HOUR, 60, 0.0, 0),
+            (6 * HOUR, 10, 0.0, 0),
+            (6 * HOUR, 0, 0.0, 0),
+            // Zero lifetime (LastUpdated == Expiration, a broken response) still bounded.
+            (0, 2 * HOUR, 0.0, 2 * HOUR - 60),
+        ];
+        for (lifetime, remaining, jitter, want) in rows {
+            assert_eq!(
+                next_refresh(secs(lifetime), secs(remaining), &cfg(), jitter),
+                secs(want),
+                "lifetime {lifetime} s, remaining {remaining} s, jitter {jitter}"
+            );
+        }
+    }
+
+    #[test]
+    fn next_refresh_floor_yields_to_margin_deadline() {
+        // 0.5 s before the margin: the 1 s floor would be too late.
+        let remaining = Duration::from_millis(60_500);
+        assert_eq!(
+            next_refresh(secs(6 * HOUR), remaining, &cfg(), 0.0),
+            Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn recheck_table() {
+        let rows = [
+            (2 * HOUR, 0.0, 15 * MIN), // capped at RECHECK_MAX
+            (HOUR, 0.0, 10 * MIN),     // remaining / 6
+            (HOUR, 0.5, 10 * MIN - 30),
+            (6 * MIN, 0.0, MIN),
+            (61, 0.0, 1),  // remaining − margin = 1 s
+            (60, 0.0, 0),  // inside the margin
+            (90, 0.0, 15), // 90 / 6
+            (3 * MIN, 0.0, 30),
+        ];
+        for (remaining, jitter, want) in rows {
+            assert_eq!(
+                recheck_unchanged(secs(remaining), &cfg(), jitter),
+                secs(want),
+                "remaining {remaining} s, jitter {jitter}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_table() {
+        // Defaults: initial 1 s, max 60 s.
+        let ceilings = [1, 2, 4, 8, 16, 32, 60, 60];
+        for (attempt, want) in ceilings.into_iter().enumerate() {
+            assert_eq!(backoff_ceiling(attempt as u32, &cfg()), secs(want));
+        }
+        assert_eq!(backoff_ceiling(u32::MAX, &cfg()), secs(60));
+        assert_eq!(backoff(3, &cfg(), 0.5), secs(4));
+        assert_eq!(backoff(0, &cfg(), 0.0), BACKOFF_FLOOR);
+        assert_eq!(backoff(10, &cfg(), 0.999), secs(60).mul_f64(0.999));
+    }
+
+    #[test]
+    fn out_of_range_jitter_is_clamped() {
+        assert_eq!(backoff(2, &cfg(), f64::NAN), BACKOFF_FLOOR);
+        assert_eq!(backoff(2, &cfg(), 7.0), secs(4));
+        assert_eq!(
+            next_refresh(secs(6 * HOUR), secs(6 * HOUR), &cfg(), -1.0),
+            secs(4 * HOUR)
+        );
+        assert_eq!(
+            next_refresh(secs(6 * HOUR), secs(6 * HOUR), &cfg(), f64::INFINITY),
+            secs(4 * HOUR) - secs(4 * HOUR / 10)
+        );
+    }
+
+    fn any_cfg() -> impl Strategy<Value = RefreshConfig> {
+        (0u64..600_000, 1u64..10_000, 0u64..3_600_000).prop_map(|(margin, initial, max)| {
+            RefreshConfig {
+                expiry_margin: Duration::from_millis(margin),
+                backoff_initial: Duration::from_millis(initial),
+                backoff_max: Duration::from_millis(max),
+            }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn next_refresh_before_margin(
+            lifetime in 0u64..86_400_000,
+            remaining in 0u64..86_400_000,
+            jitter in 0.0f64..1.0,
+            cfg in any_cfg(),
+        ) {
+            let (lifetime, remaining) = (Duration::from_millis(lifetime), Duration::from_millis(remaining));
+            let d = next_refresh(lifetime, remaining, &cfg, jitter);
+            let deadline = remaining.saturating_sub(cfg.expiry_margin);
+            prop_assert!(d <= deadline, "{d:?} past the margin deadline {deadline:?}");
+            prop_assert!(d >= MIN_DELAY.min(deadline));
+            // Jitter only ever moves the refresh earlier, by at most MAX_JITTER.
+            let unjittered = next_refresh(lifetime, remaining, &cfg, 0.0);
+            prop_assert!(d <= unjittered);
+            prop_assert!(d + Duration::from_micros(1) >= unjittered.mul_f64(1.0 - MAX_JITTER));
+            // With enough lifetime left, at least the SDK stale window remains at refresh time.
+            if remaining == lifetime && lifetime >= 2 * SDK_STALE_WINDOW {
+                prop_assert!(remaining - d >= SDK_STALE_WINDOW);
+            }
+        }
+
+        #[test]
+        fn recheck_bounded(
+            remaining in 0u64..86_400_000,
+            jitter in 0.0f64..1.0,
+            cfg in any_cfg(),
+        ) {
+            let remaining = Duration::from_millis(remaining);
+            let d = recheck_unchanged(remaining, &cfg, jitter);
+            let deadline = remaining.saturating_sub(cfg.expiry_margin);
+            prop_assert!(d <= deadline);
+            prop_assert!(d <= RECHECK_MAX.max(MIN_DELAY));
+            prop_assert!(d <= (remaining / RECHECK_DIVISOR).max(MIN_DELAY));
+            prop_assert!(d >= MIN_DELAY.min(deadline));
+        }
+
+        #[test]
+        fn backoff_ceiling_monotone_and_capped(attempt in 0u32..200, cfg in any_cfg()) {
+            let c = backoff_ceiling(attempt, &cfg);
+            prop_assert!(c <= cfg.backoff_max);
+            prop_assert!(c <= backoff_ceiling(attempt + 1, &cfg));
+            prop_assert!(c >= cfg.backoff_initial.min(cfg.backoff_max));
+        }
+
+        #[test]
+        fn backoff_within_ceiling(attempt in 0u32..200, jitter in 0.0f64..1.0, cfg in any_cfg()) {
+            let d = backoff(attempt, &cfg, jitter);
+            let ceiling = backoff_ceiling(attempt, &cfg);
+            prop_assert!(d >= BACKOFF_FLOOR);
+            prop_assert!(d <= ceiling.max(BACKOFF_FLOOR));
+        }
+    }
+}
