@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{Config, LogFormat, Overrides, DEFAULT_CONFIG_PATH};
 use crate::daemon::{self, EXIT_CONFIG, EXIT_FAILURE};
 use crate::time::SystemClock;
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Serves this ECS instance's RAM role STS credentials to local callers over a root-only Unix
 /// socket, fetched from the metadata service in hardened (token) mode.
@@ -127,12 +127,11 @@ fn serve(path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
     };
     daemon::init_logging(&config.log);
     exit(runtime().block_on(async {
-        let signal = crate::process::shutdown_signal().map_err(|source| {
-            daemon::AgentError::Io {
+        let signal =
+            crate::process::shutdown_signal().map_err(|source| daemon::AgentError::Io {
                 context: "installing signal handlers",
                 source,
-            }
-        })?;
+            })?;
         let shutdown = async {
             let name = signal.await;
             tracing::info!(signal = name, "shutting down");

@@ -210,7 +210,10 @@ impl Config {
     ///
     /// # Errors
     /// [`ConfigError`] listing every unreadable, unknown or invalid key at once.
-    pub fn load(path: Option<&std::path::Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    pub fn load(
+        path: Option<&std::path::Path>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let (name, text) = match path {
             Some(p) => match std::fs::read_to_string(p) {
                 Ok(t) => (p.display().to_string(), t),
@@ -376,7 +379,14 @@ impl Parser {
         }
     }
 
-    fn millis(&mut self, s: &str, k: &str, v: &toml::Value, min: u64, max: u64) -> Option<Duration> {
+    fn millis(
+        &mut self,
+        s: &str,
+        k: &str,
+        v: &toml::Value,
+        min: u64,
+        max: u64,
+    ) -> Option<Duration> {
         self.int(s, k, v, min, max).map(Duration::from_millis)
     }
 
@@ -386,7 +396,14 @@ impl Parser {
 
     fn ids(&mut self, s: &str, k: &str, v: &toml::Value) -> Option<Vec<u32>> {
         let Some(items) = v.as_array() else {
-            self.problem(s, k, &format!("expected an array of ids such as [0, 1000], got {}", show(v)));
+            self.problem(
+                s,
+                k,
+                &format!(
+                    "expected an array of ids such as [0, 1000], got {}",
+                    show(v)
+                ),
+            );
             return None;
         };
         let mut out = Vec::with_capacity(items.len());
@@ -394,7 +411,11 @@ impl Parser {
             match item.as_integer().and_then(|i| u32::try_from(i).ok()) {
                 Some(id) if id != u32::MAX => out.push(id),
                 _ => {
-                    self.problem(s, k, &format!("expected ids from 0 to 4294967294, got {}", show(item)));
+                    self.problem(
+                        s,
+                        k,
+                        &format!("expected ids from 0 to 4294967294, got {}", show(item)),
+                    );
                     return None;
                 }
             }
@@ -559,7 +580,11 @@ impl Parser {
                 _ => self.unknown(
                     S,
                     k,
-                    &["expiry_margin_secs", "backoff_initial_ms", "backoff_max_secs"],
+                    &[
+                        "expiry_margin_secs",
+                        "backoff_initial_ms",
+                        "backoff_max_secs",
+                    ],
                 ),
             }
         }
@@ -641,7 +666,10 @@ pub fn validate_socket_path(p: &std::path::Path) -> Result<(), String> {
     use std::os::unix::ffi::OsStrExt;
     let len = p.as_os_str().as_bytes().len();
     if !p.is_absolute() {
-        Err(format!("expected an absolute path, got {:?}", p.display().to_string()))
+        Err(format!(
+            "expected an absolute path, got {:?}",
+            p.display().to_string()
+        ))
     } else if len > 107 {
         Err(format!(
             "path is {len} bytes; Unix socket paths are limited to 107 bytes"
@@ -778,7 +806,10 @@ mod tests {
             "[credentials]\nbackoff_initial_ms = 5000\nbackoff_max_secs = 1\n",
         )
         .unwrap_err();
-        assert!(e.to_string().contains("[credentials] backoff_max_secs"), "{e}");
+        assert!(
+            e.to_string().contains("[credentials] backoff_max_secs"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -56,7 +56,10 @@ pub async fn run(socket: Option<PathBuf>) -> Result<(), AgentError> {
         })
     })?;
 
-    println!("ecs-credential-agent dev: metadata emulator on {}", emulator.endpoint());
+    println!(
+        "ecs-credential-agent dev: metadata emulator on {}",
+        emulator.endpoint()
+    );
     println!("Try (as this user):\n");
     println!(
         "  curl --unix-socket {} http://localhost/v1/credentials\n",

@@ -46,7 +46,11 @@ pub fn run(socket: Option<PathBuf>, format: Format) -> u8 {
         Ok(creds) => {
             let text = render(&creds, format);
             let mut out = std::io::stdout().lock();
-            if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+            if out
+                .write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
                 return 1;
             }
             0

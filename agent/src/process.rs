@@ -58,7 +58,10 @@ mod tests {
         assert_eq!((soft, hard), (0, 0));
         assert!(!nix::sys::prctl::get_dumpable().unwrap());
         let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
-        let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+        let core = limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .unwrap();
         assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
     }
 }

@@ -52,8 +52,7 @@ async fn first_fetch_serves_the_credentials_uri_shape() {
     // The client library gets the same credentials.
     let client = ecs_credential_client::Client::builder()
         .socket_path(agent.socket.clone())
-        .build()
-        .unwrap();
+        .build();
     let c = client.credentials().await.unwrap();
     assert_eq!(c.access_key_id, v["AccessKeyId"].as_str().unwrap());
     assert_eq!(
@@ -184,7 +183,10 @@ async fn metadata_token_is_reused_for_its_lifetime_and_renewed_after_401() {
     let c = emu.counts();
     assert!(c.credential_gets >= 3, "{c:?}");
     assert!(c.token_puts >= 2, "the token was never renewed: {c:?}");
-    assert!(c.token_puts <= 4, "more than one PUT per token lifetime: {c:?}");
+    assert!(
+        c.token_puts <= 4,
+        "more than one PUT per token lifetime: {c:?}"
+    );
     assert!(c.token_puts < c.credential_gets, "{c:?}");
     assert_eq!(c.unauthorized, 0, "the agent used an expired token: {c:?}");
 
@@ -215,7 +217,11 @@ async fn hardened_only_without_token_never_falls_back() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let c = emu.counts();
     assert!(c.token_puts >= 2, "the refresher keeps retrying: {c:?}");
-    assert_eq!(c.role_list_gets + c.credential_gets, 0, "tokenless GET sent: {c:?}");
+    assert_eq!(
+        c.role_list_gets + c.credential_gets,
+        0,
+        "tokenless GET sent: {c:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,7 +268,10 @@ async fn role_detached_gives_503_and_a_replaced_role_is_picked_up() {
     .await
     .unwrap_or_else(|| panic!("no recovery after attach; logs:\n{}", agent.logs()));
     assert_same_as_emulator(&v, &emu);
-    assert_eq!(emu.current_credentials().unwrap().role_name, "ReplacementRole");
+    assert_eq!(
+        emu.current_credentials().unwrap().role_name,
+        "ReplacementRole"
+    );
     let h = agent.get("/v1/health").await.json();
     assert_eq!(h["RoleName"], "ReplacementRole");
 }
@@ -297,7 +306,12 @@ async fn a_thousand_concurrent_cold_requests_cause_one_credential_get() {
         (fds >= CLIENTS && gate.waiting() == 1).then_some(fds)
     })
     .await
-    .unwrap_or_else(|| panic!("clients never all connected; gate waiting {}", gate.waiting()));
+    .unwrap_or_else(|| {
+        panic!(
+            "clients never all connected; gate waiting {}",
+            gate.waiting()
+        )
+    });
     assert!(connected >= CLIENTS);
     assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 0);
     assert_eq!(emu.counts().credential_gets, 1);
@@ -364,7 +378,9 @@ async fn a_symlink_at_the_socket_path_is_refused() {
     std::fs::write(&target, b"x").unwrap();
     std::os::unix::fs::symlink(&target, &socket).unwrap();
     let mut agent = TestAgent::spawn_in(dir, socket.clone(), &AgentConfig::new(&emu.endpoint()));
-    let status = agent.wait_exit(Duration::from_secs(10)).expect("agent exits");
+    let status = agent
+        .wait_exit(Duration::from_secs(10))
+        .expect("agent exits");
     assert_eq!(status.code(), Some(1), "logs:\n{}", agent.logs());
     assert!(agent.logs().contains("symlink"), "{}", agent.logs());
     assert_eq!(std::fs::read(&target).unwrap(), b"x");
@@ -393,7 +409,13 @@ async fn a_second_agent_on_the_same_socket_is_refused_with_69() {
 async fn proxy_variables_change_nothing() {
     let emu = emulator(Default::default()).await;
     let mut config = AgentConfig::new(&emu.endpoint());
-    for var in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY"] {
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTPS_PROXY",
+    ] {
         config.env(var, "http://127.0.0.1:9");
     }
     config.env("NO_PROXY", "");
@@ -424,12 +446,21 @@ async fn no_secret_or_token_reaches_the_logs_at_trace_level() {
     agent.get("/nope").await;
     agent.stop(Signal::SIGTERM);
     let logs = agent.logs();
-    assert!(logs.lines().count() > 10, "trace logging produced almost nothing:\n{logs}");
+    assert!(
+        logs.lines().count() > 10,
+        "trace logging produced almost nothing:\n{logs}"
+    );
     let tokens = emu.issued_tokens();
     assert!(!tokens.is_empty());
     for s in secrets.iter().chain(tokens.iter()) {
-        assert!(!logs.contains(s.as_str()), "a secret or token is in the logs");
+        assert!(
+            !logs.contains(s.as_str()),
+            "a secret or token is in the logs"
+        );
         // Also no long prefix of it (a truncated print is still a leak).
-        assert!(!logs.contains(&s[..16.min(s.len())]), "a secret prefix is in the logs");
+        assert!(
+            !logs.contains(&s[..16.min(s.len())]),
+            "a secret prefix is in the logs"
+        );
     }
 }

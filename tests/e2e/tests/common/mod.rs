@@ -245,7 +245,10 @@ impl Response {
     }
 
     pub fn message(&self) -> String {
-        self.json()["Message"].as_str().unwrap_or_default().to_owned()
+        self.json()["Message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
