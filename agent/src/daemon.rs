@@ -59,7 +59,7 @@ impl AgentError {
 }
 
 /// Installs the global `tracing` subscriber on stderr: `RUST_LOG` if set, else `[log] level`;
-/// text or JSON lines per `[log] format`.
+/// text or JSON lines per `[log] format`; colour only when stderr is a terminal.
 pub fn init_logging(log: &LogConfig) {
     let filter = std::env::var("RUST_LOG")
         .ok()
@@ -67,6 +67,7 @@ pub fn init_logging(log: &LogConfig) {
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match log.format {
         LogFormat::Text => builder.try_init(),

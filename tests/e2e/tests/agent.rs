@@ -171,9 +171,9 @@ async fn outage_serves_cached_credentials_then_503_at_the_margin_then_recovers()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metadata_token_is_reused_for_its_lifetime_and_renewed_after_401() {
-    // 3 s credentials rotating every second make the agent fetch often; a 4 s token covers
-    // several fetches.
+async fn metadata_token_is_reused_for_its_lifetime_then_renewed() {
+    // 4 s credentials rotating every second make the agent fetch every ~2 s; a 4 s metadata
+    // token covers about two fetches and is renewed before its TTL ends.
     let emu = emulator(short_lived(4, 1)).await;
     let mut config = AgentConfig::new(&emu.endpoint());
     config.set("metadata", "token_ttl_secs", "4");
@@ -189,17 +189,36 @@ async fn metadata_token_is_reused_for_its_lifetime_and_renewed_after_401() {
     );
     assert!(c.token_puts < c.credential_gets, "{c:?}");
     assert_eq!(c.unauthorized, 0, "the agent used an expired token: {c:?}");
+}
 
-    // Invalidated tokens: the next GET gets 401, the agent fetches a new token and retries.
-    emu.expire_tokens();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_gets_a_new_metadata_token_and_one_retry() {
+    // Default 6 h token: without the 401 the agent would never ask for another.
+    let emu = emulator(short_lived(4, 1)).await;
+    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    agent.credentials().await;
     let before = emu.counts();
-    let ok = eventually(Duration::from_secs(5), || async {
+    assert_eq!(before.token_puts, 1);
+    emu.expire_tokens();
+    let after = eventually(Duration::from_secs(6), || async {
         let c = emu.counts();
-        (c.unauthorized >= 1 && c.credential_gets > before.credential_gets + 1).then_some(c)
+        (c.unauthorized >= 1 && c.credential_gets > before.credential_gets).then_some(c)
     })
     .await
-    .expect("a 401 followed by a successful retry");
-    assert!(ok.token_puts > before.token_puts, "{ok:?}");
+    .unwrap_or_else(|| panic!("no 401 and refetch; logs:\n{}", agent.logs()));
+    assert_eq!(
+        after.token_puts, 2,
+        "one new token after the 401: {after:?}"
+    );
+    assert_eq!(
+        after.unauthorized, 1,
+        "exactly one 401, then the retry succeeded: {after:?}"
+    );
+    let h = agent.get("/v1/health").await.json();
+    assert!(
+        h["LastError"].is_null(),
+        "the 401 surfaced as an error: {h}"
+    );
     assert_eq!(agent.get("/v1/credentials").await.status, 200);
 }
 
@@ -382,7 +401,7 @@ async fn a_symlink_at_the_socket_path_is_refused() {
         .wait_exit(Duration::from_secs(10))
         .expect("agent exits");
     assert_eq!(status.code(), Some(1), "logs:\n{}", agent.logs());
-    assert!(agent.logs().contains("symlink"), "{}", agent.logs());
+    assert!(agent.logs().contains("symbolic link"), "{}", agent.logs());
     assert_eq!(std::fs::read(&target).unwrap(), b"x");
 }
 
