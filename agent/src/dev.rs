@@ -38,8 +38,8 @@ pub async fn run(socket: Option<PathBuf>) -> Result<(), AgentError> {
         context: "starting the metadata emulator",
         source,
     })?;
-    let socket = match socket {
-        Some(s) => s,
+    let (socket, private_dir) = match socket {
+        Some(s) => (s, None),
         None => default_socket().map_err(|source| AgentError::Io {
             context: "creating a private directory for the dev socket",
             source,
@@ -62,7 +62,7 @@ pub async fn run(socket: Option<PathBuf>) -> Result<(), AgentError> {
     );
     println!("Try (as this user):\n");
     println!(
-        "  curl --unix-socket {} http://localhost/v1/credentials\n",
+        "  curl -s --unix-socket {} http://localhost/v1/credentials\n",
         socket.display()
     );
     println!("Stop with Ctrl-C.");
@@ -77,18 +77,21 @@ pub async fn run(socket: Option<PathBuf>) -> Result<(), AgentError> {
     };
     let result = daemon::serve(config, Arc::new(SystemClock), shutdown).await;
     emulator.shutdown().await;
+    if let Some(dir) = private_dir {
+        let _ = std::fs::remove_dir(dir);
+    }
     result
 }
 
 /// `$XDG_RUNTIME_DIR/ecs-credential-agent-dev.sock` when that directory exists, else
 /// `agent.sock` in a new private (0700) directory under `/tmp` (short, so it stays well within
-/// the 107-byte socket path limit).
-fn default_socket() -> std::io::Result<PathBuf> {
+/// the 107-byte socket path limit), which is returned too so it can be removed at exit.
+fn default_socket() -> std::io::Result<(PathBuf, Option<PathBuf>)> {
     if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         if dir.is_dir() {
-            return Ok(dir.join("ecs-credential-agent-dev.sock"));
+            return Ok((dir.join("ecs-credential-agent-dev.sock"), None));
         }
     }
     let dir = nix::unistd::mkdtemp("/tmp/eca-dev-XXXXXX").map_err(std::io::Error::from)?;
-    Ok(dir.join("agent.sock"))
+    Ok((dir.join("agent.sock"), Some(dir)))
 }

@@ -483,3 +483,69 @@ async fn no_secret_or_token_reaches_the_logs_at_trace_level() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_configuration_exits_78_naming_every_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "[metadata]\ntoken_ttl_secs = 0\n[server]\nsocket_mode = \"rw\"\nbogus = 1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(AGENT_BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "[metadata] token_ttl_secs",
+        "[server] socket_mode",
+        "[server] bogus",
+    ] {
+        assert!(stderr.contains(key), "{key} not named in:\n{stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_without_a_running_agent_exits_69_naming_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nothing.sock");
+    let out = std::process::Command::new(AGENT_BIN)
+        .args(["get", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nothing.sock"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_prints_json_and_env_formats() {
+    let emu = emulator(Default::default()).await;
+    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let served = agent.credentials().await;
+    let run = |format: &str| {
+        std::process::Command::new(AGENT_BIN)
+            .args(["get", "--format", format, "--socket"])
+            .arg(&agent.socket)
+            .output()
+            .unwrap()
+    };
+    let json = run("json");
+    assert!(json.status.success(), "{json:?}");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v, served);
+    let env = run("env");
+    assert!(env.status.success(), "{env:?}");
+    let text = String::from_utf8(env.stdout).unwrap();
+    assert!(text.contains(&format!(
+        "export ALIBABA_CLOUD_ACCESS_KEY_ID='{}'",
+        served["AccessKeyId"].as_str().unwrap()
+    )));
+    assert!(text.contains("export ALIBABA_CLOUD_SECURITY_TOKEN='"));
+}
