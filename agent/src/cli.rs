@@ -127,15 +127,7 @@ fn serve(path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
     };
     daemon::init_logging(&config.log);
     exit(runtime().block_on(async {
-        let signal =
-            crate::process::shutdown_signal().map_err(|source| daemon::AgentError::Io {
-                context: "installing signal handlers",
-                source,
-            })?;
-        let shutdown = async {
-            let name = signal.await;
-            tracing::info!(signal = name, "shutting down");
-        };
+        let shutdown = daemon::signal_shutdown()?;
         daemon::serve(config, Arc::new(SystemClock), shutdown).await
     }))
 }

@@ -75,6 +75,21 @@ pub fn init_logging(log: &LogConfig) {
     };
 }
 
+/// The shutdown future for [`serve`]: completes on SIGTERM or SIGINT and logs which.
+///
+/// # Errors
+/// [`AgentError::Io`] when the signal handlers cannot be installed.
+pub fn signal_shutdown() -> Result<impl Future<Output = ()> + Send, AgentError> {
+    let signal = crate::process::shutdown_signal().map_err(|source| AgentError::Io {
+        context: "installing signal handlers",
+        source,
+    })?;
+    Ok(async {
+        let name = signal.await;
+        tracing::info!(signal = name, "shutting down");
+    })
+}
+
 /// Runs the daemon until `shutdown` completes: hardens the process, binds the socket, starts
 /// the refresher and serves; on shutdown drains in-flight requests and removes the socket.
 ///

@@ -67,14 +67,7 @@ pub async fn run(socket: Option<PathBuf>) -> Result<(), AgentError> {
     );
     println!("Stop with Ctrl-C.");
 
-    let signal = crate::process::shutdown_signal().map_err(|source| AgentError::Io {
-        context: "installing signal handlers",
-        source,
-    })?;
-    let shutdown = async {
-        let name = signal.await;
-        tracing::info!(signal = name, "shutting down");
-    };
+    let shutdown = daemon::signal_shutdown()?;
     let result = daemon::serve(config, Arc::new(SystemClock), shutdown).await;
     emulator.shutdown().await;
     if let Some(dir) = private_dir {
