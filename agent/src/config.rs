@@ -56,6 +56,38 @@ pub struct Config {
     pub credentials: RefreshConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[systemd]`.
+    pub systemd: SystemdConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
+}
+
+/// `[systemd] ready_timeout_secs`: become ready this long after start even without
+/// credentials, so boot is never blocked by an unreachable metadata service.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `[systemd]`: behaviour under systemd (`Type=notify`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemdConfig {
+    /// `ready_timeout_secs`.
+    pub ready_timeout: Duration,
+}
+
+impl Default for SystemdConfig {
+    fn default() -> Self {
+        SystemdConfig {
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+        }
+    }
+}
+
+/// `[metrics]`: Prometheus metrics.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricsConfig {
+    /// `listen`: a loopback TCP address (`127.0.0.1:9464`, `[::1]:9464`) serving only
+    /// `GET /metrics`; off by default. Metrics are always served on the agent socket to allowed
+    /// callers.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[metadata]`: how to reach the metadata service.
@@ -270,10 +302,12 @@ impl Config {
                 "server" => p.server(keys, &mut config.server),
                 "credentials" => p.credentials(keys, &mut config.credentials),
                 "log" => p.log(keys, &mut config.log),
+                "systemd" => p.systemd(keys, &mut config.systemd),
+                "metrics" => p.metrics(keys, &mut config.metrics),
                 other => p.problem(
                     other,
                     "",
-                    "unknown section (known: metadata, server, credentials, log)",
+                    "unknown section (known: metadata, server, credentials, log, systemd, metrics)",
                 ),
             }
         }
@@ -590,6 +624,46 @@ impl Parser {
         }
     }
 
+    fn systemd(&mut self, keys: &Keys, c: &mut SystemdConfig) {
+        const S: &str = "systemd";
+        for (k, v) in keys {
+            match k.as_str() {
+                "ready_timeout_secs" => {
+                    if let Some(d) = self.secs(S, k, v, 0, 3_600) {
+                        c.ready_timeout = d;
+                    }
+                }
+                _ => self.unknown(S, k, &["ready_timeout_secs"]),
+            }
+        }
+    }
+
+    fn metrics(&mut self, keys: &Keys, c: &mut MetricsConfig) {
+        const S: &str = "metrics";
+        for (k, v) in keys {
+            match k.as_str() {
+                "listen" => {
+                    if let Some(a) = self.string(S, k, v) {
+                        match a.parse::<std::net::SocketAddr>() {
+                            Ok(addr) if addr.ip().is_loopback() => c.listen = Some(addr),
+                            Ok(_) => self.problem(
+                                S,
+                                k,
+                                &format!("must be a loopback address (metrics are for this host), got {a:?}"),
+                            ),
+                            Err(_) => self.problem(
+                                S,
+                                k,
+                                &format!("expected an address such as \"127.0.0.1:9464\", got {a:?}"),
+                            ),
+                        }
+                    }
+                }
+                _ => self.unknown(S, k, &["listen"]),
+            }
+        }
+    }
+
     fn log(&mut self, keys: &Keys, c: &mut LogConfig) {
         const S: &str = "log";
         for (k, v) in keys {
@@ -734,6 +808,10 @@ mod tests {
             [log]
             level = "debug"
             format = "json"
+            [systemd]
+            ready_timeout_secs = 7
+            [metrics]
+            listen = "127.0.0.1:9464"
         "#;
         let c = Config::parse("t", text).unwrap();
         assert_eq!(c.metadata.endpoint, "http://127.0.0.1:8080");
@@ -757,6 +835,20 @@ mod tests {
         assert_eq!(c.credentials.backoff_max, Duration::from_secs(2));
         assert_eq!(c.log.level, "debug");
         assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.systemd.ready_timeout, Duration::from_secs(7));
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    }
+
+    #[test]
+    fn metrics_listen_must_be_loopback() {
+        let e = Config::parse("t", "[metrics]\nlisten = \"0.0.0.0:9464\"\n").unwrap_err();
+        assert!(e.to_string().contains("must be a loopback address"), "{e}");
+        let e = Config::parse("t", "[metrics]\nlisten = \"localhost\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("[metrics] listen: expected an address"),
+            "{e}"
+        );
     }
 
     #[test]
