@@ -6,6 +6,7 @@ use std::future::Future;
 use crate::config::{Config, ConfigError, LogConfig, LogFormat};
 use crate::credentials::refresher;
 use crate::metadata;
+use crate::metrics::{self, Metrics};
 use crate::server::{self, BindError, Listener};
 use crate::time::SharedTimeSource;
 
@@ -33,6 +34,9 @@ pub enum AgentError {
     /// The metadata client could not be built from the configuration.
     #[error("metadata client: {0}")]
     Metadata(#[from] metadata::MetadataError),
+    /// The `[metrics] listen` address could not be bound.
+    #[error(transparent)]
+    MetricsBind(#[from] metrics::tcp::BindError),
     /// Process hardening failed.
     #[error("cannot harden the process (disable core dumps / ptrace): {0}")]
     Harden(#[source] nix::Error),
@@ -53,7 +57,10 @@ impl AgentError {
         match self {
             AgentError::Config(_) | AgentError::Metadata(_) => EXIT_CONFIG,
             AgentError::Bind(BindError::AlreadyServing { .. }) => EXIT_UNAVAILABLE,
-            AgentError::Bind(_) | AgentError::Harden(_) | AgentError::Io { .. } => EXIT_FAILURE,
+            AgentError::Bind(_)
+            | AgentError::MetricsBind(_)
+            | AgentError::Harden(_)
+            | AgentError::Io { .. } => EXIT_FAILURE,
         }
     }
 }
@@ -110,22 +117,35 @@ pub async fn serve(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
-    let client = metadata::Client::new(&config.metadata, time.clone())?;
+    let metrics = Metrics::new();
+    let client =
+        metadata::Client::new(&config.metadata, time.clone())?.with_metrics(metrics.clone());
     let listener = Listener::bind(&config.server)?;
+    let metrics_server = match start_metrics_listener(&config, &metrics).await {
+        Ok(server) => server,
+        Err(e) => {
+            let _ = listener.remove_socket();
+            return Err(e);
+        }
+    };
     tracing::info!(
         socket = %config.server.socket_path.display(),
         endpoint = %config.metadata.endpoint,
         role = config.metadata.role_name.as_deref().unwrap_or("(discovered)"),
         "ecs-credential-agent listening"
     );
-    let refresher = refresher::spawn(client, config.credentials.clone(), time);
+    let refresher =
+        refresher::spawn_with_metrics(client, config.credentials.clone(), time, metrics.clone());
+    metrics.observe_state(refresher.subscribe());
     let result = server::run(
         &listener,
         server::fixed_config(config.server.clone()),
         refresher.subscribe(),
+        metrics,
         shutdown,
     )
     .await;
+    drop(metrics_server);
     match listener.remove_socket() {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot remove the socket"),
@@ -135,4 +155,20 @@ pub async fn serve(
         context: "serving the socket",
         source,
     })
+}
+
+/// Binds and starts the `[metrics] listen` TCP listener, if configured.
+///
+/// # Errors
+/// [`AgentError::MetricsBind`] naming the address when it cannot be bound.
+async fn start_metrics_listener(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Option<metrics::tcp::Server>, AgentError> {
+    let Some(addr) = config.metrics.listen else {
+        return Ok(None);
+    };
+    let tcp = metrics::tcp::bind(addr).await?;
+    tracing::info!(%addr, "serving GET /metrics on TCP");
+    Ok(Some(metrics::tcp::spawn(tcp, metrics.clone())))
 }

@@ -23,6 +23,8 @@
 //! - [`metadata`]: hardened-mode metadata client: metadata token cache, retry table, parsing.
 //! - [`credentials`]: the refresh schedule (pure), the refresher (owns time), the published state.
 //! - [`server`]: the Unix socket (bind safely), peer authorization, routes, audit trail.
+//! - [`metrics`]: Prometheus metrics, on the socket (`GET /metrics`) and an optional loopback
+//!   TCP address.
 //! - [`process`]: process hygiene (not dumpable, no core dumps) and signals.
 //! - [`time`]: the injected wall clock.
 //! - `dev` (feature `dev`): the agent against the built-in metadata emulator.
@@ -47,6 +49,7 @@ pub mod daemon;
 pub mod dev;
 pub mod get;
 pub mod metadata;
+pub mod metrics;
 pub mod process;
 pub mod server;
 pub mod time;

@@ -40,6 +40,7 @@ use super::state::{Issued, State, StateReceiver, Unavailable};
 use super::{format_utc, Credentials};
 use crate::config::RefreshConfig;
 use crate::metadata::{FetchCredentials, Fetched, MetadataError};
+use crate::metrics::Metrics;
 use crate::time::SharedTimeSource;
 
 /// The longest the refresher sleeps without updating its heartbeat.
@@ -92,12 +93,36 @@ pub fn spawn<F: FetchCredentials>(
     spawn_with_jitter(fetcher, cfg, time, rand::random::<f64>)
 }
 
+/// [`spawn`], also recording every refresh's outcome in `metrics` ([`Metrics::refresh`]).
+///
+/// # Panics
+/// Outside a tokio runtime (like `tokio::spawn`).
+pub fn spawn_with_metrics<F: FetchCredentials>(
+    fetcher: F,
+    cfg: RefreshConfig,
+    time: SharedTimeSource,
+    metrics: Metrics,
+) -> Refresher {
+    spawn_task(fetcher, cfg, time, rand::random::<f64>, Some(metrics))
+}
+
 /// [`spawn`] with an injected jitter source (uniform in `[0, 1)`), so tests can pin it.
 fn spawn_with_jitter<F: FetchCredentials>(
     fetcher: F,
     cfg: RefreshConfig,
     time: SharedTimeSource,
     jitter: fn() -> f64,
+) -> Refresher {
+    spawn_task(fetcher, cfg, time, jitter, None)
+}
+
+/// Starts the task; `metrics` records refresh outcomes.
+fn spawn_task<F: FetchCredentials>(
+    fetcher: F,
+    cfg: RefreshConfig,
+    time: SharedTimeSource,
+    jitter: fn() -> f64,
+    metrics: Option<Metrics>,
 ) -> Refresher {
     let (tx, state) = watch::channel(State::default());
     let (heartbeat_tx, heartbeat) = watch::channel(Instant::now());
@@ -111,6 +136,7 @@ fn spawn_with_jitter<F: FetchCredentials>(
         current: None,
         generation: 0,
         attempt: 0,
+        metrics,
     };
     Refresher {
         task: tokio::spawn(task.run()),
@@ -131,6 +157,7 @@ struct Task<F> {
     generation: u64,
     /// Consecutive failures so far (the next backoff's attempt number).
     attempt: u32,
+    metrics: Option<Metrics>,
 }
 
 impl<F: FetchCredentials> Task<F> {
@@ -243,6 +270,9 @@ impl<F: FetchCredentials> Task<F> {
     /// Publishes a success; `issued` replaces the held credentials when it is a new generation.
     fn record_success(&mut self, wall: SystemTime, skew: i64, issued: Option<Arc<Issued>>) {
         self.attempt = 0;
+        if let Some(metrics) = &self.metrics {
+            metrics.refresh(Ok(issued.is_some()));
+        }
         self.tx.send_modify(|s| {
             if let Some(issued) = issued {
                 s.credentials = Some(issued);
@@ -259,6 +289,9 @@ impl<F: FetchCredentials> Task<F> {
         let wall = self.time.now();
         let now = Instant::now();
         let message = error.to_string();
+        if let Some(metrics) = &self.metrics {
+            metrics.refresh(Err(&error));
+        }
         let delay = schedule::backoff(self.attempt, &self.cfg, (self.jitter)());
         self.attempt = self.attempt.saturating_add(1);
         if let MetadataError::RoleNotAttached { role_name } = &error {

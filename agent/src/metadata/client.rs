@@ -19,6 +19,7 @@ use super::{
 };
 use crate::config::{MetadataConfig, MAX_TOKEN_TTL};
 use crate::credentials::format_utc;
+use crate::metrics::Metrics;
 use crate::time::SharedTimeSource;
 
 /// The hardened-mode metadata service client: [`FetchCredentials`] against the real service.
@@ -75,6 +76,8 @@ pub struct Client {
     connect_timeout: Duration,
     deadline: Duration,
     time: SharedTimeSource,
+    /// Where each request's endpoint, status and latency are recorded, if anywhere.
+    metrics: Option<Metrics>,
 }
 
 /// What a status code on the token `PUT` means (the first rows of the table on [`Client`]).
@@ -192,7 +195,15 @@ impl Client {
             connect_timeout: config.connect_timeout,
             deadline: request_deadline(config),
             time,
+            metrics: None,
         })
+    }
+
+    /// This client, recording every request (endpoint, HTTP status or error, latency) in
+    /// `metrics` ([`Metrics::metadata_request`]).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Client {
+        self.metrics = Some(metrics);
+        self
     }
 
     async fn fetch_once(&self) -> Result<Fetched, MetadataError> {
@@ -314,7 +325,11 @@ impl Client {
                 after: self.deadline,
             }),
         };
-        let latency_ms = started.elapsed().as_millis() as u64;
+        let elapsed = started.elapsed();
+        if let Some(metrics) = &self.metrics {
+            metrics.metadata_request(path, result.as_ref().ok().map(|a| a.status), elapsed);
+        }
+        let latency_ms = elapsed.as_millis() as u64;
         match &result {
             Ok(a) => {
                 tracing::debug!(%method, path, status = a.status, latency_ms, "metadata request")

@@ -33,6 +33,7 @@ use super::peer::{authorize, Decision, Peer};
 use super::routes::{self, route, ApiError, Reply, Route};
 use crate::config::ServerConfig;
 use crate::credentials::state::StateReceiver;
+use crate::metrics::Metrics;
 
 /// hyper's read buffer limit: the request head must fit (hyper's minimum, 8 KiB).
 const MAX_BUF_SIZE: usize = 8 * 1024;
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) state: StateReceiver,
     /// The audit trail (a `std` mutex: held for a few map operations, never across `.await`).
     pub(crate) audit: Arc<Mutex<Audit>>,
+    /// Where requests and denials are counted; also what `GET /metrics` serves.
+    pub(crate) metrics: Metrics,
 }
 
 /// Per-connection context given to each request.
@@ -146,6 +149,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// One request: marks the connection busy, catches a panicking handler (→ 500).
 async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Reply {
     ctx.phase.send_replace(Phase::Busy);
+    let path = req.uri().path().to_owned();
     let reply = match (CatchUnwind(Box::pin(respond(req, ctx)))).await {
         Ok(reply) => reply,
         Err(panic) => {
@@ -154,12 +158,16 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Reply {
             ApiError::Internal.to_response()
         }
     };
+    ctx.shared
+        .metrics
+        .socket_request(&path, reply.status().as_u16());
     ctx.phase.send_replace(Phase::Idle(Instant::now()));
     reply
 }
 
 async fn respond(req: Request<Incoming>, ctx: &Ctx) -> Reply {
     if !ctx.decision.is_allowed() {
+        ctx.shared.metrics.caller_denied();
         emit(
             ctx.shared
                 .audit
@@ -171,6 +179,7 @@ async fn respond(req: Request<Incoming>, ctx: &Ctx) -> Reply {
     match route(req.method(), req.uri().path(), req.headers()) {
         Err(e) => e.to_response(),
         Ok(Route::Health) => routes::health(&ctx.shared.state),
+        Ok(Route::Metrics) => routes::metrics(&ctx.shared.metrics),
         Ok(Route::Credentials) => {
             match routes::credentials(&ctx.shared.state, ctx.cfg.first_credentials_wait).await {
                 Ok((reply, issued)) => {

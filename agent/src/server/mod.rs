@@ -48,6 +48,7 @@ pub use listener::{BindError, Listener};
 
 use crate::config::ServerConfig;
 use crate::credentials::state::StateReceiver;
+use crate::metrics::Metrics;
 use audit::Audit;
 use conn::Shared;
 
@@ -69,7 +70,8 @@ const MAX_REJECTING: usize = 64;
 /// Pause after an `accept(2)` error such as `EMFILE`, so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Serves `listener` until `shutdown` completes (see the module docs).
+/// Serves `listener` until `shutdown` completes (see the module docs), counting requests,
+/// denials and rejected connections in `metrics` (and serving them on `GET /metrics`).
 ///
 /// # Errors
 ///
@@ -79,6 +81,7 @@ pub async fn run(
     listener: &Listener,
     config: ConfigReceiver,
     state: StateReceiver,
+    metrics: Metrics,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -86,6 +89,7 @@ pub async fn run(
         shared: Shared {
             state,
             audit: Arc::new(Mutex::new(Audit::default())),
+            metrics,
         },
         stop: stop_rx,
         active: Arc::new(AtomicUsize::new(0)),
@@ -146,6 +150,7 @@ impl Connections {
             return;
         }
         self.rejected += 1;
+        self.shared.metrics.connection_rejected();
         let now = Instant::now();
         if self
             .rejected_logged

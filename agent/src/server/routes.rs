@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /v1/credentials` | 200, the credentials-URI JSON (see [`Credentials::to_response_body`](crate::credentials::Credentials::to_response_body)), or 503 `CredentialsUnavailable` |
 //! | `GET /v1/health` | 200 while servable credentials are held, else 503; [`Health`] JSON, never a secret |
+//! | `GET /metrics` | 200, Prometheus metrics as OpenMetrics text ([`crate::metrics`]), never a secret |
 //! | carrying `X-Forwarded-For`, `Forwarded` or `Via`, or a request body | 400 `BadRequest` |
 //! | caller's uid/groups not allowed | 403 `Forbidden` |
 //! | another path | 404 `NotFound` |
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::credentials::state::{wait_for_credentials, StateReceiver};
 use crate::credentials::{format_utc, Issued, State};
+use crate::metrics::{self, Metrics};
 
 /// The response type of every route.
 pub type Reply = Response<Full<Bytes>>;
@@ -36,6 +38,8 @@ pub enum Route {
     Credentials,
     /// `GET /v1/health`.
     Health,
+    /// `GET /metrics`.
+    Metrics,
 }
 
 /// Every way a request can fail. [`ApiError::status`] and [`ApiError::code`] are decided in
@@ -89,7 +93,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(why) => Cow::Borrowed(why),
             ApiError::Forbidden => "caller's uid and groups are not allowed".into(),
-            ApiError::NotFound => "unknown path; use /v1/credentials or /v1/health".into(),
+            ApiError::NotFound => {
+                "unknown path; use /v1/credentials, /v1/health or /metrics".into()
+            }
             ApiError::MethodNotAllowed => "only GET is allowed".into(),
             ApiError::CredentialsUnavailable(why) => Cow::Owned(why.clone()),
             ApiError::TooManyConnections => "too many connections; retry shortly".into(),
@@ -160,6 +166,7 @@ pub fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Route, 
     let route = match path {
         "/v1/credentials" => Route::Credentials,
         "/v1/health" => Route::Health,
+        "/metrics" => Route::Metrics,
         _ => return Err(ApiError::NotFound),
     };
     if method != Method::GET {
@@ -254,6 +261,18 @@ pub fn health(state: &StateReceiver) -> Reply {
     json_response(status, Bytes::from(body))
 }
 
+/// `GET /metrics`: the registry as OpenMetrics text ([`metrics::CONTENT_TYPE`]).
+pub fn metrics(metrics: &Metrics) -> Reply {
+    let mut resp = Response::new(Full::new(Bytes::from(metrics.encode())));
+    let headers = resp.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 fn json_response(status: StatusCode, body: Bytes) -> Reply {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
@@ -289,6 +308,13 @@ mod tests {
                 Ok(Route::Credentials),
             ),
             (get.clone(), "/v1/health", headers(&[]), Ok(Route::Health)),
+            (get.clone(), "/metrics", headers(&[]), Ok(Route::Metrics)),
+            (
+                Method::POST,
+                "/metrics",
+                headers(&[]),
+                Err(ApiError::MethodNotAllowed),
+            ),
             (
                 get.clone(),
                 "/v1/credentials",

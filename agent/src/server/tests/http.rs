@@ -213,6 +213,10 @@ async fn beyond_max_connections_gets_503_at_once() {
         started.elapsed() < Duration::from_millis(900),
         "answered at once"
     );
+    assert!(h
+        .metrics
+        .encode()
+        .contains("ecs_credential_agent_connections_rejected_total 1\n"));
     drop(first);
     // The slot frees once the server notices the close.
     for _ in 0..100 {

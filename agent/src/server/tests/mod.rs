@@ -2,6 +2,7 @@
 
 mod bind;
 mod http;
+mod scrape;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 use super::{fixed_config, run, Listener};
 use crate::config::ServerConfig;
 use crate::credentials::{Credentials, Issued, State};
+use crate::metrics::Metrics;
 
 /// Marker secrets: they must appear in the credentials body and nowhere else.
 pub(super) const SECRET: &str = "SECRET-MARKER-a8f3e1";
@@ -81,6 +83,7 @@ pub(super) struct Harness {
     pub(super) _dir: tempfile::TempDir,
     pub(super) path: PathBuf,
     pub(super) state: watch::Sender<State>,
+    pub(super) metrics: Metrics,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<(Listener, std::io::Result<()>)>>,
 }
@@ -95,17 +98,27 @@ impl Harness {
         let (state_tx, state_rx) = watch::channel(state);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let path = cfg.socket_path.clone();
+        let metrics = Metrics::new();
+        let server_metrics = metrics.clone();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stop_rx.await;
             };
-            let r = run(&listener, fixed_config(cfg), state_rx, shutdown).await;
+            let r = run(
+                &listener,
+                fixed_config(cfg),
+                state_rx,
+                server_metrics,
+                shutdown,
+            )
+            .await;
             (listener, r)
         });
         Harness {
             _dir: dir,
             path,
             state: state_tx,
+            metrics,
             stop: Some(stop_tx),
             task: Some(task),
         }

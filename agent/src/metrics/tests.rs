@@ -1,0 +1,332 @@
+//! Tests of the registry's exposition, the state gauges (paused time) and the TCP listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use super::*;
+use crate::credentials::{Credentials, Issued};
+
+const SECRET: &str = "SECRET-MARKER-5e1b07";
+const TOKEN: &str = "TOKEN-MARKER-c93d2a";
+
+/// The value of the sample whose name and labels are exactly `series`, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn full(name: &str) -> String {
+    format!("{PREFIX}_{name}")
+}
+
+/// One generation received now, valid for `lifetime`, not served within `margin`.
+fn issued(generation: u64, lifetime: Duration, margin: Duration) -> Arc<Issued> {
+    let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let creds = Credentials {
+        access_key_id: "STS.metrics-test".to_owned(),
+        access_key_secret: SecretString::from(SECRET),
+        security_token: SecretString::from(TOKEN),
+        expiration: OffsetDateTime::from(received + lifetime),
+        last_updated: OffsetDateTime::from(received),
+    };
+    let issued = Issued::new(
+        generation,
+        "EcsRole".to_owned(),
+        &creds,
+        received,
+        Instant::now(),
+        margin,
+    );
+    Arc::new(issued.expect("lifetime exceeds margin"))
+}
+
+#[test]
+fn every_metric_has_help_type_and_conventional_name() {
+    let m = Metrics::new();
+    let fresh = m.encode();
+    // Before the first request the request families have no sample; the latency histograms
+    // exist for every endpoint from the start.
+    assert!(!fresh.contains(&full("socket_requests")), "{fresh}");
+    for endpoint in ["token", "role_list", "credentials"] {
+        let count = format!(
+            "{}_count{{endpoint=\"{endpoint}\"}}",
+            full("metadata_request_duration_seconds")
+        );
+        assert_eq!(sample(&fresh, &count), Some(0.0), "{fresh}");
+    }
+    m.metadata_request(TOKEN_PATH, Some(200), Duration::from_millis(1));
+    m.socket_request("/v1/health", 200);
+    let text = m.encode();
+    let rows = [
+        ("refreshes", "counter"),
+        ("metadata_requests", "counter"),
+        ("metadata_request_duration_seconds", "histogram"),
+        ("socket_requests", "counter"),
+        ("callers_denied", "counter"),
+        ("connections_rejected", "counter"),
+        ("credentials_expires_in_seconds", "gauge"),
+        ("last_refresh_success_timestamp_seconds", "gauge"),
+        ("credentials_generation", "gauge"),
+        ("ready", "gauge"),
+        ("credentials_stale", "gauge"),
+    ];
+    for (name, kind) in rows {
+        let name = full(name);
+        let help = format!("# HELP {name} ");
+        let help_line = text.lines().find(|l| l.starts_with(&help));
+        assert!(
+            help_line.is_some_and(|l| l.len() > help.len() + 10),
+            "no HELP for {name}:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} is not a {kind}:\n{text}"
+        );
+    }
+    assert!(text.contains(&format!(
+        "# UNIT {} seconds\n",
+        full("credentials_expires_in_seconds")
+    )));
+    // Counters are exposed with `_total`; the outcomes are there from the start.
+    assert_eq!(sample(&text, &full("callers_denied_total")), Some(0.0));
+    assert_eq!(
+        sample(&text, &full("connections_rejected_total")),
+        Some(0.0)
+    );
+    let success = format!("{}{{result=\"success\"}}", full("refreshes_total"));
+    assert_eq!(sample(&text, &success), Some(0.0), "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    // Nothing observed yet: not ready.
+    assert_eq!(sample(&text, &full("ready")), Some(0.0));
+    assert_eq!(
+        sample(&text, &full("credentials_expires_in_seconds")),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn recorded_events_move_the_values() {
+    let m = Metrics::new();
+    m.refresh(Ok(true));
+    m.refresh(Ok(true));
+    m.refresh(Ok(false));
+    let timeout = MetadataError::Timeout {
+        path: "/x".to_owned(),
+        after: Duration::from_secs(3),
+    };
+    m.refresh(Err(&timeout));
+    m.metadata_request(TOKEN_PATH, Some(200), Duration::from_millis(3));
+    m.metadata_request(ROLE_LIST_PATH, Some(200), Duration::from_millis(30));
+    let cred_path = format!("{ROLE_LIST_PATH}EcsRole");
+    m.metadata_request(&cred_path, Some(200), Duration::from_millis(7));
+    m.metadata_request(&cred_path, None, Duration::from_secs(3));
+    m.socket_request("/v1/credentials", 200);
+    m.socket_request("/v1/credentials", 200);
+    m.socket_request("/nope/a-caller-chosen-value", 404);
+    m.caller_denied();
+    m.connection_rejected();
+    let text = m.encode();
+    let at = |series: String| sample(&text, &series).unwrap_or_else(|| panic!("{series}\n{text}"));
+    let refreshes = full("refreshes_total");
+    assert_eq!(at(format!("{refreshes}{{result=\"success\"}}")), 2.0);
+    assert_eq!(at(format!("{refreshes}{{result=\"unchanged\"}}")), 1.0);
+    assert_eq!(at(format!("{refreshes}{{result=\"timeout\"}}")), 1.0);
+    let md = full("metadata_requests_total");
+    assert_eq!(
+        at(format!("{md}{{endpoint=\"token\",status=\"200\"}}")),
+        1.0
+    );
+    assert_eq!(
+        at(format!("{md}{{endpoint=\"role_list\",status=\"200\"}}")),
+        1.0
+    );
+    assert_eq!(
+        at(format!("{md}{{endpoint=\"credentials\",status=\"200\"}}")),
+        1.0
+    );
+    assert_eq!(
+        at(format!("{md}{{endpoint=\"credentials\",status=\"error\"}}")),
+        1.0
+    );
+    let hist = full("metadata_request_duration_seconds");
+    assert_eq!(at(format!("{hist}_count{{endpoint=\"credentials\"}}")), 2.0);
+    assert!((at(format!("{hist}_sum{{endpoint=\"credentials\"}}")) - 3.007).abs() < 1e-9);
+    assert_eq!(
+        at(format!(
+            "{hist}_bucket{{le=\"0.01\",endpoint=\"credentials\"}}"
+        )),
+        1.0
+    );
+    let sock = full("socket_requests_total");
+    assert_eq!(
+        at(format!("{sock}{{endpoint=\"credentials\",status=\"200\"}}")),
+        2.0
+    );
+    assert_eq!(
+        at(format!("{sock}{{endpoint=\"other\",status=\"404\"}}")),
+        1.0
+    );
+    assert!(
+        !text.contains("a-caller-chosen-value"),
+        "a path became a label"
+    );
+    assert!(!text.contains("EcsRole"), "a role name became a label");
+    assert_eq!(at(full("callers_denied_total")), 1.0);
+    assert_eq!(at(full("connections_rejected_total")), 1.0);
+}
+
+#[test]
+fn error_kinds_are_fixed_words() {
+    let rows = [
+        (MetadataError::TokenRejected, "token_rejected"),
+        (
+            MetadataError::HardenedModeRequired,
+            "hardened_mode_required",
+        ),
+        (
+            MetadataError::RoleNotAttached {
+                role_name: Some("r".into()),
+            },
+            "role_not_attached",
+        ),
+        (
+            MetadataError::Unreachable {
+                endpoint: "http://127.0.0.1:1".into(),
+                reason: "refused".into(),
+            },
+            "unreachable",
+        ),
+        (
+            MetadataError::Unavailable {
+                path: "/p".into(),
+                status: 503,
+            },
+            "unavailable",
+        ),
+        (
+            MetadataError::InvalidResponse {
+                path: "/p".into(),
+                what: "bad".into(),
+            },
+            "invalid_response",
+        ),
+        (
+            MetadataError::ExpiredOnArrival {
+                expiration: "x".into(),
+            },
+            "expired_on_arrival",
+        ),
+    ];
+    for (error, kind) in rows {
+        assert_eq!(error_kind(&error), kind, "{error}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn state_gauges_are_computed_at_scrape_time() {
+    let m = Metrics::new();
+    let (tx, rx) = watch::channel(State::default());
+    m.observe_state(rx);
+    let value = |name: &str| sample(&m.encode(), &full(name)).unwrap();
+    assert_eq!(value("ready"), 0.0);
+
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    tx.send_modify(|s| {
+        s.credentials = Some(issued(3, Duration::from_secs(100), Duration::from_secs(10)));
+        s.last_success = Some(wall);
+    });
+    assert_eq!(value("credentials_expires_in_seconds"), 100.0);
+    assert_eq!(value("credentials_generation"), 3.0);
+    assert_eq!(value("ready"), 1.0);
+    assert_eq!(value("credentials_stale"), 0.0);
+    assert_eq!(
+        value("last_refresh_success_timestamp_seconds"),
+        1_700_000_000.0
+    );
+
+    tokio::time::advance(Duration::from_millis(30_500)).await;
+    tx.send_modify(|s| s.last_error = Some("metadata service unavailable".to_owned()));
+    assert_eq!(value("credentials_expires_in_seconds"), 69.5);
+    assert_eq!(value("credentials_stale"), 1.0);
+    assert_eq!(value("ready"), 1.0);
+
+    // Past Expiration minus the margin: held, but neither ready nor stale-but-valid.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(value("ready"), 0.0);
+    assert_eq!(value("credentials_stale"), 0.0);
+    assert_eq!(value("credentials_expires_in_seconds"), 9.5);
+    let text = m.encode();
+    for secret in [SECRET, TOKEN, "STS.metrics-test"] {
+        assert!(!text.contains(secret), "{secret} leaked into the metrics");
+    }
+}
+
+#[test]
+fn tcp_answers_only_get_metrics() {
+    let m = Metrics::new();
+    let ok = tcp::respond(&http::Method::GET, "/metrics", &m);
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()[http::header::CONTENT_TYPE], CONTENT_TYPE);
+    for path in ["/v1/credentials", "/v1/health", "/", "/metrics/"] {
+        assert_eq!(
+            tcp::respond(&http::Method::GET, path, &m).status(),
+            404,
+            "{path}"
+        );
+    }
+    let post = tcp::respond(&http::Method::POST, "/metrics", &m);
+    assert_eq!(post.status(), 405);
+    assert_eq!(post.headers()[http::header::ALLOW], "GET");
+}
+
+async fn tcp_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+#[tokio::test]
+async fn tcp_listener_serves_metrics_and_stops_when_dropped() {
+    let m = Metrics::new();
+    m.caller_denied();
+    let listener = tcp::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tcp::spawn(listener, m.clone());
+    let ok = tcp_get(addr, "/metrics").await.unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200 "), "{ok}");
+    assert!(
+        ok.contains(&format!("{} 1\n", full("callers_denied_total"))),
+        "{ok}"
+    );
+    assert!(
+        ok.to_lowercase().contains("connection: close"),
+        "no keep-alive: {ok}"
+    );
+    let other = tcp_get(addr, "/v1/credentials").await.unwrap();
+    assert!(other.starts_with("HTTP/1.1 404 "), "{other}");
+
+    // The same address cannot be bound twice; the error names it and the key.
+    let err = tcp::bind(addr).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&addr.to_string()) && err.contains("[metrics] listen"),
+        "{err}"
+    );
+
+    drop(server);
+    for _ in 0..100 {
+        if tcp_get(addr, "/metrics").await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the metrics listener still answers after being dropped");
+}
