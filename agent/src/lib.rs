@@ -24,6 +24,8 @@
 //! - [`credentials`]: the refresh schedule (pure), the refresher (owns time), the published state.
 //! - [`server`]: the Unix socket (bind safely), peer authorization, routes, audit trail.
 //! - [`process`]: process hygiene (not dumpable, no core dumps) and signals.
+//! - [`systemd`]: readiness, status and watchdog notifications, socket activation;
+//!   [`heartbeat`]: the loops' liveness; [`reload`]: `SIGHUP`; [`logging`]: stderr, the journal.
 //! - [`time`]: the injected wall clock.
 //! - `dev` (feature `dev`): the agent against the built-in metadata emulator.
 //!
@@ -37,7 +39,8 @@
 //! service itself bypasses the agent: see the README.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
-#![deny(unsafe_code)] // one audited exception: `server::peer` reads SO_PEERGROUPS with libc::getsockopt
+#![deny(unsafe_code)] // audited exceptions: `server::peer` reads SO_PEERGROUPS with libc::getsockopt;
+                      // `systemd::activation` takes ownership of the socket systemd passed as fd 3
 
 pub mod cli;
 pub mod config;
@@ -46,7 +49,11 @@ pub mod daemon;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod get;
+pub mod heartbeat;
+pub mod logging;
 pub mod metadata;
 pub mod process;
+pub mod reload;
 pub mod server;
+pub mod systemd;
 pub mod time;
