@@ -186,4 +186,34 @@ mod tests {
         assert_eq!(json["message"], "hello");
         assert_eq!(json["answer"], 42);
     }
+
+    #[test]
+    fn set_level_changes_the_filter_unless_rust_log_rules() {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let (filter, handle) = reload::Layer::new(EnvFilter::new("warn"));
+        let sub = tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt_layer(Style::Journal, move || buf.clone()));
+        let log = LogReload {
+            handle: handle.clone(),
+            rust_log: false,
+        };
+        tracing::subscriber::with_default(sub, || {
+            tracing::info!("before");
+            assert_eq!(log.set_level("info"), Ok(true));
+            tracing::info!("after");
+            assert!(log.set_level("info,[").is_err());
+            let pinned = LogReload {
+                handle,
+                rust_log: true,
+            };
+            assert_eq!(pinned.set_level("error"), Ok(false));
+            tracing::info!("still info");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("before"), "{text}");
+        assert!(text.contains("after"), "{text}");
+        assert!(text.contains("still info"), "{text}");
+    }
 }
