@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::{Config, LogFormat, Overrides, DEFAULT_CONFIG_PATH};
-use crate::daemon::{self, EXIT_CONFIG, EXIT_FAILURE};
+use crate::daemon::{self, TestHooks, EXIT_CONFIG, EXIT_FAILURE};
 use crate::time::SystemClock;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -79,6 +79,12 @@ enum GetFormat {
 /// Parses the command line and runs the chosen command; returns the process exit status
 /// (see [`daemon`] for the statuses).
 pub fn main() -> ExitCode {
+    main_with_test_hooks(TestHooks::default())
+}
+
+/// [`main`] with test-only hooks (the end-to-end test binary `e2e-agent` only).
+#[doc(hidden)]
+pub fn main_with_test_hooks(hooks: TestHooks) -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {
@@ -99,7 +105,7 @@ pub fn main() -> ExitCode {
                     FormatArg::Json => LogFormat::Json,
                 }),
             };
-            serve(config, overrides)
+            serve(config, overrides, hooks)
         }
         #[cfg(feature = "dev")]
         Command::Dev { socket } => exit(runtime().block_on(crate::dev::run(socket))),
@@ -113,7 +119,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn serve(path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
+fn serve(path: Option<PathBuf>, overrides: Overrides, hooks: TestHooks) -> ExitCode {
     let config = match Config::load(path.as_deref(), &overrides) {
         Ok(c) => c,
         Err(e) => {
@@ -125,10 +131,24 @@ fn serve(path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    daemon::init_logging(&config.log);
+    let log = crate::logging::init(&config.log);
+    // Before the runtime starts threads: this removes LISTEN_* from the environment.
+    let inherited = match crate::systemd::activation::take_listener() {
+        Ok(i) => i,
+        Err(e) => return exit(Err(e.into())),
+    };
+    let options = daemon::Options {
+        inherited,
+        reload: Some(crate::reload::Source {
+            path,
+            overrides,
+            log,
+        }),
+        test_hooks: hooks,
+    };
     exit(runtime().block_on(async {
         let shutdown = daemon::signal_shutdown()?;
-        daemon::serve(config, Arc::new(SystemClock), shutdown).await
+        daemon::serve_with(config, Arc::new(SystemClock), shutdown, options).await
     }))
 }
 

@@ -2,12 +2,17 @@
 //! server together, and maps failures to exit statuses.
 
 use std::future::Future;
+use std::time::Duration;
 
-use crate::config::{Config, ConfigError, LogConfig, LogFormat};
-use crate::credentials::refresher;
+use crate::config::{Config, ConfigError, LogConfig, ServerConfig};
+use crate::credentials::refresher::{self, Refresher};
+use crate::heartbeat::{Heartbeat, Watched};
 use crate::metadata;
 use crate::metrics::{self, Metrics};
-use crate::server::{self, BindError, Listener};
+use crate::reload::{Reloader, Source};
+use crate::server::{self, BindError, ConfigReceiver, Listener};
+use crate::systemd::activation::{self, ActivationError, Inherited};
+use crate::systemd::Notifier;
 use crate::time::SharedTimeSource;
 
 /// Exit status for a clean stop.
@@ -31,6 +36,9 @@ pub enum AgentError {
     /// The socket could not be bound (including: another agent already serves it).
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The socket handed over by systemd is unusable (a `.socket` unit problem: exit 78).
+    #[error(transparent)]
+    Activation(#[from] ActivationError),
     /// The metadata client could not be built from the configuration.
     #[error("metadata client: {0}")]
     Metadata(#[from] metadata::MetadataError),
@@ -55,7 +63,9 @@ impl AgentError {
     /// The process exit status for this error.
     pub fn exit_status(&self) -> u8 {
         match self {
-            AgentError::Config(_) | AgentError::Metadata(_) => EXIT_CONFIG,
+            AgentError::Config(_) | AgentError::Metadata(_) | AgentError::Activation(_) => {
+                EXIT_CONFIG
+            }
             AgentError::Bind(BindError::AlreadyServing { .. }) => EXIT_UNAVAILABLE,
             AgentError::Bind(_)
             | AgentError::MetricsBind(_)
@@ -66,20 +76,9 @@ impl AgentError {
 }
 
 /// Installs the global `tracing` subscriber on stderr: `RUST_LOG` if set, else `[log] level`;
-/// text or JSON lines per `[log] format`; colour only when stderr is a terminal.
+/// text, journal or JSON lines (see [`crate::logging`]).
 pub fn init_logging(log: &LogConfig) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    let _ = crate::logging::init(log);
 }
 
 /// The shutdown future for [`serve`]: completes on SIGTERM or SIGINT and logs which.
@@ -97,6 +96,41 @@ pub fn signal_shutdown() -> Result<impl Future<Output = ()> + Send, AgentError> 
     })
 }
 
+/// A refresher heartbeat older than this means the refresher is stuck: it beats at least every
+/// [`refresher::HEARTBEAT_INTERVAL`] while it sleeps and before each fetch, and one fetch makes
+/// at most this many metadata requests (token, role list and credentials, with one token
+/// renewal), each bounded by [`metadata::client::request_deadline`].
+const REQUESTS_PER_FETCH: u32 = 6;
+
+/// A server heartbeat older than this many [`server::HEARTBEAT_INTERVAL`]s means the accept
+/// loop is stuck.
+const SERVER_MISSED_BEATS: u32 = 5;
+
+/// What [`serve_with`] takes besides the configuration.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// A socket handed over by systemd ([`activation::take_listener`]); `None` binds
+    /// `socket_path`.
+    pub inherited: Option<Inherited>,
+    /// Where the configuration came from, to reload it on `SIGHUP`; `None` leaves `SIGHUP`
+    /// alone.
+    pub reload: Option<Source>,
+    /// Test-only hooks; see [`TestHooks`].
+    #[doc(hidden)]
+    pub test_hooks: TestHooks,
+}
+
+/// Test-only hooks. Only the end-to-end test binary (`e2e-agent`) sets them, from environment
+/// variables it reads itself; the `ecs-credential-agent` binary always passes the default, so
+/// nothing in production can trigger them.
+#[doc(hidden)]
+#[derive(Debug, Default, Clone)]
+pub struct TestHooks {
+    /// Wedge the server's accept loop this long after start (see
+    /// [`server::Supervision::wedge_after`]).
+    pub wedge_server_after: Option<Duration>,
+}
+
 /// Runs the daemon until `shutdown` completes: hardens the process, binds the socket, starts
 /// the refresher and serves; on shutdown drains in-flight requests and removes the socket.
 ///
@@ -107,20 +141,27 @@ pub async fn serve(
     time: SharedTimeSource,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
+    serve_with(config, time, shutdown, Options::default()).await
+}
+
+/// [`serve`] under systemd: serves on `options.inherited` when systemd passed a socket, tells
+/// systemd about readiness, status and liveness ([`crate::systemd`]), and reloads on `SIGHUP`
+/// when `options.reload` is set ([`crate::reload`]).
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with(
+    config: Config,
+    time: SharedTimeSource,
+    shutdown: impl Future<Output = ()> + Send,
+    options: Options,
+) -> Result<(), AgentError> {
     crate::process::harden().map_err(AgentError::Harden)?;
-    match crate::process::raise_open_files_limit() {
-        Ok(n) if (n as usize) < config.server.max_connections + 64 => tracing::warn!(
-            open_files_limit = n,
-            max_connections = config.server.max_connections,
-            "the open-files limit is lower than max_connections needs"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
-    }
+    check_open_files_limit(&config.server);
     let metrics = Metrics::new();
     let client =
         metadata::Client::new(&config.metadata, time.clone())?.with_metrics(metrics.clone());
-    let listener = Listener::bind(&config.server)?;
+    let listener = listen(&config, options.inherited)?;
     let metrics_server = match start_metrics_listener(&config, &metrics).await {
         Ok(server) => server,
         Err(e) => {
@@ -128,20 +169,31 @@ pub async fn serve(
             return Err(e);
         }
     };
-    tracing::info!(
-        socket = %config.server.socket_path.display(),
-        endpoint = %config.metadata.endpoint,
-        role = config.metadata.role_name.as_deref().unwrap_or("(discovered)"),
-        "ecs-credential-agent listening"
-    );
+    let server_config = match options.reload {
+        Some(source) => start_reloading(source, config.clone())?,
+        None => server::fixed_config(config.server.clone()),
+    };
     let refresher =
         refresher::spawn_with_metrics(client, config.credentials.clone(), time, metrics.clone());
     metrics.observe_state(refresher.subscribe());
-    let result = server::run(
+    let heartbeat = Heartbeat::new();
+    let watched = watched_loops(&config, &refresher, &heartbeat);
+    let mut notifier =
+        Notifier::from_env(refresher.subscribe(), config.systemd.ready_timeout, watched);
+    let supervision = server::Supervision {
+        heartbeat,
+        wedge_after: options.test_hooks.wedge_server_after,
+    };
+    let shutdown = async {
+        shutdown.await;
+        notifier.stopping();
+    };
+    let result = server::run_with(
         &listener,
-        server::fixed_config(config.server.clone()),
+        server_config,
         refresher.subscribe(),
         metrics,
+        supervision,
         shutdown,
     )
     .await;
@@ -171,4 +223,109 @@ async fn start_metrics_listener(
     let tcp = metrics::tcp::bind(addr).await?;
     tracing::info!(%addr, "serving GET /metrics on TCP");
     Ok(Some(metrics::tcp::spawn(tcp, metrics.clone())))
+}
+
+fn check_open_files_limit(cfg: &ServerConfig) {
+    match crate::process::raise_open_files_limit() {
+        Ok(n) if (n as usize) < cfg.max_connections + 64 => tracing::warn!(
+            open_files_limit = n,
+            max_connections = cfg.max_connections,
+            "the open-files limit is lower than max_connections needs"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
+}
+
+/// The socket systemd passed (with a warning per mismatch with the configuration), else a
+/// newly bound `socket_path`.
+fn listen(config: &Config, inherited: Option<Inherited>) -> Result<Listener, AgentError> {
+    let role = config
+        .metadata
+        .role_name
+        .as_deref()
+        .unwrap_or("(discovered)");
+    let Some(Inherited { listener, path }) = inherited else {
+        let listener = Listener::bind(&config.server)?;
+        tracing::info!(
+            socket = %config.server.socket_path.display(),
+            endpoint = %config.metadata.endpoint,
+            role,
+            "ecs-credential-agent listening"
+        );
+        return Ok(listener);
+    };
+    match &path {
+        Some(p) => activation::mismatches(p, &config.server)
+            .iter()
+            .for_each(|m| tracing::warn!("{m}")),
+        None => tracing::warn!("the socket systemd passed has no path; cannot check its mode"),
+    }
+    let shown = path.as_ref().map(|p| p.display().to_string());
+    let listener = Listener::from_std(listener, path).map_err(|source| AgentError::Io {
+        context: "using the socket systemd passed",
+        source,
+    })?;
+    tracing::info!(
+        socket = shown.as_deref().unwrap_or("(unnamed)"),
+        endpoint = %config.metadata.endpoint,
+        role,
+        "ecs-credential-agent listening on the socket passed by systemd"
+    );
+    Ok(listener)
+}
+
+/// Installs the `SIGHUP` handler and starts the task that reloads on it.
+fn start_reloading(source: Source, config: Config) -> Result<ConfigReceiver, AgentError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).map_err(|source| AgentError::Io {
+        context: "installing the SIGHUP handler",
+        source,
+    })?;
+    let (mut reloader, rx) = Reloader::new(source, config);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            reload_once(&mut reloader);
+        }
+    });
+    Ok(rx)
+}
+
+fn reload_once(reloader: &mut Reloader) {
+    match reloader.reload() {
+        Ok(done) => {
+            for key in &done.needs_restart {
+                tracing::warn!(
+                    key,
+                    "changed in the configuration file; takes effect only after a restart"
+                );
+            }
+            tracing::info!(
+                server_changed = done.server_changed,
+                log_level_changed = done.log_level_changed,
+                "configuration reloaded (SIGHUP)"
+            );
+        }
+        Err(e) => tracing::error!(
+            error = %e,
+            "configuration reload (SIGHUP) rejected; the previous configuration stays in force"
+        ),
+    }
+}
+
+/// The refresher and the accept loop, each with the longest gap a healthy loop shows.
+fn watched_loops(config: &Config, refresher: &Refresher, server: &Heartbeat) -> Vec<Watched> {
+    let fetch = metadata::client::request_deadline(&config.metadata) * REQUESTS_PER_FETCH;
+    vec![
+        Watched {
+            name: "refresher",
+            beats: refresher.heartbeat(),
+            max_gap: refresher::HEARTBEAT_INTERVAL + fetch,
+        },
+        Watched {
+            name: "server",
+            beats: server.subscribe(),
+            max_gap: server::HEARTBEAT_INTERVAL * SERVER_MISSED_BEATS,
+        },
+    ]
 }

@@ -26,6 +26,8 @@
 //! - [`metrics`]: Prometheus metrics, on the socket (`GET /metrics`) and an optional loopback
 //!   TCP address.
 //! - [`process`]: process hygiene (not dumpable, no core dumps) and signals.
+//! - [`systemd`]: readiness, status and watchdog notifications, socket activation;
+//!   [`heartbeat`]: the loops' liveness; [`reload`]: `SIGHUP`; [`logging`]: stderr, the journal.
 //! - [`time`]: the injected wall clock.
 //! - `dev` (feature `dev`): the agent against the built-in metadata emulator.
 //!
@@ -39,7 +41,8 @@
 //! service itself bypasses the agent: see the README.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
-#![deny(unsafe_code)] // one audited exception: `server::peer` reads SO_PEERGROUPS with libc::getsockopt
+#![deny(unsafe_code)] // audited exceptions: `server::peer` reads SO_PEERGROUPS with libc::getsockopt;
+                      // `systemd::activation` takes ownership of the socket systemd passed as fd 3
 
 pub mod cli;
 pub mod config;
@@ -48,8 +51,12 @@ pub mod daemon;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod get;
+pub mod heartbeat;
+pub mod logging;
 pub mod metadata;
 pub mod metrics;
 pub mod process;
+pub mod reload;
 pub mod server;
+pub mod systemd;
 pub mod time;

@@ -68,6 +68,12 @@ impl Refresher {
         *self.heartbeat.borrow()
     }
 
+    /// A reader of the heartbeat (the time of [`Refresher::last_heartbeat`]), for a watchdog
+    /// that outlives this borrow (see [`crate::heartbeat::Watched`]).
+    pub fn heartbeat(&self) -> watch::Receiver<Instant> {
+        self.heartbeat.clone()
+    }
+
     /// Whether the task has stopped (it only stops by panicking or being aborted).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()

@@ -48,6 +48,7 @@ pub use listener::{BindError, Listener};
 
 use crate::config::ServerConfig;
 use crate::credentials::state::StateReceiver;
+use crate::heartbeat::Heartbeat;
 use crate::metrics::Metrics;
 use audit::Audit;
 use conn::Shared;
@@ -70,6 +71,23 @@ const MAX_REJECTING: usize = 64;
 /// Pause after an `accept(2)` error such as `EMFILE`, so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// How often the accept loop beats its [`Heartbeat`], even when no connection arrives.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What [`run_with`] does besides serving: liveness for the systemd watchdog.
+#[derive(Debug, Clone, Default)]
+pub struct Supervision {
+    /// Beaten by the accept loop at least every [`HEARTBEAT_INTERVAL`], idle or not; it stops
+    /// beating only when the loop is stuck (or has returned).
+    pub heartbeat: Heartbeat,
+    /// Test-only hook: after this long, the accept loop stops for good (it neither accepts nor
+    /// beats nor notices shutdown), so tests can check that the watchdog pings stop. Only the
+    /// end-to-end test binary sets it (`e2e-agent`, from an environment variable); the
+    /// `ecs-credential-agent` binary has no way to set it.
+    #[doc(hidden)]
+    pub wedge_after: Option<Duration>,
+}
+
 /// Serves `listener` until `shutdown` completes (see the module docs), counting requests,
 /// denials and rejected connections in `metrics` (and serving them on `GET /metrics`).
 ///
@@ -82,6 +100,30 @@ pub async fn run(
     config: ConfigReceiver,
     state: StateReceiver,
     metrics: Metrics,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    run_with(
+        listener,
+        config,
+        state,
+        metrics,
+        Supervision::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`], beating `supervision.heartbeat` from the accept loop.
+///
+/// # Errors
+///
+/// As [`run`].
+pub async fn run_with(
+    listener: &Listener,
+    config: ConfigReceiver,
+    state: StateReceiver,
+    metrics: Metrics,
+    supervision: Supervision,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -99,6 +141,9 @@ pub async fn run(
         tasks: JoinSet::new(),
     };
     let mut flush = tokio::time::interval(AUDIT_FLUSH_EVERY);
+    let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let wedge = sleep_for(supervision.wedge_after);
+    let mut wedge = std::pin::pin!(wedge);
     let mut shutdown = std::pin::pin!(shutdown);
     let result = loop {
         tokio::select! {
@@ -113,6 +158,11 @@ pub async fn run(
             },
             Some(joined) = conns.tasks.join_next() => log_join(joined),
             _ = flush.tick() => flush_audit(&conns.shared.audit, false),
+            _ = beat.tick() => supervision.heartbeat.beat(),
+            () = &mut wedge => {
+                tracing::warn!("test hook: wedging the accept loop for good");
+                std::future::pending::<()>().await;
+            }
         }
     };
     stop_tx.send_replace(true);
@@ -120,6 +170,14 @@ pub async fn run(
     conns.drain(grace).await;
     flush_audit(&conns.shared.audit, true);
     result
+}
+
+/// Sleeps for `d`, or forever when `None`.
+async fn sleep_for(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The server's connection tasks and their limits.

@@ -113,20 +113,71 @@ impl TestAgent {
 
     /// Starts the agent in `dir` without waiting (for tests of start-up failures).
     pub fn spawn_in(dir: tempfile::TempDir, socket: PathBuf, config: &AgentConfig) -> TestAgent {
-        let config_path = dir.path().join("config.toml");
-        std::fs::write(&config_path, config.render(&socket)).unwrap();
+        let config_path = Self::write_config_in(dir.path(), &socket, config);
         let mut cmd = Command::new(AGENT_BIN);
-        cmd.arg("serve")
+        cmd.arg("serve").arg("--config").arg(&config_path);
+        Self::launch(cmd, dir, socket, config)
+    }
+
+    /// Starts the agent on `listener` as systemd's socket activation does: the socket as fd 3
+    /// (not close-on-exec), `LISTEN_FDS=1` and `LISTEN_PID` set to the agent's own pid (through
+    /// `sh`, which execs the agent in place). `listener` is bound at `socket`; the test keeps
+    /// owning it, so it outlives the agent.
+    pub fn spawn_activated(
+        socket: PathBuf,
+        config: &AgentConfig,
+        listener: &std::os::unix::net::UnixListener,
+    ) -> TestAgent {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::Builder::new().prefix("eca-").tempdir().unwrap();
+        let config_path = Self::write_config_in(dir.path(), &socket, config);
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"export LISTEN_PID=$$; exec "$0" "$@""#)
+            .arg(AGENT_BIN)
+            .arg("serve")
             .arg("--config")
             .arg(&config_path)
-            .env_remove("RUST_LOG")
+            .env("LISTEN_FDS", "1");
+        let fd = listener.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only calls the
+        // async-signal-safe dup2(2)/fcntl(2) on descriptors that exist in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                let ok = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0) == 0
+                } else {
+                    libc::dup2(fd, 3) == 3
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        Self::launch(cmd, dir, socket, config)
+    }
+
+    /// Runs `cmd` with the test environment and captures its stderr.
+    pub fn launch(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        socket: PathBuf,
+        config: &AgentConfig,
+    ) -> TestAgent {
+        cmd.env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in &config.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn e2e-agent");
+        let mut child = cmd.spawn().expect("spawn the agent");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = Arc::clone(&logs);
@@ -141,6 +192,23 @@ impl TestAgent {
             dir,
             logs,
         }
+    }
+
+    /// Writes `config` (with `socket_path = socket` unless set) as `dir/config.toml`.
+    pub fn write_config_in(dir: &Path, socket: &Path, config: &AgentConfig) -> PathBuf {
+        let config_path = dir.join("config.toml");
+        std::fs::write(&config_path, config.render(socket)).unwrap();
+        config_path
+    }
+
+    /// Rewrites this agent's configuration file (for reload tests).
+    pub fn rewrite_config(&self, config: &AgentConfig) {
+        Self::write_config_in(self.dir.path(), &self.socket, config);
+    }
+
+    /// Waits until the socket accepts connections (up to 10 s).
+    pub async fn wait_listening(&self) {
+        self.wait_ready().await
     }
 
     async fn wait_ready(&self) {

@@ -1,0 +1,260 @@
+//! `SIGHUP`: reload the configuration from the same file and flags, without dropping
+//! connections or cached credentials.
+//!
+//! | key | on reload |
+//! |---|---|
+//! | `[log] level` | applied at once (unless `RUST_LOG` is set, which keeps precedence) |
+//! | `[server] allowed_uids`, `allowed_gids`, `max_connections`, `header_timeout_ms`, `idle_timeout_ms`, `first_credentials_wait_ms`, `shutdown_grace_ms` | applied to connections accepted from then on (an open connection keeps the values it was accepted with) |
+//! | everything else (`[server] socket_path`, `socket_mode`, `socket_group`, `[metadata] *`, `[credentials] *`, `[log] format`, `[systemd] *`, `[metrics] *`) | kept; a warning names each changed key, which needs a restart |
+//!
+//! An invalid file is rejected as a whole: the error is returned (the daemon logs it) and the
+//! configuration in force does not change.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError, Overrides, ServerConfig};
+use crate::logging::LogReload;
+use crate::server::ConfigReceiver;
+
+/// Where the configuration came from, so it can be read again.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// `--config FILE` (`None`: the default path).
+    pub path: Option<PathBuf>,
+    /// The command-line flags, applied over the file again on every reload.
+    pub overrides: Overrides,
+    /// The log filter handle (`None` when logging was set up elsewhere).
+    pub log: Option<LogReload>,
+}
+
+/// Reloads the configuration on request and publishes the server part.
+#[derive(Debug)]
+pub struct Reloader {
+    source: Source,
+    current: Config,
+    server: watch::Sender<Arc<ServerConfig>>,
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Whether the server configuration in force changed.
+    pub server_changed: bool,
+    /// Whether the log filter changed.
+    pub log_level_changed: bool,
+    /// Changed keys that take effect only after a restart, e.g. `"[server] socket_path"`.
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl Reloader {
+    /// A reloader for `current` (loaded from `source`), and the receiver for the server.
+    pub fn new(source: Source, current: Config) -> (Reloader, ConfigReceiver) {
+        let (server, rx) = watch::channel(Arc::new(current.server.clone()));
+        let r = Reloader {
+            source,
+            current,
+            server,
+        };
+        (r, rx)
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> &Config {
+        &self.current
+    }
+
+    /// Reads the file and flags again and applies what can change while running (see the
+    /// module docs).
+    ///
+    /// # Errors
+    /// The new configuration is invalid ([`ConfigError`], every problem listed); nothing changed.
+    pub fn reload(&mut self) -> Result<Reloaded, ConfigError> {
+        let new = Config::load(self.source.path.as_deref(), &self.source.overrides)?;
+        let needs_restart = restart_keys(&self.current, &new);
+        let mut log_level_changed = false;
+        if new.log.level != self.current.log.level {
+            if let Some(log) = &self.source.log {
+                match log.set_level(&new.log.level) {
+                    Ok(changed) => log_level_changed = changed,
+                    Err(e) => tracing::warn!(error = %e, "[log] level not changed"),
+                }
+            }
+            self.current.log.level = new.log.level.clone();
+        }
+        let server = ServerConfig {
+            socket_path: self.current.server.socket_path.clone(),
+            socket_mode: self.current.server.socket_mode,
+            socket_group: self.current.server.socket_group.clone(),
+            ..new.server
+        };
+        let server_changed = server != self.current.server;
+        if server_changed {
+            self.current.server = server.clone();
+            self.server.send_replace(Arc::new(server));
+        }
+        Ok(Reloaded {
+            server_changed,
+            log_level_changed,
+            needs_restart,
+        })
+    }
+}
+
+/// The keys that differ between `old` and `new` and need a restart.
+pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (old, new);
+    let checks = [
+        (
+            o.server.socket_path != n.server.socket_path,
+            "[server] socket_path",
+        ),
+        (
+            o.server.socket_mode != n.server.socket_mode,
+            "[server] socket_mode",
+        ),
+        (
+            o.server.socket_group != n.server.socket_group,
+            "[server] socket_group",
+        ),
+        (
+            o.metadata.endpoint != n.metadata.endpoint,
+            "[metadata] endpoint",
+        ),
+        (
+            o.metadata.role_name != n.metadata.role_name,
+            "[metadata] role_name",
+        ),
+        (
+            o.metadata.token_ttl != n.metadata.token_ttl,
+            "[metadata] token_ttl_secs",
+        ),
+        (
+            o.metadata.connect_timeout != n.metadata.connect_timeout,
+            "[metadata] connect_timeout_ms",
+        ),
+        (
+            o.metadata.read_timeout != n.metadata.read_timeout,
+            "[metadata] read_timeout_ms",
+        ),
+        (
+            o.metadata.allow_imdsv1_fallback != n.metadata.allow_imdsv1_fallback,
+            "[metadata] allow_imdsv1_fallback",
+        ),
+        (
+            o.credentials.expiry_margin != n.credentials.expiry_margin,
+            "[credentials] expiry_margin_secs",
+        ),
+        (
+            o.credentials.backoff_initial != n.credentials.backoff_initial,
+            "[credentials] backoff_initial_ms",
+        ),
+        (
+            o.credentials.backoff_max != n.credentials.backoff_max,
+            "[credentials] backoff_max_secs",
+        ),
+        (o.log.format != n.log.format, "[log] format"),
+        (
+            o.systemd.ready_timeout != n.systemd.ready_timeout,
+            "[systemd] ready_timeout_secs",
+        ),
+        (o.metrics.listen != n.metrics.listen, "[metrics] listen"),
+    ];
+    checks
+        .into_iter()
+        .filter(|(changed, _)| *changed)
+        .map(|(_, key)| key)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn reload_applies_server_keys_and_keeps_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "[server]\nsocket_path = \"/run/a.sock\"\nallowed_uids = [0]\n",
+        );
+        let source = Source {
+            path: Some(path.clone()),
+            ..Source::default()
+        };
+        let current = Config::load(Some(&path), &Overrides::default()).unwrap();
+        let (mut r, rx) = Reloader::new(source, current);
+        write(
+            &dir,
+            "[server]\nsocket_path = \"/run/b.sock\"\nallowed_uids = [1000]\nidle_timeout_ms = 5\n\
+             [metadata]\nendpoint = \"http://127.0.0.1:1\"\n",
+        );
+        let done = r.reload().unwrap();
+        assert!(done.server_changed);
+        assert_eq!(
+            done.needs_restart,
+            vec!["[server] socket_path", "[metadata] endpoint"]
+        );
+        let server = rx.borrow().clone();
+        assert_eq!(server.allowed_uids, vec![1000]);
+        assert_eq!(server.idle_timeout, Duration::from_millis(5));
+        assert_eq!(server.socket_path, PathBuf::from("/run/a.sock"));
+        assert_eq!(
+            r.current().metadata.endpoint,
+            crate::config::DEFAULT_ENDPOINT
+        );
+        // The same file again: nothing new to apply, the restart keys are still reported.
+        let again = r.reload().unwrap();
+        assert!(!again.server_changed);
+        assert_eq!(again.needs_restart.len(), 2);
+    }
+
+    #[test]
+    fn an_invalid_file_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "[server]\nallowed_uids = [7]\n");
+        let source = Source {
+            path: Some(path.clone()),
+            ..Source::default()
+        };
+        let current = Config::load(Some(&path), &Overrides::default()).unwrap();
+        let (mut r, rx) = Reloader::new(source, current.clone());
+        write(
+            &dir,
+            "[server]\nallowed_uids = [8]\nmax_connections = \"many\"\n",
+        );
+        let e = r.reload().unwrap_err();
+        assert!(e.to_string().contains("max_connections"), "{e}");
+        assert_eq!(rx.borrow().allowed_uids, vec![7]);
+        assert_eq!(r.current(), &current);
+    }
+
+    #[test]
+    fn flags_still_override_the_file_on_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "[log]\nlevel = \"info\"\n");
+        let overrides = Overrides {
+            log_level: Some("debug".into()),
+            ..Overrides::default()
+        };
+        let current = Config::load(Some(&path), &overrides).unwrap();
+        let source = Source {
+            path: Some(path.clone()),
+            overrides,
+            log: None,
+        };
+        let (mut r, _rx) = Reloader::new(source, current);
+        write(&dir, "[log]\nlevel = \"warn\"\n");
+        r.reload().unwrap();
+        assert_eq!(r.current().log.level, "debug");
+    }
+}

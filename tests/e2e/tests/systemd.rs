@@ -1,0 +1,514 @@
+//! End-to-end: the agent under systemd's protocols, without booting systemd. `NOTIFY_SOCKET`
+//! is a datagram socket in a temporary directory; socket activation is either the test holding
+//! the listening socket as systemd does (fd 3, `LISTEN_FDS`, `LISTEN_PID`) or systemd's own
+//! `systemd-socket-activate`.
+
+mod common;
+
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ecs_metadata_emulator::{Endpoint, Fault, Times};
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+/// A `NOTIFY_SOCKET` stand-in: every datagram with the time it arrived since `start`.
+struct NotifySocket {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+    messages: Arc<Mutex<Vec<(Duration, String)>>>,
+    start: Instant,
+}
+
+impl NotifySocket {
+    fn bind() -> NotifySocket {
+        let dir = tempfile::Builder::new().prefix("eca-n-").tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&messages);
+        let start = Instant::now();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) => sink.lock().unwrap().push((
+                        start.elapsed(),
+                        String::from_utf8_lossy(&buf[..n]).into_owned(),
+                    )),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if Arc::strong_count(&sink) == 1 {
+                            return;
+                        }
+                    }
+                    Err(e) => panic!("notify socket: {e}"),
+                }
+            }
+        });
+        NotifySocket {
+            path,
+            _dir: dir,
+            messages,
+            start,
+        }
+    }
+
+    fn all(&self) -> Vec<(Duration, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, needle: &str, within: Duration) -> Option<Duration> {
+        eventually(within, || async {
+            self.all()
+                .into_iter()
+                .find(|(_, m)| m.lines().any(|l| l.starts_with(needle)))
+                .map(|(t, _)| t)
+        })
+        .await
+    }
+}
+
+fn with_notify(config: &mut AgentConfig, n: &NotifySocket, watchdog_usec: u64) {
+    config.env("NOTIFY_SOCKET", n.path.to_str().unwrap());
+    config.env("WATCHDOG_USEC", &watchdog_usec.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_ready_status_watchdog_stopping_in_order() {
+    let emu = emulator(Default::default()).await;
+    let n = NotifySocket::bind();
+    let mut config = AgentConfig::new(&emu.endpoint());
+    with_notify(&mut config, &n, 400_000);
+    let mut agent = TestAgent::start(&config).await;
+    n.wait_for("READY=1", Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no READY=1; logs:\n{}", agent.logs()));
+    assert_eq!(agent.get("/v1/health").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = agent.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status:?}\n{}", agent.logs());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let msgs = n.all();
+    let lines: Vec<&str> = msgs.iter().map(|(_, m)| m.as_str()).collect();
+    println!("notify messages: {lines:#?}");
+    let first = &msgs[0].1;
+    assert!(
+        first.starts_with("READY=1\nSTATUS=serving role "),
+        "{lines:#?}"
+    );
+    assert!(first.contains("credentials expire in"), "{lines:#?}");
+    let pings = lines.iter().filter(|m| **m == "WATCHDOG=1\n").count();
+    assert!(
+        pings >= 5,
+        "every 200 ms for 1.5 s: {pings} pings: {lines:#?}"
+    );
+    let last = msgs.last().unwrap();
+    assert_eq!(
+        last.1, "STOPPING=1\nSTATUS=stopping: finishing in-flight requests\n",
+        "{lines:#?}"
+    );
+    assert_eq!(lines.iter().filter(|m| m.contains("READY=1")).count(), 1);
+    assert_eq!(lines.iter().filter(|m| m.contains("STOPPING=1")).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_after_ready_timeout_when_the_metadata_service_fails() {
+    let emu = emulator(Default::default()).await;
+    emu.set_fault(Endpoint::Any, Fault::Status(500), Times::Always);
+    let n = NotifySocket::bind();
+    let mut config = AgentConfig::new(&emu.endpoint());
+    config.set("systemd", "ready_timeout_secs", "2");
+    config.set("server", "first_credentials_wait_ms", "0");
+    with_notify(&mut config, &n, 10_000_000);
+    let agent = TestAgent::start(&config).await;
+    let h = agent.get("/v1/health").await;
+    assert_eq!(h.status, 503, "{h:?}");
+    let at = n
+        .wait_for("READY=1", Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no READY=1; logs:\n{}", agent.logs()));
+    assert!(at >= Duration::from_millis(1900), "READY at {at:?}");
+    assert!(at < Duration::from_secs(5), "READY at {at:?}");
+    let ready = n
+        .all()
+        .into_iter()
+        .find(|(_, m)| m.contains("READY=1"))
+        .unwrap();
+    assert!(
+        ready
+            .1
+            .contains("STATUS=no credentials: metadata service unreachable since"),
+        "{ready:?}"
+    );
+    assert!(agent
+        .logs()
+        .contains("telling systemd the agent is ready anyway"));
+    assert_eq!(agent.get("/v1/health").await.status, 503);
+    // Credentials arrive: STATUS follows within the status period.
+    emu.clear_faults();
+    let served = n
+        .wait_for("STATUS=serving role", Duration::from_secs(10))
+        .await;
+    assert!(served.is_some(), "{:#?}", n.all());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_pings_stop_when_the_server_loop_is_wedged() {
+    let emu = emulator(Default::default()).await;
+    let n = NotifySocket::bind();
+    let mut config = AgentConfig::new(&emu.endpoint());
+    with_notify(&mut config, &n, 400_000);
+    config.env("E2E_AGENT_WEDGE_SERVER_AFTER_MS", "1500");
+    let agent = TestAgent::start(&config).await;
+    n.wait_for("READY=1", Duration::from_secs(10))
+        .await
+        .unwrap();
+    // Wedged at 1.5 s; the server's heartbeat counts as stale 5 s after its last beat.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let msgs = n.all();
+    let pings: Vec<Duration> = msgs
+        .iter()
+        .filter(|(_, m)| m == "WATCHDOG=1\n")
+        .map(|(t, _)| *t)
+        .collect();
+    println!("pings at {pings:?}");
+    assert!(
+        pings.iter().any(|t| *t < Duration::from_millis(1500)),
+        "{pings:?}"
+    );
+    let last = *pings.last().unwrap();
+    assert!(
+        last < Duration::from_millis(7200),
+        "pings went on after the wedge: {pings:?}"
+    );
+    assert!(
+        n.start.elapsed() > last + Duration::from_secs(1),
+        "checked a long enough quiet window"
+    );
+    let logs = agent.logs();
+    assert!(
+        logs.contains("test hook: wedging the accept loop"),
+        "{logs}"
+    );
+    assert!(logs.contains("stuck=server"), "{logs}");
+    assert!(logs.contains("withholding watchdog pings"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_socket_activate_starts_the_agent_on_its_socket() {
+    let tool = Path::new("/usr/bin/systemd-socket-activate");
+    if !tool.exists() {
+        eprintln!("SKIPPED: {} is not installed", tool.display());
+        return;
+    }
+    let emu = emulator(Default::default()).await;
+    let dir = tempfile::Builder::new().prefix("eca-").tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let mut config = AgentConfig::new(&emu.endpoint());
+    config.set("log", "level", "\"debug\"");
+    let config_path = TestAgent::write_config_in(dir.path(), &socket, &config);
+    let mut cmd = std::process::Command::new(tool);
+    cmd.arg("-l")
+        .arg(&socket)
+        .arg("-E")
+        .arg("RUST_LOG=info")
+        .arg(AGENT_BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path);
+    let mut agent = TestAgent::launch(cmd, dir, socket.clone(), &config);
+    let exists = eventually(Duration::from_secs(5), || async {
+        socket.exists().then_some(())
+    });
+    assert!(exists.await.is_some(), "no socket; logs:\n{}", agent.logs());
+    // The first connection starts the agent, which answers it.
+    let served = agent.credentials().await;
+    assert_eq!(served["Code"], "Success");
+    let logs = agent.logs();
+    assert!(
+        logs.contains("listening on the socket passed by systemd"),
+        "{logs}"
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions())
+            & 0o777;
+    if mode != 0o600 {
+        let want = format!("socket mode is {mode:04o} but socket_mode is 0600");
+        assert!(logs.contains(&want), "{want}\n{logs}");
+    }
+    let status = agent.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status:?}\n{}", agent.logs());
+    assert!(
+        socket.exists(),
+        "the agent removed a socket it did not create"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_allowed_uids_and_keeps_connections_and_credentials() {
+    let emu = emulator(Default::default()).await;
+    let me = nix::unistd::geteuid().as_raw();
+    let mut config = AgentConfig::new(&emu.endpoint());
+    config.set("server", "allowed_uids", &format!("[{me}]"));
+    let mut agent = TestAgent::start(&config).await;
+    let before = agent.credentials().await;
+    let mut kept = UnixStream::connect(&agent.socket).await.unwrap();
+    assert_eq!(keep_alive_get(&mut kept).await.unwrap().status, 200);
+
+    let mut changed = config.clone();
+    changed.set("server", "allowed_uids", &format!("[{}]", me + 1));
+    changed.set("metadata", "read_timeout_ms", "900");
+    agent.rewrite_config(&changed);
+    hup(&agent);
+    assert!(
+        agent
+            .wait_for_log("configuration reloaded", Duration::from_secs(5))
+            .await,
+        "{}",
+        agent.logs()
+    );
+    let logs = agent.logs();
+    assert!(
+        logs.contains("[metadata] read_timeout_ms") && logs.contains("only after a restart"),
+        "{logs}"
+    );
+    let r = agent.get("/v1/credentials").await;
+    assert_eq!(r.status, 403, "a new connection is refused now: {r:?}");
+    // The connection accepted before the reload is not dropped.
+    let again = keep_alive_get(&mut kept).await.unwrap();
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json()["AccessKeyId"], before["AccessKeyId"]);
+
+    // An invalid file: rejected, the configuration in force stays.
+    agent.rewrite_config(changed.set("server", "max_connections", "\"many\""));
+    hup(&agent);
+    assert!(
+        agent
+            .wait_for_log("reload (SIGHUP) rejected", Duration::from_secs(5))
+            .await,
+        "{}",
+        agent.logs()
+    );
+    assert_eq!(agent.get("/v1/credentials").await.status, 403);
+
+    // Back to the original: allowed again, same cached credentials, no new metadata fetch.
+    agent.rewrite_config(&config);
+    hup(&agent);
+    let ok = eventually(Duration::from_secs(5), || async {
+        let r = agent.get("/v1/credentials").await;
+        (r.status == 200).then_some(r)
+    })
+    .await
+    .expect("allowed again after the reload");
+    assert_eq!(ok.json()["AccessKeyId"], before["AccessKeyId"]);
+    assert_eq!(emu.counts().credential_gets, 1, "{:?}", emu.counts());
+    assert!(agent.stop(Signal::SIGTERM).success());
+}
+
+fn hup(agent: &TestAgent) {
+    let pid = nix::unistd::Pid::from_raw(agent.child.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
+}
+
+/// One `GET /v1/credentials` on a kept-alive connection. `Ok(None)`-like failures (the server
+/// closed the connection before answering) are `Err`.
+async fn keep_alive_get(s: &mut UnixStream) -> Result<Response, String> {
+    s.write_all(b"GET /v1/credentials HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .map_err(|_| "no answer within 20 s".to_owned())?
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!("closed after {} bytes", raw.len()));
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = parse_response(&raw[..head_end]);
+    let len: usize = head
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .ok_or("no Content-Length")?;
+    while raw.len() < head_end + len {
+        let n = s
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("read body: {e}"))?;
+        if n == 0 {
+            return Err("closed in the body".into());
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    Ok(parse_response(&raw[..head_end + len]))
+}
+
+/// One request on a new connection, never panicking.
+async fn fresh_get(socket: &Path) -> Result<Response, String> {
+    let mut s = UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let r = keep_alive_get(&mut s).await?;
+    Ok(r)
+}
+
+/// Counts of one client loop.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    closed_by_server: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn record(&self, r: Result<Response, String>) -> Option<Response> {
+        match r {
+            Ok(r) if r.status == 200 => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+                Some(r)
+            }
+            Ok(r) => {
+                self.fail(format!("status {}: {}", r.status, r.body));
+                None
+            }
+            Err(e) => {
+                self.fail(e);
+                None
+            }
+        }
+    }
+
+    fn fail(&self, e: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.errors.lock().unwrap().push(e);
+    }
+}
+
+async fn new_connection_loop(socket: PathBuf, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+    while !stop.load(Ordering::Relaxed) {
+        tally.record(fresh_get(&socket).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Keep-alive requests; when the server has closed the idle connection (no byte of an answer),
+/// one retry on a new connection.
+async fn keep_alive_loop(socket: PathBuf, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+    let mut conn: Option<UnixStream> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let first = match conn.as_mut() {
+            Some(s) => keep_alive_get(s).await,
+            None => Err("no connection yet".into()),
+        };
+        let result = match first {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                if conn.is_some() {
+                    tally.retried.fetch_add(1, Ordering::Relaxed);
+                }
+                match UnixStream::connect(&socket).await {
+                    Ok(mut s) => {
+                        let r = keep_alive_get(&mut s).await;
+                        conn = Some(s);
+                        r
+                    }
+                    Err(e) => Err(format!("connect: {e}")),
+                }
+            }
+        };
+        if let Some(r) = tally.record(result) {
+            if r.header("connection") == Some("close") {
+                tally.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                conn = None;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_a_held_socket_loses_no_request() {
+    let emu = emulator(Default::default()).await;
+    let dir = tempfile::Builder::new().prefix("eca-").tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let config = AgentConfig::new(&emu.endpoint());
+    let a = TestAgent::spawn_activated(socket.clone(), &config, &listener);
+    a.wait_listening().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (fresh, kept) = (Arc::new(Tally::default()), Arc::new(Tally::default()));
+    let loops = [
+        tokio::spawn(new_connection_loop(
+            socket.clone(),
+            stop.clone(),
+            fresh.clone(),
+        )),
+        tokio::spawn(keep_alive_loop(socket.clone(), stop.clone(), kept.clone())),
+    ];
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut a = a;
+    let status = tokio::task::block_in_place(|| a.stop(Signal::SIGTERM));
+    assert!(status.success(), "A: {status:?}\n{}", a.logs());
+    let b = TestAgent::spawn_activated(socket.clone(), &config, &listener);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+
+    let failures = fresh.failed.load(Ordering::Relaxed) + kept.failed.load(Ordering::Relaxed);
+    println!(
+        "new-connection loop: {} ok, {} failed; keep-alive loop: {} ok, {} failed, {} retried, \
+         {} answers with Connection: close; failures: {failures}",
+        fresh.ok.load(Ordering::Relaxed),
+        fresh.failed.load(Ordering::Relaxed),
+        kept.ok.load(Ordering::Relaxed),
+        kept.failed.load(Ordering::Relaxed),
+        kept.retried.load(Ordering::Relaxed),
+        kept.closed_by_server.load(Ordering::Relaxed),
+    );
+    assert_eq!(
+        failures,
+        0,
+        "errors: {:?} {:?}\nA:\n{}\nB:\n{}",
+        fresh.errors.lock().unwrap(),
+        kept.errors.lock().unwrap(),
+        a.logs(),
+        b.logs()
+    );
+    assert!(fresh.ok.load(Ordering::Relaxed) > 20);
+    assert!(kept.ok.load(Ordering::Relaxed) > 20);
+    assert!(a
+        .logs()
+        .contains("listening on the socket passed by systemd"));
+    assert!(
+        b.logs()
+            .contains("listening on the socket passed by systemd"),
+        "B served: {}",
+        b.logs()
+    );
+    assert!(
+        emu.counts().credential_gets >= 2,
+        "A and B each fetched: {:?}",
+        emu.counts()
+    );
+    assert!(socket.exists(), "neither agent may remove the held socket");
+    drop(listener);
+}
