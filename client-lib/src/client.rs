@@ -15,7 +15,11 @@ use crate::{resolve_socket_path, SOCKET_ENV};
 /// Default for [`ClientBuilder::refresh_before`]: re-fetch once less than 5 minutes remain.
 pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
 /// Default for [`ClientBuilder::request_timeout`]: one try (connect, request, body).
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+///
+/// Longer than the agent's default `first_credentials_wait_ms` (5 s), so a request that waits
+/// for the agent's first credentials gets the agent's answer (credentials, or its reason for a
+/// 503) rather than a client-side timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for [`ClientBuilder::unavailable_retries`]: tries after the first one.
 pub const DEFAULT_UNAVAILABLE_RETRIES: u32 = 3;
 /// Default for [`ClientBuilder::retry_backoff`]: the first pause; each later one doubles.

@@ -286,6 +286,7 @@ impl<F: FetchCredentials> Task<F> {
             s.last_success = Some(wall);
             s.last_error = None;
             s.failing_since = None;
+            s.failing_since_instant = None;
             s.clock_skew_secs = Some(skew);
         });
     }
@@ -307,6 +308,7 @@ impl<F: FetchCredentials> Task<F> {
         }
         self.tx.send_modify(|s| {
             let since = *s.failing_since.get_or_insert(wall);
+            s.failing_since_instant.get_or_insert(now);
             s.last_error = Some(message.clone());
             if s.credentials.is_none() {
                 s.reason = reason_after_failure(&s.reason, &error, since);

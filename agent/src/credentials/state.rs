@@ -154,6 +154,8 @@ pub struct State {
     pub last_error: Option<String>,
     /// When the current run of failures began.
     pub failing_since: Option<SystemTime>,
+    /// The same moment on the monotonic clock (decides how long early requests wait).
+    pub failing_since_instant: Option<Instant>,
     /// Wall clock minus the metadata service's `LastUpdated` at the last fetch, in seconds; a
     /// rough sign of local clock skew (the service's clock issued `LastUpdated` moments before).
     pub clock_skew_secs: Option<i64>,
@@ -167,6 +169,7 @@ impl Default for State {
             last_success: None,
             last_error: None,
             failing_since: None,
+            failing_since_instant: None,
             clock_skew_secs: None,
         }
     }
@@ -202,8 +205,9 @@ pub type StateReceiver = watch::Receiver<State>;
 /// Requests that arrive before the first credentials call this with
 /// `[server] first_credentials_wait_ms`; it never triggers a fetch itself (the refresher's
 /// single first fetch serves every waiter). It waits only while the agent has never held
-/// credentials and the metadata service has not said that no role is attached; otherwise it
-/// answers at once, so clients of a long-failing agent fail fast.
+/// credentials, the metadata service has not said that no role is attached, and fetching has
+/// not been failing for longer than `wait` already; otherwise it answers at once. So a blip at
+/// start-up is absorbed, and clients of a long-failing agent get its reason fast.
 pub async fn wait_for_credentials(
     rx: &mut StateReceiver,
     wait: Duration,
@@ -215,7 +219,7 @@ pub async fn wait_for_credentials(
             match state.credentials_at(Instant::now()) {
                 Ok(c) => return Ok(Arc::clone(c)),
                 Err(Unavailable::RoleNotAttached { .. }) => return Err(state.reason.clone()),
-                Err(_) if state.last_success.is_none() => {}
+                Err(_) if state.last_success.is_none() && !failing_longer_than(&state, wait) => {}
                 Err(other) => return Err(other),
             }
         }
@@ -225,5 +229,77 @@ pub async fn wait_for_credentials(
                 return rx.borrow().credentials_at(Instant::now()).map(Arc::clone)
             }
         }
+    }
+}
+
+/// Whether fetching has been failing for longer than `wait` (monotonic clock).
+fn failing_longer_than(state: &State, wait: Duration) -> bool {
+    state
+        .failing_since_instant
+        .is_some_and(|since| since.elapsed() >= wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_while_starting_then_answers_starting() {
+        let (_tx, mut rx) = watch::channel(State::default());
+        let t0 = Instant::now();
+        assert_eq!(
+            wait_for_credentials(&mut rx, WAIT).await.unwrap_err(),
+            Unavailable::Starting
+        );
+        assert_eq!(t0.elapsed(), WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_young_failure_at_start_up_is_waited_out() {
+        let (tx, mut rx) = watch::channel(State::default());
+        tx.send_modify(|s| {
+            s.failing_since_instant = Some(Instant::now());
+            s.reason = Unavailable::MetadataUnreachable {
+                since: SystemTime::UNIX_EPOCH,
+                error: "refused".into(),
+            };
+        });
+        let t0 = Instant::now();
+        let err = wait_for_credentials(&mut rx, WAIT).await.unwrap_err();
+        assert!(matches!(err, Unavailable::MetadataUnreachable { .. }));
+        assert_eq!(t0.elapsed(), WAIT, "a start-up blip is waited out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_failure_answers_at_once_with_its_reason() {
+        let (tx, mut rx) = watch::channel(State::default());
+        tx.send_modify(|s| {
+            s.failing_since_instant = Some(Instant::now());
+            s.reason = Unavailable::MetadataUnreachable {
+                since: SystemTime::UNIX_EPOCH,
+                error: "refused".into(),
+            };
+        });
+        tokio::time::advance(WAIT).await;
+        let t0 = Instant::now();
+        let err = wait_for_credentials(&mut rx, WAIT).await.unwrap_err();
+        assert!(matches!(err, Unavailable::MetadataUnreachable { .. }));
+        assert_eq!(
+            t0.elapsed(),
+            Duration::ZERO,
+            "no wait once failing longer than WAIT"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn role_not_attached_answers_at_once() {
+        let (tx, mut rx) = watch::channel(State::default());
+        tx.send_modify(|s| s.reason = Unavailable::RoleNotAttached { role_name: None });
+        let t0 = Instant::now();
+        let err = wait_for_credentials(&mut rx, WAIT).await.unwrap_err();
+        assert_eq!(err, Unavailable::RoleNotAttached { role_name: None });
+        assert_eq!(t0.elapsed(), Duration::ZERO);
     }
 }
