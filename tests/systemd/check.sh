@@ -83,10 +83,12 @@ says_denied() { printf '%s' "$1" | grep -Eqi 'permission|denied|forbidden'; }
 check "uid 65534: the error says permission denied / forbidden" says_denied "$out"
 
 step "service active and READY (needs the agent's sd_notify support)"
-wait_for 40 state_is active/running
+wait_for 15 state_is active/running
 echo "    $(show_state)"
-check "$SVC is active/running (Type=notify: READY=1 received)" state_is active/running
-check "$SVC has a StatusText (STATUS=)" test -n "$(prop $SVC StatusText)"
+ready=$(prop $SVC Type)/$(prop $SVC ActiveState)/$(prop $SVC SubState)
+check "$SVC is notify/active/running, i.e. READY=1 was received (saw $ready)" test "$ready" = notify/active/running
+status_text=$(prop $SVC StatusText)
+check "$SVC has a StatusText from STATUS= (saw \"$status_text\")" test -n "$status_text"
 agent_uid=$(ps -o uid= -p "$(prop $SVC MainPID)" 2>/dev/null | tr -d ' ')
 check "$SVC runs as a dynamic non-root user (uid ${agent_uid:-none})" test "${agent_uid:-0}" -ne 0
 
@@ -95,14 +97,14 @@ pid0=$(prop $SVC MainPID)
 check "WatchdogUSec is ${WATCHDOG_SECS}s ($(prop $SVC WatchdogUSec))" test "$(prop $SVC WatchdogUSec)" = "${WATCHDOG_SECS}s"
 sleep 10
 echo "    $(show_state)"
-check "after 10 s: NRestarts=0, same MainPID $pid0, still active" \
-    test "$(prop $SVC NRestarts)/$(prop $SVC MainPID)/$(prop $SVC ActiveState)" = "0/$pid0/active"
+now=$(prop $SVC NRestarts)/$(prop $SVC MainPID)/$(prop $SVC ActiveState)
+check "after 10 s: NRestarts/MainPID/ActiveState = 0/$pid0/active (saw $now)" test "$now" = "0/$pid0/active"
 
 step "reload (SIGHUP) keeps serving"
 check "systemctl reload succeeds" timeout 20 systemctl reload $SVC
 sleep 1
-check "after reload: same MainPID $pid0, active, NRestarts=0" \
-    test "$(prop $SVC MainPID)/$(prop $SVC ActiveState)/$(prop $SVC NRestarts)" = "$pid0/active/0"
+now=$(prop $SVC NRestarts)/$(prop $SVC MainPID)/$(prop $SVC ActiveState)
+check "after reload: NRestarts/MainPID/ActiveState = 0/$pid0/active (saw $now)" test "$now" = "0/$pid0/active"
 check "after reload: root still gets credentials" timeout 10 ecs-credential-agent get
 
 step "restart while a client loop runs loses no request"
@@ -133,16 +135,16 @@ check "restart: a new MainPID ($pid0 -> $pid1), active" \
 
 step "audit lines in the journal"
 audit=$(journalctl -u $SVC --no-pager -o cat | grep -i audit)
-printf '%s\n' "$audit" | head -3 | sed 's/^/    /'
+head -3 <<<"$audit" | sed 's/^/    /'
 check "journalctl -u $SVC has audit lines" test -n "$audit"
 
 step "stop leaves no process"
 mainpid=$(prop $SVC MainPID)
 check "systemctl stop succeeds" timeout 30 systemctl stop $SOCK_UNIT $SVC
 echo "    $(show_state)"
-check "service inactive, exited cleanly (Result=success, status 0)" \
-    test "$(prop $SVC ActiveState)/$(prop $SVC Result)/$(prop $SVC ExecMainStatus)" = "inactive/success/0"
-no_agent_left() { ! kill -0 "$1" 2>/dev/null && ! pgrep -a -f '^/usr/bin/ecs-credential-agent serve'; }
+now=$(prop $SVC ActiveState)/$(prop $SVC Result)/$(prop $SVC ExecMainStatus)
+check "stopped cleanly: ActiveState/Result/ExecMainStatus = inactive/success/0 (saw $now)" test "$now" = inactive/success/0
+no_agent_left() { { [ "$1" = 0 ] || ! kill -0 "$1" 2>/dev/null; } && ! pgrep -a -f '^/usr/bin/ecs-credential-agent serve'; }
 check "no agent process left (pid $mainpid gone, none serving)" no_agent_left "$mainpid"
 check "the socket file is removed" test ! -e $SOCK
 
