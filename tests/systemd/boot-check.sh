@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Boots a real systemd in a container ("host mode": this machine's /usr read-only, a tmpfs
+# root, a private network with only lo) and runs tests/systemd/check.sh inside it, which installs
+# the release binary, the units and the default configuration exactly as the README's
+# "Install as a service" block says and checks them under systemd. See
+# shared/reference/systemd-in-ci.md for the recipe and its pitfalls.
+#
+# Usage (as root; needs systemd-nspawn from the systemd-container package):
+#   tests/systemd/boot-check.sh [AGENT_BINARY [EMULATOR_BINARY]]
+# Defaults: $CARGO_TARGET_DIR (or target)/release/{ecs-credential-agent,ecs-metadata-emulator}.
+# BOOT_CHECK_DROPIN=FILE adds FILE as a drop-in of the service (for debugging, e.g.
+# Environment=RUST_LOG=debug). BOOT_CHECK_TIMEOUT (seconds, default 120) bounds the container.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+release=${CARGO_TARGET_DIR:-target}/release
+agent=$(realpath "${1:-$release/ecs-credential-agent}")
+emulator=$(realpath "${2:-$release/ecs-metadata-emulator}")
+limit=${BOOT_CHECK_TIMEOUT:-120}
+
+die() { echo "boot-check.sh: $*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "must run as root (systemd-nspawn)"
+command -v systemd-nspawn >/dev/null || die "systemd-nspawn missing: apt-get install systemd-container"
+[ -x "$agent" ] || die "no agent binary at $agent (cargo build --release -p ecs-credential-agent)"
+[ -x "$emulator" ] || die "no emulator binary at $emulator (cargo build --release -p ecs-metadata-emulator)"
+
+work=$(mktemp -d /tmp/boot-check.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+payload=$work/payload out=$work/out
+mkdir -p "$payload/target/release" "$payload/systemd" "$out"
+# The payload mirrors a source checkout after `cargo build --release`, so the README's install
+# commands run unchanged from /payload.
+install -m 0755 "$agent" "$payload/target/release/ecs-credential-agent"
+install -m 0755 "$emulator" "$payload/ecs-metadata-emulator"
+cp systemd/ecs-credential-agent.service systemd/ecs-credential-agent.socket systemd/config.toml "$payload/systemd/"
+install -m 0755 tests/systemd/check.sh "$payload/check.sh"
+if [ -n "${BOOT_CHECK_DROPIN:-}" ]; then cp "$BOOT_CHECK_DROPIN" "$payload/extra-dropin.conf"; fi
+
+# The README's install block: the lines of the ```sh fence between the two markers.
+sed -n '/<!-- install-as-a-service:begin/,/<!-- install-as-a-service:end/p' README.md |
+    sed -n '/^```sh$/,/^```$/p' | grep -v '^```' >"$payload/install.sh" || true
+grep -q 'systemctl enable --now ecs-credential-agent.socket' "$payload/install.sh" ||
+    die "README.md has no install block (\`\`\`sh fence between the install-as-a-service markers) with 'systemctl enable --now ecs-credential-agent.socket'"
+
+# The unit that runs the check at boot; its result becomes PID 1's exit status (pitfall 3:
+# SuccessAction=/FailureAction= belong in [Unit]).
+cat >"$work/ci-check.service" <<'EOF'
+[Unit]
+Description=ecs-credential-agent boot check
+After=multi-user.target
+Wants=multi-user.target
+SuccessAction=exit-force
+FailureAction=exit-force
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c '/payload/check.sh >/out/check.log 2>&1; rc=$?; echo $rc >/out/rc; exit $rc'
+StandardOutput=journal+console
+TimeoutStartSec=infinity
+EOF
+
+echo "booting systemd in a container (limit ${limit}s) ..."
+rc=0
+timeout --kill-after=20 "$limit" systemd-nspawn --quiet --directory=/ --volatile=yes \
+    --machine="boot-check-$$" --register=no --keep-unit --private-network \
+    --bind-ro="$payload:/payload" --bind-ro="$work/ci-check.service:/etc/systemd/system/ci-check.service" \
+    --bind="$out:/out" --setenv=SYSTEMD_COLORS=0 --console=read-only \
+    --boot -- systemd.wants=ci-check.service systemd.firstboot=off systemd.show_status=error \
+    </dev/null >"$work/console.log" 2>&1 || rc=$?
+
+echo "=== check log"
+if [ -s "$out/check.log" ]; then cat "$out/check.log"; else echo "(no check log)"; fi
+if [ ! -s "$out/rc" ]; then
+    echo "=== container console (last 40 lines)"
+    tail -40 "$work/console.log"
+    [ "$rc" -eq 124 ] && die "FAIL: the container did not finish within ${limit}s"
+    die "FAIL: the check did not complete (systemd-nspawn exit status $rc)"
+fi
+check_rc=$(cat "$out/rc")
+[ "$check_rc" -eq 0 ] || die "FAIL: the checks inside the container failed (status $check_rc)"
+[ "$rc" -eq 0 ] || die "FAIL: the checks passed but systemd-nspawn exited with status $rc"
+echo "boot-check.sh: OK"

@@ -1,0 +1,161 @@
+#!/bin/bash
+# Runs as root INSIDE the systemd-nspawn container that boot-check.sh boots (systemd is PID 1).
+# Installs the agent exactly as the README says (/payload/install.sh is extracted from it),
+# with the metadata emulator on 100.100.100.200:80 inside the container's private network, and
+# checks the units under a real systemd. Every check prints PASS or FAIL with what it saw;
+# after a failure the remaining checks still run, and diagnostics are printed at the end.
+set -uo pipefail
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_COLORS=0
+SVC=ecs-credential-agent.service
+SOCK_UNIT=ecs-credential-agent.socket
+SOCK=/run/ecs-credential-agent/agent.sock
+WATCHDOG_SECS=4
+passed=0 failed=0
+
+pass() { passed=$((passed + 1)); echo "PASS: $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+# check NAME COMMAND...: PASS when COMMAND succeeds; its output is shown on failure.
+check() {
+    local name=$1 out; shift
+    if out=$("$@" 2>&1); then pass "$name"; else fail "$name"; printf '%s\n' "$out" | sed 's/^/    /'; fi
+}
+prop() { systemctl show -p "$2" --value "$1"; }
+# wait_for SECONDS COMMAND...: retries COMMAND every 0.2 s until it succeeds.
+wait_for() {
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do [ $SECONDS -ge $deadline ] && return 1; sleep 0.2; done
+}
+state_is() { [ "$(prop $SVC ActiveState)/$(prop $SVC SubState)" = "$1" ]; }
+show_state() { systemctl show -p Type,ActiveState,SubState,Result,MainPID,NRestarts,StatusText,WatchdogUSec,ExecMainStatus $SVC | tr '\n' ' '; echo; }
+
+step() { echo; echo "--- $* (${SECONDS}s)"; }
+
+step "usr overlay and metadata emulator"
+# /usr is the host's, read-only: put a tmpfs-backed overlay on it so the install can write.
+mkdir -p /run/usr-overlay && mount -t tmpfs -o mode=0755 tmpfs /run/usr-overlay &&
+    mkdir /run/usr-overlay/upper /run/usr-overlay/work &&
+    mount -t overlay overlay -o lowerdir=/usr,upperdir=/run/usr-overlay/upper,workdir=/run/usr-overlay/work /usr ||
+    { echo "FAIL: cannot make /usr writable"; exit 1; }
+# --private-network: only lo exists and nothing leaves the container.
+ip link set lo up && ip addr add 100.100.100.200/32 dev lo || { echo "FAIL: cannot add 100.100.100.200 to lo"; exit 1; }
+systemd-run --quiet --unit=metadata-emulator /payload/ecs-metadata-emulator --listen 100.100.100.200:80 ||
+    { echo "FAIL: cannot start the emulator"; exit 1; }
+emulator_up() { curl -s -o /dev/null -X PUT -H 'X-aliyun-ecs-metadata-token-ttl-seconds: 60' http://100.100.100.200/latest/api/token; }
+wait_for 10 emulator_up || { echo "FAIL: the emulator does not answer"; journalctl -u metadata-emulator --no-pager; exit 1; }
+echo "emulator answering on 100.100.100.200:80"
+
+step "install as the README says"
+# The test's only addition: a short watchdog period, to check that the agent keeps pinging.
+mkdir -p /etc/systemd/system/$SVC.d
+printf '[Service]\nWatchdogSec=%ss\n' $WATCHDOG_SECS >/etc/systemd/system/$SVC.d/50-boot-check.conf
+[ -f /payload/extra-dropin.conf ] && cp /payload/extra-dropin.conf /etc/systemd/system/$SVC.d/60-extra.conf
+cat /payload/install.sh
+(cd /payload && set -ex && . ./install.sh) 2>&1 | sed 's/^/    /'
+check "README install commands succeed" test "${PIPESTATUS[0]}" -eq 0
+
+step "unit files"
+unit_path=$(prop $SVC FragmentPath)
+verify_quiet() { local o; o=$(systemd-analyze verify "$@" 2>&1); [ -z "$o" ] || { echo "$o"; false; }; }
+check "systemd-analyze verify reports nothing for the installed units" verify_quiet $SOCK_UNIT $SVC
+echo "installed service: $unit_path"
+systemd-analyze security --no-pager $SVC 2>&1 | tail -1
+
+step "socket"
+check "$SOCK_UNIT is active" systemctl is-active $SOCK_UNIT
+check "$SOCK_UNIT is enabled" systemctl is-enabled $SOCK_UNIT
+listen=$(systemctl show $SOCK_UNIT | sed -n 's/^Listen=//p')
+check "socket unit listens on $SOCK (Listen=$listen)" test "$listen" = "$SOCK (Stream)"
+check "$SOCK is a socket, mode 0600, root:root ($(stat -c '%F %a %U:%G' $SOCK 2>&1))" \
+    test "$(stat -c '%F %a %U:%G' $SOCK)" = "socket 600 root:root"
+echo "before the first connection: $(show_state)"
+
+step "root fetches credentials (starts the service through the socket)"
+out=$(timeout 30 ecs-credential-agent get 2>&1); rc=$?
+check "root: ecs-credential-agent get exits 0 (rc=$rc)" test $rc -eq 0
+has_key_id() { printf '%s' "$1" | grep -q '"AccessKeyId"' || { printf '%s\n' "$1" | head -c 300; false; }; }
+check "root: the answer carries an AccessKeyId" has_key_id "$out"
+
+step "a non-root caller is refused"
+out=$(timeout 10 setpriv --reuid 65534 --regid 65534 --clear-groups ecs-credential-agent get 2>&1); rc=$?
+echo "    uid 65534: rc=$rc: $out"
+check "uid 65534: get exits non-zero" test $rc -ne 0
+says_denied() { printf '%s' "$1" | grep -Eqi 'permission|denied|forbidden'; }
+check "uid 65534: the error says permission denied / forbidden" says_denied "$out"
+
+step "service active and READY (needs the agent's sd_notify support)"
+wait_for 15 state_is active/running
+echo "    $(show_state)"
+ready=$(prop $SVC Type)/$(prop $SVC ActiveState)/$(prop $SVC SubState)
+check "$SVC is notify/active/running, i.e. READY=1 was received (saw $ready)" test "$ready" = notify/active/running
+status_text=$(prop $SVC StatusText)
+check "$SVC has a StatusText from STATUS= (saw \"$status_text\")" test -n "$status_text"
+agent_uid=$(ps -o uid= -p "$(prop $SVC MainPID)" 2>/dev/null | tr -d ' ')
+check "$SVC runs as a dynamic non-root user (uid ${agent_uid:-none})" test "${agent_uid:-0}" -ne 0
+
+step "watchdog: survives more than one period (WatchdogSec=${WATCHDOG_SECS}s, waiting 10 s)"
+pid0=$(prop $SVC MainPID)
+check "WatchdogUSec is ${WATCHDOG_SECS}s ($(prop $SVC WatchdogUSec))" test "$(prop $SVC WatchdogUSec)" = "${WATCHDOG_SECS}s"
+sleep 10
+echo "    $(show_state)"
+now=$(prop $SVC NRestarts)/$(prop $SVC MainPID)/$(prop $SVC ActiveState)
+check "after 10 s: NRestarts/MainPID/ActiveState = 0/$pid0/active (saw $now)" test "$now" = "0/$pid0/active"
+
+step "reload (SIGHUP) keeps serving"
+check "systemctl reload succeeds" timeout 20 systemctl reload $SVC
+sleep 1
+now=$(prop $SVC NRestarts)/$(prop $SVC MainPID)/$(prop $SVC ActiveState)
+check "after reload: NRestarts/MainPID/ActiveState = 0/$pid0/active (saw $now)" test "$now" = "0/$pid0/active"
+check "after reload: root still gets credentials" timeout 10 ecs-credential-agent get
+
+step "restart while a client loop runs loses no request"
+rm -f /run/loop.*
+(
+    ok=0 bad=0
+    while [ ! -e /run/loop.stop ]; do
+        if timeout 15 ecs-credential-agent get >/dev/null 2>>/run/loop.err; then ok=$((ok + 1)); else bad=$((bad + 1)); fi
+    done
+    echo "$ok $bad" >/run/loop.counts
+) &
+loop=$!
+sleep 1
+for i in 1 2; do
+    timeout 30 systemctl restart $SVC || echo "    systemctl restart #$i failed"
+    sleep 1
+done
+touch /run/loop.stop
+wait $loop
+read -r ok bad </run/loop.counts
+echo "    client loop: $ok succeeded, $bad failed, across 2 restarts"
+[ -s /run/loop.err ] && sort /run/loop.err | uniq -c | head -5 | sed 's/^/    /'
+check "restart: no client request failed ($bad failures)" test "$bad" -eq 0
+check "restart: the loop made requests ($ok)" test "$ok" -gt 10
+pid1=$(prop $SVC MainPID)
+check "restart: a new MainPID ($pid0 -> $pid1), active" \
+    test "$pid1" != "$pid0" -a "$pid1" != 0 -a "$(prop $SVC ActiveState)" = active
+
+step "audit lines in the journal"
+audit=$(journalctl -u $SVC --no-pager -o cat | grep -i audit)
+head -3 <<<"$audit" | sed 's/^/    /'
+check "journalctl -u $SVC has audit lines" test -n "$audit"
+
+step "stop leaves no process"
+mainpid=$(prop $SVC MainPID)
+check "systemctl stop succeeds" timeout 30 systemctl stop $SOCK_UNIT $SVC
+echo "    $(show_state)"
+now=$(prop $SVC ActiveState)/$(prop $SVC Result)/$(prop $SVC ExecMainStatus)
+check "stopped cleanly: ActiveState/Result/ExecMainStatus = inactive/success/0 (saw $now)" test "$now" = inactive/success/0
+no_agent_left() { { [ "$1" = 0 ] || ! kill -0 "$1" 2>/dev/null; } && ! pgrep -a -f '^/usr/bin/ecs-credential-agent serve'; }
+check "no agent process left (pid $mainpid gone, none serving)" no_agent_left "$mainpid"
+check "the socket file is removed" test ! -e $SOCK
+
+if [ $failed -gt 0 ]; then
+    step "diagnostics"
+    systemctl status --no-pager -l $SOCK_UNIT $SVC 2>&1 | head -40
+    echo "--- journal of $SVC (last 60 lines)"
+    journalctl -u $SVC --no-pager -o short-monotonic -n 60
+    echo "--- journal of the emulator (last 10 lines)"
+    journalctl -u metadata-emulator --no-pager -o short-monotonic -n 10
+fi
+echo
+echo "boot-check: $passed passed, $failed failed"
+[ $failed -eq 0 ]

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Checks the .deb built by `cargo deb -p ecs-credential-agent`: it installs the binary, both
+# units and the example configuration, the configuration is a conffile, and the packaged units
+# and configuration are the ones in systemd/.
+# Usage: tests/systemd/deb-check.sh PACKAGE.deb
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+deb=${1:?usage: deb-check.sh PACKAGE.deb}
+[ -f "$deb" ] || { echo "deb-check.sh: no package at $deb" >&2; exit 1; }
+echo "--- dpkg-deb -c $deb"
+contents=$(dpkg-deb -c "$deb")
+printf '%s\n' "$contents"
+echo "--- control"
+dpkg-deb -f "$deb" Package Version Architecture Depends
+failed=0
+for want in "-rwxr-xr-x ./usr/bin/ecs-credential-agent" \
+    "-rw-r--r-- ./lib/systemd/system/ecs-credential-agent.service" \
+    "-rw-r--r-- ./lib/systemd/system/ecs-credential-agent.socket" \
+    "-rw-r--r-- ./etc/ecs-credential-agent/config.toml"; do
+    mode=${want%% *} path=${want#* }
+    if printf '%s\n' "$contents" | awk -v m="$mode" -v p="$path" '$1 == m && $NF == p { found = 1 } END { exit !found }'; then
+        echo "ok: $path ($mode)"
+    else
+        echo "deb-check.sh: FAIL: $path with mode $mode is not in the package" >&2; failed=1
+    fi
+done
+conffiles=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles 2>/dev/null || true)
+if printf '%s\n' "$conffiles" | grep -qx /etc/ecs-credential-agent/config.toml; then
+    echo "ok: /etc/ecs-credential-agent/config.toml is a conffile"
+else
+    echo "deb-check.sh: FAIL: /etc/ecs-credential-agent/config.toml is not a conffile (conffiles: ${conffiles:-none})" >&2; failed=1
+fi
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+dpkg-deb -x "$deb" "$tmp"
+for pair in "systemd/ecs-credential-agent.service lib/systemd/system/ecs-credential-agent.service" \
+    "systemd/ecs-credential-agent.socket lib/systemd/system/ecs-credential-agent.socket" \
+    "systemd/config.toml etc/ecs-credential-agent/config.toml"; do
+    set -- $pair
+    cmp -s "$1" "$tmp/$2" && echo "ok: /$2 is $1" || { echo "deb-check.sh: FAIL: /$2 differs from $1" >&2; failed=1; }
+done
+"$tmp/usr/bin/ecs-credential-agent" --version
+if "$tmp/usr/bin/ecs-credential-agent" dev --help >/dev/null 2>&1; then
+    echo "deb-check.sh: FAIL: the packaged binary has the dev command (built with the dev feature)" >&2; failed=1
+else
+    echo "ok: the packaged binary has no dev command"
+fi
+[ $failed -eq 0 ] && echo "deb-check.sh: OK"
+exit $failed
