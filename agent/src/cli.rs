@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::config::{Config, LogFormat, Overrides, DEFAULT_CONFIG_PATH};
+use crate::config::{Config, LogFormat, Overrides};
 use crate::daemon::{self, TestHooks, EXIT_CONFIG, EXIT_FAILURE};
 use crate::time::SystemClock;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -124,10 +124,6 @@ fn serve(path: Option<PathBuf>, overrides: Overrides, hooks: TestHooks) -> ExitC
         Ok(c) => c,
         Err(e) => {
             eprintln!("ecs-credential-agent: {e}");
-            eprintln!(
-                "(configuration file: {})",
-                path.map_or(DEFAULT_CONFIG_PATH.into(), |p| p.display().to_string())
-            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -144,6 +140,7 @@ fn serve(path: Option<PathBuf>, overrides: Overrides, hooks: TestHooks) -> ExitC
             overrides,
             log,
         }),
+        announce: None,
         test_hooks: hooks,
     };
     exit(runtime().block_on(async {

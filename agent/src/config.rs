@@ -289,7 +289,7 @@ impl Config {
         };
         let table: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| fail(vec![format!("not valid TOML: {}", e.message())]))?;
+            .map_err(|e: toml::de::Error| fail(vec![toml_problem(text, &e)]))?;
         let mut p = Parser::default();
         let mut config = Config::default();
         for (section, value) in &table {
@@ -531,9 +531,7 @@ impl Parser {
                 }
                 "socket_group" => {
                     if let Some(g) = self.string(S, k, v) {
-                        if g.is_empty() {
-                            self.problem(S, k, "expected a group name or number, got \"\"");
-                        }
+                        self.check(validate_group(&g), S, k);
                         c.socket_group = Some(g);
                     }
                 }
@@ -698,6 +696,22 @@ impl Parser {
     }
 }
 
+/// A TOML syntax error with its line and column (1-based).
+fn toml_problem(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(
+                "not valid TOML at line {line}, column {column}: {}",
+                e.message()
+            )
+        }
+        None => format!("not valid TOML: {}", e.message()),
+    }
+}
+
 fn show(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => format!("{s:?}"),
@@ -733,6 +747,22 @@ pub fn validate_endpoint(e: &str) -> Result<(), String> {
 /// [`check_role_name`](crate::metadata::response::check_role_name)).
 pub fn validate_role_name(r: &str) -> Result<(), String> {
     crate::metadata::response::check_role_name(r)
+}
+
+/// Checks `socket_group`: a group number, or a group name known to this system (looked up in
+/// the group database when the configuration is read, so a typo is a configuration error).
+pub fn validate_group(g: &str) -> Result<(), String> {
+    if g.is_empty() {
+        return Err("expected a group name or number, got \"\"".to_owned());
+    }
+    if g.parse::<u32>().is_ok() {
+        return Ok(());
+    }
+    match nix::unistd::Group::from_name(g) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!("no group named {g:?} on this system")),
+        Err(e) => Err(format!("cannot look up group {g:?}: {e}")),
+    }
 }
 
 /// Checks a socket path: absolute, and short enough for `sun_path` (107 bytes plus NUL).
@@ -793,7 +823,7 @@ mod tests {
             [server]
             socket_path = "/run/x/agent.sock"
             socket_mode = "0660"
-            socket_group = "apps"
+            socket_group = "root"
             allowed_uids = [0, 1000]
             allowed_gids = [2000]
             max_connections = 10
@@ -822,7 +852,7 @@ mod tests {
         assert!(c.metadata.allow_imdsv1_fallback);
         assert_eq!(c.server.socket_path, PathBuf::from("/run/x/agent.sock"));
         assert_eq!(c.server.socket_mode, 0o660);
-        assert_eq!(c.server.socket_group.as_deref(), Some("apps"));
+        assert_eq!(c.server.socket_group.as_deref(), Some("root"));
         assert_eq!(c.server.allowed_uids, vec![0, 1000]);
         assert_eq!(c.server.allowed_gids, vec![2000]);
         assert_eq!(c.server.max_connections, 10);
@@ -887,8 +917,22 @@ mod tests {
 
     #[test]
     fn toml_syntax_error_is_reported() {
-        let e = Config::parse("t", "[server\nx=").unwrap_err();
-        assert!(e.problems[0].starts_with("not valid TOML"), "{e}");
+        let e = Config::parse("t", "[log]\nlevel = \"info\"\n[server\nx=").unwrap_err();
+        assert!(
+            e.problems[0].starts_with("not valid TOML at line 3, column"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_socket_group_is_a_configuration_error() {
+        let e = Config::parse("t", "[server]\nsocket_group = \"no-such-group-x\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("[server] socket_group: no group named \"no-such-group-x\""),
+            "{e}"
+        );
+        assert!(Config::parse("t", "[server]\nsocket_group = \"4242\"\n").is_ok());
     }
 
     #[test]

@@ -115,6 +115,9 @@ pub struct Options {
     /// Where the configuration came from, to reload it on `SIGHUP`; `None` leaves `SIGHUP`
     /// alone.
     pub reload: Option<Source>,
+    /// Printed to stdout once the socket listens (the `dev` command's "try this" banner), so
+    /// nothing is promised before the agent can keep it.
+    pub announce: Option<String>,
     /// Test-only hooks; see [`TestHooks`].
     #[doc(hidden)]
     pub test_hooks: TestHooks,
@@ -162,6 +165,11 @@ pub async fn serve_with(
     let client =
         metadata::Client::new(&config.metadata, time.clone())?.with_metrics(metrics.clone());
     let listener = listen(&config, options.inherited)?;
+    if let Some(text) = &options.announce {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+    }
     let metrics_server = match start_metrics_listener(&config, &metrics).await {
         Ok(server) => server,
         Err(e) => {

@@ -56,19 +56,19 @@ pub async fn run(socket: Option<PathBuf>) -> Result<(), AgentError> {
         })
     })?;
 
-    println!(
-        "ecs-credential-agent dev: metadata emulator on {}",
-        emulator.endpoint()
-    );
-    println!("Try (as this user):\n");
-    println!(
-        "  curl -s --unix-socket {} http://localhost/v1/credentials\n",
+    let announce = format!(
+        "ecs-credential-agent dev: metadata emulator on {}\nTry (as this user):\n\n  \
+         curl -s --unix-socket {} http://localhost/v1/credentials\n\nStop with Ctrl-C.",
+        emulator.endpoint(),
         socket.display()
     );
-    println!("Stop with Ctrl-C.");
 
     let shutdown = daemon::signal_shutdown()?;
-    let result = daemon::serve(config, Arc::new(SystemClock), shutdown).await;
+    let options = daemon::Options {
+        announce: Some(announce),
+        ..daemon::Options::default()
+    };
+    let result = daemon::serve_with(config, Arc::new(SystemClock), shutdown, options).await;
     emulator.shutdown().await;
     if let Some(dir) = private_dir {
         let _ = std::fs::remove_dir(dir);

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use ecs_credential_client::{Credentials, Error};
 use secrecy::ExposeSecret;
+use zeroize::Zeroizing;
 
 use crate::credentials::format_utc;
 
@@ -70,27 +71,40 @@ fn exit_status(e: &Error) -> u8 {
     }
 }
 
-fn render(c: &Credentials, format: Format) -> String {
+/// The text to print; zeroized when dropped, since it holds the secrets.
+fn render(c: &Credentials, format: Format) -> Zeroizing<String> {
+    /// The agent's own field order (`Code` first), so `get` prints what the socket serves.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Body<'a> {
+        code: &'a str,
+        access_key_id: &'a str,
+        access_key_secret: &'a str,
+        security_token: &'a str,
+        expiration: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_updated: Option<String>,
+    }
     match format {
         Format::Json => {
-            let mut v = serde_json::json!({
-                "Code": "Success",
-                "AccessKeyId": c.access_key_id,
-                "AccessKeySecret": c.access_key_secret.expose_secret(),
-                "SecurityToken": c.security_token.expose_secret(),
-                "Expiration": format_utc(c.expiration),
-            });
-            if let Some(t) = c.last_updated {
-                v["LastUpdated"] = serde_json::Value::String(format_utc(t));
-            }
-            format!("{v}\n")
+            let body = Body {
+                code: "Success",
+                access_key_id: &c.access_key_id,
+                access_key_secret: c.access_key_secret.expose_secret(),
+                security_token: c.security_token.expose_secret(),
+                expiration: format_utc(c.expiration),
+                last_updated: c.last_updated.map(format_utc),
+            };
+            let mut out = Zeroizing::new(serde_json::to_string(&body).expect("serialise strings"));
+            out.push('\n');
+            out
         }
-        Format::Env => format!(
+        Format::Env => Zeroizing::new(format!(
             "export ALIBABA_CLOUD_ACCESS_KEY_ID={}\nexport ALIBABA_CLOUD_ACCESS_KEY_SECRET={}\nexport ALIBABA_CLOUD_SECURITY_TOKEN={}\n",
             shell_quote(&c.access_key_id),
-            shell_quote(c.access_key_secret.expose_secret()),
-            shell_quote(c.security_token.expose_secret()),
-        ),
+            Zeroizing::new(shell_quote(c.access_key_secret.expose_secret())).as_str(),
+            Zeroizing::new(shell_quote(c.security_token.expose_secret())).as_str(),
+        )),
     }
 }
 

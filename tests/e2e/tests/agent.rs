@@ -541,6 +541,9 @@ async fn get_prints_json_and_env_formats() {
     assert!(json.status.success(), "{json:?}");
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v, served);
+    // Byte for byte what the socket serves (same field order), plus a newline.
+    let raw = agent.get("/v1/credentials").await.body;
+    assert_eq!(String::from_utf8(json.stdout).unwrap(), format!("{raw}\n"));
     let env = run("env");
     assert!(env.status.success(), "{env:?}");
     let text = String::from_utf8(env.stdout).unwrap();
