@@ -786,8 +786,9 @@ pub fn validate_socket_path(p: &std::path::Path) -> Result<(), String> {
 /// Parses an octal permission string such as `"0600"` or `"660"`.
 pub fn parse_mode(m: &str) -> Result<u32, String> {
     let digits = m.strip_prefix("0o").unwrap_or(m);
+    let octal = !digits.is_empty() && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
     match u32::from_str_radix(digits, 8) {
-        Ok(v) if v <= 0o777 && !digits.is_empty() => Ok(v),
+        Ok(v) if octal && v <= 0o777 => Ok(v),
         _ => Err(format!(
             "expected an octal permission string from \"0000\" to \"0777\" such as \"0600\", got {m:?}"
         )),
@@ -913,6 +914,15 @@ mod tests {
         }
         assert_eq!(e.problems.len(), 8, "{all}");
         assert!(all.starts_with("invalid configuration in cfg.toml"));
+    }
+
+    #[test]
+    fn socket_mode_takes_only_octal_digits() {
+        assert_eq!(parse_mode("0660"), Ok(0o660));
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        for bad in ["+777", "-1", "0x1ff", "", "0o", "1000", " 600"] {
+            assert!(parse_mode(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

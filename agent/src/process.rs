@@ -31,7 +31,9 @@ pub fn raise_open_files_limit() -> nix::Result<u64> {
     Ok(hard.max(soft))
 }
 
-/// Completes when the process receives SIGTERM or SIGINT, and says which.
+/// Completes when the process receives SIGTERM or SIGINT, and says which. A second SIGTERM or
+/// SIGINT after that ends the process at once with status 1, without waiting for in-flight
+/// requests (an operator pressing Ctrl-C twice means it).
 ///
 /// # Errors
 /// Installing a signal handler failed (for example in a sandbox that forbids it).
@@ -40,10 +42,22 @@ pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = &'
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     Ok(async move {
-        tokio::select! {
+        let first = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
-        }
+        };
+        tokio::spawn(async move {
+            let second = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::warn!(
+                signal = second,
+                "second signal: exiting now without waiting for in-flight requests"
+            );
+            std::process::exit(1);
+        });
+        first
     })
 }
 

@@ -43,6 +43,10 @@ use crate::metadata::{FetchCredentials, Fetched, MetadataError};
 use crate::metrics::Metrics;
 use crate::time::SharedTimeSource;
 
+/// A credential lifetime (`Expiration − LastUpdated`) above this is logged as unusual: every
+/// documented example has 6 h.
+const UNUSUAL_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
 /// The longest the refresher sleeps without updating its heartbeat.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -259,6 +263,14 @@ impl<F: FetchCredentials> Task<F> {
             .unwrap_or(Duration::ZERO);
         let remaining = issued.expires_at - now;
         let delay = schedule::next_refresh(lifetime, remaining, &self.cfg, (self.jitter)());
+        if lifetime > UNUSUAL_LIFETIME {
+            tracing::warn!(
+                lifetime_secs = lifetime.as_secs(),
+                "Expiration is unusually far after LastUpdated (documented: 6 h); \
+                 checking again after at most {} s anyway",
+                schedule::MAX_REFRESH_DELAY.as_secs()
+            );
+        }
         tracing::info!(
             generation,
             role = %issued.role_name,

@@ -45,6 +45,12 @@ pub const RECHECK_MAX: Duration = SDK_STALE_WINDOW;
 /// `remaining / RECHECK_DIVISOR` (before the cap [`RECHECK_MAX`]).
 pub const RECHECK_DIVISOR: u32 = 6;
 
+/// The longest wait between two refreshes, whatever `Expiration` says: the refresh point of
+/// the documented 6 h lifetime (every documented example has `Expiration − LastUpdated = 6 h`),
+/// so it never delays a normal refresh, while credentials whose `Expiration` is implausibly far
+/// away (years ahead) are still checked, and a rotation, detach or role change still noticed.
+pub const MAX_REFRESH_DELAY: Duration = Duration::from_secs(4 * 3600);
+
 /// The smallest backoff delay, so a zero jitter never becomes a busy loop.
 pub const BACKOFF_FLOOR: Duration = Duration::from_millis(10);
 
@@ -59,7 +65,8 @@ pub const BACKOFF_FLOOR: Duration = Duration::from_millis(10);
 /// 20 min and 5 min at their half-life), up to [`MAX_JITTER`] of the delay earlier. The result
 /// is then clamped to `remaining − cfg.expiry_margin` (the credentials must be refreshed
 /// before they stop being served) and raised to at least [`MIN_DELAY`] unless that deadline
-/// is closer. Inside the margin already, it is zero: refresh now.
+/// is closer. Inside the margin already, it is zero: refresh now. It never exceeds
+/// [`MAX_REFRESH_DELAY`].
 ///
 /// The service's rotation schedule is undocumented: a refresh may return the same generation,
 /// then [`recheck_unchanged`] takes over.
@@ -71,7 +78,7 @@ pub fn next_refresh(
 ) -> Duration {
     let left_at_refresh = (lifetime / 3).max(SDK_STALE_WINDOW).min(lifetime / 2);
     let delay = earlier_by_jitter(remaining.saturating_sub(left_at_refresh), jitter);
-    clamp_to_margin(delay, remaining, cfg)
+    clamp_to_margin(delay, remaining, cfg).min(MAX_REFRESH_DELAY)
 }
 
 /// The delay until the next check when a refresh returned the same generation (same
@@ -168,6 +175,9 @@ mod tests {
             (6 * HOUR, 0, 0.0, 0),
             // Zero lifetime (LastUpdated == Expiration, a broken response) still bounded.
             (0, 2 * HOUR, 0.0, 2 * HOUR - 60),
+            // Expiration years ahead: checked again after MAX_REFRESH_DELAY, not in years.
+            (10 * 365 * 24 * HOUR, 10 * 365 * 24 * HOUR, 0.0, 4 * HOUR),
+            (12 * HOUR, 12 * HOUR, 0.0, 4 * HOUR),
         ];
         for (lifetime, remaining, jitter, want) in rows {
             assert_eq!(
@@ -259,6 +269,7 @@ mod tests {
             let deadline = remaining.saturating_sub(cfg.expiry_margin);
             prop_assert!(d <= deadline, "{d:?} past the margin deadline {deadline:?}");
             prop_assert!(d >= MIN_DELAY.min(deadline));
+            prop_assert!(d <= MAX_REFRESH_DELAY);
             // Jitter only ever moves the refresh earlier, by at most MAX_JITTER.
             let unjittered = next_refresh(lifetime, remaining, &cfg, 0.0);
             prop_assert!(d <= unjittered);

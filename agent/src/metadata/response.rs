@@ -114,7 +114,18 @@ pub fn parse_role_name(body: &[u8], path: &str) -> Result<String, MetadataError>
         .map(str::trim)
         .find(|line| !line.is_empty())
         .ok_or_else(|| invalid(path, "empty role list: no RAM role attached?"))?;
-    check_role_name(name).map_err(|what| invalid(path, what))?;
+    // The line came from the network and could be anything (a page, a misrouted credential
+    // body): describe it, never quote it.
+    check_role_name(name).map_err(|_| {
+        invalid(
+            path,
+            format!(
+                "the first line of the role list ({} characters) is not a RAM role name \
+                 (1 to {MAX_ROLE_NAME_CHARS} letters, digits, '.', '-' or '_')",
+                name.chars().count()
+            ),
+        )
+    })?;
     Ok(name.to_owned())
 }
 

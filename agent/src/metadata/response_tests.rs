@@ -301,12 +301,24 @@ fn implausible_role_names_are_invalid() {
         ("rôle", "contains 'ô'"),
         (long.as_str(), "longer than 64"),
     ] {
+        // The configured name is quoted back to the operator who typed it ...
+        let why = check_role_name(name).unwrap_err();
+        assert!(why.contains(expect), "{name:?}: {why}");
+        // ... but a discovered one came from the network: described, never quoted.
         let err = parse_role_name(name.as_bytes(), PATH).unwrap_err();
         assert!(matches!(err, MetadataError::InvalidResponse { .. }));
-        assert!(err.to_string().contains(expect), "{name:?}: {err}");
+        assert!(err.to_string().contains("is not a RAM role name"), "{err}");
     }
     assert!(check_role_name(&"r".repeat(64)).is_ok());
     assert!(parse_role_name(&[0xff, 0xfe], PATH).is_err());
+}
+
+#[test]
+fn a_credential_body_on_the_role_list_path_is_never_quoted() {
+    let body = br#"{"AccessKeyId":"STS.x","AccessKeySecret":"MARKER-SECRET-1234567890"}"#;
+    let err = parse_role_name(body, PATH).unwrap_err().to_string();
+    assert!(!err.contains("MARKER"), "{err}");
+    assert!(err.contains("characters"), "{err}");
 }
 
 #[test]

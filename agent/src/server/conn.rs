@@ -110,6 +110,9 @@ pub(crate) async fn serve(
         .timer(TokioTimer::new())
         // Timeouts are ours (module docs); hyper's would also close idle keep-alive connections.
         .header_read_timeout(None)
+        // A client may shut down its write side after sending its request (`nc -N`, `socat`):
+        // still answer it.
+        .half_close(true)
         .max_buf_size(MAX_BUF_SIZE);
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     let mut stopping = false;
@@ -174,7 +177,20 @@ async fn respond(req: Request<Incoming>, ctx: &Ctx) -> Reply {
                 .lock()
                 .map(|mut a| a.record_denial(&ctx.peer, Instant::now())),
         );
-        return ApiError::Forbidden.to_response();
+        // Close the connection after the 403: a denied caller must not hold one of the
+        // `max_connections` slots allowed callers need.
+        let mut reply = ApiError::Forbidden.to_response();
+        reply.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return reply;
+    }
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        return ApiError::BadRequest(
+            "absolute-form request targets (proxy requests) are not accepted",
+        )
+        .to_response();
     }
     match route(req.method(), req.uri().path(), req.headers()) {
         Err(e) => e.to_response(),

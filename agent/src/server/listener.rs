@@ -67,6 +67,18 @@ pub enum BindError {
         /// Its owner.
         uid: u32,
     },
+    /// A directory above the socket's directory could let another user move or replace it:
+    /// owned by a user other than root and the agent, or writable by group or others without
+    /// the sticky bit.
+    #[error("directory {path:?} above the socket (owner uid {uid}, mode {mode:04o}) could let another user replace the socket's directory; refusing to use it")]
+    AncestorUnsafe {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A symbolic link sits at the socket path.
     #[error("socket path {0:?} is a symbolic link; refusing to follow or replace it")]
     Symlink(PathBuf),
@@ -263,6 +275,39 @@ fn ensure_parent(parent: &Path) -> Result<(), BindError> {
             path: parent.to_owned(),
             uid: meta.uid(),
         });
+    }
+    check_ancestors(parent)
+}
+
+/// Checks every directory above `parent`, both as written (so a symbolic link on the way lives
+/// in a safe directory) and after resolving links: each must be owned by root or the agent,
+/// and not writable by group or others unless sticky (like `/tmp`, where only an entry's owner
+/// may rename it). Otherwise its owner could rename the socket's directory and put their own
+/// socket, with credentials of their choosing, in its place (`sshd`'s StrictModes rule).
+fn check_ancestors(parent: &Path) -> Result<(), BindError> {
+    let inspect = |source| BindError::InspectParent {
+        path: parent.to_owned(),
+        source,
+    };
+    let real = std::fs::canonicalize(parent).map_err(inspect)?;
+    let me = Uid::effective().as_raw();
+    for dir in parent.ancestors().skip(1).chain(real.ancestors().skip(1)) {
+        if dir.as_os_str().is_empty() {
+            continue;
+        }
+        let meta = std::fs::metadata(dir).map_err(|source| BindError::InspectParent {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mode = meta.mode() & 0o7777;
+        let open = mode & 0o022 != 0 && mode & 0o1000 == 0;
+        if open || (meta.uid() != 0 && meta.uid() != me) {
+            return Err(BindError::AncestorUnsafe {
+                path: dir.to_owned(),
+                uid: meta.uid(),
+                mode,
+            });
+        }
     }
     Ok(())
 }

@@ -19,11 +19,12 @@
 //!
 //! # Shutdown
 //!
-//! When the `shutdown` future passed to [`run`] completes, the server stops accepting, asks
+//! When the `shutdown` future passed to [`run`] completes, the server stops accepting, removes
+//! the socket file it created (a socket passed by systemd stays), asks
 //! every connection to finish (hyper's graceful shutdown: in-flight requests complete, their
 //! responses carry `Connection: close`), waits up to `shutdown_grace`, drops what is left,
-//! flushes the audit counts, and returns. Removing the socket file is the caller's job
-//! ([`Listener::remove_socket`]); [`run`] only borrows the listener.
+//! flushes the audit counts, and returns. [`run`] only borrows the listener; the caller may
+//! call [`Listener::remove_socket`] again after an error (it removes only its own inode).
 
 pub mod audit;
 mod conn;
@@ -165,6 +166,12 @@ pub async fn run_with(
             }
         }
     };
+    // New clients get "no such socket" at once instead of waiting in the backlog of a server
+    // that no longer accepts (a socket passed by systemd stays: it queues them for the next
+    // instance).
+    if let Err(e) = listener.remove_socket() {
+        tracing::warn!(error = %e, "cannot remove the socket");
+    }
     stop_tx.send_replace(true);
     let grace = config.borrow().shutdown_grace;
     conns.drain(grace).await;

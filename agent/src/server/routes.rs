@@ -140,7 +140,16 @@ impl ApiError {
 /// Headers a forwarding proxy adds. A request carrying one did not come straight from a local
 /// process (an SSRF through a local proxy), and is refused, like the metadata service refuses a
 /// token `PUT` with `X-Forwarded-For`.
-const PROXY_HEADERS: [&str; 3] = ["x-forwarded-for", "forwarded", "via"];
+const PROXY_HEADERS: [&str; 3] = ["forwarded", "via", "x-real-ip"];
+
+/// Whether a request carries a header that a proxy adds (`X-Forwarded-*`, `X-Real-IP`,
+/// `Forwarded`, `Via`): the socket is never meant to be reached through a proxy.
+fn proxied(headers: &HeaderMap) -> bool {
+    PROXY_HEADERS.iter().any(|h| headers.contains_key(*h))
+        || headers
+            .keys()
+            .any(|k| k.as_str().starts_with("x-forwarded-"))
+}
 
 /// Decides what a request asks for from its method, path and headers alone (no I/O), so it
 /// can be fuzzed.
@@ -150,9 +159,9 @@ const PROXY_HEADERS: [&str; 3] = ["x-forwarded-for", "forwarded", "via"];
 /// [`ApiError::BadRequest`] for proxy headers or a body (`Content-Length` other than 0, or any
 /// `Transfer-Encoding`), [`ApiError::NotFound`], [`ApiError::MethodNotAllowed`].
 pub fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Route, ApiError> {
-    if PROXY_HEADERS.iter().any(|h| headers.contains_key(*h)) {
+    if proxied(headers) {
         return Err(ApiError::BadRequest(
-            "proxy headers (X-Forwarded-For, Forwarded, Via) are not accepted",
+            "proxy headers (X-Forwarded-*, X-Real-IP, Forwarded, Via) are not accepted",
         ));
     }
     let has_body = headers.contains_key(http::header::TRANSFER_ENCODING)
@@ -298,7 +307,7 @@ mod tests {
     fn route_table() {
         let get = Method::GET;
         let bad = |s| Err(ApiError::BadRequest(s));
-        let proxy = "proxy headers (X-Forwarded-For, Forwarded, Via) are not accepted";
+        let proxy = "proxy headers (X-Forwarded-*, X-Real-IP, Forwarded, Via) are not accepted";
         let body = "requests must not have a body";
         let rows: Vec<(Method, &str, HeaderMap, Result<Route, ApiError>)> = vec![
             (
@@ -357,6 +366,24 @@ mod tests {
                 get.clone(),
                 "/nope",
                 headers(&[("via", "1.1 proxy")]),
+                bad(proxy),
+            ),
+            (
+                get.clone(),
+                "/v1/credentials",
+                headers(&[("x-real-ip", "1.2.3.4")]),
+                bad(proxy),
+            ),
+            (
+                get.clone(),
+                "/v1/credentials",
+                headers(&[("x-forwarded-host", "evil.example")]),
+                bad(proxy),
+            ),
+            (
+                get.clone(),
+                "/v1/health",
+                headers(&[("x-forwarded-proto", "https")]),
                 bad(proxy),
             ),
             (

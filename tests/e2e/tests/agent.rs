@@ -553,3 +553,70 @@ async fn get_prints_json_and_env_formats() {
     )));
     assert!(text.contains("export ALIBABA_CLOUD_SECURITY_TOKEN='"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    // `nc -N` and `socat` shut down their write side once the request is sent. Without
+    // hyper's half_close(true) most of these got EOF instead of an answer (1 of 10 here).
+    let emu = emulator(Default::default()).await;
+    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let served = agent.credentials().await;
+    let socket = agent.socket.clone();
+    let answered = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        (0..10)
+            .filter(|_| {
+                let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+                s.write_all(b"GET /v1/credentials HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut raw = Vec::new();
+                s.read_to_end(&mut raw).unwrap();
+                parse_response(&raw).status == 200
+            })
+            .count()
+    })
+    .await
+    .unwrap();
+    assert_eq!(answered, 10, "half-closed clients answered");
+    assert_eq!(agent.credentials().await, served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_ends_a_drain_held_up_by_a_stalled_client() {
+    use tokio::io::AsyncWriteExt;
+    let emu = emulator(Default::default()).await;
+    let mut config = AgentConfig::new(&emu.endpoint());
+    config.set("server", "shutdown_grace_ms", "600000");
+    config.set("server", "header_timeout_ms", "600000");
+    let mut agent = TestAgent::start(&config).await;
+    agent.credentials().await;
+    // A client that sends half a request head and stalls holds the drain open.
+    let mut stalled = tokio::net::UnixStream::connect(&agent.socket)
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"GET /v1/health HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = nix::unistd::Pid::from_raw(agent.child.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
+    // Draining: the socket file is gone at once, so new clients fail fast.
+    let gone = eventually(Duration::from_secs(2), || async {
+        (!agent.socket.exists()).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "socket still there while draining");
+    assert!(
+        agent.wait_exit(Duration::from_millis(500)).is_none(),
+        "the drain waits for the stalled client"
+    );
+    nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
+    let status = agent
+        .wait_exit(Duration::from_secs(3))
+        .expect("a second signal ends the process at once");
+    assert_eq!(status.code(), Some(1), "logs:\n{}", agent.logs());
+    assert!(agent.logs().contains("second signal"), "{}", agent.logs());
+    drop(stalled);
+}

@@ -150,3 +150,43 @@ async fn no_parent_refused() {
     };
     assert!(matches!(Listener::bind(&cfg), Err(BindError::NoParent(_))));
 }
+
+#[tokio::test]
+async fn unsafe_ancestors_refused_even_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to chown to 65534");
+        return;
+    }
+    let top = tempfile::tempdir().unwrap();
+    // A grandparent owned by another user: it could rename `sub` away.
+    let foreign = top.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    let sub = foreign.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let err = Listener::bind(&cfg_in(&sub)).unwrap_err();
+    assert!(
+        matches!(&err, BindError::AncestorUnsafe { path, uid: 65534, .. } if path == &foreign),
+        "{err}"
+    );
+    // A group-writable grandparent without the sticky bit.
+    let open = top.path().join("open");
+    std::fs::create_dir_all(open.join("sub")).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let err = Listener::bind(&cfg_in(&open.join("sub"))).unwrap_err();
+    assert!(matches!(err, BindError::AncestorUnsafe { .. }), "{err}");
+    // A symlinked parent that lives in a foreign directory.
+    let real = top.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = sub.join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let err = Listener::bind(&cfg_in(&link)).unwrap_err();
+    assert!(matches!(err, BindError::AncestorUnsafe { .. }), "{err}");
+    // A sticky, world-writable ancestor (like /tmp) is fine, and so is a safe chain.
+    let sticky = top.path().join("sticky");
+    std::fs::create_dir_all(sticky.join("ok")).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let listener = Listener::bind(&cfg_in(&sticky.join("ok"))).unwrap();
+    listener.remove_socket().unwrap();
+}

@@ -292,8 +292,11 @@ async fn graceful_shutdown_finishes_in_flight_request() {
         .unwrap()
         .unwrap();
     result.unwrap();
-    assert!(listener.remove_socket().unwrap());
-    assert!(!h.path.exists());
+    assert!(
+        !h.path.exists(),
+        "run removes its own socket when it stops accepting"
+    );
+    assert!(!listener.remove_socket().unwrap(), "nothing left to remove");
 }
 
 #[tokio::test]
@@ -317,4 +320,41 @@ async fn shutdown_grace_bounds_the_wait() {
         read_response(&mut s).await.is_none(),
         "the connection was dropped"
     );
+}
+
+#[tokio::test]
+async fn a_denied_connection_is_closed_after_the_403() {
+    use tokio::io::AsyncReadExt;
+    let (state, _) = valid_state();
+    let h = Harness::start(state, |c| {
+        c.allowed_uids = Vec::new();
+        c.max_connections = 1;
+    });
+    let mut s = h.connect().await;
+    s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The server answers and closes: read_to_end returns instead of waiting for idle_timeout.
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut raw))
+        .await
+        .expect("the server closes a denied connection at once")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 403"), "{text:?}");
+    assert!(
+        text.to_lowercase().contains("connection: close"),
+        "{text:?}"
+    );
+}
+
+#[tokio::test]
+async fn absolute_form_proxy_requests_are_refused() {
+    let (state, _) = valid_state();
+    let h = Harness::start(state, |_| {});
+    let r = h
+        .raw("GET http://evil.example/v1/credentials HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        .await;
+    r.assert_error(400, "BadRequest");
+    assert!(r.text().contains("absolute-form"), "{}", r.text());
 }
