@@ -29,6 +29,12 @@ use crate::config::RefreshConfig;
 /// callers' SDKs never see our credentials as stale.
 pub const SDK_STALE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
+/// The longest [`next_refresh`] waits after a new generation, whatever its `Expiration`: an
+/// `Expiration` years ahead (a service bug, or its clock far off) must not stop the agent from
+/// fetching again for years while the service rotates every few hours. A documented 6 h
+/// generation refreshes after 4 h, under this cap.
+pub const MAX_REFRESH_DELAY: Duration = Duration::from_secs(6 * 3600);
+
 /// The smallest delay before a refresh while the held credentials are still servable, so that
 /// a service returning odd times cannot make the refresher spin.
 pub const MIN_DELAY: Duration = Duration::from_secs(1);
@@ -54,7 +60,7 @@ pub const BACKOFF_FLOOR: Duration = Duration::from_millis(10);
 /// - `remaining`: time until `Expiration` on the monotonic clock, as measured at arrival.
 /// - `jitter`: uniform in `[0, 1)`; values outside are clamped, NaN counts as 0.
 ///
-/// Policy: refresh when `max(lifetime / 3, SDK_STALE_WINDOW)` is left, but never with more
+/// Policy (the delay never exceeds [`MAX_REFRESH_DELAY`]): refresh when `max(lifetime / 3, SDK_STALE_WINDOW)` is left, but never with more
 /// than half the lifetime left (a 6 h lifetime refreshes after 4 h; 40 min after 25 min;
 /// 20 min and 5 min at their half-life), up to [`MAX_JITTER`] of the delay earlier. The result
 /// is then clamped to `remaining − cfg.expiry_margin` (the credentials must be refreshed
@@ -70,8 +76,10 @@ pub fn next_refresh(
     jitter: f64,
 ) -> Duration {
     let left_at_refresh = (lifetime / 3).max(SDK_STALE_WINDOW).min(lifetime / 2);
-    let delay = earlier_by_jitter(remaining.saturating_sub(left_at_refresh), jitter);
-    clamp_to_margin(delay, remaining, cfg)
+    let delay = remaining
+        .saturating_sub(left_at_refresh)
+        .min(MAX_REFRESH_DELAY);
+    clamp_to_margin(earlier_by_jitter(delay, jitter), remaining, cfg)
 }
 
 /// The delay until the next check when a refresh returned the same generation (same
@@ -299,5 +307,23 @@ mod tests {
             prop_assert!(d >= BACKOFF_FLOOR);
             prop_assert!(d <= ceiling.max(BACKOFF_FLOOR));
         }
+    }
+
+    /// Regression (fault matrix row "Expiration years ahead"): the refresh was scheduled
+    /// 2.1e8 s away.
+    #[test]
+    fn an_expiration_years_ahead_still_refreshes_within_the_cap() {
+        let cfg = RefreshConfig::default();
+        let ten_years = secs(10 * 365 * 86_400);
+        for jitter in [0.0, 0.5, 0.99] {
+            let d = next_refresh(ten_years, ten_years, &cfg, jitter);
+            assert!(d <= MAX_REFRESH_DELAY, "{d:?}");
+            assert!(d >= MAX_REFRESH_DELAY.mul_f64(1.0 - MAX_JITTER), "{d:?}");
+        }
+        // The documented 6 h lifetime is not affected.
+        assert_eq!(
+            next_refresh(secs(6 * HOUR), secs(6 * HOUR), &cfg, 0.0),
+            secs(4 * HOUR)
+        );
     }
 }
