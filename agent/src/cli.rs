@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, LogFormat, Overrides};
 use crate::daemon::{self, TestHooks, EXIT_CONFIG, EXIT_FAILURE};
-use crate::time::SystemClock;
+use crate::time::{SharedTimeSource, SystemClock};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Serves this ECS instance's RAM role STS credentials to local callers over a root-only Unix
@@ -133,6 +133,7 @@ fn serve(path: Option<PathBuf>, overrides: Overrides, hooks: TestHooks) -> ExitC
         Ok(i) => i,
         Err(e) => return exit(Err(e.into())),
     };
+    let time: SharedTimeSource = hooks.time.clone().unwrap_or_else(|| Arc::new(SystemClock));
     let options = daemon::Options {
         inherited,
         reload: Some(crate::reload::Source {
@@ -145,7 +146,7 @@ fn serve(path: Option<PathBuf>, overrides: Overrides, hooks: TestHooks) -> ExitC
     };
     exit(runtime().block_on(async {
         let shutdown = daemon::signal_shutdown()?;
-        daemon::serve_with(config, Arc::new(SystemClock), shutdown, options).await
+        daemon::serve_with(config, time, shutdown, options).await
     }))
 }
 

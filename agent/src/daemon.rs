@@ -132,6 +132,9 @@ pub struct TestHooks {
     /// Wedge the server's accept loop this long after start (see
     /// [`server::Supervision::wedge_after`]).
     pub wedge_server_after: Option<Duration>,
+    /// Read the wall clock from this source instead of the system clock (the fault matrix's
+    /// clock-skew rows). Only the `serve` command uses it.
+    pub time: Option<SharedTimeSource>,
 }
 
 /// Runs the daemon until `shutdown` completes: hardens the process, binds the socket, starts

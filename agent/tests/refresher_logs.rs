@@ -59,6 +59,7 @@ impl FetchCredentials for Script {
                         expiration: issued + 6 * HOUR,
                         last_updated: issued,
                     },
+                    service_time: None,
                 })
             }
         }

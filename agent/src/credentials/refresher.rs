@@ -206,13 +206,16 @@ impl<F: FetchCredentials> Task<F> {
     /// # Errors
     /// [`MetadataError::ExpiredOnArrival`] when the credentials are already inside the margin.
     fn accept(&mut self, fetched: Fetched) -> Result<Duration, MetadataError> {
-        let wall = self.time.now();
+        let local = self.time.now();
         let now = Instant::now();
         let Fetched {
             role_name,
             credentials,
+            service_time,
         } = fetched;
-        let skew = (OffsetDateTime::from(wall) - credentials.last_updated).whole_seconds();
+        let service = service_time.unwrap_or(SystemTime::from(credentials.last_updated));
+        let skew = (OffsetDateTime::from(local) - OffsetDateTime::from(service)).whole_seconds();
+        let wall = lifetime_clock(local, service_time, &credentials);
         let held = self.current.clone();
         match held.filter(|held| same_generation(held, &role_name, &credentials)) {
             Some(held) => self.accept_unchanged(&held, &credentials, wall, now, skew),
@@ -387,6 +390,27 @@ fn reason_after_failure(
             since,
             error: error.to_string(),
         },
+    }
+}
+
+/// The wall-clock time at which the credentials' remaining lifetime is measured: the local
+/// clock, unless the metadata service shows it is behind. The service wrote `Expiration` by its
+/// own clock; its `Date` and `LastUpdated` (whole seconds) are times it has certainly reached,
+/// so a local clock earlier than either would make the credentials look longer-lived than they
+/// are (fault matrix row "local clock an hour behind"). Then the service's time is taken, plus
+/// the second its whole-second times may hide. A local clock at or ahead of the service's is
+/// kept: ahead only shortens the serving time.
+fn lifetime_clock(
+    local: SystemTime,
+    service_time: Option<SystemTime>,
+    credentials: &Credentials,
+) -> SystemTime {
+    let issued = SystemTime::from(credentials.last_updated);
+    let reached = service_time.map_or(issued, |d| d.max(issued));
+    if local < reached {
+        reached + Duration::from_secs(1)
+    } else {
+        local
     }
 }
 

@@ -77,8 +77,10 @@ pub fn next_refresh(
     jitter: f64,
 ) -> Duration {
     let left_at_refresh = (lifetime / 3).max(SDK_STALE_WINDOW).min(lifetime / 2);
-    let delay = earlier_by_jitter(remaining.saturating_sub(left_at_refresh), jitter);
-    clamp_to_margin(delay, remaining, cfg).min(MAX_REFRESH_DELAY)
+    let delay = remaining
+        .saturating_sub(left_at_refresh)
+        .min(MAX_REFRESH_DELAY);
+    clamp_to_margin(earlier_by_jitter(delay, jitter), remaining, cfg)
 }
 
 /// The delay until the next check when a refresh returned the same generation (same
@@ -310,5 +312,23 @@ mod tests {
             prop_assert!(d >= BACKOFF_FLOOR);
             prop_assert!(d <= ceiling.max(BACKOFF_FLOOR));
         }
+    }
+
+    /// Regression (fault matrix row "Expiration years ahead"): the refresh was scheduled
+    /// 2.1e8 s away.
+    #[test]
+    fn an_expiration_years_ahead_still_refreshes_within_the_cap() {
+        let cfg = RefreshConfig::default();
+        let ten_years = secs(10 * 365 * 86_400);
+        for jitter in [0.0, 0.5, 0.99] {
+            let d = next_refresh(ten_years, ten_years, &cfg, jitter);
+            assert!(d <= MAX_REFRESH_DELAY, "{d:?}");
+            assert!(d >= MAX_REFRESH_DELAY.mul_f64(1.0 - MAX_JITTER), "{d:?}");
+        }
+        // The documented 6 h lifetime is not affected.
+        assert_eq!(
+            next_refresh(secs(6 * HOUR), secs(6 * HOUR), &cfg, 0.0),
+            secs(4 * HOUR)
+        );
     }
 }

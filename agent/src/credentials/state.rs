@@ -156,8 +156,9 @@ pub struct State {
     pub failing_since: Option<SystemTime>,
     /// The same moment on the monotonic clock (decides how long early requests wait).
     pub failing_since_instant: Option<Instant>,
-    /// Wall clock minus the metadata service's `LastUpdated` at the last fetch, in seconds; a
-    /// rough sign of local clock skew (the service's clock issued `LastUpdated` moments before).
+    /// Local wall clock minus the metadata service's clock at the last fetch, in seconds: its
+    /// `Date` header (whole seconds), or `LastUpdated` when it sent none (then only a rough
+    /// sign: `LastUpdated` may be hours old).
     pub clock_skew_secs: Option<i64>,
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, DATE};
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
@@ -150,6 +150,8 @@ pub fn request_deadline(config: &MetadataConfig) -> Duration {
 struct Answer {
     status: u16,
     content_type: Option<String>,
+    /// The `Date` header, when present and valid.
+    date: Option<std::time::SystemTime>,
     body: Zeroizing<Vec<u8>>,
 }
 
@@ -231,6 +233,7 @@ impl Client {
         Ok(Fetched {
             role_name,
             credentials,
+            service_time: answer.date,
         })
     }
 
@@ -352,11 +355,17 @@ impl Client {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let date = response
+            .headers()
+            .get(DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(response::parse_http_date);
         let mut body = Zeroizing::new(Vec::new());
         if status != 200 {
             return Ok(Answer {
                 status,
                 content_type,
+                date,
                 body,
             });
         }
@@ -380,6 +389,7 @@ impl Client {
         Ok(Answer {
             status,
             content_type,
+            date,
             body,
         })
     }

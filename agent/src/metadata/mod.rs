@@ -40,6 +40,10 @@ pub struct Fetched {
     pub role_name: String,
     /// The validated credentials (not yet expired on arrival).
     pub credentials: Credentials,
+    /// The metadata service's clock when it answered the credential `GET` (its `Date` header,
+    /// whole seconds), if it sent one: the clock `Expiration` was written by, so the refresher
+    /// can tell when the local clock is behind.
+    pub service_time: Option<std::time::SystemTime>,
 }
 
 /// Fetches the instance's RAM role credentials. Implemented by [`Client`] against the real

@@ -243,6 +243,16 @@ pub fn parse_time(text: &str, field: &str, path: &str) -> Result<OffsetDateTime,
         .expect("0 is a valid nanosecond"))
 }
 
+/// Parses an HTTP `Date` header in the IMF-fixdate form every HTTP/1.1 server sends
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7); `None` for anything else.
+pub fn parse_http_date(text: &str) -> Option<SystemTime> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let t = time::PrimitiveDateTime::parse(text.trim(), format).ok()?;
+    Some(SystemTime::from(t.assume_utc()))
+}
+
 fn invalid(path: &str, what: impl Into<String>) -> MetadataError {
     MetadataError::InvalidResponse {
         path: path.to_owned(),

@@ -335,3 +335,14 @@ fn metadata_token_is_trimmed_and_checked() {
     );
     assert!(parse_token("tök".as_bytes(), PATH).is_err());
 }
+
+#[test]
+fn http_dates_parse_in_imf_fixdate_form_only() {
+    assert_eq!(
+        parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
+    );
+    assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+    assert_eq!(parse_http_date("1994-11-06T08:49:37Z"), None);
+    assert_eq!(parse_http_date(""), None);
+}

@@ -221,7 +221,8 @@ pub struct Health {
     pub last_error: Option<String>,
     /// Whether credentials are served although the last refresh failed.
     pub stale: bool,
-    /// Local wall clock minus the metadata service's `LastUpdated`, seconds.
+    /// Local wall clock minus the metadata service's clock (its `Date`, else `LastUpdated`) at
+    /// the last fetch, seconds.
     pub clock_skew_seconds: Option<i64>,
     /// One line for humans.
     pub message: String,

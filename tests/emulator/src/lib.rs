@@ -145,11 +145,25 @@ impl Emulator {
     ///
     /// The bind error, or an error if called outside a tokio runtime.
     pub fn start(addr: SocketAddr, config: EmulatorConfig) -> io::Result<Self> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            io::Error::other("Emulator::start must be called inside a tokio runtime")
-        })?;
         let listener = std::net::TcpListener::bind(addr).map_err(|e| {
             io::Error::new(e.kind(), format!("emulator: cannot listen on {addr}: {e}"))
+        })?;
+        Self::from_listener(listener, config)
+    }
+
+    /// Serves on a listener the caller bound, on the current tokio runtime: for example one
+    /// bound inside a network namespace the test created, where the emulator takes the metadata
+    /// service's own address.
+    ///
+    /// # Errors
+    ///
+    /// An error from the listener, or if called outside a tokio runtime.
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        config: EmulatorConfig,
+    ) -> io::Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            io::Error::other("Emulator::start must be called inside a tokio runtime")
         })?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;

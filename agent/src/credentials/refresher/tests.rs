@@ -464,3 +464,32 @@ async fn heartbeat_advances_while_sleeping_and_drop_stops_the_task() {
     assert!(rx.changed().await.is_err(), "sender still alive after drop");
     assert!(rx.borrow().credentials.is_some(), "last state kept");
 }
+
+/// Regression (fault matrix row "local clock an hour behind"): with the local clock an hour
+/// behind, 6 s credentials looked 1 h 6 s long and were served long past `Expiration`. The
+/// lifetime is now measured from the service's clock when the local one is behind it.
+#[test]
+fn a_local_clock_behind_the_service_measures_from_the_service_clock() {
+    use std::time::SystemTime;
+    let service = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let c = creds("STS.a", service, 6 * SEC);
+    let behind = service - HOUR;
+    // The service's Date, plus the second it truncates away.
+    assert_eq!(
+        super::lifetime_clock(behind, Some(service), &c),
+        service + SEC
+    );
+    // Without a Date, LastUpdated (plus its hidden second).
+    assert_eq!(super::lifetime_clock(behind, None, &c), service + SEC);
+    // A local clock consistent with the service's whole-second Date is kept as it is.
+    let local = service + Duration::from_millis(400);
+    assert_eq!(super::lifetime_clock(local, Some(service), &c), local);
+    // A local clock ahead is kept: it only shortens the serving time.
+    let ahead = service + HOUR;
+    assert_eq!(super::lifetime_clock(ahead, Some(service), &c), ahead);
+    // A Date older than LastUpdated never moves the clock before LastUpdated.
+    assert_eq!(
+        super::lifetime_clock(behind, Some(service - 10 * SEC), &c),
+        service + SEC
+    );
+}

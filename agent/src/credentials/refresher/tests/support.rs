@@ -82,6 +82,7 @@ pub(super) fn fetched(credentials: Credentials) -> Result<Fetched, MetadataError
     Ok(Fetched {
         role_name: ROLE.to_owned(),
         credentials,
+        service_time: None,
     })
 }
 
