@@ -110,6 +110,10 @@ pub(crate) async fn serve(
         .timer(TokioTimer::new())
         // Timeouts are ours (module docs); hyper's would also close idle keep-alive connections.
         .header_read_timeout(None)
+        // A client may shut down its writing side once its request is sent (`nc -N`, `socat`,
+        // `printf ... | nc -U`); without this, hyper takes that EOF for an abort and drops the
+        // connection before the answer is written. Our timeouts still bound the connection.
+        .half_close(true)
         .max_buf_size(MAX_BUF_SIZE);
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     let mut stopping = false;

@@ -138,6 +138,41 @@ async fn credentials_arriving_during_the_wait_are_served() {
     assert_eq!(r.body, issued.body.as_ref());
 }
 
+/// Regression (hostile-clients suite): a client that shuts down its writing side after the
+/// request got no answer at all; hyper dropped the connection on the EOF.
+#[tokio::test]
+async fn a_half_closed_client_gets_its_answer() {
+    let (state, issued) = valid_state();
+    let h = Harness::start(state, |_| {});
+    let mut s = h.connect().await;
+    s.write_all(b"GET /v1/credentials HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let r = read_response(&mut s).await.expect("an answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, issued.body.as_ref());
+    assert!(closed_within(&mut s, Duration::from_secs(2))
+        .await
+        .is_some());
+
+    // Also while the answer waits for the first credentials.
+    let h = Harness::start(State::default(), |c| {
+        c.first_credentials_wait = Duration::from_secs(10)
+    });
+    let mut s = h.connect().await;
+    s.write_all(b"GET /v1/credentials HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (state, issued) = valid_state();
+    h.state.send_replace(state);
+    let r = read_response(&mut s).await.expect("an answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, issued.body.as_ref());
+}
+
 #[tokio::test]
 async fn never_served_past_serve_until() {
     let mut c = issued(
