@@ -310,6 +310,14 @@ pub(crate) async fn reject(mut stream: UnixStream) {
     .await;
 }
 
+/// Answers an excess connection when [`reject`] cannot linger on it (too many already are):
+/// writes `503 TooManyConnections` without waiting (a new socket's buffer always has room for
+/// it) and closes. The client still reads the answer before seeing the connection end, so even
+/// a burst of thousands of connections gets the reason rather than a bare close.
+pub(crate) fn reject_at_once(stream: &UnixStream) {
+    let _ = stream.try_write(&ApiError::TooManyConnections.to_raw_http());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -497,7 +497,11 @@ async fn hold_slot(socket: PathBuf, stop: Arc<AtomicBool>) {
 #[derive(Debug, Default)]
 struct Flood {
     too_many: AtomicU64,
+    /// Closed without an answer at once: a rejection that lost its answer (must not happen).
     closed_unanswered: AtomicU64,
+    /// Closed without an answer after the head timeout: a slot came free (a holder
+    /// reconnecting) and this silent connection was served, then timed out. Rare, allowed.
+    served_silent: AtomicU64,
     refused: AtomicU64,
     other: Mutex<Vec<String>>,
 }
@@ -519,9 +523,13 @@ async fn flood(socket: PathBuf) -> Arc<Flood> {
                     return;
                 }
             };
+            let connected = Instant::now();
             let raw = read_until_closed(&mut stream, EXCHANGE_DEADLINE).await;
             match raw.as_deref() {
                 None => outcome.other.lock().unwrap().push("hung".into()),
+                Some([]) if connected.elapsed() >= HEADER_TIMEOUT - Duration::from_millis(50) => {
+                    outcome.served_silent.fetch_add(1, Ordering::Relaxed);
+                }
                 Some([]) => {
                     outcome.closed_unanswered.fetch_add(1, Ordering::Relaxed);
                 }
@@ -661,9 +669,10 @@ async fn hostile_clients_neither_starve_a_legitimate_one_nor_leak() {
 
     let failures = legit.failures.lock().unwrap().clone();
     let other = flooded.other.lock().unwrap().clone();
-    let (too_many, unanswered, refused) = (
+    let (too_many, unanswered, served_silent, refused) = (
         flooded.too_many.load(Ordering::SeqCst),
         flooded.closed_unanswered.load(Ordering::SeqCst),
+        flooded.served_silent.load(Ordering::SeqCst),
         flooded.refused.load(Ordering::SeqCst),
     );
     println!(
@@ -678,8 +687,9 @@ async fn hostile_clients_neither_starve_a_legitimate_one_nor_leak() {
     );
     println!(
         "hostile clients: flood of {FLOOD_ATTEMPTS} beyond max_connections in {flood_took:.1?}: \
-         {too_many} answered 503 TooManyConnections, {unanswered} closed unanswered, {refused} \
-         refused at connect, {} other; broken-client phase {phase1:.1?}",
+         {too_many} answered 503 TooManyConnections, {unanswered} closed unanswered, \
+         {served_silent} served (a slot came free), {refused} refused at connect, {} other; \
+         broken-client phase {phase1:.1?}",
         other.len()
     );
     println!(
@@ -695,16 +705,18 @@ async fn hostile_clients_neither_starve_a_legitimate_one_nor_leak() {
         "legitimate client failed: {failures:#?}"
     );
     // Every turned-away connection is counted (the legitimate client's and the holders' too).
-    assert!(rejected >= too_many + unanswered, "{rejected}");
+    assert!(rejected >= too_many, "{rejected}");
     // Hostile clients do not flood the log: the 503 warning is rate-limited, parse errors and
     // timeouts are debug-level.
     assert!(log_lines <= 5, "{log_lines} log lines:\n{}", agent.logs());
     assert!(other.is_empty(), "unexpected flood outcomes: {other:#?}");
     assert_eq!(
-        too_many + unanswered + refused,
+        too_many + unanswered + served_silent + refused,
         FLOOD_ATTEMPTS as u64,
         "every flood attempt ended"
     );
+    // Every turned-away connection reads the reason, however many arrive at once.
+    assert_eq!(unanswered, 0, "excess connections closed without the 503");
     assert!(too_many > 0, "no flood connection was answered 503");
     assert_eq!(fds_after, fds_before, "descriptor leak");
     assert!(peak < RSS_CEILING_KIB, "peak VmHWM {peak} KiB");

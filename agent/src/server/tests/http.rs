@@ -263,6 +263,31 @@ async fn beyond_max_connections_gets_503_at_once() {
     panic!("the closed connection's slot was never released");
 }
 
+/// Regression (hostile-clients suite): in a burst beyond `max_connections`, connections past
+/// the lingering rejections were closed without the 503 (more than half of 10,000 in the e2e
+/// flood); each now reads `503 TooManyConnections`.
+#[tokio::test]
+async fn a_burst_beyond_the_lingering_rejections_still_reads_503() {
+    let (state, _) = valid_state();
+    let h = Harness::start(state, |c| c.max_connections = 1);
+    let mut held = h.connect().await;
+    held.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut held).await.unwrap().status, 200);
+    // Neither reading nor closing: every rejection lingers (up to its 1 s), so the ones beyond
+    // MAX_REJECTING are answered at once.
+    let mut burst = Vec::new();
+    for _ in 0..super::super::MAX_REJECTING + 20 {
+        burst.push(h.connect().await);
+    }
+    for (i, s) in burst.iter_mut().enumerate() {
+        let r = read_response(s).await;
+        let r = r.unwrap_or_else(|| panic!("connection {i} closed without an answer"));
+        r.assert_error(503, "TooManyConnections");
+    }
+}
+
 #[tokio::test]
 async fn slow_header_is_dropped() {
     let (state, _) = valid_state();

@@ -37,10 +37,10 @@ pub fn agent_bin_under_test() -> PathBuf {
             };
             assert!(
                 bin.is_file(),
-                "ECS_AGENT_BIN={} is not a file",
+                "ECS_AGENT_BIN={}: no such file",
                 bin.display()
             );
-            bin
+            bin.canonicalize().unwrap()
         }
         _ => PathBuf::from(AGENT_BIN),
     }
