@@ -314,8 +314,14 @@ pub(crate) async fn reject(mut stream: UnixStream) {
 /// writes `503 TooManyConnections` without waiting (a new socket's buffer always has room for
 /// it) and closes. The client still reads the answer before seeing the connection end, so even
 /// a burst of thousands of connections gets the reason rather than a bare close.
-pub(crate) fn reject_at_once(stream: &UnixStream) {
-    let _ = stream.try_write(&ApiError::TooManyConnections.to_raw_http());
+///
+/// The write goes through the plain socket: tokio's `try_write` refuses (`WouldBlock`) until
+/// the runtime has seen the new socket's first readiness event, which a just-accepted one may
+/// not have had yet.
+pub(crate) fn reject_at_once(stream: UnixStream) {
+    if let Ok(mut stream) = stream.into_std() {
+        let _ = io::Write::write(&mut stream, &ApiError::TooManyConnections.to_raw_http());
+    }
 }
 
 #[cfg(test)]

@@ -228,7 +228,7 @@ impl Connections {
                 conn::reject(stream).await;
             });
         } else {
-            conn::reject_at_once(&stream);
+            conn::reject_at_once(stream);
         }
     }
 
