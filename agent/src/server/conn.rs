@@ -110,8 +110,9 @@ pub(crate) async fn serve(
         .timer(TokioTimer::new())
         // Timeouts are ours (module docs); hyper's would also close idle keep-alive connections.
         .header_read_timeout(None)
-        // A client may shut down its write side after sending its request (`nc -N`, `socat`):
-        // still answer it.
+        // A client may shut down its writing side once its request is sent (`nc -N`, `socat`,
+        // `printf ... | nc -U`); without this, hyper takes that EOF for an abort and drops the
+        // connection before the answer is written. Our timeouts still bound the connection.
         .half_close(true)
         .max_buf_size(MAX_BUF_SIZE);
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
@@ -320,6 +321,20 @@ pub(crate) async fn reject(mut stream: UnixStream) {
         Ok::<_, io::Error>(())
     })
     .await;
+}
+
+/// Answers an excess connection when [`reject`] cannot linger on it (too many already are):
+/// writes `503 TooManyConnections` without waiting (a new socket's buffer always has room for
+/// it) and closes. The client still reads the answer before seeing the connection end, so even
+/// a burst of thousands of connections gets the reason rather than a bare close.
+///
+/// The write goes through the plain socket: tokio's `try_write` refuses (`WouldBlock`) until
+/// the runtime has seen the new socket's first readiness event, which a just-accepted one may
+/// not have had yet.
+pub(crate) fn reject_at_once(stream: UnixStream) {
+    if let Ok(mut stream) = stream.into_std() {
+        let _ = io::Write::write(&mut stream, &ApiError::TooManyConnections.to_raw_http());
+    }
 }
 
 #[cfg(test)]

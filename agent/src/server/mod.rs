@@ -66,8 +66,9 @@ pub fn fixed_config(cfg: ServerConfig) -> ConfigReceiver {
 
 /// How often pending audit counts are checked for a summary event.
 const AUDIT_FLUSH_EVERY: Duration = Duration::from_secs(10);
-/// The most connections answered with `TooManyConnections` at the same time; beyond it an
-/// excess connection is closed without an answer.
+/// The most excess connections kept open at once to deliver `TooManyConnections` gracefully
+/// (see `conn::reject`); beyond it the answer is written without waiting and the connection
+/// closed at once (`conn::reject_at_once`).
 const MAX_REJECTING: usize = 64;
 /// Pause after an `accept(2)` error such as `EMFILE`, so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -233,6 +234,8 @@ impl Connections {
                 let _slot = slot;
                 conn::reject(stream).await;
             });
+        } else {
+            conn::reject_at_once(stream);
         }
     }
 

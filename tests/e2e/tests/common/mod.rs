@@ -21,6 +21,31 @@ use tokio::net::UnixStream;
 /// The agent binary built by this package.
 pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_e2e-agent");
 
+/// The agent binary a suite that tests the shipped build runs: `ECS_AGENT_BIN` when set (CI
+/// points it at the one release build, `target/release/ecs-credential-agent`; a relative path
+/// is taken from the workspace root), else this package's `e2e-agent` (same code, debug build).
+pub fn agent_bin_under_test() -> PathBuf {
+    match std::env::var_os("ECS_AGENT_BIN") {
+        Some(bin) if !bin.is_empty() => {
+            let bin = PathBuf::from(bin);
+            let bin = if bin.is_relative() {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../..")
+                    .join(bin)
+            } else {
+                bin
+            };
+            assert!(
+                bin.is_file(),
+                "ECS_AGENT_BIN={}: no such file",
+                bin.display()
+            );
+            bin.canonicalize().unwrap()
+        }
+        _ => PathBuf::from(AGENT_BIN),
+    }
+}
+
 /// Starts an emulator on 127.0.0.1 with a free port.
 pub async fn emulator(config: EmulatorConfig) -> Emulator {
     Emulator::start("127.0.0.1:0".parse().unwrap(), config).expect("start the metadata emulator")
@@ -111,10 +136,28 @@ impl TestAgent {
         agent
     }
 
+    /// [`TestAgent::start`] with another agent binary (see [`agent_bin_under_test`]).
+    pub async fn start_bin(bin: &Path, config: &AgentConfig) -> TestAgent {
+        let dir = tempfile::Builder::new().prefix("eca-").tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let agent = Self::spawn_bin_in(bin, dir, socket, config);
+        agent.wait_ready().await;
+        agent
+    }
+
     /// Starts the agent in `dir` without waiting (for tests of start-up failures).
     pub fn spawn_in(dir: tempfile::TempDir, socket: PathBuf, config: &AgentConfig) -> TestAgent {
+        Self::spawn_bin_in(Path::new(AGENT_BIN), dir, socket, config)
+    }
+
+    fn spawn_bin_in(
+        bin: &Path,
+        dir: tempfile::TempDir,
+        socket: PathBuf,
+        config: &AgentConfig,
+    ) -> TestAgent {
         let config_path = Self::write_config_in(dir.path(), &socket, config);
-        let mut cmd = Command::new(AGENT_BIN);
+        let mut cmd = Command::new(bin);
         cmd.arg("serve").arg("--config").arg(&config_path);
         Self::launch(cmd, dir, socket, config)
     }

@@ -1,0 +1,95 @@
+//! Callers as uid 65534 (`nobody`), from a forked child process.
+
+use std::io;
+use std::path::Path;
+
+use super::clients::get;
+
+/// Callers run as this uid (`nobody`), which the agent does not allow.
+pub(crate) const NOBODY: u32 = 65534;
+
+/// Forks a child that drops to uid/gid [`NOBODY`] and makes `requests` credential requests, each
+/// on a new connection; returns how many were answered `403`.
+///
+/// The test process is multi-threaded, so the child does only what is safe after `fork(2)`:
+/// raw system calls on memory prepared before the fork (as `std::process::Command` does between
+/// fork and exec), then `_exit(2)`.
+pub(crate) fn requests_as_nobody(socket: &Path, requests: u64) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: `sockaddr_un` is plain old data; all-zero is a valid (empty) value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let path = socket.as_os_str().as_bytes();
+    assert!(path.len() < addr.sun_path.len(), "socket path too long");
+    for (dst, src) in addr.sun_path.iter_mut().zip(path) {
+        *dst = *src as libc::c_char;
+    }
+    let addr_len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let request = get("/v1/credentials", true);
+    let (read_end, write_end) = nix::unistd::pipe()?;
+    // SAFETY: between fork and `_exit` the child calls only async-signal-safe functions
+    // (setgroups, setgid, setuid, socket, connect, write, read, close, _exit) on `addr`,
+    // `request` and the pipe, all created before the fork; it allocates nothing.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => unsafe {
+            use std::os::fd::AsRawFd;
+            let out = write_end.as_raw_fd();
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+            {
+                libc::_exit(2);
+            }
+            let mut forbidden: u64 = 0;
+            for _ in 0..requests {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+                if fd < 0 {
+                    libc::_exit(3);
+                }
+                let sa = (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>();
+                if libc::connect(fd, sa, addr_len) == 0 {
+                    let mut sent = 0;
+                    while sent < request.len() {
+                        let rest = &request.as_bytes()[sent..];
+                        let n = libc::write(fd, rest.as_ptr().cast(), rest.len());
+                        if n <= 0 {
+                            break;
+                        }
+                        sent += n as usize;
+                    }
+                    let mut head = [0u8; 12];
+                    let mut got = 0;
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                        if n <= 0 {
+                            break;
+                        }
+                        let n = n as usize;
+                        let take = (head.len() - got).min(n);
+                        head[got..got + take].copy_from_slice(&buf[..take]);
+                        got += take;
+                    }
+                    if &head == b"HTTP/1.1 403" {
+                        forbidden += 1;
+                    }
+                }
+                libc::close(fd);
+            }
+            let bytes = forbidden.to_ne_bytes();
+            libc::write(out, bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(0);
+        },
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(write_end);
+            let mut answer = Vec::new();
+            std::io::Read::read_to_end(&mut std::fs::File::from(read_end), &mut answer)?;
+            let status = nix::sys::wait::waitpid(child, None)?;
+            let exited_ok = matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0));
+            match <[u8; 8]>::try_from(answer.as_slice()) {
+                Ok(bytes) if exited_ok => Ok(u64::from_ne_bytes(bytes)),
+                _ => Err(io::Error::other(format!("flood child ended {status:?}"))),
+            }
+        }
+    }
+}
