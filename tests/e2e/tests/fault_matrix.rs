@@ -125,6 +125,9 @@ fn parse_served_time(text: &str) -> Option<OffsetDateTime> {
 #[derive(Debug, Clone)]
 struct Sample {
     sent: Instant,
+    /// When the answer arrived: a request sent just before the fault cleared may be answered
+    /// after it (it waited for the first credentials), so it does not belong to the fault.
+    received: Instant,
     status: u16,
     code: String,
     message: String,
@@ -316,13 +319,13 @@ impl Run {
         .await;
     }
 
-    /// The samples sent in `[from, to)`.
+    /// The samples sent in `[from, to)` and answered before `to`.
     fn samples_between(&self, from: Instant, to: Instant) -> Vec<Sample> {
         self.samples
             .lock()
             .unwrap()
             .iter()
-            .filter(|s| s.sent >= from && s.sent < to)
+            .filter(|s| s.sent >= from && s.received < to)
             .cloned()
             .collect()
     }
@@ -434,6 +437,7 @@ async fn ask(
     }
     Sample {
         sent,
+        received: Instant::now(),
         status: r.status,
         code: text("Code"),
         message: text("Message"),
@@ -1068,6 +1072,10 @@ async fn row_years_ahead(name: &'static str, suite: Arc<Suite>) -> Result<(), St
             return Err("other credentials served".to_owned());
         }
         // The refresh must not be scheduled years away: the service rotates every few hours.
+        // (The log line may reach the reader thread after the answer: wait for it.)
+        run.agent
+            .wait_for_log("next_refresh_in_secs=", Duration::from_secs(5))
+            .await;
         let logs = run.agent.logs();
         let next: u64 = logs
             .lines()
@@ -1251,8 +1259,11 @@ async fn row_fallback_served(name: &'static str, suite: Arc<Suite>) -> Result<()
         run.wait_served().await?;
         if !run
             .agent
-            .logs()
-            .contains("falling back to GETs without a metadata token")
+            .wait_for_log(
+                "falling back to GETs without a metadata token",
+                Duration::from_secs(5),
+            )
+            .await
         {
             return Err("no fallback warning".to_owned());
         }
