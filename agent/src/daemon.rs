@@ -132,6 +132,9 @@ pub struct TestHooks {
     /// Wedge the server's accept loop this long after start (see
     /// [`server::Supervision::wedge_after`]).
     pub wedge_server_after: Option<Duration>,
+    /// Make requests for this path panic in their handler (see
+    /// [`server::Supervision::panic_on_path`]).
+    pub panic_on_path: Option<String>,
 }
 
 /// Runs the daemon until `shutdown` completes: hardens the process, binds the socket, starts
@@ -191,6 +194,7 @@ pub async fn serve_with(
     let supervision = server::Supervision {
         heartbeat,
         wedge_after: options.test_hooks.wedge_server_after,
+        panic_on_path: options.test_hooks.panic_on_path.clone(),
     };
     let shutdown = async {
         shutdown.await;
