@@ -135,6 +135,9 @@ pub struct TestHooks {
     /// Read the wall clock from this source instead of the system clock (the fault matrix's
     /// clock-skew rows). Only the `serve` command uses it.
     pub time: Option<SharedTimeSource>,
+    /// Make requests for this path panic in their handler (see
+    /// [`server::Supervision::panic_on_path`]).
+    pub panic_on_path: Option<String>,
 }
 
 /// Runs the daemon until `shutdown` completes: hardens the process, binds the socket, starts
@@ -194,6 +197,7 @@ pub async fn serve_with(
     let supervision = server::Supervision {
         heartbeat,
         wedge_after: options.test_hooks.wedge_server_after,
+        panic_on_path: options.test_hooks.panic_on_path.clone(),
     };
     let shutdown = async {
         shutdown.await;

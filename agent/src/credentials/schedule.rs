@@ -305,6 +305,54 @@ mod tests {
             prop_assert!(c >= cfg.backoff_initial.min(cfg.backoff_max));
         }
 
+        /// The wording, for every delay that concerns held credentials: never later
+        /// than the margin, never in the past (zero only once inside the margin: refresh now),
+        /// and jitter, whatever value the caller passes, only ever moves it earlier and by at
+        /// most `MAX_JITTER`.
+        #[test]
+        fn refresh_never_past_margin_never_in_the_past_jitter_bounded(
+            lifetime in 0u64..86_400_000,
+            remaining in 0u64..86_400_000,
+            jitter in proptest::num::f64::ANY,
+            cfg in any_cfg(),
+        ) {
+            let (lifetime, remaining) = (Duration::from_millis(lifetime), Duration::from_millis(remaining));
+            let deadline = remaining.saturating_sub(cfg.expiry_margin);
+            for (d, base) in [
+                (next_refresh(lifetime, remaining, &cfg, jitter), next_refresh(lifetime, remaining, &cfg, 0.0)),
+                (recheck_unchanged(remaining, &cfg, jitter), recheck_unchanged(remaining, &cfg, 0.0)),
+            ] {
+                prop_assert!(d <= deadline, "{d:?} past the margin deadline {deadline:?}");
+                prop_assert_eq!(d.is_zero(), deadline.is_zero(), "zero delay while still servable");
+                prop_assert!(d <= base);
+                prop_assert!(d + Duration::from_micros(1) >= base.mul_f64(1.0 - MAX_JITTER));
+            }
+        }
+
+        /// Each retry's ceiling doubles the previous one until it reaches the cap, then stays.
+        #[test]
+        fn backoff_ceiling_doubles_up_to_the_cap(attempt in 0u32..64, cfg in any_cfg()) {
+            let c = backoff_ceiling(attempt, &cfg);
+            let next = backoff_ceiling(attempt + 1, &cfg);
+            prop_assert_eq!(next, c.saturating_mul(2).min(cfg.backoff_max));
+            // Reached: 2^64 saturates far beyond any cap the configuration allows.
+            prop_assert_eq!(backoff_ceiling(64, &cfg), cfg.backoff_max);
+        }
+
+        /// Full jitter: the delay grows with the jitter drawn, from the floor to the ceiling.
+        #[test]
+        fn backoff_monotone_in_jitter(
+            attempt in 0u32..64,
+            a in proptest::num::f64::ANY,
+            b in proptest::num::f64::ANY,
+            cfg in any_cfg(),
+        ) {
+            let (lo, hi) = if unit(a) <= unit(b) { (a, b) } else { (b, a) };
+            prop_assert!(backoff(attempt, &cfg, lo) <= backoff(attempt, &cfg, hi));
+            let ceiling = backoff_ceiling(attempt, &cfg).max(BACKOFF_FLOOR);
+            prop_assert!(backoff(attempt, &cfg, hi) <= ceiling);
+        }
+
         #[test]
         fn backoff_within_ceiling(attempt in 0u32..200, jitter in 0.0f64..1.0, cfg in any_cfg()) {
             let d = backoff(attempt, &cfg, jitter);

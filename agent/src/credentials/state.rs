@@ -18,7 +18,8 @@ use zeroize::Zeroizing;
 use super::Credentials;
 
 /// One credential generation ready to serve.
-#[derive(Debug)]
+///
+/// `Debug` shows the length of [`body`](Issued::body), never its content (it holds the secrets).
 pub struct Issued {
     /// Counts generations from 1 in this process; changes whenever `AccessKeyId` or
     /// `LastUpdated` changes.
@@ -41,6 +42,31 @@ pub struct Issued {
     /// The serialised `GET /v1/credentials` body (see [`Credentials::to_response_body`]).
     /// Cloning is a reference-count increment; the memory is zeroized when the last clone drops.
     pub body: Bytes,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("generation", &self.generation)
+            .field("role_name", &self.role_name)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "expiration",
+                &crate::credentials::format_utc(self.expiration),
+            )
+            .field(
+                "last_updated",
+                &crate::credentials::format_utc(self.last_updated),
+            )
+            .field("expires_at", &self.expires_at)
+            .field("serve_until", &self.serve_until)
+            .field("received_at", &self.received_at)
+            .field(
+                "body",
+                &format_args!("** redacted ** ({} bytes)", self.body.len()),
+            )
+            .finish()
+    }
 }
 
 impl Issued {

@@ -237,10 +237,20 @@ pub fn parse_time(text: &str, field: &str, path: &str) -> Result<OffsetDateTime,
         )
     };
     let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| bad())?;
+    // In UTC the year must stay 0000..=9999: `9999-12-31T23:59:59-01:00` is past what `time`
+    // represents (converting it would panic) and `0000-01-01T00:00:00+01:00` falls in year -1,
+    // which does not print as `YYYY`.
+    let utc = t
+        .checked_to_offset(UtcOffset::UTC)
+        .filter(|u| (0..=9999).contains(&u.year()))
+        .ok_or_else(|| {
+            invalid(
+                path,
+                format!("{field} {text:?} is outside the years 0000 to 9999 in UTC"),
+            )
+        })?;
     // Offsets are whole minutes, so truncating the fraction after converting to UTC is exact.
-    Ok(t.to_offset(UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .expect("0 is a valid nanosecond"))
+    Ok(utc.replace_nanosecond(0).expect("0 is a valid nanosecond"))
 }
 
 /// Parses an HTTP `Date` header in the IMF-fixdate form every HTTP/1.1 server sends

@@ -231,6 +231,31 @@ fn bad_time_formats_are_rejected_naming_the_field() {
     }
 }
 
+/// Found by the `expiration` fuzz target: converting these to UTC leaves the years `time`
+/// represents (a panic in the refresher) or the years `YYYY` can print.
+#[test]
+fn times_outside_years_0000_to_9999_in_utc_are_rejected_not_a_panic() {
+    for (text, field) in [
+        ("9999-12-31T23:59:59-01:00", "Expiration"),
+        ("9999-12-31T23:30:00-00:31", "Expiration"),
+        ("0000-01-01T00:00:00+01:00", "LastUpdated"),
+        ("0000-01-01T00:59:59.999+01:00", "LastUpdated"),
+    ] {
+        let err = parse_time(text, field, PATH).unwrap_err().to_string();
+        assert!(
+            err.contains(field) && err.contains("outside the years"),
+            "{text}: {err}"
+        );
+        let msg = parse_err(&body_with(field, Some(text.into())));
+        assert!(msg.contains("outside the years"), "{text}: {msg}");
+    }
+    // The edges themselves are fine and print as the documented shape.
+    let last = parse_time("9999-12-31T23:59:59Z", "Expiration", PATH).unwrap();
+    assert_eq!(format_utc(last), "9999-12-31T23:59:59Z");
+    let first = parse_time("0000-01-01T01:00:00+01:00", "LastUpdated", PATH).unwrap();
+    assert_eq!(format_utc(first), "0000-01-01T00:00:00Z");
+}
+
 #[test]
 fn html_is_rejected_by_content_type_or_body() {
     let page = b"<html><head><title>404 - Not Found</title></head></html>";

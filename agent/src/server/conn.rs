@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) audit: Arc<Mutex<Audit>>,
     /// Where requests and denials are counted; also what `GET /metrics` serves.
     pub(crate) metrics: Metrics,
+    /// Test-only: [`Supervision::panic_on_path`](super::Supervision::panic_on_path).
+    pub(crate) panic_on_path: Option<Arc<str>>,
 }
 
 /// Per-connection context given to each request.
@@ -192,6 +194,12 @@ async fn respond(req: Request<Incoming>, ctx: &Ctx) -> Reply {
             "absolute-form request targets (proxy requests) are not accepted",
         )
         .to_response();
+    }
+    if ctx.shared.panic_on_path.as_deref() == Some(req.uri().path()) {
+        panic!(
+            "test hook: panicking while holding {:?}",
+            *ctx.shared.state.borrow()
+        );
     }
     match route(req.method(), req.uri().path(), req.headers()) {
         Err(e) => e.to_response(),

@@ -88,6 +88,12 @@ pub struct Supervision {
     /// `ecs-credential-agent` binary has no way to set it.
     #[doc(hidden)]
     pub wedge_after: Option<Duration>,
+    /// Test-only hook: a request for this path panics inside its handler, with the held
+    /// [`State`](crate::credentials::State) (`Debug`) in the panic message, so tests can check
+    /// that a panic caught at the task boundary answers 500 and logs no secret. Set only by
+    /// `e2e-agent`, like `wedge_after`.
+    #[doc(hidden)]
+    pub panic_on_path: Option<String>,
 }
 
 /// Serves `listener` until `shutdown` completes (see the module docs), counting requests,
@@ -134,6 +140,7 @@ pub async fn run_with(
             state,
             audit: Arc::new(Mutex::new(Audit::default())),
             metrics,
+            panic_on_path: supervision.panic_on_path.clone().map(Arc::from),
         },
         stop: stop_rx,
         active: Arc::new(AtomicUsize::new(0)),

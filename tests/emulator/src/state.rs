@@ -55,7 +55,8 @@ pub(crate) struct Settings {
 /// How many issued metadata tokens [`Shared::issued_tokens`] remembers.
 pub(crate) const ISSUED_HISTORY: usize = 1024;
 
-#[derive(Debug, Default)]
+/// `Debug` counts the metadata tokens instead of printing them.
+#[derive(Default)]
 struct State {
     /// The attached role and its current credential generation.
     role: Option<EmulatedCredentials>,
@@ -67,6 +68,25 @@ struct State {
     counts: Counts,
     faults: FaultRules,
     gates: Vec<Arc<GateShared>>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("role", &self.role)
+            .field(
+                "tokens",
+                &format_args!("** {} redacted **", self.tokens.len()),
+            )
+            .field(
+                "issued",
+                &format_args!("** {} redacted **", self.issued.len()),
+            )
+            .field("counts", &self.counts)
+            .field("faults", &self.faults)
+            .field("gates", &self.gates)
+            .finish()
+    }
 }
 
 /// Settings plus the state behind a mutex.

@@ -4,6 +4,8 @@
 //! Unlike the `ecs-credential-agent` binary, it reads test-only hooks from the environment:
 //! - `E2E_AGENT_WEDGE_SERVER_AFTER_MS=<ms>` wedges the server's accept loop that long after start
 //!   (for the watchdog test);
+//! - `E2E_AGENT_PANIC_ON_PATH=<path>` makes requests for that path panic in their handler (for
+//!   the secrets test);
 //! - `E2E_AGENT_CLOCK_OFFSET_FILE=<path>` makes the agent's wall clock the system clock plus the
 //!   signed number of seconds in that file, read at every look at the clock, so a test can skew
 //!   the agent's clock from the start or step it while it runs (the fault matrix's clock rows).
@@ -42,6 +44,7 @@ fn main() -> std::process::ExitCode {
                 path: PathBuf::from(path),
             }) as ecs_credential_agent::time::SharedTimeSource
         }),
+        panic_on_path: std::env::var("E2E_AGENT_PANIC_ON_PATH").ok(),
     };
     ecs_credential_agent::cli::main_with_test_hooks(hooks)
 }
