@@ -221,7 +221,7 @@ impl Audit {
             pid: key.0,
             uid: peer.uid,
             gid: peer.gid,
-            exe: peer.exe.clone(),
+            exe: peer.exe.get().to_owned(),
             role: issued.role_name.clone(),
             access_key_id: issued.access_key_id.clone(),
             generation: issued.generation,
@@ -231,11 +231,11 @@ impl Audit {
 
     /// Records that `peer` was denied at `now`; returns the events to emit now.
     pub fn record_denial(&mut self, peer: &Peer, now: Instant) -> Vec<AuditEvent> {
-        let denied = AuditEvent::Denied {
+        let denied = || AuditEvent::Denied {
             pid: peer.pid.unwrap_or(0),
             uid: peer.uid,
             gid: peer.gid,
-            exe: peer.exe.clone(),
+            exe: peer.exe.get().to_owned(),
         };
         let Some(d) = self.denials.get_mut(&peer.uid) else {
             if self.denials.len() >= self.max_denied_uids {
@@ -247,7 +247,7 @@ impl Audit {
                 suppressed: 0,
             };
             self.denials.insert(peer.uid, d);
-            return vec![denied];
+            return vec![denied()];
         };
         if now.duration_since(d.window_start) < SUMMARY_INTERVAL {
             d.suppressed += 1;
@@ -264,7 +264,7 @@ impl Audit {
             window_start: now,
             suppressed: 0,
         };
-        events.push(denied);
+        events.push(denied());
         events
     }
 

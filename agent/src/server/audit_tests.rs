@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::server::peer::Exe;
 use crate::server::tests::issued;
 
 fn peer(pid: i32, uid: u32) -> Peer {
@@ -9,7 +10,7 @@ fn peer(pid: i32, uid: u32) -> Peer {
         uid,
         gid: uid,
         groups: Vec::new(),
-        exe: "/usr/bin/app".to_owned(),
+        exe: Exe::known("/usr/bin/app"),
     }
 }
 

@@ -8,6 +8,13 @@
 //! ([`Watched`]) moves `Idle → Head` on the first byte of a request, the service moves
 //! `Head → Busy → Idle`. A new connection starts in `Head`: it must send its first request
 //! within `header_timeout`. A connection past its deadline is dropped (closed).
+//!
+//! The phase is a plain value behind an uncontended lock, not a channel: changing it wakes
+//! nothing and arms no timer, so a request costs no timer operation. One timer per
+//! connection checks the phase instead ([`next_check`]): at the phase's deadline when that is
+//! known to be the earliest one possible, else at most `header_timeout` later (a head that
+//! starts in between has a deadline no earlier than that check). Every deadline is thus
+//! enforced exactly, and moving a timer later is lock-free in tokio.
 
 use std::any::Any;
 use std::convert::Infallible;
@@ -67,7 +74,63 @@ struct Ctx {
     cfg: Arc<ServerConfig>,
     peer: Peer,
     decision: Decision,
-    phase: Arc<watch::Sender<Phase>>,
+    phase: Arc<SharedPhase>,
+}
+
+/// The connection's [`Phase`], shared by the socket wrapper, the service and the timer.
+#[derive(Debug)]
+struct SharedPhase(Mutex<Phase>);
+
+impl SharedPhase {
+    fn get(&self) -> Phase {
+        // A panic never happens while the lock is held (plain copies), so it is never poisoned.
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, phase: Phase) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = phase;
+    }
+
+    /// `Idle → Head(by)`; other phases are left alone.
+    fn head_started(&self, by: Instant) {
+        let mut p = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Phase::Idle(_) = *p {
+            *p = Phase::Head(by);
+        }
+    }
+}
+
+/// When the connection's timer should next look at `phase` (checked at `now`): `Err` when
+/// its deadline has passed (close the connection), else the instant to check again.
+fn next_check(
+    phase: Phase,
+    now: Instant,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+) -> Result<Instant, ()> {
+    let deadline = match phase {
+        Phase::Idle(since) => since + idle_timeout,
+        Phase::Head(by) => by,
+        // A request being handled has no deadline; look again later.
+        Phase::Busy => return Ok(now + header_timeout),
+    };
+    if deadline <= now {
+        return Err(());
+    }
+    Ok(match phase {
+        // A head may start at any moment, with a deadline `header_timeout` after it starts.
+        Phase::Idle(_) => deadline.min(now + header_timeout),
+        _ => deadline,
+    })
 }
 
 /// Serves one accepted connection until it closes, times out, or `stop` turns true (then
@@ -86,14 +149,15 @@ pub(crate) async fn serve(
         }
     };
     let decision = authorize(&peer, &cfg);
-    let (phase_tx, mut phase_rx) = watch::channel(Phase::Head(Instant::now() + cfg.header_timeout));
-    let phase = Arc::new(phase_tx);
+    let first_deadline = Instant::now() + cfg.header_timeout;
+    let phase = Arc::new(SharedPhase(Mutex::new(Phase::Head(first_deadline))));
     let io = Watched {
         inner: stream,
         phase: Arc::clone(&phase),
         header_timeout: cfg.header_timeout,
     };
     let (header_timeout, idle_timeout) = (cfg.header_timeout, cfg.idle_timeout);
+    let ctx_phase = Arc::clone(&phase);
     let ctx = Arc::new(Ctx {
         shared,
         cfg,
@@ -113,12 +177,9 @@ pub(crate) async fn serve(
         .max_buf_size(MAX_BUF_SIZE);
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     let mut stopping = false;
+    let timer = pin!(tokio::time::sleep_until(first_deadline));
+    let mut timer = timer;
     loop {
-        let deadline = match *phase_rx.borrow_and_update() {
-            Phase::Idle(since) => Some(since + idle_timeout),
-            Phase::Head(by) => Some(by),
-            Phase::Busy => None,
-        };
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -126,10 +187,15 @@ pub(crate) async fn serve(
                 }
                 return;
             }
-            Ok(()) = phase_rx.changed() => {}
-            () = sleep_until(deadline) => {
-                tracing::debug!(?header_timeout, ?idle_timeout, "connection timed out; closing");
-                return;
+            () = timer.as_mut() => {
+                let phase = ctx_phase.get();
+                match next_check(phase, Instant::now(), header_timeout, idle_timeout) {
+                    Ok(at) => timer.as_mut().reset(at),
+                    Err(()) => {
+                        tracing::debug!(?header_timeout, ?idle_timeout, "connection timed out; closing");
+                        return;
+                    }
+                }
             }
             Ok(()) = stop.changed(), if !stopping => {
                 stopping = true;
@@ -139,17 +205,10 @@ pub(crate) async fn serve(
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// One request: marks the connection busy, catches a panicking handler (→ 500).
 async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Reply {
-    ctx.phase.send_replace(Phase::Busy);
-    let path = req.uri().path().to_owned();
+    ctx.phase.set(Phase::Busy);
+    let endpoint = crate::metrics::socket_endpoint(req.uri().path());
     let reply = match (CatchUnwind(Box::pin(respond(req, ctx)))).await {
         Ok(reply) => reply,
         Err(panic) => {
@@ -160,8 +219,8 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Reply {
     };
     ctx.shared
         .metrics
-        .socket_request(&path, reply.status().as_u16());
-    ctx.phase.send_replace(Phase::Idle(Instant::now()));
+        .socket_request_to(endpoint, reply.status().as_u16());
+    ctx.phase.set(Phase::Idle(Instant::now()));
     reply
 }
 
@@ -237,7 +296,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 /// The socket, noticing the first byte of each request head (`Idle → Head`).
 struct Watched {
     inner: UnixStream,
-    phase: Arc<watch::Sender<Phase>>,
+    phase: Arc<SharedPhase>,
     header_timeout: Duration,
 }
 
@@ -251,13 +310,7 @@ impl AsyncRead for Watched {
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             let by = Instant::now() + self.header_timeout;
-            self.phase.send_if_modified(|p| match p {
-                Phase::Idle(_) => {
-                    *p = Phase::Head(by);
-                    true
-                }
-                _ => false,
-            });
+            self.phase.head_started(by);
         }
         res
     }

@@ -138,6 +138,7 @@ pub async fn run_with(
         rejecting: Arc::new(AtomicUsize::new(0)),
         rejected: 0,
         rejected_logged: None,
+        high_water: 0,
         tasks: JoinSet::new(),
     };
     let mut flush = tokio::time::interval(AUDIT_FLUSH_EVERY);
@@ -156,7 +157,10 @@ pub async fn run_with(
                 }
                 Err(e) => break Err(e),
             },
-            Some(joined) = conns.tasks.join_next() => log_join(joined),
+            Some(joined) = conns.tasks.join_next() => {
+                log_join(joined);
+                conns.trim_after_burst();
+            }
             _ = flush.tick() => flush_audit(&conns.shared.audit, false),
             _ = beat.tick() => supervision.heartbeat.beat(),
             () = &mut wedge => {
@@ -193,6 +197,8 @@ struct Connections {
     rejected: u64,
     /// When the last warning about rejected connections was logged.
     rejected_logged: Option<Instant>,
+    /// The most connections open at once since memory was last given back.
+    high_water: usize,
     tasks: JoinSet<()>,
 }
 
@@ -200,6 +206,7 @@ impl Connections {
     /// Serves `stream` under `cfg`, or answers `TooManyConnections` when full.
     fn start(&mut self, stream: tokio::net::UnixStream, cfg: Arc<ServerConfig>) {
         if let Some(slot) = Slot::take(&self.active, cfg.max_connections) {
+            self.high_water = self.high_water.max(self.active.load(Ordering::Relaxed));
             let (shared, stop) = (self.shared.clone(), self.stop.clone());
             self.tasks.spawn(async move {
                 let _slot = slot;
@@ -226,6 +233,16 @@ impl Connections {
                 let _slot = slot;
                 conn::reject(stream).await;
             });
+        }
+    }
+
+    /// Once the last connection of a burst of at least [`TRIM_AFTER_CONNECTIONS`] has closed,
+    /// gives the memory their buffers used back to the kernel ([`release_free_memory`]):
+    /// the allocator keeps freed memory otherwise, and the agent's RSS would stay at its peak.
+    fn trim_after_burst(&mut self) {
+        if self.high_water >= TRIM_AFTER_CONNECTIONS && self.active.load(Ordering::Acquire) == 0 {
+            self.high_water = 0;
+            release_free_memory();
         }
     }
 
@@ -266,6 +283,22 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Connections open at once after which, when they have all closed, freed memory is given
+/// back to the kernel.
+const TRIM_AFTER_CONNECTIONS: usize = 64;
+
+/// Returns the allocator's free memory to the kernel (glibc `malloc_trim(0)`, which releases
+/// free pages in every arena, not only at the top of the heap). A no-op on other C libraries.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: `malloc_trim` only walks the allocator's own free lists under its locks; it
+    // takes no pointer and is safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -333,7 +333,7 @@ impl Report {
             };
             let r = &p.result;
             s.push_str(&format!(
-                "| {} | {} | {} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {} |\n",
+                "| {} | {} | {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {} |\n",
                 p.target,
                 mode,
                 p.concurrency,
