@@ -139,7 +139,7 @@ pub(crate) async fn serve(
     stream: UnixStream,
     cfg: Arc<ServerConfig>,
     shared: Shared,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let peer = match Peer::of(&stream) {
         Ok(p) => p,
@@ -177,8 +177,10 @@ pub(crate) async fn serve(
         .max_buf_size(MAX_BUF_SIZE);
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     let mut stopping = false;
-    let timer = pin!(tokio::time::sleep_until(first_deadline));
-    let mut timer = timer;
+    let mut timer = pin!(tokio::time::sleep_until(first_deadline));
+    // One future for the connection's life: a `stop.changed()` made anew at every wake-up
+    // would join and leave the waiter list every connection shares, twice per request.
+    let mut stop = pin!(stopped(stop));
     loop {
         tokio::select! {
             res = conn.as_mut() => {
@@ -197,11 +199,18 @@ pub(crate) async fn serve(
                     }
                 }
             }
-            Ok(()) = stop.changed(), if !stopping => {
+            () = &mut stop, if !stopping => {
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// Completes when `stop` turns true; never, if its sender is gone first.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -323,6 +332,20 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    /// Vectored writes let hyper send the head and the body with one `writev(2)` instead of
+    /// copying the body into its own buffer first.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

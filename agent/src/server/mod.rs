@@ -159,6 +159,10 @@ pub async fn run_with(
             },
             Some(joined) = conns.tasks.join_next() => {
                 log_join(joined);
+                // Reap every other finished connection too: one wake-up for a batch.
+                while let Some(joined) = conns.tasks.try_join_next() {
+                    log_join(joined);
+                }
                 conns.trim_after_burst();
             }
             _ = flush.tick() => flush_audit(&conns.shared.audit, false),

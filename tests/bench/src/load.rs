@@ -48,11 +48,19 @@ pub struct LoadResult {
     pub p999_us: f64,
     /// The first error seen, if any (never a secret: I/O errors and status codes only).
     pub first_error: Option<String>,
+    /// Successful requests including the warm-up.
+    #[serde(default)]
+    pub all_requests: u64,
+    /// CPU time the server used per request (warm-up included), microseconds; filled in by
+    /// the orchestrator for servers it started.
+    #[serde(default)]
+    pub server_cpu_us: Option<f64>,
 }
 
 impl LoadResult {
     fn from_samples(
         mut lat_ns: Vec<u64>,
+        all: u64,
         errors: u64,
         seconds: f64,
         first: Option<String>,
@@ -74,6 +82,8 @@ impl LoadResult {
             p99_us: pct(0.99),
             p999_us: pct(0.999),
             first_error: first,
+            all_requests: all,
+            server_cpu_us: None,
         }
     }
 }
@@ -159,6 +169,7 @@ async fn one_request<S: AsyncRead + AsyncWrite + Unpin>(
 #[derive(Default)]
 struct Tally {
     lat: Vec<u64>,
+    all: u64,
     errors: u64,
     first: Option<String>,
 }
@@ -173,6 +184,7 @@ impl Tally {
     fn record(&mut self, outcome: io::Result<u16>, took: Duration, done: Instant, from: Instant) {
         match outcome {
             Ok(200) => {
+                self.all += 1;
                 if done >= from {
                     self.lat.push(took.as_nanos() as u64);
                 }
@@ -188,12 +200,13 @@ async fn merge(tasks: Vec<tokio::task::JoinHandle<Tally>>, seconds: f64) -> Load
     for t in tasks {
         let t = t.await.expect("load task");
         all.lat.extend(t.lat);
+        all.all += t.all;
         all.errors += t.errors;
         if all.first.is_none() {
             all.first = t.first;
         }
     }
-    LoadResult::from_samples(all.lat, all.errors, seconds, all.first)
+    LoadResult::from_samples(all.lat, all.all, all.errors, seconds, all.first)
 }
 
 /// Timing of a run: `warmup`, then `duration` measured.
@@ -408,5 +421,11 @@ pub async fn hold(socket: PathBuf, n: usize) -> LoadResult {
     })
     .await;
     drop(conns);
-    LoadResult::from_samples(t.lat, t.errors, from.elapsed().as_secs_f64(), t.first)
+    LoadResult::from_samples(
+        t.lat,
+        t.all,
+        t.errors,
+        from.elapsed().as_secs_f64(),
+        t.first,
+    )
 }

@@ -43,6 +43,11 @@ impl Point {
             p99_us: pick(|r| r.p99_us),
             p999_us: pick(|r| r.p999_us),
             first_error: runs.iter().find_map(|r| r.first_error.clone()),
+            all_requests: runs.iter().map(|r| r.all_requests).sum(),
+            server_cpu_us: runs
+                .iter()
+                .all(|r| r.server_cpu_us.is_some())
+                .then(|| pick(|r| r.server_cpu_us.unwrap_or(0.0))),
         };
         Point {
             target,
@@ -312,8 +317,8 @@ impl Report {
             self.total_secs,
             if self.smoke { " (smoke mode)" } else { "" },
         ));
-        s.push_str("| server / client | connection | clients | req/s | % of floor | p50 µs | p99 µs | p99.9 µs | errors |\n");
-        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("| server / client | connection | clients | req/s | % of floor | p50 µs | p99 µs | p99.9 µs | server CPU µs/req | errors |\n");
+        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for p in &self.points {
             let floor = p
                 .mode
@@ -333,7 +338,7 @@ impl Report {
             };
             let r = &p.result;
             s.push_str(&format!(
-                "| {} | {} | {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {} |\n",
+                "| {} | {} | {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {} | {} |\n",
                 p.target,
                 mode,
                 p.concurrency,
@@ -342,6 +347,8 @@ impl Report {
                 r.p50_us,
                 r.p99_us,
                 r.p999_us,
+                r.server_cpu_us
+                    .map_or("—".to_owned(), |c| format!("{c:.1}")),
                 r.errors
             ));
         }

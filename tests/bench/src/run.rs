@@ -379,10 +379,10 @@ impl Bench {
             (self.dir.join("floor.sock"), self.dir.join("hyper.sock"));
         let floor = self.server("floor", &floor_socket, &resp_file);
         let hyper = self.server("hyper", &hyper_socket, &body_file);
-        let targets: [(&str, &Path); 3] = [
-            ("floor", &floor_socket),
-            ("bare hyper", &hyper_socket),
-            ("agent", &agent_socket),
+        let targets: [(&str, &Path, u32); 3] = [
+            ("floor", &floor_socket, floor.pid()),
+            ("bare hyper", &hyper_socket, hyper.pid()),
+            ("agent", &agent_socket, agent.pid()),
         ];
         let (modes, concs, rounds): (&[Mode], &[usize], usize) = if smoke {
             (&[Mode::KeepAlive, Mode::NewConn], &[8], 1)
@@ -400,7 +400,15 @@ impl Bench {
                 for round in 0..rounds {
                     for k in 0..targets.len() {
                         let i = (k + round) % targets.len();
-                        runs[i].push(self.socket_load(targets[i].1, mode, c));
+                        let (_, socket, pid) = targets[i];
+                        let cpu = procfs::cpu_time(pid);
+                        let mut res = self.socket_load(socket, mode, c);
+                        let used = procfs::cpu_time(pid).saturating_sub(cpu);
+                        if res.all_requests > 0 {
+                            res.server_cpu_us =
+                                Some(used.as_secs_f64() * 1e6 / res.all_requests as f64);
+                        }
+                        runs[i].push(res);
                     }
                 }
                 for (i, runs) in runs.into_iter().enumerate() {
