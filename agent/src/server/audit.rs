@@ -229,6 +229,47 @@ impl Audit {
         events
     }
 
+    /// Records `count` further issuances of generation `generation` (`access_key_id`) to
+    /// `peer`, served after a [`Audit::record_issuance`] of that generation to the same peer,
+    /// as of `now` (a connection counts its repeats itself and reports them in batches);
+    /// returns the events to emit now. When the caller now holds another generation, the
+    /// count is reported at once as [`AuditEvent::Repeats`]; when it is not tracked (the
+    /// table was full), it is counted in aggregate ([`AuditEvent::Untracked`]).
+    pub fn record_repeats(
+        &mut self,
+        peer: &Peer,
+        generation: u64,
+        access_key_id: &str,
+        count: u64,
+        now: Instant,
+    ) -> Vec<AuditEvent> {
+        if count == 0 {
+            return Vec::new();
+        }
+        let key = (peer.pid.unwrap_or(0), peer.uid);
+        match self.callers.get_mut(&key) {
+            Some(c) if c.generation == generation => {
+                c.last_seen = now;
+                c.pending += count;
+                if now.duration_since(c.window_start) >= SUMMARY_INTERVAL {
+                    return take_repeats(key, c, now).into_iter().collect();
+                }
+                Vec::new()
+            }
+            Some(_) => vec![AuditEvent::Repeats {
+                pid: key.0,
+                uid: key.1,
+                access_key_id: access_key_id.to_owned(),
+                generation,
+                count,
+            }],
+            None => {
+                self.untracked_issuances += count;
+                Vec::new()
+            }
+        }
+    }
+
     /// Records that `peer` was denied at `now`; returns the events to emit now.
     pub fn record_denial(&mut self, peer: &Peer, now: Instant) -> Vec<AuditEvent> {
         let denied = || AuditEvent::Denied {

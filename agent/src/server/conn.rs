@@ -22,7 +22,7 @@ use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,6 +40,7 @@ use super::peer::{authorize, Decision, Peer};
 use super::routes::{self, route, ApiError, Reply, Route};
 use crate::config::ServerConfig;
 use crate::credentials::state::StateReceiver;
+use crate::credentials::Issued;
 use crate::metrics::Metrics;
 
 /// hyper's read buffer limit: the request head must fit (hyper's minimum, 8 KiB).
@@ -75,6 +76,78 @@ struct Ctx {
     peer: Peer,
     decision: Decision,
     phase: Arc<SharedPhase>,
+    /// Issuances not yet reported to the shared audit.
+    batch: Mutex<Option<Batch>>,
+}
+
+/// How long a connection may keep counting repeated issuances before it reports them to the
+/// shared audit (and at the latest when the generation changes or the connection closes).
+const AUDIT_BATCH: Duration = Duration::from_secs(1);
+
+/// Repeated issuances of one generation on one connection, counted without the shared audit
+/// lock (which every connection would otherwise take for every request).
+#[derive(Debug)]
+struct Batch {
+    generation: u64,
+    access_key_id: String,
+    /// Issuances not yet reported.
+    count: u64,
+    since: Instant,
+}
+
+impl Ctx {
+    /// Accounts for one issuance of `issued` at `now`: the connection's first of a generation
+    /// goes to the shared audit at once (its `issued` event is immediate), the others are
+    /// counted here and reported at least every [`AUDIT_BATCH`].
+    fn count_issuance(&self, issued: &Issued, now: Instant) {
+        let mut batch = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(b) = batch.as_mut() {
+            if b.generation == issued.generation && now.duration_since(b.since) < AUDIT_BATCH {
+                b.count += 1;
+                return;
+            }
+        }
+        let (report, first) = match batch.take() {
+            Some(b) if b.generation == issued.generation => (Some(b), false),
+            other => (other, true),
+        };
+        *batch = Some(Batch {
+            generation: issued.generation,
+            access_key_id: issued.access_key_id.clone(),
+            count: u64::from(!first),
+            since: now,
+        });
+        drop(batch);
+        if !first && report.as_ref().is_some_and(|b| b.count == 0) {
+            return;
+        }
+        emit(self.shared.audit.lock().map(|mut a| {
+            let mut events = report.map_or_else(Vec::new, |b| {
+                a.record_repeats(&self.peer, b.generation, &b.access_key_id, b.count, now)
+            });
+            if first {
+                events.extend(a.record_issuance(&self.peer, issued, now));
+            }
+            events
+        }));
+    }
+}
+
+impl Drop for Ctx {
+    /// Reports the issuances still counted when the connection ends.
+    fn drop(&mut self) {
+        let batch = self
+            .batch
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(b) = batch.filter(|b| b.count > 0) {
+            let now = Instant::now();
+            emit(self.shared.audit.lock().map(|mut a| {
+                a.record_repeats(&self.peer, b.generation, &b.access_key_id, b.count, now)
+            }));
+        }
+    }
 }
 
 /// The connection's [`Phase`], shared by the socket wrapper, the service and the timer.
@@ -164,6 +237,7 @@ pub(crate) async fn serve(
         peer,
         decision,
         phase,
+        batch: Mutex::new(None),
     });
     let service = hyper::service::service_fn(move |req| {
         let ctx = Arc::clone(&ctx);
@@ -251,13 +325,7 @@ async fn respond(req: Request<Incoming>, ctx: &Ctx) -> Reply {
         Ok(Route::Credentials) => {
             match routes::credentials(&ctx.shared.state, ctx.cfg.first_credentials_wait).await {
                 Ok((reply, issued)) => {
-                    let now = Instant::now();
-                    emit(
-                        ctx.shared
-                            .audit
-                            .lock()
-                            .map(|mut a| a.record_issuance(&ctx.peer, &issued, now)),
-                    );
+                    ctx.count_issuance(&issued, Instant::now());
                     reply
                 }
                 Err(e) => e.to_response(),

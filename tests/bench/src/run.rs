@@ -366,8 +366,15 @@ impl Bench {
                 .unwrap_or(0);
             drop(hold.stdin.take());
             let _ = hold.wait();
-            std::thread::sleep(Duration::from_millis(1000));
-            r.rss_after_close_kib = procfs::rss_kib(agent.pid()).0;
+            // The agent gives memory back once the last of them has closed; allow it 3 s.
+            let settle = Instant::now() + Duration::from_secs(3);
+            loop {
+                std::thread::sleep(Duration::from_millis(250));
+                r.rss_after_close_kib = procfs::rss_kib(agent.pid()).0;
+                if r.rss_after_close_kib < 2 * r.rss_start_kib || Instant::now() > settle {
+                    break;
+                }
+            }
         }
 
         // The socket matrix: floor, bare hyper and the agent, interleaved, in rounds.
