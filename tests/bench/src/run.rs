@@ -339,7 +339,17 @@ impl Bench {
             startups.push(t);
         }
         std::thread::sleep(Duration::from_millis(500));
-        let idle_from = (Instant::now(), procfs::cpu_time(idle_agent.pid()));
+        // Sampled exactly `idle_secs` later by a thread, while the rest of the run goes on.
+        let idle_pid = idle_agent.pid();
+        let idle_secs = if smoke { 0 } else { self.opts.idle_secs };
+        let idle_sample = std::thread::spawn(move || {
+            let (from, cpu) = (Instant::now(), procfs::cpu_time(idle_pid));
+            std::thread::sleep(Duration::from_secs(idle_secs));
+            (
+                from.elapsed(),
+                procfs::cpu_time(idle_pid).saturating_sub(cpu),
+            )
+        });
         r.startup_ms = startups.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
 
         // The agent under load; memory first, while it is fresh.
@@ -509,14 +519,9 @@ impl Bench {
 
         // Idle CPU: the first agent has had no client since its start-up request.
         if !smoke {
-            let window = Duration::from_secs(self.opts.idle_secs);
-            let waited = idle_from.0.elapsed();
-            if waited < window {
-                eprintln!("bench: idle agent, {}s left", (window - waited).as_secs());
-                std::thread::sleep(window - waited);
-            }
-            let used = procfs::cpu_time(idle_agent.pid()) - idle_from.1;
-            let secs = idle_from.0.elapsed().as_secs_f64();
+            eprintln!("bench: waiting for the idle agent's {idle_secs} s");
+            let (took, used) = idle_sample.join().expect("the idle sampler");
+            let secs = took.as_secs_f64();
             r.idle = Some(report::Idle {
                 seconds: secs,
                 cpu_ms: used.as_secs_f64() * 1000.0,
