@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use super::audit::{Audit, AuditEvent};
 use super::peer::{authorize, Decision, Peer};
 use super::routes::{self, route, ApiError, Reply, Route};
+use super::Stop;
 use crate::config::ServerConfig;
 use crate::credentials::state::StateReceiver;
 use crate::credentials::Issued;
@@ -212,7 +213,7 @@ pub(crate) async fn serve(
     stream: UnixStream,
     cfg: Arc<ServerConfig>,
     shared: Shared,
-    stop: watch::Receiver<bool>,
+    stop: watch::Receiver<Stop>,
 ) {
     let peer = match Peer::of(&stream) {
         Ok(p) => p,
@@ -252,9 +253,10 @@ pub(crate) async fn serve(
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     let mut stopping = false;
     let mut timer = pin!(tokio::time::sleep_until(first_deadline));
-    // One future for the connection's life: a `stop.changed()` made anew at every wake-up
-    // would join and leave the waiter list every connection shares, twice per request.
-    let mut stop = pin!(stopped(stop));
+    // One future per stage for the connection's life: a `stop.changed()` made anew at every
+    // wake-up would join and leave the waiter list every connection shares, per request.
+    let later = stop.clone();
+    let mut stop = pin!(stopped(stop, Stop::Graceful));
     loop {
         tokio::select! {
             res = conn.as_mut() => {
@@ -273,18 +275,39 @@ pub(crate) async fn serve(
                     }
                 }
             }
-            () = &mut stop, if !stopping => {
+            () = &mut stop => {
+                if stopping {
+                    tracing::debug!("shutdown grace over; closing the connection");
+                    return;
+                }
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
+                stop.set(stopped(later.clone(), Stop::Now));
             }
         }
     }
 }
 
-/// Completes when `stop` turns true; never, if its sender is gone first.
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    if stop.wait_for(|stop| *stop).await.is_err() {
+/// Completes when `stop` reaches `level`; never, if its sender is gone first.
+async fn stopped(mut stop: watch::Receiver<Stop>, level: Stop) {
+    if stop.wait_for(|stop| *stop >= level).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// [`serve`], logging a panic outside the request handlers (which answer 500 themselves)
+/// instead of losing it: connection tasks are detached.
+pub(crate) async fn serve_catching_panics(
+    stream: UnixStream,
+    cfg: Arc<ServerConfig>,
+    shared: Shared,
+    stop: watch::Receiver<Stop>,
+) {
+    if CatchUnwind(Box::pin(serve(stream, cfg, shared, stop)))
+        .await
+        .is_err()
+    {
+        tracing::error!("a connection task panicked; the connection was closed");
     }
 }
 

@@ -40,8 +40,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 pub use listener::{BindError, Listener};
@@ -126,7 +125,7 @@ pub async fn run_with(
     supervision: Supervision,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(Stop::No);
     let mut conns = Connections {
         shared: Shared {
             state,
@@ -134,12 +133,10 @@ pub async fn run_with(
             metrics,
         },
         stop: stop_rx,
-        active: Arc::new(AtomicUsize::new(0)),
+        active: Arc::new(Gauge::default()),
         rejecting: Arc::new(AtomicUsize::new(0)),
         rejected: 0,
         rejected_logged: None,
-        high_water: 0,
-        tasks: JoinSet::new(),
     };
     let mut flush = tokio::time::interval(AUDIT_FLUSH_EVERY);
     let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
@@ -157,14 +154,6 @@ pub async fn run_with(
                 }
                 Err(e) => break Err(e),
             },
-            Some(joined) = conns.tasks.join_next() => {
-                log_join(joined);
-                // Reap every other finished connection too: one wake-up for a batch.
-                while let Some(joined) = conns.tasks.try_join_next() {
-                    log_join(joined);
-                }
-                conns.trim_after_burst();
-            }
             _ = flush.tick() => flush_audit(&conns.shared.audit, false),
             _ = beat.tick() => supervision.heartbeat.beat(),
             () = &mut wedge => {
@@ -173,9 +162,9 @@ pub async fn run_with(
             }
         }
     };
-    stop_tx.send_replace(true);
+    stop_tx.send_replace(Stop::Graceful);
     let grace = config.borrow().shutdown_grace;
-    conns.drain(grace).await;
+    conns.drain(grace, &stop_tx).await;
     flush_audit(&conns.shared.audit, true);
     result
 }
@@ -188,33 +177,41 @@ async fn sleep_for(d: Option<Duration>) {
     }
 }
 
-/// The server's connection tasks and their limits.
+/// How far the server is in stopping; connections watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Stop {
+    /// Serving.
+    No,
+    /// Finish in-flight requests, then close.
+    Graceful,
+    /// The shutdown grace is over: close now.
+    Now,
+}
+
+/// The server's connections and their limits. Connection tasks are detached (a finished one
+/// wakes nothing); [`Gauge`] counts them and tells the drain when the last one is gone.
 struct Connections {
     shared: Shared,
-    /// Turns true at shutdown.
-    stop: watch::Receiver<bool>,
+    /// How far the server is in stopping.
+    stop: watch::Receiver<Stop>,
     /// Connections being served (at most `max_connections`).
-    active: Arc<AtomicUsize>,
+    active: Arc<Gauge>,
     /// Connections being answered `TooManyConnections` (at most [`MAX_REJECTING`]).
     rejecting: Arc<AtomicUsize>,
     /// Connections rejected since the last warning.
     rejected: u64,
     /// When the last warning about rejected connections was logged.
     rejected_logged: Option<Instant>,
-    /// The most connections open at once since memory was last given back.
-    high_water: usize,
-    tasks: JoinSet<()>,
 }
 
 impl Connections {
     /// Serves `stream` under `cfg`, or answers `TooManyConnections` when full.
     fn start(&mut self, stream: tokio::net::UnixStream, cfg: Arc<ServerConfig>) {
-        if let Some(slot) = Slot::take(&self.active, cfg.max_connections) {
-            self.high_water = self.high_water.max(self.active.load(Ordering::Relaxed));
+        if let Some(slot) = ConnSlot::take(&self.active, cfg.max_connections) {
             let (shared, stop) = (self.shared.clone(), self.stop.clone());
-            self.tasks.spawn(async move {
+            tokio::spawn(async move {
                 let _slot = slot;
-                conn::serve(stream, cfg, shared, stop).await;
+                conn::serve_catching_panics(stream, cfg, shared, stop).await;
             });
             return;
         }
@@ -233,39 +230,86 @@ impl Connections {
             self.rejected_logged = Some(now);
         }
         if let Some(slot) = Slot::take(&self.rejecting, MAX_REJECTING) {
-            self.tasks.spawn(async move {
+            tokio::spawn(async move {
                 let _slot = slot;
                 conn::reject(stream).await;
             });
         }
     }
 
-    /// Once the last connection of a burst of at least [`TRIM_AFTER_CONNECTIONS`] has closed,
-    /// gives the memory their buffers used back to the kernel ([`release_free_memory`]):
-    /// the allocator keeps freed memory otherwise, and the agent's RSS would stay at its peak.
-    fn trim_after_burst(&mut self) {
-        if self.high_water >= TRIM_AFTER_CONNECTIONS && self.active.load(Ordering::Acquire) == 0 {
-            self.high_water = 0;
-            release_free_memory();
-        }
-    }
-
-    /// Waits up to `grace` for every connection to finish, then drops the rest.
-    async fn drain(&mut self, grace: Duration) {
-        let tasks = &mut self.tasks;
-        let drained = tokio::time::timeout(grace, async {
-            while let Some(joined) = tasks.join_next().await {
-                log_join(joined);
-            }
-        })
-        .await;
-        if drained.is_err() {
+    /// Waits up to `grace` for every connection to finish, then tells the rest to close and
+    /// waits (briefly) until they have.
+    async fn drain(&mut self, grace: Duration, stop: &watch::Sender<Stop>) {
+        if tokio::time::timeout(grace, self.active.all_closed())
+            .await
+            .is_err()
+        {
             tracing::warn!(
-                left = self.tasks.len(),
+                left = self.active.count(),
                 ?grace,
                 "connections still open after the shutdown grace; closing them"
             );
-            self.tasks.shutdown().await;
+            stop.send_replace(Stop::Now);
+            let _ = tokio::time::timeout(CLOSE_WAIT, self.active.all_closed()).await;
+        }
+    }
+}
+
+/// How long the drain waits for connections told to close now.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// The open connections: how many, the most at once since memory was last given back, and a
+/// signal when the last one closes.
+#[derive(Debug, Default)]
+struct Gauge {
+    active: AtomicUsize,
+    high_water: AtomicUsize,
+    all_closed: Notify,
+}
+
+impl Gauge {
+    fn count(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Completes once no connection is open.
+    async fn all_closed(&self) {
+        loop {
+            let notified = self.all_closed.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A counted connection; released on drop. The last of a burst of at least
+/// [`TRIM_AFTER_CONNECTIONS`] gives the memory their buffers used back to the kernel
+/// ([`release_free_memory`]): the allocator keeps freed memory otherwise, and the agent's RSS
+/// would stay at its peak.
+struct ConnSlot(Arc<Gauge>);
+
+impl ConnSlot {
+    fn take(gauge: &Arc<Gauge>, max: usize) -> Option<ConnSlot> {
+        let n = gauge
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        gauge.high_water.fetch_max(n + 1, Ordering::Relaxed);
+        Some(ConnSlot(Arc::clone(gauge)))
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+            if self.0.high_water.swap(0, Ordering::Relaxed) >= TRIM_AFTER_CONNECTIONS {
+                release_free_memory();
+            }
         }
     }
 }
@@ -319,14 +363,6 @@ fn is_transient(e: &io::Error) -> bool {
                 | libc::EPROTO
         )
     )
-}
-
-fn log_join(joined: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = joined {
-        if e.is_panic() {
-            tracing::error!("a connection task panicked; the connection was closed");
-        }
-    }
 }
 
 fn flush_audit(audit: &Mutex<Audit>, all: bool) {
