@@ -33,7 +33,7 @@
 
 pub mod tcp;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use prometheus_client::collector::Collector;
@@ -99,6 +99,9 @@ struct Inner {
     metadata_requests: Family<RequestLabels, Counter>,
     metadata_latency: HistogramFamily,
     socket_requests: Family<RequestLabels, Counter>,
+    /// The `socket_requests` series of `GET /v1/credentials` answered 200 (the hot path), taken
+    /// from the family on first use, so counting it needs no label hashing or lock.
+    credentials_ok: OnceLock<Counter>,
     callers_denied: Counter,
     connections_rejected: Counter,
     state: Arc<StateGauges>,
@@ -167,6 +170,7 @@ impl Metrics {
                 metadata_requests,
                 metadata_latency,
                 socket_requests,
+                credentials_ok: OnceLock::new(),
                 callers_denied,
                 connections_rejected,
                 state,
@@ -222,8 +226,27 @@ impl Metrics {
 
     /// Records one socket request to `path` answered with HTTP `status`.
     pub fn socket_request(&self, path: &str, status: u16) {
+        self.socket_request_to(socket_endpoint(path), status);
+    }
+
+    /// [`Metrics::socket_request`] with the `endpoint` label already derived from the path
+    /// ([`socket_endpoint`]).
+    pub(crate) fn socket_request_to(&self, endpoint: &'static str, status: u16) {
+        if (endpoint, status) == ("credentials", 200) {
+            let ok = self.inner.credentials_ok.get_or_init(|| {
+                self.inner
+                    .socket_requests
+                    .get_or_create(&RequestLabels {
+                        endpoint,
+                        status: status.to_string(),
+                    })
+                    .clone()
+            });
+            ok.inc();
+            return;
+        }
         let labels = RequestLabels {
-            endpoint: socket_endpoint(path),
+            endpoint,
             status: status.to_string(),
         };
         self.inner.socket_requests.get_or_create(&labels).inc();
@@ -251,7 +274,7 @@ fn metadata_endpoint(path: &str) -> &'static str {
 
 /// The `endpoint` label of a socket request path (unknown paths are `other`, so a caller cannot
 /// create label values).
-fn socket_endpoint(path: &str) -> &'static str {
+pub(crate) fn socket_endpoint(path: &str) -> &'static str {
     match path {
         "/v1/credentials" => "credentials",
         "/v1/health" => "health",

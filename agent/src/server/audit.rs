@@ -221,7 +221,7 @@ impl Audit {
             pid: key.0,
             uid: peer.uid,
             gid: peer.gid,
-            exe: peer.exe.clone(),
+            exe: peer.exe.get().to_owned(),
             role: issued.role_name.clone(),
             access_key_id: issued.access_key_id.clone(),
             generation: issued.generation,
@@ -229,13 +229,54 @@ impl Audit {
         events
     }
 
+    /// Records `count` further issuances of generation `generation` (`access_key_id`) to
+    /// `peer`, served after a [`Audit::record_issuance`] of that generation to the same peer,
+    /// as of `now` (a connection counts its repeats itself and reports them in batches);
+    /// returns the events to emit now. When the caller now holds another generation, the
+    /// count is reported at once as [`AuditEvent::Repeats`]; when it is not tracked (the
+    /// table was full), it is counted in aggregate ([`AuditEvent::Untracked`]).
+    pub fn record_repeats(
+        &mut self,
+        peer: &Peer,
+        generation: u64,
+        access_key_id: &str,
+        count: u64,
+        now: Instant,
+    ) -> Vec<AuditEvent> {
+        if count == 0 {
+            return Vec::new();
+        }
+        let key = (peer.pid.unwrap_or(0), peer.uid);
+        match self.callers.get_mut(&key) {
+            Some(c) if c.generation == generation => {
+                c.last_seen = now;
+                c.pending += count;
+                if now.duration_since(c.window_start) >= SUMMARY_INTERVAL {
+                    return take_repeats(key, c, now).into_iter().collect();
+                }
+                Vec::new()
+            }
+            Some(_) => vec![AuditEvent::Repeats {
+                pid: key.0,
+                uid: key.1,
+                access_key_id: access_key_id.to_owned(),
+                generation,
+                count,
+            }],
+            None => {
+                self.untracked_issuances += count;
+                Vec::new()
+            }
+        }
+    }
+
     /// Records that `peer` was denied at `now`; returns the events to emit now.
     pub fn record_denial(&mut self, peer: &Peer, now: Instant) -> Vec<AuditEvent> {
-        let denied = AuditEvent::Denied {
+        let denied = || AuditEvent::Denied {
             pid: peer.pid.unwrap_or(0),
             uid: peer.uid,
             gid: peer.gid,
-            exe: peer.exe.clone(),
+            exe: peer.exe.get().to_owned(),
         };
         let Some(d) = self.denials.get_mut(&peer.uid) else {
             if self.denials.len() >= self.max_denied_uids {
@@ -247,7 +288,7 @@ impl Audit {
                 suppressed: 0,
             };
             self.denials.insert(peer.uid, d);
-            return vec![denied];
+            return vec![denied()];
         };
         if now.duration_since(d.window_start) < SUMMARY_INTERVAL {
             d.suppressed += 1;
@@ -264,7 +305,7 @@ impl Audit {
             window_start: now,
             suppressed: 0,
         };
-        events.push(denied);
+        events.push(denied());
         events
     }
 

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::server::peer::Exe;
 use crate::server::tests::issued;
 
 fn peer(pid: i32, uid: u32) -> Peer {
@@ -9,7 +10,7 @@ fn peer(pid: i32, uid: u32) -> Peer {
         uid,
         gid: uid,
         groups: Vec::new(),
-        exe: "/usr/bin/app".to_owned(),
+        exe: Exe::known("/usr/bin/app"),
     }
 }
 
@@ -247,5 +248,42 @@ fn events_never_hold_secrets() {
     let text = format!("{events:?}");
     assert!(
         !text.contains(crate::server::tests::SECRET) && !text.contains(crate::server::tests::TOKEN)
+    );
+}
+
+#[test]
+fn batched_repeats_are_all_accounted_for() {
+    let mut a = Audit::default();
+    let t0 = Instant::now();
+    let (p, g1, g2) = (peer(100, 1000), generation(1), generation(2));
+    assert_eq!(a.record_issuance(&p, &g1, t0).len(), 1);
+    // A connection reports 5 repeats, then 3: counted, summarised once the minute is over.
+    assert!(a.record_repeats(&p, 1, "STS.gen1", 5, t0 + SEC).is_empty());
+    assert!(a.record_repeats(&p, 1, "STS.gen1", 0, t0 + SEC).is_empty());
+    let due = a.record_repeats(&p, 1, "STS.gen1", 3, t0 + 61 * SEC);
+    let repeats = |generation: u64, count: u64| AuditEvent::Repeats {
+        pid: 100,
+        uid: 1000,
+        access_key_id: format!("STS.gen{generation}"),
+        generation,
+        count,
+    };
+    assert_eq!(due, vec![repeats(1, 8)]);
+    // The caller moved on to generation 2: a late batch of generation 1 is reported at once.
+    assert_eq!(a.record_issuance(&p, &g2, t0 + 62 * SEC).len(), 1);
+    assert_eq!(
+        a.record_repeats(&p, 1, "STS.gen1", 4, t0 + 62 * SEC),
+        vec![repeats(1, 4)]
+    );
+    // An untracked caller's repeats are counted in aggregate.
+    let mut full = Audit::with_limits(0, 0);
+    assert!(full.record_issuance(&p, &g1, t0).is_empty());
+    assert!(full.record_repeats(&p, 1, "STS.gen1", 6, t0).is_empty());
+    assert_eq!(
+        full.flush(t0 + SEC),
+        vec![AuditEvent::Untracked {
+            issuances: 7,
+            denials: 0
+        }]
     );
 }

@@ -8,6 +8,13 @@
 //! ([`Watched`]) moves `Idle → Head` on the first byte of a request, the service moves
 //! `Head → Busy → Idle`. A new connection starts in `Head`: it must send its first request
 //! within `header_timeout`. A connection past its deadline is dropped (closed).
+//!
+//! The phase is a plain value behind an uncontended lock, not a channel: changing it wakes
+//! nothing and arms no timer, so a request costs no timer operation. One timer per
+//! connection checks the phase instead ([`next_check`]): at the phase's deadline when that is
+//! known to be the earliest one possible, else at most `header_timeout` later (a head that
+//! starts in between has a deadline no earlier than that check). Every deadline is thus
+//! enforced exactly, and moving a timer later is lock-free in tokio.
 
 use std::any::Any;
 use std::convert::Infallible;
@@ -15,7 +22,7 @@ use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,8 +38,10 @@ use tokio::time::Instant;
 use super::audit::{Audit, AuditEvent};
 use super::peer::{authorize, Decision, Peer};
 use super::routes::{self, route, ApiError, Reply, Route};
+use super::Stop;
 use crate::config::ServerConfig;
 use crate::credentials::state::StateReceiver;
+use crate::credentials::Issued;
 use crate::metrics::Metrics;
 
 /// hyper's read buffer limit: the request head must fit (hyper's minimum, 8 KiB).
@@ -69,7 +78,135 @@ struct Ctx {
     cfg: Arc<ServerConfig>,
     peer: Peer,
     decision: Decision,
-    phase: Arc<watch::Sender<Phase>>,
+    phase: Arc<SharedPhase>,
+    /// Issuances not yet reported to the shared audit.
+    batch: Mutex<Option<Batch>>,
+}
+
+/// How long a connection may keep counting repeated issuances before it reports them to the
+/// shared audit (and at the latest when the generation changes or the connection closes).
+const AUDIT_BATCH: Duration = Duration::from_secs(1);
+
+/// Repeated issuances of one generation on one connection, counted without the shared audit
+/// lock (which every connection would otherwise take for every request).
+#[derive(Debug)]
+struct Batch {
+    generation: u64,
+    access_key_id: String,
+    /// Issuances not yet reported.
+    count: u64,
+    since: Instant,
+}
+
+impl Ctx {
+    /// Accounts for one issuance of `issued` at `now`: the connection's first of a generation
+    /// goes to the shared audit at once (its `issued` event is immediate), the others are
+    /// counted here and reported at least every [`AUDIT_BATCH`].
+    fn count_issuance(&self, issued: &Issued, now: Instant) {
+        let mut batch = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(b) = batch.as_mut() {
+            if b.generation == issued.generation && now.duration_since(b.since) < AUDIT_BATCH {
+                b.count += 1;
+                return;
+            }
+        }
+        let (report, first) = match batch.take() {
+            Some(b) if b.generation == issued.generation => (Some(b), false),
+            other => (other, true),
+        };
+        *batch = Some(Batch {
+            generation: issued.generation,
+            access_key_id: issued.access_key_id.clone(),
+            count: u64::from(!first),
+            since: now,
+        });
+        drop(batch);
+        if !first && report.as_ref().is_some_and(|b| b.count == 0) {
+            return;
+        }
+        emit(self.shared.audit.lock().map(|mut a| {
+            let mut events = report.map_or_else(Vec::new, |b| {
+                a.record_repeats(&self.peer, b.generation, &b.access_key_id, b.count, now)
+            });
+            if first {
+                events.extend(a.record_issuance(&self.peer, issued, now));
+            }
+            events
+        }));
+    }
+}
+
+impl Drop for Ctx {
+    /// Reports the issuances still counted when the connection ends.
+    fn drop(&mut self) {
+        let batch = self
+            .batch
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(b) = batch.filter(|b| b.count > 0) {
+            let now = Instant::now();
+            emit(self.shared.audit.lock().map(|mut a| {
+                a.record_repeats(&self.peer, b.generation, &b.access_key_id, b.count, now)
+            }));
+        }
+    }
+}
+
+/// The connection's [`Phase`], shared by the socket wrapper, the service and the timer.
+#[derive(Debug)]
+struct SharedPhase(Mutex<Phase>);
+
+impl SharedPhase {
+    fn get(&self) -> Phase {
+        // A panic never happens while the lock is held (plain copies), so it is never poisoned.
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, phase: Phase) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = phase;
+    }
+
+    /// `Idle → Head(by)`; other phases are left alone.
+    fn head_started(&self, by: Instant) {
+        let mut p = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Phase::Idle(_) = *p {
+            *p = Phase::Head(by);
+        }
+    }
+}
+
+/// When the connection's timer should next look at `phase` (checked at `now`): `Err` when
+/// its deadline has passed (close the connection), else the instant to check again.
+fn next_check(
+    phase: Phase,
+    now: Instant,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+) -> Result<Instant, ()> {
+    let deadline = match phase {
+        Phase::Idle(since) => since + idle_timeout,
+        Phase::Head(by) => by,
+        // A request being handled has no deadline; look again later.
+        Phase::Busy => return Ok(now + header_timeout),
+    };
+    if deadline <= now {
+        return Err(());
+    }
+    Ok(match phase {
+        // A head may start at any moment, with a deadline `header_timeout` after it starts.
+        Phase::Idle(_) => deadline.min(now + header_timeout),
+        _ => deadline,
+    })
 }
 
 /// Serves one accepted connection until it closes, times out, or `stop` turns true (then
@@ -78,7 +215,7 @@ pub(crate) async fn serve(
     stream: UnixStream,
     cfg: Arc<ServerConfig>,
     shared: Shared,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<Stop>,
 ) {
     let peer = match Peer::of(&stream) {
         Ok(p) => p,
@@ -88,20 +225,22 @@ pub(crate) async fn serve(
         }
     };
     let decision = authorize(&peer, &cfg);
-    let (phase_tx, mut phase_rx) = watch::channel(Phase::Head(Instant::now() + cfg.header_timeout));
-    let phase = Arc::new(phase_tx);
+    let first_deadline = Instant::now() + cfg.header_timeout;
+    let phase = Arc::new(SharedPhase(Mutex::new(Phase::Head(first_deadline))));
     let io = Watched {
         inner: stream,
         phase: Arc::clone(&phase),
         header_timeout: cfg.header_timeout,
     };
     let (header_timeout, idle_timeout) = (cfg.header_timeout, cfg.idle_timeout);
+    let ctx_phase = Arc::clone(&phase);
     let ctx = Arc::new(Ctx {
         shared,
         cfg,
         peer,
         decision,
         phase,
+        batch: Mutex::new(None),
     });
     let service = hyper::service::service_fn(move |req| {
         let ctx = Arc::clone(&ctx);
@@ -119,12 +258,12 @@ pub(crate) async fn serve(
         .max_buf_size(MAX_BUF_SIZE);
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     let mut stopping = false;
+    let mut timer = pin!(tokio::time::sleep_until(first_deadline));
+    // One future per stage for the connection's life: a `stop.changed()` made anew at every
+    // wake-up would join and leave the waiter list every connection shares, per request.
+    let later = stop.clone();
+    let mut stop = pin!(stopped(stop, Stop::Graceful));
     loop {
-        let deadline = match *phase_rx.borrow_and_update() {
-            Phase::Idle(since) => Some(since + idle_timeout),
-            Phase::Head(by) => Some(by),
-            Phase::Busy => None,
-        };
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -132,30 +271,56 @@ pub(crate) async fn serve(
                 }
                 return;
             }
-            Ok(()) = phase_rx.changed() => {}
-            () = sleep_until(deadline) => {
-                tracing::debug!(?header_timeout, ?idle_timeout, "connection timed out; closing");
-                return;
+            () = timer.as_mut() => {
+                let phase = ctx_phase.get();
+                match next_check(phase, Instant::now(), header_timeout, idle_timeout) {
+                    Ok(at) => timer.as_mut().reset(at),
+                    Err(()) => {
+                        tracing::debug!(?header_timeout, ?idle_timeout, "connection timed out; closing");
+                        return;
+                    }
+                }
             }
-            Ok(()) = stop.changed(), if !stopping => {
+            () = &mut stop => {
+                if stopping {
+                    tracing::debug!("shutdown grace over; closing the connection");
+                    return;
+                }
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
+                stop.set(stopped(later.clone(), Stop::Now));
             }
         }
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+/// Completes when `stop` reaches `level`; never, if its sender is gone first.
+async fn stopped(mut stop: watch::Receiver<Stop>, level: Stop) {
+    if stop.wait_for(|stop| *stop >= level).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// [`serve`], logging a panic outside the request handlers (which answer 500 themselves)
+/// instead of losing it: connection tasks are detached.
+pub(crate) async fn serve_catching_panics(
+    stream: UnixStream,
+    cfg: Arc<ServerConfig>,
+    shared: Shared,
+    stop: watch::Receiver<Stop>,
+) {
+    if CatchUnwind(Box::pin(serve(stream, cfg, shared, stop)))
+        .await
+        .is_err()
+    {
+        tracing::error!("a connection task panicked; the connection was closed");
     }
 }
 
 /// One request: marks the connection busy, catches a panicking handler (→ 500).
 async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Reply {
-    ctx.phase.send_replace(Phase::Busy);
-    let path = req.uri().path().to_owned();
+    ctx.phase.set(Phase::Busy);
+    let endpoint = crate::metrics::socket_endpoint(req.uri().path());
     let reply = match (CatchUnwind(Box::pin(respond(req, ctx)))).await {
         Ok(reply) => reply,
         Err(panic) => {
@@ -166,8 +331,8 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Reply {
     };
     ctx.shared
         .metrics
-        .socket_request(&path, reply.status().as_u16());
-    ctx.phase.send_replace(Phase::Idle(Instant::now()));
+        .socket_request_to(endpoint, reply.status().as_u16());
+    ctx.phase.set(Phase::Idle(Instant::now()));
     reply
 }
 
@@ -208,13 +373,7 @@ async fn respond(req: Request<Incoming>, ctx: &Ctx) -> Reply {
         Ok(Route::Credentials) => {
             match routes::credentials(&ctx.shared.state, ctx.cfg.first_credentials_wait).await {
                 Ok((reply, issued)) => {
-                    let now = Instant::now();
-                    emit(
-                        ctx.shared
-                            .audit
-                            .lock()
-                            .map(|mut a| a.record_issuance(&ctx.peer, &issued, now)),
-                    );
+                    ctx.count_issuance(&issued, Instant::now());
                     reply
                 }
                 Err(e) => e.to_response(),
@@ -262,7 +421,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 /// The socket, noticing the first byte of each request head (`Idle → Head`).
 struct Watched {
     inner: UnixStream,
-    phase: Arc<watch::Sender<Phase>>,
+    phase: Arc<SharedPhase>,
     header_timeout: Duration,
 }
 
@@ -276,13 +435,7 @@ impl AsyncRead for Watched {
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             let by = Instant::now() + self.header_timeout;
-            self.phase.send_if_modified(|p| match p {
-                Phase::Idle(_) => {
-                    *p = Phase::Head(by);
-                    true
-                }
-                _ => false,
-            });
+            self.phase.head_started(by);
         }
         res
     }
@@ -295,6 +448,20 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    /// Vectored writes let hyper send the head and the body with one `writev(2)` instead of
+    /// copying the body into its own buffer first.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -41,8 +41,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 pub use listener::{BindError, Listener};
@@ -134,7 +133,7 @@ pub async fn run_with(
     supervision: Supervision,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(Stop::No);
     let mut conns = Connections {
         shared: Shared {
             state,
@@ -143,11 +142,10 @@ pub async fn run_with(
             panic_on_path: supervision.panic_on_path.clone().map(Arc::from),
         },
         stop: stop_rx,
-        active: Arc::new(AtomicUsize::new(0)),
+        active: Arc::new(Gauge::default()),
         rejecting: Arc::new(AtomicUsize::new(0)),
         rejected: 0,
         rejected_logged: None,
-        tasks: JoinSet::new(),
     };
     let mut flush = tokio::time::interval(AUDIT_FLUSH_EVERY);
     let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
@@ -165,7 +163,6 @@ pub async fn run_with(
                 }
                 Err(e) => break Err(e),
             },
-            Some(joined) = conns.tasks.join_next() => log_join(joined),
             _ = flush.tick() => flush_audit(&conns.shared.audit, false),
             _ = beat.tick() => supervision.heartbeat.beat(),
             () = &mut wedge => {
@@ -180,9 +177,9 @@ pub async fn run_with(
     if let Err(e) = listener.remove_socket() {
         tracing::warn!(error = %e, "cannot remove the socket");
     }
-    stop_tx.send_replace(true);
+    stop_tx.send_replace(Stop::Graceful);
     let grace = config.borrow().shutdown_grace;
-    conns.drain(grace).await;
+    conns.drain(grace, &stop_tx).await;
     flush_audit(&conns.shared.audit, true);
     result
 }
@@ -195,30 +192,41 @@ async fn sleep_for(d: Option<Duration>) {
     }
 }
 
-/// The server's connection tasks and their limits.
+/// How far the server is in stopping; connections watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Stop {
+    /// Serving.
+    No,
+    /// Finish in-flight requests, then close.
+    Graceful,
+    /// The shutdown grace is over: close now.
+    Now,
+}
+
+/// The server's connections and their limits. Connection tasks are detached (a finished one
+/// wakes nothing); [`Gauge`] counts them and tells the drain when the last one is gone.
 struct Connections {
     shared: Shared,
-    /// Turns true at shutdown.
-    stop: watch::Receiver<bool>,
+    /// How far the server is in stopping.
+    stop: watch::Receiver<Stop>,
     /// Connections being served (at most `max_connections`).
-    active: Arc<AtomicUsize>,
+    active: Arc<Gauge>,
     /// Connections being answered `TooManyConnections` (at most [`MAX_REJECTING`]).
     rejecting: Arc<AtomicUsize>,
     /// Connections rejected since the last warning.
     rejected: u64,
     /// When the last warning about rejected connections was logged.
     rejected_logged: Option<Instant>,
-    tasks: JoinSet<()>,
 }
 
 impl Connections {
     /// Serves `stream` under `cfg`, or answers `TooManyConnections` when full.
     fn start(&mut self, stream: tokio::net::UnixStream, cfg: Arc<ServerConfig>) {
-        if let Some(slot) = Slot::take(&self.active, cfg.max_connections) {
+        if let Some(slot) = ConnSlot::take(&self.active, cfg.max_connections) {
             let (shared, stop) = (self.shared.clone(), self.stop.clone());
-            self.tasks.spawn(async move {
+            tokio::spawn(async move {
                 let _slot = slot;
-                conn::serve(stream, cfg, shared, stop).await;
+                conn::serve_catching_panics(stream, cfg, shared, stop).await;
             });
             return;
         }
@@ -237,7 +245,7 @@ impl Connections {
             self.rejected_logged = Some(now);
         }
         if let Some(slot) = Slot::take(&self.rejecting, MAX_REJECTING) {
-            self.tasks.spawn(async move {
+            tokio::spawn(async move {
                 let _slot = slot;
                 conn::reject(stream).await;
             });
@@ -246,22 +254,79 @@ impl Connections {
         }
     }
 
-    /// Waits up to `grace` for every connection to finish, then drops the rest.
-    async fn drain(&mut self, grace: Duration) {
-        let tasks = &mut self.tasks;
-        let drained = tokio::time::timeout(grace, async {
-            while let Some(joined) = tasks.join_next().await {
-                log_join(joined);
-            }
-        })
-        .await;
-        if drained.is_err() {
+    /// Waits up to `grace` for every connection to finish, then tells the rest to close and
+    /// waits (briefly) until they have.
+    async fn drain(&mut self, grace: Duration, stop: &watch::Sender<Stop>) {
+        if tokio::time::timeout(grace, self.active.all_closed())
+            .await
+            .is_err()
+        {
             tracing::warn!(
-                left = self.tasks.len(),
+                left = self.active.count(),
                 ?grace,
                 "connections still open after the shutdown grace; closing them"
             );
-            self.tasks.shutdown().await;
+            stop.send_replace(Stop::Now);
+            let _ = tokio::time::timeout(CLOSE_WAIT, self.active.all_closed()).await;
+        }
+    }
+}
+
+/// How long the drain waits for connections told to close now.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// The open connections: how many, the most at once since memory was last given back, and a
+/// signal when the last one closes.
+#[derive(Debug, Default)]
+struct Gauge {
+    active: AtomicUsize,
+    high_water: AtomicUsize,
+    all_closed: Notify,
+}
+
+impl Gauge {
+    fn count(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Completes once no connection is open.
+    async fn all_closed(&self) {
+        loop {
+            let notified = self.all_closed.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A counted connection; released on drop. The last of a burst of at least
+/// [`TRIM_AFTER_CONNECTIONS`] gives the memory their buffers used back to the kernel
+/// ([`release_free_memory`]): the allocator keeps freed memory otherwise, and the agent's RSS
+/// would stay at its peak.
+struct ConnSlot(Arc<Gauge>);
+
+impl ConnSlot {
+    fn take(gauge: &Arc<Gauge>, max: usize) -> Option<ConnSlot> {
+        let n = gauge
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        gauge.high_water.fetch_max(n + 1, Ordering::Relaxed);
+        Some(ConnSlot(Arc::clone(gauge)))
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+            if self.0.high_water.swap(0, Ordering::Relaxed) >= TRIM_AFTER_CONNECTIONS {
+                release_free_memory();
+            }
         }
     }
 }
@@ -286,6 +351,22 @@ impl Drop for Slot {
     }
 }
 
+/// Connections open at once after which, when they have all closed, freed memory is given
+/// back to the kernel.
+const TRIM_AFTER_CONNECTIONS: usize = 64;
+
+/// Returns the allocator's free memory to the kernel (glibc `malloc_trim(0)`, which releases
+/// free pages in every arena, not only at the top of the heap). A no-op on other C libraries.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: `malloc_trim` only walks the allocator's own free lists under its locks; it
+    // takes no pointer and is safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn is_transient(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -299,14 +380,6 @@ fn is_transient(e: &io::Error) -> bool {
                 | libc::EPROTO
         )
     )
-}
-
-fn log_join(joined: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = joined {
-        if e.is_panic() {
-            tracing::error!("a connection task panicked; the connection was closed");
-        }
-    }
 }
 
 fn flush_audit(audit: &Mutex<Audit>, all: bool) {

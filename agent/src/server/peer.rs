@@ -4,10 +4,14 @@
 //! `SO_PEERCRED` gives pid, uid and gid, `SO_PEERGROUPS` (Linux 4.13+) the supplementary
 //! groups (`socket(7)`). They are read once per connection, before any request is parsed, and
 //! cannot be forged by the peer. The executable path is best effort, for the audit trail only:
-//! the pid may have exited or been reused by then.
+//! it is read from `/proc/<pid>/exe` when an audit event first needs it ([`Exe`]), at the
+//! connection's first request that produces one (the first issuance of a generation to the
+//! caller, or a logged denial), not for every connection; the pid may have exited or been
+//! reused by then.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::OnceLock;
 
 use crate::config::ServerConfig;
 
@@ -22,8 +26,40 @@ pub struct Peer {
     pub gid: u32,
     /// Supplementary gids (may include the primary gid); empty if they could not be read.
     pub groups: Vec<u32>,
-    /// `/proc/<pid>/exe`, or `"unknown"` when unreadable.
-    pub exe: String,
+    /// `/proc/<pid>/exe`, or `"unknown"` when unreadable (read when first asked for).
+    pub exe: Exe,
+}
+
+/// The peer's executable path, read from `/proc/<pid>/exe` on first use (the audit trail needs
+/// it once per caller and credential generation, not once per connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exe {
+    pid: Option<i32>,
+    path: OnceLock<String>,
+}
+
+impl Exe {
+    /// The executable of process `pid` (`None`: unknown), read when first asked for.
+    pub fn of_pid(pid: Option<i32>) -> Exe {
+        Exe {
+            pid,
+            path: OnceLock::new(),
+        }
+    }
+
+    /// A known path (tests).
+    pub fn known(path: &str) -> Exe {
+        Exe {
+            pid: None,
+            path: OnceLock::from(path.to_owned()),
+        }
+    }
+
+    /// The path, or `"unknown"`.
+    pub fn get(&self) -> &str {
+        self.path
+            .get_or_init(|| self.pid.map_or_else(|| "unknown".to_owned(), exe_of))
+    }
 }
 
 /// Whether a peer may be served, and why.
@@ -82,7 +118,7 @@ impl Peer {
             uid: cred.uid(),
             gid: cred.gid(),
             groups,
-            exe: pid.map_or_else(|| "unknown".to_owned(), exe_of),
+            exe: Exe::of_pid(pid),
         })
     }
 }
@@ -162,7 +198,7 @@ mod tests {
             uid,
             gid,
             groups: groups.to_vec(),
-            exe: "/usr/bin/test".to_owned(),
+            exe: Exe::known("/usr/bin/test"),
         }
     }
 
@@ -253,7 +289,7 @@ mod tests {
         want.sort_unstable();
         assert_eq!(got, want);
         assert_eq!(
-            p.exe,
+            p.exe.get(),
             std::env::current_exe().unwrap().display().to_string()
         );
     }

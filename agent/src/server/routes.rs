@@ -194,6 +194,14 @@ pub async fn credentials(
     state: &StateReceiver,
     wait: std::time::Duration,
 ) -> Result<(Reply, Arc<Issued>), ApiError> {
+    // The usual case, credentials held: answered from a shared borrow, without cloning the
+    // receiver (whose count every connection shares).
+    if let Ok(issued) = state.borrow().credentials_at(Instant::now()) {
+        return Ok((
+            json_response(StatusCode::OK, issued.body.clone()),
+            Arc::clone(issued),
+        ));
+    }
     let mut rx = state.clone();
     let issued = wait_for_credentials(&mut rx, wait)
         .await

@@ -1,0 +1,156 @@
+//! `bench`: the agent measured beside its floor and its alternatives, in one run, with the
+//! performance targets checked (see `run.rs` and the README's "Performance" section).
+//!
+//! `bench` alone runs the full benchmark (under five minutes); `bench --smoke` a few seconds
+//! that check only counts (the cold-start herd makes one token PUT and one credential GET, no
+//! request fails). The other subcommands are the benchmark's own child processes.
+
+#![forbid(unsafe_code)]
+
+mod load;
+mod procfs;
+mod report;
+mod run;
+mod servers;
+mod sim;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use load::{Mode, Window};
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks ecs-credential-agent against its floor and alternatives")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: run::Options,
+}
+
+/// The benchmark's child processes (not for direct use).
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// The floor server: canned response bytes from FILE.
+    #[command(hide = true)]
+    Floor { socket: PathBuf, response: PathBuf },
+    /// Bare hyper returning the body in FILE.
+    #[command(hide = true)]
+    Hyper { socket: PathBuf, body: PathBuf },
+    /// Socket load.
+    #[command(hide = true)]
+    Load {
+        socket: PathBuf,
+        mode: Mode,
+        concurrency: usize,
+        warmup_ms: u64,
+        duration_ms: u64,
+    },
+    /// The client library, cached or not.
+    #[command(hide = true)]
+    ClientLib {
+        socket: PathBuf,
+        #[arg(action = clap::ArgAction::Set)]
+        cached: bool,
+        concurrency: usize,
+        warmup_ms: u64,
+        duration_ms: u64,
+    },
+    /// Token PUT + credential GET against the metadata emulator.
+    #[command(hide = true)]
+    Direct {
+        addr: String,
+        role: String,
+        concurrency: usize,
+        warmup_ms: u64,
+        duration_ms: u64,
+    },
+    /// The cold-start herd.
+    #[command(hide = true)]
+    Herd {
+        socket: PathBuf,
+        n: usize,
+        timeout_ms: u64,
+    },
+    /// Holds N idle connections until stdin gets a line.
+    #[command(hide = true)]
+    Hold { socket: PathBuf, n: usize },
+}
+
+fn window(warmup_ms: u64, duration_ms: u64) -> Window {
+    Window {
+        warmup: Duration::from_millis(warmup_ms),
+        duration: Duration::from_millis(duration_ms),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Some(cmd) = cli.cmd else {
+        return run::main(cli.run);
+    };
+    procfs::raise_open_files_limit();
+    let rt = servers::agent_like_runtime();
+    let result = match cmd {
+        Cmd::Floor { socket, response } => {
+            let response = std::fs::read(response).expect("read the response file");
+            rt.block_on(servers::floor(&socket, response));
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Hyper { socket, body } => {
+            let body = std::fs::read(body).expect("read the body file");
+            rt.block_on(servers::bare_hyper(&socket, body));
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Load {
+            socket,
+            mode,
+            concurrency,
+            warmup_ms,
+            duration_ms,
+        } => rt.block_on(load::socket_load(
+            socket,
+            mode,
+            concurrency,
+            window(warmup_ms, duration_ms),
+        )),
+        Cmd::ClientLib {
+            socket,
+            cached,
+            concurrency,
+            warmup_ms,
+            duration_ms,
+        } => rt.block_on(load::client_lib_load(
+            socket,
+            cached,
+            concurrency,
+            window(warmup_ms, duration_ms),
+        )),
+        Cmd::Direct {
+            addr,
+            role,
+            concurrency,
+            warmup_ms,
+            duration_ms,
+        } => rt.block_on(load::direct_load(
+            addr,
+            role,
+            concurrency,
+            window(warmup_ms, duration_ms),
+        )),
+        Cmd::Herd {
+            socket,
+            n,
+            timeout_ms,
+        } => rt.block_on(load::herd(socket, n, Duration::from_millis(timeout_ms))),
+        Cmd::Hold { socket, n } => rt.block_on(load::hold(socket, n)),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&result).expect("serialise the result")
+    );
+    ExitCode::SUCCESS
+}

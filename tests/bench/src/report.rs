@@ -1,0 +1,401 @@
+//! The figures, the targets (PASS/FAIL), the markdown table and the JSON.
+
+use serde::Serialize;
+
+use crate::load::{LoadResult, Mode};
+use crate::sim::Lifetime;
+
+/// One load point (median of its rounds).
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    /// What was measured.
+    pub target: &'static str,
+    /// Keep-alive or new connection (socket targets only).
+    pub mode: Option<Mode>,
+    /// Concurrent clients.
+    pub concurrency: usize,
+    /// The median round (by throughput), with the median of each percentile.
+    pub result: LoadResult,
+    /// Throughput of every round.
+    pub rounds: Vec<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+impl Point {
+    pub fn median(
+        target: &'static str,
+        mode: Option<Mode>,
+        c: usize,
+        runs: Vec<LoadResult>,
+    ) -> Point {
+        let rounds: Vec<f64> = runs.iter().map(|r| r.throughput).collect();
+        let pick = |f: fn(&LoadResult) -> f64| median(runs.iter().map(f).collect());
+        let result = LoadResult {
+            requests: runs.iter().map(|r| r.requests).sum(),
+            errors: runs.iter().map(|r| r.errors).sum(),
+            seconds: runs.iter().map(|r| r.seconds).sum(),
+            throughput: pick(|r| r.throughput),
+            p50_us: pick(|r| r.p50_us),
+            p99_us: pick(|r| r.p99_us),
+            p999_us: pick(|r| r.p999_us),
+            first_error: runs.iter().find_map(|r| r.first_error.clone()),
+            all_requests: runs.iter().map(|r| r.all_requests).sum(),
+            server_cpu_us: runs
+                .iter()
+                .all(|r| r.server_cpu_us.is_some())
+                .then(|| pick(|r| r.server_cpu_us.unwrap_or(0.0))),
+        };
+        Point {
+            target,
+            mode,
+            concurrency: c,
+            result,
+            rounds,
+        }
+    }
+
+    pub fn single(target: &'static str, mode: Option<Mode>, c: usize, r: LoadResult) -> Point {
+        Point::median(target, mode, c, vec![r])
+    }
+}
+
+/// The cold-start herd.
+#[derive(Debug, Clone, Serialize)]
+pub struct Herd {
+    pub clients: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub token_puts: u64,
+    pub role_list_gets: u64,
+    pub credential_gets: u64,
+    pub p50_ms: f64,
+    pub max_ms: f64,
+}
+
+/// The idle agent's CPU time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Idle {
+    pub seconds: f64,
+    pub cpu_ms: f64,
+    pub cpu_ms_per_minute: f64,
+}
+
+/// The machine the figures come from.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Machine {
+    pub nproc: usize,
+    pub cpu: String,
+    pub kernel: String,
+    /// `/proc/loadavg` when the run ended.
+    pub loadavg: String,
+}
+
+impl Machine {
+    pub fn describe() -> Machine {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu: read("/proc/cpuinfo")
+                .lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+                .unwrap_or_default(),
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+            loadavg: read("/proc/loadavg")
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+/// One target and its verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub required: String,
+    pub measured: String,
+    pub pass: bool,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub smoke: bool,
+    pub machine: Machine,
+    /// `/proc/loadavg` when the run started.
+    pub loadavg_at_start: String,
+    pub total_secs: f64,
+    pub request_bytes: usize,
+    pub response_bytes: usize,
+    pub agent_binary_bytes: u64,
+    pub startup_ms: Vec<f64>,
+    pub rss_start_kib: u64,
+    pub rss_1000_conns_kib: u64,
+    pub held_connections: u64,
+    pub rss_after_close_kib: u64,
+    pub idle: Option<Idle>,
+    pub herd: Option<Herd>,
+    pub lifetimes: Vec<Lifetime>,
+    pub points: Vec<Point>,
+    pub targets: Vec<Target>,
+}
+
+const MIB: f64 = 1024.0;
+
+impl Report {
+    pub fn new(smoke: bool) -> Report {
+        Report {
+            smoke,
+            loadavg_at_start: Machine::describe().loadavg,
+            ..Report::default()
+        }
+    }
+
+    fn point(&self, target: &str, mode: Mode, c: usize) -> Option<&LoadResult> {
+        self.points
+            .iter()
+            .find(|p| p.target == target && p.mode == Some(mode) && p.concurrency == c)
+            .map(|p| &p.result)
+    }
+
+    fn target(&mut self, name: &str, required: &str, measured: String, pass: bool) {
+        self.targets.push(Target {
+            name: name.into(),
+            required: required.into(),
+            measured,
+            pass,
+        });
+    }
+
+    /// Checks every target (only the counts in smoke mode).
+    pub fn evaluate(&mut self) {
+        let errors: u64 = self.points.iter().map(|p| p.result.errors).sum();
+        self.target("no failed request", "0", errors.to_string(), errors == 0);
+        if let Some(h) = self.herd.clone() {
+            self.target(
+                "cold-start herd: metadata requests for 1000 concurrent clients",
+                "1 token PUT, 1 credential GET, 1000 × 200",
+                format!(
+                    "{} token PUT, {} credential GET ({} role list GET), {} × 200",
+                    h.token_puts, h.credential_gets, h.role_list_gets, h.ok
+                ),
+                h.token_puts == 1 && h.credential_gets == 1 && h.ok == h.clients && h.errors == 0,
+            );
+        }
+        if self.smoke {
+            return;
+        }
+        let ratio = |a: Option<&LoadResult>, b: Option<&LoadResult>, f: fn(&LoadResult) -> f64| {
+            match (a, b) {
+                (Some(a), Some(b)) if f(b) > 0.0 => f(a) / f(b),
+                _ => f64::NAN,
+            }
+        };
+        let ka = ratio(
+            self.point("agent", Mode::KeepAlive, 8),
+            self.point("bare hyper", Mode::KeepAlive, 8),
+            |r| r.throughput,
+        );
+        self.target(
+            "throughput, keep-alive, c=8",
+            "≥ 90 % of bare hyper",
+            format!("{:.1} %", ka * 100.0),
+            ka >= 0.90,
+        );
+        let nc = ratio(
+            self.point("agent", Mode::NewConn, 8),
+            self.point("bare hyper", Mode::NewConn, 8),
+            |r| r.throughput,
+        );
+        self.target(
+            "throughput, new connection, c=8",
+            "≥ 85 % of bare hyper",
+            format!("{:.1} %", nc * 100.0),
+            nc >= 0.85,
+        );
+        let p99 = ratio(
+            self.point("agent", Mode::KeepAlive, 1),
+            self.point("bare hyper", Mode::KeepAlive, 1),
+            |r| r.p99_us,
+        );
+        self.target(
+            "p99 latency, keep-alive, c=1",
+            "≤ 1.2 × bare hyper",
+            format!("{p99:.2} ×"),
+            p99 <= 1.2,
+        );
+        let (start, peak, after) = (
+            self.rss_start_kib as f64 / MIB,
+            self.rss_1000_conns_kib as f64 / MIB,
+            self.rss_after_close_kib as f64 / MIB,
+        );
+        self.target(
+            "RSS after start",
+            "≤ 10 MiB",
+            format!("{start:.1} MiB"),
+            start > 0.0 && start <= 10.0,
+        );
+        self.target(
+            "peak RSS with 1000 idle connections",
+            "≤ 40 MiB",
+            format!("{peak:.1} MiB ({} connections held)", self.held_connections),
+            peak > 0.0 && peak <= 40.0 && self.held_connections == 1000,
+        );
+        self.target(
+            "RSS after they close",
+            "< 2 × RSS after start",
+            format!("{after:.1} MiB ({:.2} ×)", after / start),
+            after > 0.0 && after < 2.0 * start,
+        );
+        if let Some(idle) = self.idle.clone() {
+            self.target(
+                "idle CPU",
+                "≤ 50 ms per minute",
+                format!(
+                    "{:.1} ms per minute ({:.1} ms over {:.0} s)",
+                    idle.cpu_ms_per_minute, idle.cpu_ms, idle.seconds
+                ),
+                idle.cpu_ms_per_minute <= 50.0,
+            );
+        }
+        let worst_gets = self
+            .lifetimes
+            .iter()
+            .map(|l| l.credential_gets)
+            .max()
+            .unwrap_or(0);
+        let worst_puts = self
+            .lifetimes
+            .iter()
+            .map(|l| l.token_puts)
+            .max()
+            .unwrap_or(0);
+        let fresh = self.lifetimes.iter().all(|l| l.always_fresh);
+        self.target(
+            "metadata requests per 6 h credential lifetime (simulated)",
+            "≤ 10 credential GETs, 1 token PUT per token lifetime",
+            format!(
+                "{worst_gets} credential GETs, {worst_puts} token PUT (worst of {} runs)",
+                self.lifetimes.len()
+            ),
+            worst_gets <= 10 && worst_puts <= 1 && fresh,
+        );
+        let startup = median(self.startup_ms.clone());
+        self.target(
+            "start-up to first credentials served",
+            "≤ 100 ms",
+            format!("{startup:.1} ms (median of {})", self.startup_ms.len()),
+            startup > 0.0 && startup <= 100.0,
+        );
+    }
+
+    pub fn all_pass(&self) -> bool {
+        self.targets.iter().all(|t| t.pass)
+    }
+
+    /// The markdown tables.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        s.push_str(&format!(
+            "Machine: {} CPUs ({}), Linux {}, load average {} at the start, {} at the end. \
+             Request {} B, response {} B. Run took {:.0} s{}.\n\n",
+            m.nproc,
+            m.cpu,
+            m.kernel,
+            self.loadavg_at_start,
+            m.loadavg,
+            self.request_bytes,
+            self.response_bytes,
+            self.total_secs,
+            if self.smoke { " (smoke mode)" } else { "" },
+        ));
+        s.push_str("| server / client | connection | clients | req/s | % of floor | p50 µs | p99 µs | p99.9 µs | server CPU µs/req | errors |\n");
+        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for p in &self.points {
+            let floor = p
+                .mode
+                .and_then(|mode| self.point("floor", mode, p.concurrency));
+            let share = match floor {
+                Some(f) if f.throughput > 0.0 => {
+                    format!("{:.0} %", 100.0 * p.result.throughput / f.throughput)
+                }
+                _ => "—".into(),
+            };
+            let mode = match p.mode {
+                Some(Mode::KeepAlive) => "keep-alive",
+                Some(Mode::NewConn) => "new per request",
+                None if p.target.starts_with("direct") => "new TCP per request",
+                None if p.target.ends_with("uncached") => "new per call",
+                None => "—",
+            };
+            let r = &p.result;
+            s.push_str(&format!(
+                "| {} | {} | {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {} | {} |\n",
+                p.target,
+                mode,
+                p.concurrency,
+                r.throughput,
+                share,
+                r.p50_us,
+                r.p99_us,
+                r.p999_us,
+                r.server_cpu_us
+                    .map_or("—".to_owned(), |c| format!("{c:.1}")),
+                r.errors
+            ));
+        }
+        s.push('\n');
+        if let Some(h) = &self.herd {
+            s.push_str(&format!(
+                "Cold-start herd: {} clients, {} answered 200 (median {:.0} ms, all within {:.0} ms; first token PUT delayed 500 ms); \
+                 metadata requests: {} token PUT, {} role list GET, {} credential GET.\n\n",
+                h.clients, h.ok, h.p50_ms, h.max_ms, h.token_puts, h.role_list_gets, h.credential_gets
+            ));
+        }
+        if !self.smoke {
+            s.push_str(&format!(
+                "Memory (agent RSS): {:.1} MiB after start, {:.1} MiB peak with {} idle connections, {:.1} MiB after they closed. \
+                 Start-up to first credentials: {} ms. Release binary: {:.2} MiB ({} bytes).\n\n",
+                self.rss_start_kib as f64 / MIB,
+                self.rss_1000_conns_kib as f64 / MIB,
+                self.held_connections,
+                self.rss_after_close_kib as f64 / MIB,
+                self.startup_ms.iter().map(|t| format!("{t:.1}")).collect::<Vec<_>>().join(", "),
+                self.agent_binary_bytes as f64 / MIB / MIB,
+                self.agent_binary_bytes,
+            ));
+            if let Some(i) = &self.idle {
+                s.push_str(&format!(
+                    "Idle: {:.1} ms CPU over {:.0} s.\n\n",
+                    i.cpu_ms, i.seconds
+                ));
+            }
+            for l in &self.lifetimes {
+                s.push_str(&format!(
+                    "Simulated 6 h lifetime, {} jitter: {} credential GETs, {} token PUT.\n",
+                    l.jitter, l.credential_gets, l.token_puts
+                ));
+            }
+            s.push('\n');
+        }
+        s.push_str("| target | required | measured | |\n|---|---|---|---|\n");
+        for t in &self.targets {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                t.name,
+                t.required,
+                t.measured,
+                if t.pass { "PASS" } else { "FAIL" }
+            ));
+        }
+        s
+    }
+}

@@ -1,0 +1,540 @@
+//! The benchmark run: starts the metadata emulator (in this process), the agent (the release
+//! `ecs-credential-agent` binary, default settings but for the endpoint, socket and allowed
+//! uid), the floor and bare hyper servers (this binary, as child processes), and runs every
+//! load generator as its own child process, one at a time.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use ecs_metadata_emulator::{Emulator, EmulatorConfig, Endpoint, Fault, Times};
+
+use crate::load::{LoadResult, Mode, REQUEST};
+use crate::procfs;
+use crate::report::{self, Point, Report};
+
+/// Options of a benchmark run.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// A few seconds, checking only counts (herd: 1 token PUT and 1 credential GET; no errors).
+    #[arg(long)]
+    smoke: bool,
+    /// Measured time per load point, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    duration_ms: u64,
+    /// Unmeasured warm-up before each load point, milliseconds.
+    #[arg(long, default_value_t = 300)]
+    warmup_ms: u64,
+    /// Rounds of the socket matrix (floor, hyper and agent interleaved); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// How long the idle agent is watched for its CPU time, seconds.
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
+    /// The agent binary [default: `ecs-credential-agent` beside this binary, built first with
+    /// `cargo build --release -p ecs-credential-agent --no-default-features` when run by cargo].
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// Where the JSON figures go [default: `bench.json` (`bench-smoke.json`) in the target
+    /// directory].
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("bench: {} did not stop on SIGTERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Bench {
+    opts: Options,
+    me: PathBuf,
+    agent_bin: PathBuf,
+    dir: PathBuf,
+    uid: u32,
+    agents_started: u32,
+}
+
+pub fn main(opts: Options) -> ExitCode {
+    procfs::raise_open_files_limit();
+    let me = std::env::current_exe().expect("the bench binary's path");
+    let agent_bin = match opts.agent.clone() {
+        Some(p) => p,
+        None => match default_agent(&me) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let dir = std::env::temp_dir().join(format!("ecs-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the bench directory");
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(0);
+    let json = opts.json.clone().unwrap_or_else(|| {
+        let target = me.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+        target.join(if opts.smoke {
+            "bench-smoke.json"
+        } else {
+            "bench.json"
+        })
+    });
+    let mut bench = Bench {
+        opts,
+        me,
+        agent_bin,
+        dir: dir.clone(),
+        uid,
+        agents_started: 0,
+    };
+    let started = Instant::now();
+    let report = bench.run();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut report = report;
+    report.total_secs = started.elapsed().as_secs_f64();
+    println!("{}", report.markdown());
+    if let Some(parent) = json.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    match std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&report).expect("serialise"),
+    ) {
+        Ok(()) => eprintln!("bench: figures written to {}", json.display()),
+        Err(e) => eprintln!("bench: cannot write {}: {e}", json.display()),
+    }
+    if report.all_pass() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("bench: some targets FAIL");
+        ExitCode::FAILURE
+    }
+}
+
+/// `ecs-credential-agent` beside this binary; when run by cargo, built (or found fresh) first.
+fn default_agent(me: &Path) -> Result<PathBuf, String> {
+    let bin = me.with_file_name("ecs-credential-agent");
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
+        eprintln!("bench: building the agent (cargo build --release -p ecs-credential-agent --no-default-features)");
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--manifest-path", manifest])
+            .args(["-p", "ecs-credential-agent", "--no-default-features"])
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err("building the agent failed".into());
+        }
+    }
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "no agent binary at {}; build it with `cargo build --release -p ecs-credential-agent --no-default-features` or pass --agent",
+            bin.display()
+        ))
+    }
+}
+
+/// Reads one line from a child's stdout.
+fn read_line(out: &mut BufReader<ChildStdout>) -> String {
+    let mut line = String::new();
+    let _ = out.read_line(&mut line);
+    line.trim().to_owned()
+}
+
+/// Runs a load child to completion and parses its result.
+fn run_load(mut cmd: Command) -> LoadResult {
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run a load generator");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|e| LoadResult {
+        errors: 1,
+        first_error: Some(format!("load generator failed ({}): {e}", out.status)),
+        ..LoadResult::default()
+    })
+}
+
+/// One blocking `GET /v1/credentials` on a new connection: the raw response, or `None`.
+fn get_once(socket: &Path) -> Option<Vec<u8>> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(REQUEST).ok()?;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("content-length:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        if raw.len() >= end + 4 + len {
+            raw.truncate(end + 4 + len);
+            return head.starts_with("http/1.1 200").then_some(raw);
+        }
+    }
+}
+
+impl Bench {
+    fn agent_config(&self, socket: &Path, endpoint: &str) -> PathBuf {
+        let path = socket.with_extension("toml");
+        let text = format!(
+            "[metadata]\nendpoint = {endpoint:?}\n\n[server]\nsocket_path = {:?}\nallowed_uids = [{}]\n",
+            socket.display().to_string(),
+            self.uid
+        );
+        std::fs::write(&path, text).expect("write the agent config");
+        path
+    }
+
+    /// Spawns an agent against `endpoint`; its log goes to a file beside the socket.
+    fn spawn_agent(&mut self, endpoint: &str) -> (Proc, PathBuf) {
+        self.agents_started += 1;
+        let socket = self.dir.join(format!("agent{}.sock", self.agents_started));
+        let config = self.agent_config(&socket, endpoint);
+        let log = std::fs::File::create(socket.with_extension("log")).expect("agent log");
+        let child = Command::new(&self.agent_bin)
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .env_remove("RUST_LOG")
+            .spawn()
+            .expect("start the agent");
+        (
+            Proc {
+                child,
+                name: "agent",
+            },
+            socket,
+        )
+    }
+
+    /// Spawns an agent and measures exec → first `200` on `GET /v1/credentials`.
+    fn start_agent(&mut self, endpoint: &str) -> (Proc, PathBuf, Duration, Vec<u8>) {
+        let t0 = Instant::now();
+        let (proc, socket) = self.spawn_agent(endpoint);
+        loop {
+            if let Some(raw) = get_once(&socket) {
+                return (proc, socket, t0.elapsed(), raw);
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the agent never served credentials"
+            );
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+
+    fn child(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.me);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped());
+        cmd
+    }
+
+    fn server(&self, kind: &'static str, socket: &Path, file: &Path) -> Proc {
+        let mut child = self
+            .child(&[
+                kind,
+                &socket.display().to_string(),
+                &file.display().to_string(),
+            ])
+            .spawn()
+            .expect("start a reference server");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        assert_eq!(
+            read_line(&mut out),
+            "listening",
+            "{kind} server did not start"
+        );
+        Proc { child, name: kind }
+    }
+
+    fn window_args(&self) -> [String; 2] {
+        if self.opts.smoke {
+            ["100".into(), "500".into()]
+        } else {
+            [
+                self.opts.warmup_ms.to_string(),
+                self.opts.duration_ms.to_string(),
+            ]
+        }
+    }
+
+    fn socket_load(&self, socket: &Path, mode: Mode, c: usize) -> LoadResult {
+        let [w, d] = self.window_args();
+        let mode = match mode {
+            Mode::KeepAlive => "keep-alive",
+            Mode::NewConn => "new-conn",
+        };
+        let socket = socket.display().to_string();
+        run_load(self.child(&["load", &socket, mode, &c.to_string(), &w, &d]))
+    }
+
+    fn run(&mut self) -> Report {
+        let smoke = self.opts.smoke;
+        let mut r = Report::new(smoke);
+        r.agent_binary_bytes = std::fs::metadata(&self.agent_bin)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let emu_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("emulator runtime");
+        let emu = emu_rt
+            .block_on(async { Emulator::start_local(EmulatorConfig::default()) })
+            .expect("start the emulator");
+        let endpoint = emu.endpoint();
+
+        // Start-up, three times; the first agent then stays idle for the CPU measurement.
+        eprintln!("bench: start-up");
+        let (idle_agent, _, first_startup, _) = self.start_agent(&endpoint);
+        let mut startups = vec![first_startup];
+        for _ in 0..if smoke { 0 } else { 2 } {
+            let (_p, _, t, _) = self.start_agent(&endpoint);
+            startups.push(t);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        // Sampled exactly `idle_secs` later by a thread, while the rest of the run goes on.
+        let idle_pid = idle_agent.pid();
+        let idle_secs = if smoke { 0 } else { self.opts.idle_secs };
+        let idle_sample = std::thread::spawn(move || {
+            let (from, cpu) = (Instant::now(), procfs::cpu_time(idle_pid));
+            std::thread::sleep(Duration::from_secs(idle_secs));
+            (
+                from.elapsed(),
+                procfs::cpu_time(idle_pid).saturating_sub(cpu),
+            )
+        });
+        r.startup_ms = startups.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+
+        // The agent under load; memory first, while it is fresh.
+        let (agent, agent_socket, _, raw) = self.start_agent(&endpoint);
+        std::thread::sleep(Duration::from_millis(200));
+        r.response_bytes = raw.len();
+        r.request_bytes = REQUEST.len();
+        if !smoke {
+            eprintln!("bench: memory");
+            r.rss_start_kib = procfs::rss_kib(agent.pid()).0;
+            let mut hold = self
+                .child(&["hold", &agent_socket.display().to_string(), "1000"])
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("start the connection holder");
+            let mut out = BufReader::new(hold.stdout.take().expect("stdout"));
+            let ready = read_line(&mut out);
+            std::thread::sleep(Duration::from_millis(200));
+            let (rss, hwm) = procfs::rss_kib(agent.pid());
+            r.rss_1000_conns_kib = rss.max(hwm);
+            r.held_connections = ready
+                .strip_prefix("ready ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            drop(hold.stdin.take());
+            let _ = hold.wait();
+            // The agent gives memory back once the last of them has closed; allow it 3 s.
+            let settle = Instant::now() + Duration::from_secs(3);
+            loop {
+                std::thread::sleep(Duration::from_millis(250));
+                r.rss_after_close_kib = procfs::rss_kib(agent.pid()).0;
+                if r.rss_after_close_kib < 2 * r.rss_start_kib || Instant::now() > settle {
+                    break;
+                }
+            }
+        }
+
+        // The socket matrix: floor, bare hyper and the agent, interleaved, in rounds.
+        let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+        let (resp_file, body_file) = (self.dir.join("response.raw"), self.dir.join("body.json"));
+        std::fs::write(&resp_file, &raw).expect("write the canned response");
+        std::fs::write(&body_file, &raw[head_end..]).expect("write the body");
+        let (floor_socket, hyper_socket) =
+            (self.dir.join("floor.sock"), self.dir.join("hyper.sock"));
+        let floor = self.server("floor", &floor_socket, &resp_file);
+        let hyper = self.server("hyper", &hyper_socket, &body_file);
+        let targets: [(&str, &Path, u32); 3] = [
+            ("floor", &floor_socket, floor.pid()),
+            ("bare hyper", &hyper_socket, hyper.pid()),
+            ("agent", &agent_socket, agent.pid()),
+        ];
+        let (modes, concs, rounds): (&[Mode], &[usize], usize) = if smoke {
+            (&[Mode::KeepAlive, Mode::NewConn], &[8], 1)
+        } else {
+            (
+                &[Mode::KeepAlive, Mode::NewConn],
+                &[1, 8, 64],
+                self.opts.rounds.max(1),
+            )
+        };
+        for &mode in modes {
+            for &c in concs {
+                eprintln!("bench: {mode:?} c={c}");
+                let mut runs: Vec<Vec<LoadResult>> = vec![Vec::new(); targets.len()];
+                for round in 0..rounds {
+                    for k in 0..targets.len() {
+                        let i = (k + round) % targets.len();
+                        let (_, socket, pid) = targets[i];
+                        let cpu = procfs::cpu_time(pid);
+                        let mut res = self.socket_load(socket, mode, c);
+                        let used = procfs::cpu_time(pid).saturating_sub(cpu);
+                        if res.all_requests > 0 {
+                            res.server_cpu_us =
+                                Some(used.as_secs_f64() * 1e6 / res.all_requests as f64);
+                        }
+                        runs[i].push(res);
+                    }
+                }
+                for (i, runs) in runs.into_iter().enumerate() {
+                    r.points
+                        .push(Point::median(targets[i].0, Some(mode), c, runs));
+                }
+            }
+        }
+        drop((floor, hyper));
+
+        // The client library and direct metadata calls.
+        eprintln!("bench: client library and direct");
+        let [w, d] = self.window_args();
+        let socket = agent_socket.display().to_string();
+        let lib_concs: &[usize] = if smoke { &[8] } else { &[1, 8] };
+        for &cached in &[true, false] {
+            for &c in lib_concs {
+                let res = run_load(self.child(&[
+                    "client-lib",
+                    &socket,
+                    &cached.to_string(),
+                    &c.to_string(),
+                    &w,
+                    &d,
+                ]));
+                let name = if cached {
+                    "client library, cached"
+                } else {
+                    "client library, uncached"
+                };
+                r.points.push(Point::single(name, None, c, res));
+            }
+        }
+        let role = ecs_metadata_emulator::config::DEFAULT_ROLE_NAME;
+        for &c in lib_concs {
+            let res = run_load(self.child(&[
+                "direct",
+                &emu.addr().to_string(),
+                role,
+                &c.to_string(),
+                &w,
+                &d,
+            ]));
+            r.points
+                .push(Point::single("direct (token PUT + GET)", None, c, res));
+        }
+        drop(agent);
+
+        // The cold-start herd against a fresh emulator whose first token PUT takes 500 ms, so
+        // all 1000 requests arrive before the first credentials.
+        eprintln!("bench: cold-start herd");
+        let herd_emu = emu_rt
+            .block_on(async { Emulator::start_local(EmulatorConfig::default()) })
+            .expect("start the herd emulator");
+        herd_emu.set_fault(
+            Endpoint::Token,
+            Fault::Delay(Duration::from_millis(500)),
+            Times::Next(1),
+        );
+        let herd_socket = self
+            .dir
+            .join(format!("agent{}.sock", self.agents_started + 1));
+        let herd = self
+            .child(&["herd", &herd_socket.display().to_string(), "1000", "15000"])
+            .spawn()
+            .expect("start the herd");
+        let (herd_agent, socket) = self.spawn_agent(&herd_emu.endpoint());
+        assert_eq!(socket, herd_socket);
+        let out = herd.wait_with_output().expect("the herd");
+        let res: LoadResult =
+            serde_json::from_slice(out.stdout.trim_ascii()).unwrap_or_else(|e| LoadResult {
+                errors: 1000,
+                first_error: Some(format!("herd failed: {e}")),
+                ..LoadResult::default()
+            });
+        drop(herd_agent);
+        let counts = herd_emu.counts();
+        r.herd = Some(report::Herd {
+            clients: 1000,
+            ok: res.requests,
+            errors: res.errors,
+            first_error: res.first_error.clone(),
+            token_puts: counts.token_puts,
+            role_list_gets: counts.role_list_gets,
+            credential_gets: counts.credential_gets,
+            p50_ms: res.p50_us / 1000.0,
+            max_ms: res.seconds * 1000.0,
+        });
+
+        r.lifetimes = crate::sim::lifetimes();
+
+        // Idle CPU: the first agent has had no client since its start-up request.
+        if !smoke {
+            eprintln!("bench: waiting for the idle agent's {idle_secs} s");
+            let (took, used) = idle_sample.join().expect("the idle sampler");
+            let secs = took.as_secs_f64();
+            r.idle = Some(report::Idle {
+                seconds: secs,
+                cpu_ms: used.as_secs_f64() * 1000.0,
+                cpu_ms_per_minute: used.as_secs_f64() * 1000.0 * 60.0 / secs,
+            });
+        }
+        drop(idle_agent);
+        emu_rt.block_on(async {
+            emu.shutdown().await;
+            herd_emu.shutdown().await;
+        });
+        r.machine = report::Machine::describe();
+        r.evaluate();
+        r
+    }
+}

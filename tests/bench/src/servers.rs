@@ -1,0 +1,94 @@
+//! The two reference servers, each run in its own process with the agent's runtime settings
+//! (a multi-threaded tokio runtime with two workers).
+//!
+//! - The **floor** (`bench floor`): reads a request head and writes back canned bytes, the
+//!   agent's whole response (head and body) as captured from the agent. Nothing is parsed
+//!   beyond finding the end of the head: the physical limit of the transport.
+//! - **Bare hyper** (`bench hyper`): hyper's HTTP/1.1 server answering every request with the
+//!   agent's body and the same `Content-Type` and `Cache-Control` headers.
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+
+/// The agent's runtime: multi-threaded, two workers (`ecs_credential_agent::cli`).
+pub fn agent_like_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build the tokio runtime")
+}
+
+fn bind(socket: &Path) -> UnixListener {
+    let _ = std::fs::remove_file(socket);
+    let l = UnixListener::bind(socket).expect("bind the socket");
+    println!("listening");
+    l
+}
+
+/// Serves `response` (raw HTTP bytes) to every request head on `socket`, forever.
+pub async fn floor(socket: &Path, response: Vec<u8>) {
+    let listener = bind(socket);
+    let response: Arc<[u8]> = response.into();
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
+        let response = Arc::clone(&response);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 8192];
+            let mut have = 0usize;
+            loop {
+                let Ok(n) = s.read(&mut buf[have..]).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                let from = have.saturating_sub(3);
+                have += n;
+                if buf[from..have].windows(4).any(|w| w == b"\r\n\r\n") {
+                    have = 0;
+                    if s.write_all(&response).await.is_err() {
+                        return;
+                    }
+                } else if have == buf.len() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Serves `body` with hyper to every request on `socket`, forever.
+pub async fn bare_hyper(socket: &Path, body: Vec<u8>) {
+    let listener = bind(socket);
+    let body = Bytes::from(body);
+    loop {
+        let Ok((s, _)) = listener.accept().await else {
+            continue;
+        };
+        let body = body.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |_req| {
+                let mut resp = http::Response::new(Full::new(body.clone()));
+                let h = resp.headers_mut();
+                h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(s), service)
+                .await;
+        });
+    }
+}
