@@ -8,7 +8,7 @@ use ecs_credential_client::{Credentials, Error};
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
-use crate::credentials::format_utc;
+use crate::credentials::{format_utc, ResponseBody};
 
 /// Output format of `get`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,27 +73,17 @@ fn exit_status(e: &Error) -> u8 {
 
 /// The text to print; zeroized when dropped, since it holds the secrets.
 fn render(c: &Credentials, format: Format) -> Zeroizing<String> {
-    /// The agent's own field order (`Code` first), so `get` prints what the socket serves.
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Body<'a> {
-        code: &'a str,
-        access_key_id: &'a str,
-        access_key_secret: &'a str,
-        security_token: &'a str,
-        expiration: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        last_updated: Option<String>,
-    }
     match format {
         Format::Json => {
-            let body = Body {
+            let expiration = format_utc(c.expiration);
+            let last_updated = c.last_updated.map(format_utc);
+            let body = ResponseBody {
                 code: "Success",
                 access_key_id: &c.access_key_id,
                 access_key_secret: c.access_key_secret.expose_secret(),
                 security_token: c.security_token.expose_secret(),
-                expiration: format_utc(c.expiration),
-                last_updated: c.last_updated.map(format_utc),
+                expiration: &expiration,
+                last_updated: last_updated.as_deref(),
             };
             let mut out = Zeroizing::new(serde_json::to_string(&body).expect("serialise strings"));
             out.push('\n');

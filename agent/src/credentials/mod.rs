@@ -61,25 +61,15 @@ impl Credentials {
     ///
     /// The buffer zeroizes on drop; serialise it once per generation, not per request.
     pub fn to_response_body(&self) -> Zeroizing<Vec<u8>> {
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Body<'a> {
-            code: &'a str,
-            access_key_id: &'a str,
-            access_key_secret: &'a str,
-            security_token: &'a str,
-            expiration: &'a str,
-            last_updated: &'a str,
-        }
         let expiration = format_utc(self.expiration);
         let last_updated = format_utc(self.last_updated);
-        let body = Body {
+        let body = ResponseBody {
             code: "Success",
             access_key_id: &self.access_key_id,
             access_key_secret: self.access_key_secret.expose_secret(),
             security_token: self.security_token.expose_secret(),
             expiration: &expiration,
-            last_updated: &last_updated,
+            last_updated: Some(&last_updated),
         };
         let mut out = Zeroizing::new(Vec::with_capacity(
             256 + self.security_token.expose_secret().len(),
@@ -93,6 +83,20 @@ impl Credentials {
     pub fn same_generation(&self, other: &Credentials) -> bool {
         self.access_key_id == other.access_key_id && self.last_updated == other.last_updated
     }
+}
+
+/// The credentials-URI JSON shape, fields in the order the agent serves them (`Code` first).
+/// Used for the socket's response body and by `get --format json`, so both print the same.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ResponseBody<'a> {
+    pub(crate) code: &'a str,
+    pub(crate) access_key_id: &'a str,
+    pub(crate) access_key_secret: &'a str,
+    pub(crate) security_token: &'a str,
+    pub(crate) expiration: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) last_updated: Option<&'a str>,
 }
 
 /// Formats a UTC time as the metadata service does: `YYYY-MM-DDTHH:MM:SSZ`.
