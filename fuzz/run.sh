@@ -4,7 +4,8 @@
 # `fuzz/run.sh 3600`, or one target: `cargo fuzz run --sanitizer none credentials`.
 # A crash stops the run and leaves the input in fuzz/artifacts/TARGET/; reproduce it with
 # `cargo fuzz run --sanitizer none TARGET fuzz/artifacts/TARGET/crash-…`, then add it to the
-# agent's unit tests as a regression test.
+# agent's unit tests as a regression test. FUZZ_SEED (CI sets 1) fixes libFuzzer's random
+# seed, so a CI run explores the same inputs each time; unset, every run explores new ones.
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-20}"
@@ -19,7 +20,7 @@ for t in $targets; do
     log=$(mktemp)
     status=0
     cargo fuzz run --sanitizer none "$t" "corpus/$t" "seeds/$t" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        -max_total_time="$seconds" -seed="${FUZZ_SEED:-0}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1 || status=$?
     echo "fuzz: $t: $(grep -E '^stat::number_of_executed_units' "$log" | tr -s ' ' | cut -d' ' -f2) runs"
     if [ "$status" -ne 0 ]; then

@@ -371,3 +371,15 @@ fn http_dates_parse_in_imf_fixdate_form_only() {
     assert_eq!(parse_http_date("1994-11-06T08:49:37Z"), None);
     assert_eq!(parse_http_date(""), None);
 }
+
+#[test]
+fn a_leap_second_is_held_as_the_second_before_never_later() {
+    // Found by fuzzing: RFC 3339 allows `:60`; the agent serves it one second early.
+    for (text, served) in [
+        ("9999-12-31T23:59:60Z", "9999-12-31T23:59:59Z"),
+        ("2016-12-31T23:59:60Z", "2016-12-31T23:59:59Z"),
+    ] {
+        let t = parse_time(text, "Expiration", PATH).unwrap();
+        assert_eq!(crate::credentials::format_utc(t), served);
+    }
+}
