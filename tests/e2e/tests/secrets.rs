@@ -15,17 +15,6 @@ use ecs_metadata_emulator::{Endpoint, Fault, Times};
 use nix::sys::signal::Signal;
 use secrecy::{ExposeSecret, SecretString};
 
-/// Fails when `text` holds any of `secrets` or its first 16 characters (a truncated print is
-/// still a leak). `what` names the text in the failure, which never quotes the secret.
-fn assert_no_secret(text: &str, secrets: &[String], what: &str) {
-    assert!(!secrets.is_empty(), "no secrets to look for in {what}");
-    for s in secrets {
-        assert!(s.len() >= 16, "secret too short to scan for");
-        assert!(!text.contains(s.as_str()), "a secret is in {what}");
-        assert!(!text.contains(&s[..16]), "a secret prefix is in {what}");
-    }
-}
-
 /// The secrets of the emulator's current generation and every metadata token it issued.
 fn emulator_secrets(emu: &ecs_metadata_emulator::Emulator, into: &mut Vec<String>) {
     if let Some(c) = emu.current_credentials() {

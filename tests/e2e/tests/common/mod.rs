@@ -471,3 +471,14 @@ macro_rules! require_root {
         }
     };
 }
+
+/// Fails when `text` holds any of `secrets` or its first 16 characters (a truncated print is
+/// still a leak). `what` names the text in the failure, which never quotes the secret.
+pub fn assert_no_secret(text: &str, secrets: &[String], what: &str) {
+    assert!(!secrets.is_empty(), "no secrets to look for in {what}");
+    for s in secrets {
+        assert!(s.len() >= 16, "secret too short to scan for");
+        assert!(!text.contains(s.as_str()), "a secret is in {what}");
+        assert!(!text.contains(&s[..16]), "a secret prefix is in {what}");
+    }
+}
