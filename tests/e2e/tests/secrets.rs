@@ -193,7 +193,17 @@ async fn no_secret_reaches_the_logs_on_any_path() {
     ] {
         assert!(logs.contains(needle), "no {needle:?} in the logs:\n{logs}");
     }
-    assert!(secrets.len() > 20, "only {} secrets seen", secrets.len());
+    // How many distinct values are seen depends on timing (rotations, token renewals); what
+    // matters is that credentials and several metadata tokens are among them.
+    let tokens = emu.issued_tokens().len();
+    secrets.sort();
+    secrets.dedup();
+    assert!(tokens >= 2, "only {tokens} metadata tokens issued");
+    assert!(
+        secrets.len() >= tokens + 2,
+        "only {} distinct secrets seen",
+        secrets.len()
+    );
     assert_no_secret(&logs_a, &secrets, "the allowed agent's logs");
     assert_no_secret(&logs_b, &secrets, "the denying agent's logs");
     assert_no_secret(&answers, &secrets, "an error, health or metrics answer");
