@@ -60,4 +60,6 @@ pub mod process;
 pub mod reload;
 pub mod server;
 pub mod systemd;
+#[cfg(test)]
+mod test_logs;
 pub mod time;

@@ -6,8 +6,9 @@
 //! while a keep-alive connection sits idle, so it cannot express "idle for 60 s, but a started
 //! head within 5 s". The connection therefore tracks its own [`Phase`]: the socket wrapper
 //! ([`Watched`]) moves `Idle → Head` on the first byte of a request, the service moves
-//! `Head → Busy → Idle`. A new connection starts in `Head`: it must send its first request
-//! within `header_timeout`. A connection past its deadline is dropped (closed).
+//! `Head → Idle` when it answers (`Head → Busy → Idle` for a request that waits for the first
+//! credentials). A new connection starts in `Head`: it must send its first request within
+//! `header_timeout`. A connection past its deadline is dropped (closed).
 //!
 //! The phase is a plain value behind an uncontended lock, not a channel: changing it wakes
 //! nothing and arms no timer, so a request costs no timer operation. One timer per
@@ -15,6 +16,17 @@
 //! known to be the earliest one possible, else at most `header_timeout` later (a head that
 //! starts in between has a deadline no earlier than that check). Every deadline is thus
 //! enforced exactly, and moving a timer later is lock-free in tokio.
+//!
+//! # The request path
+//!
+//! Every request on a connection is answered inside hyper's call to the [`Service`], from
+//! the connection's own [`ConnState`]: the credential generation it last read (re-read only
+//! when the refresher has published since, which costs one atomic load to find out), its
+//! phase, and its audit [`Batch`]. A request thus takes that uncontended lock twice, reads the clock
+//! once in the service and once in [`Watched`], and allocates nothing of its own; the only
+//! memory it writes that other connections also write is the request counter and the shared
+//! body's reference count (as any hyper server returning shared bytes does). The `bench`
+//! benchmark measures this path against a bare hyper server (README, "Performance").
 
 use std::any::Any;
 use std::convert::Infallible;
@@ -22,7 +34,7 @@ use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -54,7 +66,8 @@ enum Phase {
     Idle(Instant),
     /// A request head has started (or the connection is new); it must be complete by then.
     Head(Instant),
-    /// A request is being handled.
+    /// A request is being handled (only a request that waits for the first credentials stays
+    /// in this phase across polls; the others are answered within one call).
     Busy,
 }
 
@@ -71,20 +84,52 @@ pub(crate) struct Shared {
     pub(crate) panic_on_path: Option<Arc<str>>,
 }
 
-/// Per-connection context given to each request.
+/// One connection: what it was accepted with, and its [`ConnState`].
 #[derive(Debug)]
 struct Ctx {
-    shared: Shared,
+    audit: Arc<Mutex<Audit>>,
+    metrics: Metrics,
+    panic_on_path: Option<Arc<str>>,
     cfg: Arc<ServerConfig>,
     peer: Peer,
     decision: Decision,
-    phase: Arc<SharedPhase>,
+    conn: Mutex<ConnState>,
+}
+
+/// What a connection keeps between requests. The socket wrapper, the service and the timer
+/// all run in the connection's own task, so this lock is never contended: a request takes it
+/// twice (first byte of the head, then the answer) and touches no memory that other
+/// connections write, except the metrics counter and the answer body's reference count.
+#[derive(Debug)]
+struct ConnState {
+    phase: Phase,
+    /// This connection's receiver of the refresher's state.
+    state: StateReceiver,
+    /// The credential generation this connection last read, valid while the refresher has
+    /// published nothing newer (checked per request with one atomic load). Dropped when the
+    /// timer finds the connection idle, so an idle connection keeps no credential generation
+    /// alive for longer than `header_timeout`.
+    cached: Option<Arc<Issued>>,
     /// Issuances not yet reported to the shared audit.
-    batch: Mutex<Option<Batch>>,
+    batch: Option<Batch>,
+}
+
+impl ConnState {
+    /// Brings [`cached`](ConnState::cached) up to date: kept while the refresher has published
+    /// nothing since it was read (one atomic load: no lock or reference count that other
+    /// connections write), else read anew. The caller still checks `serve_until`.
+    fn refresh_cached(&mut self) {
+        // Nothing cached (a new connection, or after an idle check) reads anew, and so does
+        // `Err` (the refresher is gone: its last value still counts).
+        if self.cached.is_none() || !matches!(self.state.has_changed(), Ok(false)) {
+            self.cached = self.state.borrow_and_update().credentials.clone();
+        }
+    }
 }
 
 /// How long a connection may keep counting repeated issuances before it reports them to the
-/// shared audit (and at the latest when the generation changes or the connection closes).
+/// shared audit (and at the latest when the generation changes, the connection's timer finds
+/// it idle, or it closes).
 const AUDIT_BATCH: Duration = Duration::from_secs(1);
 
 /// Repeated issuances of one generation on one connection, counted without the shared audit
@@ -99,11 +144,16 @@ struct Batch {
 }
 
 impl Ctx {
+    fn lock(&self) -> MutexGuard<'_, ConnState> {
+        // Nothing panics while holding it except a request handler, whose panic is caught
+        // while the guard is held outside it (so it is not poisoned either way).
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Accounts for one issuance of `issued` at `now`: the connection's first of a generation
     /// goes to the shared audit at once (its `issued` event is immediate), the others are
-    /// counted here and reported at least every [`AUDIT_BATCH`].
-    fn count_issuance(&self, issued: &Issued, now: Instant) {
-        let mut batch = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
+    /// counted in `batch` and reported at least every [`AUDIT_BATCH`].
+    fn count_issuance(&self, batch: &mut Option<Batch>, issued: &Issued, now: Instant) {
         if let Some(b) = batch.as_mut() {
             if b.generation == issued.generation && now.duration_since(b.since) < AUDIT_BATCH {
                 b.count += 1;
@@ -120,11 +170,10 @@ impl Ctx {
             count: u64::from(!first),
             since: now,
         });
-        drop(batch);
         if !first && report.as_ref().is_some_and(|b| b.count == 0) {
             return;
         }
-        emit(self.shared.audit.lock().map(|mut a| {
+        emit(self.audit.lock().map(|mut a| {
             let mut events = report.map_or_else(Vec::new, |b| {
                 a.record_repeats(&self.peer, b.generation, &b.access_key_id, b.count, now)
             });
@@ -134,53 +183,38 @@ impl Ctx {
             events
         }));
     }
+
+    /// Reports the repeats counted in `batch` if they are at least [`AUDIT_BATCH`] old (the
+    /// timer's check of an idle connection).
+    fn report_old_repeats(&self, batch: &mut Option<Batch>, now: Instant) {
+        let Some(b) = batch.as_mut() else { return };
+        if b.count == 0 || now.duration_since(b.since) < AUDIT_BATCH {
+            return;
+        }
+        let count = std::mem::take(&mut b.count);
+        b.since = now;
+        emit(
+            self.audit.lock().map(|mut a| {
+                a.record_repeats(&self.peer, b.generation, &b.access_key_id, count, now)
+            }),
+        );
+    }
 }
 
 impl Drop for Ctx {
     /// Reports the issuances still counted when the connection ends.
     fn drop(&mut self) {
         let batch = self
-            .batch
+            .conn
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
+            .batch
             .take();
         if let Some(b) = batch.filter(|b| b.count > 0) {
             let now = Instant::now();
-            emit(self.shared.audit.lock().map(|mut a| {
+            emit(self.audit.lock().map(|mut a| {
                 a.record_repeats(&self.peer, b.generation, &b.access_key_id, b.count, now)
             }));
-        }
-    }
-}
-
-/// The connection's [`Phase`], shared by the socket wrapper, the service and the timer.
-#[derive(Debug)]
-struct SharedPhase(Mutex<Phase>);
-
-impl SharedPhase {
-    fn get(&self) -> Phase {
-        // A panic never happens while the lock is held (plain copies), so it is never poisoned.
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn set(&self, phase: Phase) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = phase;
-    }
-
-    /// `Idle → Head(by)`; other phases are left alone.
-    fn head_started(&self, by: Instant) {
-        let mut p = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Phase::Idle(_) = *p {
-            *p = Phase::Head(by);
         }
     }
 }
@@ -226,26 +260,32 @@ pub(crate) async fn serve(
     };
     let decision = authorize(&peer, &cfg);
     let first_deadline = Instant::now() + cfg.header_timeout;
-    let phase = Arc::new(SharedPhase(Mutex::new(Phase::Head(first_deadline))));
-    let io = Watched {
-        inner: stream,
-        phase: Arc::clone(&phase),
-        header_timeout: cfg.header_timeout,
-    };
     let (header_timeout, idle_timeout) = (cfg.header_timeout, cfg.idle_timeout);
-    let ctx_phase = Arc::clone(&phase);
+    let Shared {
+        state,
+        audit,
+        metrics,
+        panic_on_path,
+    } = shared;
     let ctx = Arc::new(Ctx {
-        shared,
+        audit,
+        metrics,
+        panic_on_path,
         cfg,
         peer,
         decision,
-        phase,
-        batch: Mutex::new(None),
+        conn: Mutex::new(ConnState {
+            phase: Phase::Head(first_deadline),
+            state,
+            cached: None,
+            batch: None,
+        }),
     });
-    let service = hyper::service::service_fn(move |req| {
-        let ctx = Arc::clone(&ctx);
-        async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
-    });
+    let io = Watched {
+        inner: stream,
+        ctx: Arc::clone(&ctx),
+        header_timeout,
+    };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -256,32 +296,63 @@ pub(crate) async fn serve(
         // connection before the answer is written. Our timeouts still bound the connection.
         .half_close(true)
         .max_buf_size(MAX_BUF_SIZE);
-    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
+    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), Service(Arc::clone(&ctx))));
     let mut stopping = false;
     let mut timer = pin!(tokio::time::sleep_until(first_deadline));
     // One future per stage for the connection's life: a `stop.changed()` made anew at every
     // wake-up would join and leave the waiter list every connection shares, per request.
     let later = stop.clone();
     let mut stop = pin!(stopped(stop, Stop::Graceful));
+    let mut wakes = Wakes::default();
     loop {
-        tokio::select! {
-            res = conn.as_mut() => {
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Event::Ended(res));
+            }
+            // The timer and the stop signal keep the waker they were last polled with; they
+            // are polled again only when they may be ready (or the waker changed), not at
+            // every wake-up of the connection: polling the stop signal locks a waiter list
+            // that every connection shares.
+            let fresh = wakes.fresh(cx.waker());
+            if (!fresh || timer.is_elapsed()) && timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Timer);
+            }
+            if (!fresh || !matches!(later.has_changed(), Ok(false)))
+                && stop.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Event::Stop);
+            }
+            wakes.registered(cx.waker());
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Ended(res) => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 return;
             }
-            () = timer.as_mut() => {
-                let phase = ctx_phase.get();
-                match next_check(phase, Instant::now(), header_timeout, idle_timeout) {
+            Event::Timer => {
+                let now = Instant::now();
+                let mut c = ctx.lock();
+                if let Phase::Idle(_) = c.phase {
+                    c.cached = None;
+                    ctx.report_old_repeats(&mut c.batch, now);
+                }
+                match next_check(c.phase, now, header_timeout, idle_timeout) {
                     Ok(at) => timer.as_mut().reset(at),
                     Err(()) => {
-                        tracing::debug!(?header_timeout, ?idle_timeout, "connection timed out; closing");
+                        tracing::debug!(
+                            ?header_timeout,
+                            ?idle_timeout,
+                            "connection timed out; closing"
+                        );
                         return;
                     }
                 }
             }
-            () = &mut stop => {
+            Event::Stop => {
                 if stopping {
                     tracing::debug!("shutdown grace over; closing the connection");
                     return;
@@ -291,6 +362,36 @@ pub(crate) async fn serve(
                 stop.set(stopped(later.clone(), Stop::Now));
             }
         }
+        // A reset timer or a new stop future must be polled (registered) again.
+        wakes.forget();
+    }
+}
+
+/// What woke a connection's loop in [`serve`].
+enum Event {
+    Ended(hyper::Result<()>),
+    Timer,
+    Stop,
+}
+
+/// The waker the timer and the stop signal were last polled with, in [`serve`]'s loop.
+#[derive(Default)]
+struct Wakes(Option<std::task::Waker>);
+
+impl Wakes {
+    /// Whether both were last polled with a waker that wakes the same task as `waker`.
+    fn fresh(&self, waker: &std::task::Waker) -> bool {
+        self.0.as_ref().is_some_and(|w| w.will_wake(waker))
+    }
+
+    fn registered(&mut self, waker: &std::task::Waker) {
+        if !self.fresh(waker) {
+            self.0 = Some(waker.clone());
+        }
+    }
+
+    fn forget(&mut self) {
+        self.0 = None;
     }
 }
 
@@ -317,33 +418,85 @@ pub(crate) async fn serve_catching_panics(
     }
 }
 
-/// One request: marks the connection busy, catches a panicking handler (→ 500).
-async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Reply {
-    ctx.phase.set(Phase::Busy);
-    let endpoint = crate::metrics::socket_endpoint(req.uri().path());
-    let reply = match (CatchUnwind(Box::pin(respond(req, ctx)))).await {
-        Ok(reply) => reply,
-        Err(panic) => {
-            let what = panic_text(&*panic);
-            tracing::error!(panic = %what, "request handler panicked");
-            ApiError::Internal.to_response()
-        }
-    };
-    ctx.shared
-        .metrics
-        .socket_request_to(endpoint, reply.status().as_u16());
-    ctx.phase.set(Phase::Idle(Instant::now()));
-    reply
+/// The connection's hyper service: each request is answered within the call when it can be
+/// (every request once credentials are held), so the usual request allocates nothing of its
+/// own and moves no future; only a request that has to wait for the first credentials gets a
+/// boxed future ([`respond_later`]).
+struct Service(Arc<Ctx>);
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = Reply;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, req: Request<Incoming>) -> Answer {
+        let ctx = &self.0;
+        let now = Instant::now();
+        let endpoint = crate::metrics::socket_endpoint(req.uri().path());
+        let mut conn = ctx.lock();
+        // A panicking handler becomes a 500 for this request only. The guard stays outside
+        // the closure, so the lock is not poisoned.
+        let reply = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            respond_now(&req, ctx, &mut conn, now)
+        })) {
+            Ok(Some(reply)) => reply,
+            Ok(None) => {
+                conn.phase = Phase::Busy;
+                let rx = conn.state.clone();
+                drop(conn);
+                return Answer::Later(Box::pin(respond_later(Arc::clone(ctx), rx, endpoint)));
+            }
+            Err(panic) => internal_error(&*panic),
+        };
+        conn.phase = Phase::Idle(now);
+        drop(conn);
+        ctx.metrics
+            .socket_request_to(endpoint, reply.status().as_u16());
+        Answer::Now(Some(reply))
+    }
 }
 
-async fn respond(req: Request<Incoming>, ctx: &Ctx) -> Reply {
+/// The future of [`Service::call`].
+enum Answer {
+    /// Answered within the call.
+    Now(Option<Reply>),
+    /// Waiting for the first credentials.
+    Later(Pin<Box<dyn Future<Output = Reply> + Send>>),
+}
+
+impl Future for Answer {
+    type Output = Result<Reply, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Now(reply) => {
+                Poll::Ready(Ok(reply.take().expect("Answer polled after it completed")))
+            }
+            Answer::Later(fut) => fut.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+/// Logs a handler's panic and answers 500.
+fn internal_error(panic: &(dyn Any + Send)) -> Reply {
+    tracing::error!(panic = %panic_text(panic), "request handler panicked");
+    ApiError::Internal.to_response()
+}
+
+/// Answers `req` at `now` without waiting, or `None` when it has to wait for the first
+/// credentials.
+fn respond_now(
+    req: &Request<Incoming>,
+    ctx: &Ctx,
+    conn: &mut ConnState,
+    now: Instant,
+) -> Option<Reply> {
     if !ctx.decision.is_allowed() {
-        ctx.shared.metrics.caller_denied();
+        ctx.metrics.caller_denied();
         emit(
-            ctx.shared
-                .audit
+            ctx.audit
                 .lock()
-                .map(|mut a| a.record_denial(&ctx.peer, Instant::now())),
+                .map(|mut a| a.record_denial(&ctx.peer, now)),
         );
         // Close the connection after the 403: a denied caller must not hold one of the
         // `max_connections` slots allowed callers need.
@@ -352,34 +505,56 @@ async fn respond(req: Request<Incoming>, ctx: &Ctx) -> Reply {
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),
         );
-        return reply;
+        return Some(reply);
     }
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-        return ApiError::BadRequest(
-            "absolute-form request targets (proxy requests) are not accepted",
-        )
-        .to_response();
-    }
-    if ctx.shared.panic_on_path.as_deref() == Some(req.uri().path()) {
-        panic!(
-            "test hook: panicking while holding {:?}",
-            *ctx.shared.state.borrow()
+        return Some(
+            ApiError::BadRequest("absolute-form request targets (proxy requests) are not accepted")
+                .to_response(),
         );
     }
-    match route(req.method(), req.uri().path(), req.headers()) {
-        Err(e) => e.to_response(),
-        Ok(Route::Health) => routes::health(&ctx.shared.state),
-        Ok(Route::Metrics) => routes::metrics(&ctx.shared.metrics),
-        Ok(Route::Credentials) => {
-            match routes::credentials(&ctx.shared.state, ctx.cfg.first_credentials_wait).await {
-                Ok((reply, issued)) => {
-                    ctx.count_issuance(&issued, Instant::now());
-                    reply
-                }
-                Err(e) => e.to_response(),
-            }
-        }
+    if ctx.panic_on_path.as_deref() == Some(req.uri().path()) {
+        panic!(
+            "test hook: panicking while holding {:?}",
+            *conn.state.borrow()
+        );
     }
+    Some(match route(req.method(), req.uri().path(), req.headers()) {
+        Err(e) => e.to_response(),
+        Ok(Route::Health) => routes::health(&conn.state),
+        Ok(Route::Metrics) => routes::metrics(&ctx.metrics),
+        Ok(Route::Credentials) => {
+            conn.refresh_cached();
+            // Nothing servable (none yet, or past `serve_until`): the slow path reads the
+            // state itself, waits for the first credentials or says why there are none.
+            let issued = conn.cached.as_ref().filter(|c| now < c.serve_until)?;
+            let reply = routes::credentials_reply(issued);
+            ctx.count_issuance(&mut conn.batch, issued, now);
+            reply
+        }
+    })
+}
+
+/// `GET /v1/credentials` when the connection holds nothing servable: waits for the first
+/// credentials ([`routes::credentials`]) or answers why there are none.
+async fn respond_later(ctx: Arc<Ctx>, rx: StateReceiver, endpoint: &'static str) -> Reply {
+    let wait = ctx.cfg.first_credentials_wait;
+    let answer = CatchUnwind(Box::pin(routes::credentials(&rx, wait))).await;
+    let now = Instant::now();
+    let mut conn = ctx.lock();
+    let reply = match answer {
+        Ok(Ok((reply, issued))) => {
+            ctx.count_issuance(&mut conn.batch, &issued, now);
+            reply
+        }
+        Ok(Err(e)) => e.to_response(),
+        Err(panic) => internal_error(&*panic),
+    };
+    conn.phase = Phase::Idle(now);
+    drop(conn);
+    ctx.metrics
+        .socket_request_to(endpoint, reply.status().as_u16());
+    reply
 }
 
 /// Emits audit events; a poisoned audit lock (a panic while holding it) is reported, not fatal.
@@ -421,7 +596,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 /// The socket, noticing the first byte of each request head (`Idle → Head`).
 struct Watched {
     inner: UnixStream,
-    phase: Arc<SharedPhase>,
+    ctx: Arc<Ctx>,
     header_timeout: Duration,
 }
 
@@ -434,8 +609,10 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let by = Instant::now() + self.header_timeout;
-            self.phase.head_started(by);
+            let mut conn = self.ctx.lock();
+            if let Phase::Idle(_) = conn.phase {
+                conn.phase = Phase::Head(Instant::now() + self.header_timeout);
+            }
         }
         res
     }

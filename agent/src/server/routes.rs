@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use time::OffsetDateTime;
@@ -137,38 +137,33 @@ impl ApiError {
     }
 }
 
-/// Headers a forwarding proxy adds. A request carrying one did not come straight from a local
-/// process (an SSRF through a local proxy), and is refused, like the metadata service refuses a
-/// token `PUT` with `X-Forwarded-For`.
-const PROXY_HEADERS: [&str; 3] = ["forwarded", "via", "x-real-ip"];
-
-/// Whether a request carries a header that a proxy adds (`X-Forwarded-*`, `X-Real-IP`,
-/// `Forwarded`, `Via`): the socket is never meant to be reached through a proxy.
-fn proxied(headers: &HeaderMap) -> bool {
-    PROXY_HEADERS.iter().any(|h| headers.contains_key(*h))
-        || headers
-            .keys()
-            .any(|k| k.as_str().starts_with("x-forwarded-"))
+/// Whether a header is one a forwarding proxy adds (`X-Forwarded-*`, `X-Real-IP`,
+/// `Forwarded`, `Via`). A request carrying one did not come straight from a local process (an
+/// SSRF through a local proxy), and is refused, like the metadata service refuses a token `PUT`
+/// with `X-Forwarded-For`: the socket is never meant to be reached through a proxy.
+fn is_proxy_header(name: &str) -> bool {
+    matches!(name, "forwarded" | "via" | "x-real-ip") || name.starts_with("x-forwarded-")
 }
 
 /// Decides what a request asks for from its method, path and headers alone (no I/O), so it
-/// can be fuzzed.
+/// can be fuzzed. One pass over the headers (it runs for every request).
 ///
 /// # Errors
 ///
 /// [`ApiError::BadRequest`] for proxy headers or a body (`Content-Length` other than 0, or any
 /// `Transfer-Encoding`), [`ApiError::NotFound`], [`ApiError::MethodNotAllowed`].
 pub fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Route, ApiError> {
-    if proxied(headers) {
-        return Err(ApiError::BadRequest(
-            "proxy headers (X-Forwarded-*, X-Real-IP, Forwarded, Via) are not accepted",
-        ));
+    let mut has_body = false;
+    for (name, value) in headers {
+        let name = name.as_str();
+        if is_proxy_header(name) {
+            return Err(ApiError::BadRequest(
+                "proxy headers (X-Forwarded-*, X-Real-IP, Forwarded, Via) are not accepted",
+            ));
+        }
+        has_body |=
+            name == "transfer-encoding" || (name == "content-length" && value.as_bytes() != b"0");
     }
-    let has_body = headers.contains_key(http::header::TRANSFER_ENCODING)
-        || headers
-            .get_all(CONTENT_LENGTH)
-            .iter()
-            .any(|v| v.as_bytes() != b"0");
     if has_body {
         return Err(ApiError::BadRequest("requests must not have a body"));
     }
@@ -184,6 +179,12 @@ pub fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Route, 
     Ok(route)
 }
 
+/// The `200` answer to `GET /v1/credentials` with `issued`'s body (serialised once per
+/// generation; cloning it is a reference-count increment).
+pub(crate) fn credentials_reply(issued: &Issued) -> Reply {
+    json_response(StatusCode::OK, issued.body.clone())
+}
+
 /// `GET /v1/credentials`: the held credentials, or (before the first credentials) waits up
 /// to `wait` for them.
 ///
@@ -197,16 +198,13 @@ pub async fn credentials(
     // The usual case, credentials held: answered from a shared borrow, without cloning the
     // receiver (whose count every connection shares).
     if let Ok(issued) = state.borrow().credentials_at(Instant::now()) {
-        return Ok((
-            json_response(StatusCode::OK, issued.body.clone()),
-            Arc::clone(issued),
-        ));
+        return Ok((credentials_reply(issued), Arc::clone(issued)));
     }
     let mut rx = state.clone();
     let issued = wait_for_credentials(&mut rx, wait)
         .await
         .map_err(|u| ApiError::CredentialsUnavailable(u.message()))?;
-    Ok((json_response(StatusCode::OK, issued.body.clone()), issued))
+    Ok((credentials_reply(&issued), issued))
 }
 
 /// The `GET /v1/health` body. Keys are PascalCase like the credential JSON; no secrets.

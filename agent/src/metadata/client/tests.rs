@@ -1,7 +1,6 @@
 //! Request-level tests of [`Client`]: one test per row of the retry table, against the scripted
 //! server in [`script`] on 127.0.0.1. Real sockets, so real (short) time, no paused clock.
 
-mod logs;
 mod script;
 mod setup;
 
@@ -11,9 +10,9 @@ use std::time::{Duration, SystemTime};
 use secrecy::ExposeSecret;
 use time::macros::datetime;
 
-use self::logs::{capture_logs, logs};
 use self::script::{Canned, Server};
 use super::*;
+use crate::test_logs::{capture_logs, logs};
 use crate::time::TimeSource;
 
 const TOKEN_1: &str = "MARKER-METADATA-TOKEN-1";

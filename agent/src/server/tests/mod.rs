@@ -2,6 +2,7 @@
 
 mod bind;
 mod http;
+mod keepalive;
 mod scrape;
 
 use std::path::{Path, PathBuf};

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use super::logs::{capture_logs, logs};
 use super::script::Server;
 use super::*;
+use crate::test_logs::{capture_logs, logs};
 
 #[tokio::test]
 async fn logs_show_requests_and_token_shape_never_secrets() {

@@ -1,10 +1,10 @@
-//! Captures `tracing` output in tests, to check what is (and is not) logged.
+//! Test-only: captures `tracing` output, to check what is (and is not) logged.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 /// Captures every `tracing` line (all levels) for the current thread while the guard lives.
-pub(super) fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+pub(crate) fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
     #[derive(Clone)]
     struct Sink(Arc<Mutex<Vec<u8>>>);
     impl Write for Sink {
@@ -26,6 +26,6 @@ pub(super) fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::Defau
     (buf, tracing::subscriber::set_default(subscriber))
 }
 
-pub(super) fn logs(buf: &Arc<Mutex<Vec<u8>>>) -> String {
+pub(crate) fn logs(buf: &Arc<Mutex<Vec<u8>>>) -> String {
     String::from_utf8(buf.lock().unwrap().clone()).unwrap()
 }

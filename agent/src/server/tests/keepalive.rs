@@ -1,0 +1,167 @@
+//! A kept-alive connection answers from the credential generation it cached: these tests pin
+//! that the cache never outlives what the refresher publishes, `serve_until`, or an idle
+//! connection, and that the issuances it counts still reach the audit.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+use tokio::time::Instant;
+
+use super::{issued, read_response, valid_state, Harness, Response, SECRET};
+use crate::credentials::{State, Unavailable};
+use crate::test_logs::{capture_logs, logs};
+
+/// One `GET` on an open keep-alive connection.
+async fn get_on(s: &mut UnixStream, path: &str) -> Response {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    read_response(s)
+        .await
+        .expect("an answer on the kept connection")
+}
+
+fn state_with(c: &Arc<crate::credentials::Issued>) -> State {
+    State {
+        credentials: Some(Arc::clone(c)),
+        last_success: Some(SystemTime::UNIX_EPOCH),
+        ..State::default()
+    }
+}
+
+#[tokio::test]
+async fn a_kept_connection_follows_every_publication() {
+    let (state, first) = valid_state();
+    let h = Harness::start(state, |_| {});
+    let mut s = h.connect().await;
+    let r = get_on(&mut s, "/v1/credentials").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, first.body.as_ref());
+
+    // A new generation: served at once on the same connection.
+    let second = Arc::new(issued(
+        2,
+        "STS.test2",
+        Duration::from_secs(21_600),
+        Duration::from_secs(60),
+    ));
+    h.state.send_replace(state_with(&second));
+    let r = get_on(&mut s, "/v1/credentials").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["AccessKeyId"], "STS.test2");
+
+    // The role detached (404): nothing is served any more, on this connection either.
+    h.state.send_replace(State {
+        reason: Unavailable::RoleNotAttached { role_name: None },
+        ..State::default()
+    });
+    let r = get_on(&mut s, "/v1/credentials").await;
+    r.assert_error(503, "CredentialsUnavailable");
+    assert!(!r.text().contains(SECRET));
+
+    // Credentials again.
+    h.state.send_replace(state_with(&second));
+    let r = get_on(&mut s, "/v1/credentials").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["AccessKeyId"], "STS.test2");
+}
+
+// The next two run on real time: with paused time, tokio advances the clock to the next timer
+// while a test waits for socket I/O, which would fire the connection's timer at random points.
+
+#[tokio::test]
+async fn a_kept_connection_stops_serving_at_serve_until_without_a_publication() {
+    let mut c = issued(
+        1,
+        "STS.short",
+        Duration::from_secs(21_600),
+        Duration::from_secs(60),
+    );
+    let serve_until = Instant::now() + Duration::from_secs(1);
+    c.serve_until = serve_until;
+    let c = Arc::new(c);
+    let h = Harness::start(state_with(&c), |_| {});
+    let mut s = h.connect().await;
+    assert_eq!(get_on(&mut s, "/v1/credentials").await.status, 200);
+    assert!(Instant::now() < serve_until, "the machine stalled for 1 s");
+    // The refresher publishes nothing: the connection's cached generation is still checked
+    // against `serve_until` on every request.
+    tokio::time::sleep_until(serve_until).await;
+    let r = get_on(&mut s, "/v1/credentials").await;
+    r.assert_error(503, "CredentialsUnavailable");
+    assert!(!r.text().contains(SECRET));
+}
+
+#[tokio::test]
+async fn an_idle_connection_lets_go_of_a_replaced_generation() {
+    let (state, first) = valid_state();
+    let h = Harness::start(state, |cfg| {
+        cfg.header_timeout = Duration::from_millis(200);
+        cfg.idle_timeout = Duration::from_secs(600);
+    });
+    let mut s = h.connect().await;
+    assert_eq!(get_on(&mut s, "/v1/credentials").await.status, 200);
+    let first: Weak<_> = {
+        let weak = Arc::downgrade(&first);
+        drop(first);
+        weak
+    };
+    // Rotation: the refresher drops the old generation; only the idle connection's cache
+    // still holds it (its timer checks an idle connection every `header_timeout`).
+    let second = Arc::new(issued(
+        2,
+        "STS.test2",
+        Duration::from_secs(21_600),
+        Duration::from_secs(60),
+    ));
+    h.state.send_replace(state_with(&second));
+    // Within two checks, the timer drops it: the old generation's memory (secrets included)
+    // is freed although the connection stays open.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while first.upgrade().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "an idle connection still holds a replaced generation"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = get_on(&mut s, "/v1/credentials").await;
+    assert_eq!(
+        r.json()["AccessKeyId"],
+        "STS.test2",
+        "still open and current"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeats_on_an_idle_connection_reach_the_audit_without_closing_it() {
+    let (buf, _guard) = capture_logs();
+    let (state, _first) = valid_state();
+    let h = Harness::start(state, |cfg| {
+        cfg.header_timeout = Duration::from_secs(5);
+        cfg.idle_timeout = Duration::from_secs(3_600);
+    });
+    let mut s = h.connect().await;
+    for _ in 0..5 {
+        assert_eq!(get_on(&mut s, "/v1/credentials").await.status, 200);
+    }
+    // The connection stays open and silent. Its 4 repeats reach the shared audit at its next
+    // timer check, and the audit's periodic flush reports them once the summary interval
+    // (60 s) is over.
+    tokio::time::sleep(Duration::from_secs(75)).await;
+    let text = logs(&buf);
+    let repeats: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("event=\"repeats\""))
+        .collect();
+    assert_eq!(repeats.len(), 1, "{text}");
+    assert!(repeats[0].contains("count=4"), "{text}");
+    assert_eq!(
+        text.matches("event=\"issued\"").count(),
+        1,
+        "one issued event per caller and generation: {text}"
+    );
+    assert_eq!(get_on(&mut s, "/v1/credentials").await.status, 200);
+}
