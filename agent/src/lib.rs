@@ -43,7 +43,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)] // audited exceptions: `server::peer` reads SO_PEERGROUPS with libc::getsockopt;
                       // `systemd::activation` takes ownership of the socket systemd passed as fd 3;
-                      // `server` calls glibc's malloc_trim after a burst of connections
+                      // `server` calls glibc's malloc_trim after a burst of connections closed
 
 pub mod cli;
 pub mod config;

@@ -149,6 +149,7 @@ pub async fn run_with(
     };
     let mut flush = tokio::time::interval(AUDIT_FLUSH_EVERY);
     let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut trimmer = std::pin::pin!(trim_after_bursts(Arc::clone(&conns.active)));
     let wedge = sleep_for(supervision.wedge_after);
     let mut wedge = std::pin::pin!(wedge);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -165,6 +166,7 @@ pub async fn run_with(
             },
             _ = flush.tick() => flush_audit(&conns.shared.audit, false),
             _ = beat.tick() => supervision.heartbeat.beat(),
+            () = &mut trimmer => {}
             () = &mut wedge => {
                 tracing::warn!("test hook: wedging the accept loop for good");
                 std::future::pending::<()>().await;
@@ -182,6 +184,17 @@ pub async fn run_with(
     conns.drain(grace, &stop_tx).await;
     flush_audit(&conns.shared.audit, true);
     result
+}
+
+/// Gives freed memory back to the kernel [`TRIM_DELAY`] after the last connection of a burst
+/// of at least [`TRIM_AFTER_CONNECTIONS`] closed ([`ConnSlot`]); under steady connection churn,
+/// at most once per [`TRIM_DELAY`]. Never completes.
+async fn trim_after_bursts(gauge: Arc<Gauge>) {
+    loop {
+        gauge.trim_wanted.notified().await;
+        tokio::time::sleep(TRIM_DELAY).await;
+        release_free_memory();
+    }
 }
 
 /// Sleeps for `d`, or forever when `None`.
@@ -282,6 +295,8 @@ struct Gauge {
     active: AtomicUsize,
     high_water: AtomicUsize,
     all_closed: Notify,
+    /// Signalled when the last connection of a burst closes (see [`trim_after_bursts`]).
+    trim_wanted: Notify,
 }
 
 impl Gauge {
@@ -301,10 +316,12 @@ impl Gauge {
     }
 }
 
-/// A counted connection; released on drop. The last of a burst of at least
-/// [`TRIM_AFTER_CONNECTIONS`] gives the memory their buffers used back to the kernel
-/// ([`release_free_memory`]): the allocator keeps freed memory otherwise, and the agent's RSS
-/// would stay at its peak.
+/// A counted connection; released on drop. When the last of a burst of at least
+/// [`TRIM_AFTER_CONNECTIONS`] closes, the memory their buffers used is given back to the
+/// kernel a moment later ([`trim_after_bursts`], [`release_free_memory`]): the allocator keeps
+/// freed memory otherwise, and the agent's RSS would stay at its peak. Not at once: with many
+/// short connections (a new one per request), the count drops to zero again and again, and
+/// trimming each time cost more CPU than the connections themselves.
 struct ConnSlot(Arc<Gauge>);
 
 impl ConnSlot {
@@ -325,7 +342,7 @@ impl Drop for ConnSlot {
         if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.all_closed.notify_waiters();
             if self.0.high_water.swap(0, Ordering::Relaxed) >= TRIM_AFTER_CONNECTIONS {
-                release_free_memory();
+                self.0.trim_wanted.notify_one();
             }
         }
     }
@@ -354,6 +371,8 @@ impl Drop for Slot {
 /// Connections open at once after which, when they have all closed, freed memory is given
 /// back to the kernel.
 const TRIM_AFTER_CONNECTIONS: usize = 64;
+/// How long after such a burst freed memory is given back (the most often it is, too).
+const TRIM_DELAY: Duration = Duration::from_secs(1);
 
 /// Returns the allocator's free memory to the kernel (glibc `malloc_trim(0)`, which releases
 /// free pages in every arena, not only at the top of the heap). A no-op on other C libraries.
