@@ -322,7 +322,13 @@ pub(crate) async fn serve(
             {
                 return Poll::Ready(Event::Stop);
             }
-            wakes.registered(cx.waker());
+            // A poll refused for lack of coop budget returns `Pending` without registering
+            // its waker: then poll both again at the next wake-up, with a new budget.
+            if tokio::task::coop::has_budget_remaining() {
+                wakes.registered(cx.waker());
+            } else {
+                wakes.forget();
+            }
             Poll::Pending
         })
         .await;
