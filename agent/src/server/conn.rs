@@ -10,6 +10,12 @@
 //! credentials). A new connection starts in `Head`: it must send its first request within
 //! `header_timeout`. A connection past its deadline is dropped (closed).
 //!
+//! A head may also start in the same read as the end of the request being answered (a client
+//! pipelining, then falling silent): hyper then already holds its start, and the socket sees
+//! no new byte. [`Watched`] therefore also tells whether the bytes read so far end inside a
+//! head ([`HeadScan`]); the answer then moves `Head → Head` (a new `header_timeout` from the
+//! answer) instead of `Head → Idle`.
+//!
 //! The phase is a plain value behind an uncontended lock, not a channel: changing it wakes
 //! nothing and arms no timer, so a request costs no timer operation. One timer per
 //! connection checks the phase instead ([`next_check`]): at the phase's deadline when that is
@@ -112,6 +118,9 @@ struct ConnState {
     cached: Option<Arc<Issued>>,
     /// Issuances not yet reported to the shared audit.
     batch: Option<Batch>,
+    /// The bytes read so far end inside a request head ([`HeadScan`]): hyper holds the start
+    /// of a head it has not received in full.
+    head_unfinished: bool,
 }
 
 impl ConnState {
@@ -123,6 +132,17 @@ impl ConnState {
         // `Err` (the refresher is gone: its last value still counts).
         if self.cached.is_none() || !matches!(self.state.has_changed(), Ok(false)) {
             self.cached = self.state.borrow_and_update().credentials.clone();
+        }
+    }
+
+    /// The phase once a request is answered at `now`: idle, unless the start of the next head
+    /// was read with this request (pipelined), which must then be complete within
+    /// `header_timeout` like any other.
+    fn answered(&self, now: Instant, header_timeout: Duration) -> Phase {
+        if self.head_unfinished {
+            Phase::Head(now + header_timeout)
+        } else {
+            Phase::Idle(now)
         }
     }
 }
@@ -279,12 +299,14 @@ pub(crate) async fn serve(
             state,
             cached: None,
             batch: None,
+            head_unfinished: false,
         }),
     });
     let io = Watched {
         inner: stream,
         ctx: Arc::clone(&ctx),
         header_timeout,
+        scan: HeadScan::default(),
     };
     let mut builder = http1::Builder::new();
     builder
@@ -454,7 +476,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
             }
             Err(panic) => internal_error(&*panic),
         };
-        conn.phase = Phase::Idle(now);
+        conn.phase = conn.answered(now, ctx.cfg.header_timeout);
         drop(conn);
         ctx.metrics
             .socket_request_to(endpoint, reply.status().as_u16());
@@ -556,7 +578,7 @@ async fn respond_later(ctx: Arc<Ctx>, rx: StateReceiver, endpoint: &'static str)
         Ok(Err(e)) => e.to_response(),
         Err(panic) => internal_error(&*panic),
     };
-    conn.phase = Phase::Idle(now);
+    conn.phase = conn.answered(now, ctx.cfg.header_timeout);
     drop(conn);
     ctx.metrics
         .socket_request_to(endpoint, reply.status().as_u16());
@@ -599,11 +621,45 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
-/// The socket, noticing the first byte of each request head (`Idle → Head`).
+/// The socket, noticing the first byte of each request head (`Idle → Head`) and whether what
+/// it read ends inside a head.
 struct Watched {
     inner: UnixStream,
     ctx: Arc<Ctx>,
     header_timeout: Duration,
+    scan: HeadScan,
+}
+
+/// Follows where request heads end in the bytes read, as httparse reads them: a head ends
+/// with an empty line (`\r\n` or `\n`); empty lines before a head are skipped. A request body
+/// (always refused) is taken for the start of a head: at worst such a connection then gets
+/// `header_timeout` instead of `idle_timeout` once answered.
+#[derive(Debug, Default)]
+struct HeadScan {
+    /// A non-empty line has been read since the last head ended.
+    in_head: bool,
+    /// The current line has a byte other than `\r`.
+    line_has_content: bool,
+}
+
+impl HeadScan {
+    fn scan(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            match b {
+                b'\n' => {
+                    if !self.line_has_content {
+                        self.in_head = false;
+                    }
+                    self.line_has_content = false;
+                }
+                b'\r' => {}
+                _ => {
+                    self.line_has_content = true;
+                    self.in_head = true;
+                }
+            }
+        }
+    }
 }
 
 impl AsyncRead for Watched {
@@ -612,12 +668,15 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
         let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let mut conn = self.ctx.lock();
+            this.scan.scan(&buf.filled()[before..]);
+            let mut conn = this.ctx.lock();
+            conn.head_unfinished = this.scan.in_head;
             if let Phase::Idle(_) = conn.phase {
-                conn.phase = Phase::Head(Instant::now() + self.header_timeout);
+                conn.phase = Phase::Head(Instant::now() + this.header_timeout);
             }
         }
         res
@@ -713,5 +772,34 @@ mod tests {
         let fine = CatchUnwind(Box::pin(async { 7 })).await;
         assert_eq!(fine.ok(), Some(7));
         assert_eq!(panic_text(&"static"), "static");
+    }
+
+    #[test]
+    fn head_scan_tells_whether_the_bytes_read_end_inside_a_head() {
+        let ends_inside = |chunks: &[&[u8]]| {
+            let mut scan = HeadScan::default();
+            chunks.iter().for_each(|c| scan.scan(c));
+            scan.in_head
+        };
+        let get = b"GET /v1/credentials HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(!ends_inside(&[]));
+        assert!(!ends_inside(&[get]));
+        assert!(!ends_inside(&[b"GET / HTTP/1.1\nHost: x\n\n"]), "bare LF");
+        assert!(ends_inside(&[b"G"]));
+        assert!(ends_inside(&[b"GET / HTTP/1.1\r\nHost: x\r\n"]));
+        assert!(ends_inside(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r"]));
+        // Split anywhere, even inside the final empty line.
+        for i in 0..get.len() {
+            assert!(ends_inside(&[&get[..i], &get[i..], b"GET"]), "{i}");
+            assert_eq!(ends_inside(&[&get[..i]]), i > 0, "{i}");
+            assert!(!ends_inside(&[&get[..i], &get[i..]]), "{i}");
+        }
+        // Pipelined: complete heads, then the start of one.
+        assert!(ends_inside(&[
+            &[&get[..], &get[..], b"GET /v1/cre"].concat()
+        ]));
+        assert!(!ends_inside(&[&[&get[..], &get[..]].concat()]));
+        // Empty lines between heads are skipped, not the start of a head.
+        assert!(!ends_inside(&[&[&get[..], b"\r\n\r\n\n"].concat()]));
     }
 }

@@ -418,3 +418,80 @@ async fn absolute_form_proxy_requests_are_refused() {
     r.assert_error(400, "BadRequest");
     assert!(r.text().contains("absolute-form"), "{}", r.text());
 }
+
+/// Regression: a request head that starts in the same read as the end of the previous request
+/// (pipelined, then silence) must be complete within `header_timeout`, like any other head.
+/// The socket wrapper only saw bytes arrive while the connection was busy, so the answer put
+/// the connection back to idle and the started head was held until `idle_timeout`.
+#[tokio::test]
+async fn a_pipelined_partial_head_is_held_only_header_timeout() {
+    let (state, _) = valid_state();
+    let h = Harness::start(state, |c| {
+        c.header_timeout = Duration::from_millis(200);
+        c.idle_timeout = Duration::from_secs(5);
+    });
+    let mut s = h.connect().await;
+    // One write: two complete requests and the start of a third, then nothing more.
+    s.write_all(
+        b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /v1/credentials HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /v1/cre",
+    )
+    .await
+    .unwrap();
+    read_answers(&mut s, 2).await;
+    let took = closed_within(&mut s, Duration::from_secs(3))
+        .await
+        .expect("a started head is held no longer than header_timeout, not idle_timeout");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+
+    // Complete pipelined requests then silence: idle, so `idle_timeout` (not `header_timeout`)
+    // applies after the last answer.
+    let h = Harness::start(valid_state().0, |c| {
+        c.header_timeout = Duration::from_millis(100);
+        c.idle_timeout = Duration::from_millis(800);
+    });
+    let mut s = h.connect().await;
+    s.write_all(
+        b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /v1/credentials HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    read_answers(&mut s, 2).await;
+    let took = closed_within(&mut s, Duration::from_secs(3))
+        .await
+        .expect("closed");
+    assert!(
+        took >= Duration::from_millis(600),
+        "idle, not header, timeout: {took:?}"
+    );
+}
+
+/// Reads until `n` complete `200` answers have arrived (pipelined answers may share a read).
+async fn read_answers(s: &mut tokio::net::UnixStream, n: usize) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    while String::from_utf8_lossy(&buf)
+        .matches("HTTP/1.1 200 OK")
+        .count()
+        < n
+        || !buf.ends_with(b"}")
+    {
+        let mut chunk = [0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(2), s.read(&mut chunk));
+        let got = read.await.expect("answers in time").unwrap();
+        assert!(
+            got > 0,
+            "closed before {n} answers: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..got]);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&buf).matches("HTTP/1.1 ").count(),
+        n,
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+}
