@@ -165,3 +165,154 @@ async fn repeats_on_an_idle_connection_reach_the_audit_without_closing_it() {
     );
     assert_eq!(get_on(&mut s, "/v1/credentials").await.status, 200);
 }
+
+/// Every credential answer is accounted for in the audit exactly once (an `issued` event
+/// counts one, a `repeats` event its `count`, an `untracked` event its `issuances`) and in the
+/// request counter, whatever path it took: kept-alive connections (counted in batches, reported
+/// on the next request, by the idle timer, on rotation), new connections, pipelined requests,
+/// a request that waited for the first credentials, and connections still open at shutdown.
+#[tokio::test]
+async fn the_audit_and_the_counter_account_for_every_credential_answer() {
+    let (buf, _guard) = capture_logs();
+    let mut h = Harness::start(State::default(), |cfg| {
+        cfg.header_timeout = Duration::from_millis(300);
+        cfg.idle_timeout = Duration::from_secs(30);
+        cfg.first_credentials_wait = Duration::from_secs(5);
+    });
+    let mut served = 0u64;
+    let mut expect_200 = |r: Response, key: &str| {
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["AccessKeyId"], key);
+        served += 1;
+    };
+    // One request waits for the first credentials.
+    let mut a = h.connect().await;
+    a.write_all(b"GET /v1/credentials HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (state, _first) = valid_state();
+    h.state.send_replace(state);
+    expect_200(read_response(&mut a).await.unwrap(), "STS.test1");
+    for _ in 0..30 {
+        expect_200(get_on(&mut a, "/v1/credentials").await, "STS.test1");
+    }
+    for _ in 0..3 {
+        expect_200(h.get("/v1/credentials").await, "STS.test1");
+    }
+    // Idle past the batch interval: the timer reports the kept connection's repeats.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    for _ in 0..7 {
+        expect_200(get_on(&mut a, "/v1/credentials").await, "STS.test1");
+    }
+    // Rotation in the middle of the kept connection.
+    let second = Arc::new(issued(
+        2,
+        "STS.test2",
+        Duration::from_secs(21_600),
+        Duration::from_secs(60),
+    ));
+    h.state.send_replace(state_with(&second));
+    for _ in 0..5 {
+        expect_200(get_on(&mut a, "/v1/credentials").await, "STS.test2");
+    }
+    // Pipelined on another kept connection.
+    let mut b = h.connect().await;
+    b.write_all(
+        "GET /v1/credentials HTTP/1.1\r\nHost: x\r\n\r\n"
+            .repeat(4)
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    while String::from_utf8_lossy(&raw).matches("STS.test2").count() < 4 {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::io::AsyncReadExt::read(&mut b, &mut chunk)
+            .await
+            .unwrap();
+        assert!(n > 0, "closed early");
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    served += 4;
+    // Shutdown with both connections open and idle: their batches are reported as they close.
+    let (_, result) = tokio::time::timeout(Duration::from_secs(2), h.shutdown())
+        .await
+        .expect("idle connections closed promptly at shutdown")
+        .unwrap();
+    result.unwrap();
+
+    let text = logs(&buf);
+    let count_of = |line: &str, field: &str| -> u64 {
+        let at = line
+            .find(&format!("{field}="))
+            .unwrap_or_else(|| panic!("{line}"));
+        line[at + field.len() + 1..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let mut audited = 0;
+    for line in text.lines() {
+        if line.contains("event=\"issued\"") {
+            audited += 1;
+        } else if line.contains("event=\"repeats\"") {
+            audited += count_of(line, "count");
+        } else if line.contains("event=\"untracked\"") {
+            audited += count_of(line, "issuances");
+        }
+    }
+    assert_eq!(audited, served, "{text}");
+    assert_eq!(text.matches("event=\"issued\"").count(), 2, "{text}");
+    assert!(
+        h.metrics.encode().contains(&format!(
+            "ecs_credential_agent_socket_requests_total{{endpoint=\"credentials\",status=\"200\"}} {served}\n"
+        )),
+        "{}",
+        h.metrics.encode()
+    );
+}
+
+/// A handler that panics answers 500 on its own request only: the kept connection (its state
+/// lock, cached generation and phase) serves the next request, is still closed by its timer
+/// when idle, and every answer is counted.
+#[tokio::test]
+async fn a_panicking_handler_leaves_the_kept_connection_usable() {
+    let (state, _first) = valid_state();
+    let supervision = crate::server::Supervision {
+        panic_on_path: Some("/v1/health".to_owned()),
+        ..crate::server::Supervision::default()
+    };
+    let h = Harness::start_with(
+        state,
+        |cfg| {
+            cfg.header_timeout = Duration::from_millis(200);
+            cfg.idle_timeout = Duration::from_millis(800);
+        },
+        supervision,
+    );
+    let mut s = h.connect().await;
+    assert_eq!(get_on(&mut s, "/v1/credentials").await.status, 200);
+    for _ in 0..2 {
+        let r = get_on(&mut s, "/v1/health").await;
+        r.assert_error(500, "InternalError");
+        assert!(!r.text().contains(SECRET));
+        assert_eq!(r.header("connection"), None, "kept alive");
+        let r = get_on(&mut s, "/v1/credentials").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["AccessKeyId"], "STS.test1");
+    }
+    let text = h.metrics.encode();
+    for line in [
+        "ecs_credential_agent_socket_requests_total{endpoint=\"health\",status=\"500\"} 2\n",
+        "ecs_credential_agent_socket_requests_total{endpoint=\"credentials\",status=\"200\"} 3\n",
+    ] {
+        assert!(text.contains(line), "{line}{text}");
+    }
+    let took = super::closed_within(&mut s, Duration::from_secs(3))
+        .await
+        .expect("an idle connection is still closed after a panic");
+    assert!(took >= Duration::from_millis(600), "idle timeout: {took:?}");
+}

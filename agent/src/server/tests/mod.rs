@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{fixed_config, run, Listener};
+use super::{fixed_config, run_with, Listener, Supervision};
 use crate::config::ServerConfig;
 use crate::credentials::{Credentials, Issued, State};
 use crate::metrics::Metrics;
@@ -92,6 +92,15 @@ pub(super) struct Harness {
 impl Harness {
     /// Starts a server with `tweak` applied to the test config and `state` published.
     pub(super) fn start(state: State, tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
+        Harness::start_with(state, tweak, Supervision::default())
+    }
+
+    /// [`Harness::start`] with `supervision` (its test hooks).
+    pub(super) fn start_with(
+        state: State,
+        tweak: impl FnOnce(&mut ServerConfig),
+        supervision: Supervision,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = test_config(dir.path());
         tweak(&mut cfg);
@@ -105,11 +114,12 @@ impl Harness {
             let shutdown = async {
                 let _ = stop_rx.await;
             };
-            let r = run(
+            let r = run_with(
                 &listener,
                 fixed_config(cfg),
                 state_rx,
                 server_metrics,
+                supervision,
                 shutdown,
             )
             .await;
