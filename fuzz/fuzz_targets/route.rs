@@ -38,12 +38,15 @@ fuzz_target!(|input: Input<'_>| {
 
 /// The routing table of the README, written independently.
 fn model(method: &Method, path: &str, headers: &HeaderMap) -> Result<Route, ApiError> {
-    let proxied = headers
-        .keys()
-        .any(|k| ["x-forwarded-for", "forwarded", "via"].contains(&k.as_str()));
+    // README: `X-Forwarded-*`, `X-Real-IP`, `Forwarded`, `Via` (header names are lowercase in
+    // a `HeaderMap`).
+    let proxied = headers.keys().any(|k| {
+        let k = k.as_str();
+        ["x-real-ip", "forwarded", "via"].contains(&k) || k.starts_with("x-forwarded-")
+    });
     if proxied {
         return Err(ApiError::BadRequest(
-            "proxy headers (X-Forwarded-For, Forwarded, Via) are not accepted",
+            "proxy headers (X-Forwarded-*, X-Real-IP, Forwarded, Via) are not accepted",
         ));
     }
     let body = headers.keys().any(|k| k.as_str() == "transfer-encoding")
