@@ -316,3 +316,40 @@ async fn a_panicking_handler_leaves_the_kept_connection_usable() {
         .expect("an idle connection is still closed after a panic");
     assert!(took >= Duration::from_millis(600), "idle timeout: {took:?}");
 }
+
+/// A head started late in a kept connection's idle period gets its full `header_timeout` from
+/// its first byte (neither cut at the idle deadline nor extended by each further byte), after
+/// many requests on the connection.
+#[tokio::test]
+async fn a_slow_head_after_many_requests_gets_header_timeout_from_its_first_byte() {
+    let (state, _first) = valid_state();
+    let h = Harness::start(state, |cfg| {
+        cfg.header_timeout = Duration::from_millis(500);
+        cfg.idle_timeout = Duration::from_millis(1_000);
+    });
+    let mut s = h.connect().await;
+    for _ in 0..20 {
+        assert_eq!(get_on(&mut s, "/v1/credentials").await.status, 200);
+    }
+    // Idle for most of `idle_timeout`, then a head dribbled a byte every 50 ms.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let started = Instant::now();
+    let mut closed_after = None;
+    for byte in b"GET /v1/credentials HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    {
+        if s.write_all(&[*byte]).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        if let Some(took) = super::closed_within(&mut s, Duration::from_millis(50)).await {
+            closed_after = Some(started.elapsed().max(took));
+            break;
+        }
+    }
+    let took = closed_after.expect("a dribbled head is cut off");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(1_000),
+        "closed {took:?} after the head's first byte (header_timeout 500 ms, the idle \
+         deadline was 300 ms away)"
+    );
+}
