@@ -634,7 +634,7 @@ struct Watched {
 /// with an empty line (`\r\n` or `\n`); empty lines before a head are skipped. A request body
 /// (always refused) is taken for the start of a head: at worst such a connection then gets
 /// `header_timeout` instead of `idle_timeout` once answered.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct HeadScan {
     /// A non-empty line has been read since the last head ended.
     in_head: bool,
@@ -643,7 +643,33 @@ struct HeadScan {
 }
 
 impl HeadScan {
+    /// Moves past `bytes`, the next bytes read. Only the chunk's last two lines matter (where
+    /// the last complete line ends and what follows it), so this looks at a few bytes from the
+    /// end, not at every byte read ([`HeadScan::scan_every_byte`] is the plain definition it
+    /// is tested against).
     fn scan(&mut self, bytes: &[u8]) {
+        let content = |s: &[u8]| s.iter().any(|&b| b != b'\r');
+        let Some(last) = bytes.iter().rposition(|&b| b == b'\n') else {
+            if content(bytes) {
+                self.line_has_content = true;
+                self.in_head = true;
+            }
+            return;
+        };
+        // The line the last `\n` ends: from the previous `\n`, or continued from earlier reads.
+        let ended_has_content = match bytes[..last].iter().rposition(|&b| b == b'\n') {
+            Some(prev) => content(&bytes[prev + 1..last]),
+            None => self.line_has_content || content(&bytes[..last]),
+        };
+        // A line with content is part of a head; an empty one ends it (or is skipped).
+        self.in_head = ended_has_content;
+        self.line_has_content = content(&bytes[last + 1..]);
+        self.in_head |= self.line_has_content;
+    }
+
+    /// [`HeadScan::scan`], byte by byte.
+    #[cfg(test)]
+    fn scan_every_byte(&mut self, bytes: &[u8]) {
         for &b in bytes {
             match b {
                 b'\n' => {
@@ -801,5 +827,26 @@ mod tests {
         assert!(!ends_inside(&[&[&get[..], &get[..]].concat()]));
         // Empty lines between heads are skipped, not the start of a head.
         assert!(!ends_inside(&[&[&get[..], b"\r\n\r\n\n"].concat()]));
+    }
+
+    proptest::proptest! {
+        /// Looking only at each chunk's last lines gives the same state as reading every byte.
+        #[test]
+        fn head_scan_of_the_last_lines_matches_every_byte(
+            chunks in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::sample::select(vec![b'\r', b'\n', b'G', b' ']),
+                    0..12,
+                ),
+                0..8,
+            )
+        ) {
+            let (mut fast, mut slow) = (HeadScan::default(), HeadScan::default());
+            for chunk in &chunks {
+                fast.scan(chunk);
+                slow.scan_every_byte(chunk);
+                proptest::prop_assert_eq!(fast, slow, "after {:?}", chunk);
+            }
+        }
     }
 }
