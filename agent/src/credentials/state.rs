@@ -272,6 +272,18 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(5);
 
+    /// A state channel whose fetches have been failing since now, before any success.
+    fn failing_since_now() -> (watch::Sender<State>, StateReceiver) {
+        watch::channel(State {
+            failing_since_instant: Some(Instant::now()),
+            reason: Unavailable::MetadataUnreachable {
+                since: SystemTime::UNIX_EPOCH,
+                error: "refused".into(),
+            },
+            ..State::default()
+        })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn waits_while_starting_then_answers_starting() {
         let (_tx, mut rx) = watch::channel(State::default());
@@ -285,14 +297,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_young_failure_at_start_up_is_waited_out() {
-        let (tx, mut rx) = watch::channel(State::default());
-        tx.send_modify(|s| {
-            s.failing_since_instant = Some(Instant::now());
-            s.reason = Unavailable::MetadataUnreachable {
-                since: SystemTime::UNIX_EPOCH,
-                error: "refused".into(),
-            };
-        });
+        let (_tx, mut rx) = failing_since_now();
         let t0 = Instant::now();
         let err = wait_for_credentials(&mut rx, WAIT).await.unwrap_err();
         assert!(matches!(err, Unavailable::MetadataUnreachable { .. }));
@@ -301,14 +306,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_long_failure_answers_at_once_with_its_reason() {
-        let (tx, mut rx) = watch::channel(State::default());
-        tx.send_modify(|s| {
-            s.failing_since_instant = Some(Instant::now());
-            s.reason = Unavailable::MetadataUnreachable {
-                since: SystemTime::UNIX_EPOCH,
-                error: "refused".into(),
-            };
-        });
+        let (_tx, mut rx) = failing_since_now();
         tokio::time::advance(WAIT).await;
         let t0 = Instant::now();
         let err = wait_for_credentials(&mut rx, WAIT).await.unwrap_err();

@@ -118,9 +118,9 @@ struct ConnState {
     cached: Option<Arc<Issued>>,
     /// Issuances not yet reported to the shared audit.
     batch: Option<Batch>,
-    /// The bytes read so far end inside a request head ([`HeadScan`]): hyper holds the start
-    /// of a head it has not received in full.
-    head_unfinished: bool,
+    /// Where the bytes read so far end: inside a request head, hyper holds the start of a
+    /// head it has not received in full.
+    scan: HeadScan,
 }
 
 impl ConnState {
@@ -139,7 +139,7 @@ impl ConnState {
     /// was read with this request (pipelined), which must then be complete within
     /// `header_timeout` like any other.
     fn answered(&self, now: Instant, header_timeout: Duration) -> Phase {
-        if self.head_unfinished {
+        if self.scan.in_head {
             Phase::Head(now + header_timeout)
         } else {
             Phase::Idle(now)
@@ -299,14 +299,13 @@ pub(crate) async fn serve(
             state,
             cached: None,
             batch: None,
-            head_unfinished: false,
+            scan: HeadScan::default(),
         }),
     });
     let io = Watched {
         inner: stream,
         ctx: Arc::clone(&ctx),
         header_timeout,
-        scan: HeadScan::default(),
     };
     let mut builder = http1::Builder::new();
     builder
@@ -567,7 +566,7 @@ fn respond_now(
 /// credentials ([`routes::credentials`]) or answers why there are none.
 async fn respond_later(ctx: Arc<Ctx>, rx: StateReceiver, endpoint: &'static str) -> Reply {
     let wait = ctx.cfg.first_credentials_wait;
-    let answer = CatchUnwind(Box::pin(routes::credentials(&rx, wait))).await;
+    let answer = CatchUnwind(Box::pin(routes::credentials(rx, wait))).await;
     let now = Instant::now();
     let mut conn = ctx.lock();
     let reply = match answer {
@@ -627,7 +626,6 @@ struct Watched {
     inner: UnixStream,
     ctx: Arc<Ctx>,
     header_timeout: Duration,
-    scan: HeadScan,
 }
 
 /// Follows where request heads end in the bytes read, as httparse reads them: a head ends
@@ -694,15 +692,13 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
         let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.scan.scan(&buf.filled()[before..]);
-            let mut conn = this.ctx.lock();
-            conn.head_unfinished = this.scan.in_head;
+            let mut conn = self.ctx.lock();
+            conn.scan.scan(&buf.filled()[before..]);
             if let Phase::Idle(_) = conn.phase {
-                conn.phase = Phase::Head(Instant::now() + this.header_timeout);
+                conn.phase = Phase::Head(Instant::now() + self.header_timeout);
             }
         }
         res

@@ -185,22 +185,18 @@ pub(crate) fn credentials_reply(issued: &Issued) -> Reply {
     json_response(StatusCode::OK, issued.body.clone())
 }
 
-/// `GET /v1/credentials`: the held credentials, or (before the first credentials) waits up
-/// to `wait` for them.
+/// `GET /v1/credentials` when the connection holds nothing servable (the usual request is
+/// answered from the connection's cached generation, `conn.rs`): the credentials `rx` holds,
+/// or (before the first credentials) waits up to `wait` for them
+/// ([`wait_for_credentials`]).
 ///
 /// # Errors
 ///
 /// [`ApiError::CredentialsUnavailable`] with the reason.
 pub async fn credentials(
-    state: &StateReceiver,
+    mut rx: StateReceiver,
     wait: std::time::Duration,
 ) -> Result<(Reply, Arc<Issued>), ApiError> {
-    // The usual case, credentials held: answered from a shared borrow, without cloning the
-    // receiver (whose count every connection shares).
-    if let Ok(issued) = state.borrow().credentials_at(Instant::now()) {
-        return Ok((credentials_reply(issued), Arc::clone(issued)));
-    }
-    let mut rx = state.clone();
     let issued = wait_for_credentials(&mut rx, wait)
         .await
         .map_err(|u| ApiError::CredentialsUnavailable(u.message()))?;

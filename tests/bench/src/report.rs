@@ -67,6 +67,32 @@ impl Point {
     }
 }
 
+/// Which per-round figure of a [`Point`] a ratio target compares.
+type Figure = fn(&Point) -> &[f64];
+
+/// How a ratio target prints: as a percentage, or as a multiple.
+#[derive(Debug, Clone, Copy)]
+enum Shown {
+    Percent,
+    Times,
+}
+
+impl Shown {
+    fn median(self, r: f64) -> String {
+        match self {
+            Shown::Percent => format!("{:.1} %", r * 100.0),
+            Shown::Times => format!("{r:.2} ×"),
+        }
+    }
+
+    fn round(self, r: f64) -> String {
+        match self {
+            Shown::Percent => format!("{:.0} %", r * 100.0),
+            Shown::Times => format!("{r:.2}"),
+        }
+    }
+}
+
 /// The cold-start herd.
 #[derive(Debug, Clone, Serialize)]
 pub struct Herd {
@@ -172,7 +198,7 @@ impl Report {
     /// ratios. Each round measures the two back to back, so a slow spell of the (shared)
     /// machine weighs on both sides of a ratio rather than on one side of the medians.
     /// Also returns the per-round ratios.
-    fn agent_over_hyper(&self, mode: Mode, c: usize, f: fn(&Point) -> &[f64]) -> (f64, Vec<f64>) {
+    fn agent_over_hyper(&self, mode: Mode, c: usize, f: Figure) -> (f64, Vec<f64>) {
         let (Some(a), Some(h)) = (
             self.point("agent", mode, c),
             self.point("bare hyper", mode, c),
@@ -191,6 +217,21 @@ impl Report {
             median(ratios.clone())
         };
         (m, ratios)
+    }
+
+    /// A target on [`Report::agent_over_hyper`], shown with every round's ratio.
+    fn ratio_target(
+        &mut self,
+        name: &str,
+        required: &str,
+        (mode, c, f): (Mode, usize, Figure),
+        shown: Shown,
+        pass: fn(f64) -> bool,
+    ) {
+        let (ratio, rounds) = self.agent_over_hyper(mode, c, f);
+        let rounds: Vec<String> = rounds.iter().map(|&r| shown.round(r)).collect();
+        let measured = format!("{} (rounds: {})", shown.median(ratio), rounds.join(", "));
+        self.target(name, required, measured, pass(ratio));
     }
 
     fn target(&mut self, name: &str, required: &str, measured: String, pass: bool) {
@@ -220,39 +261,26 @@ impl Report {
         if self.smoke {
             return;
         }
-        let percents = |v: &[f64]| {
-            v.iter()
-                .map(|r| format!("{:.0}", r * 100.0))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let (ka, ka_rounds) = self.agent_over_hyper(Mode::KeepAlive, 8, |p| &p.rounds);
-        self.target(
+        self.ratio_target(
             "throughput, keep-alive, c=8",
             "≥ 90 % of bare hyper",
-            format!("{:.1} % (rounds: {} %)", ka * 100.0, percents(&ka_rounds)),
-            ka >= 0.90,
+            (Mode::KeepAlive, 8, |p| &p.rounds),
+            Shown::Percent,
+            |r| r >= 0.90,
         );
-        let (nc, nc_rounds) = self.agent_over_hyper(Mode::NewConn, 8, |p| &p.rounds);
-        self.target(
+        self.ratio_target(
             "throughput, new connection, c=8",
             "≥ 85 % of bare hyper",
-            format!("{:.1} % (rounds: {} %)", nc * 100.0, percents(&nc_rounds)),
-            nc >= 0.85,
+            (Mode::NewConn, 8, |p| &p.rounds),
+            Shown::Percent,
+            |r| r >= 0.85,
         );
-        let (p99, p99_rounds) = self.agent_over_hyper(Mode::KeepAlive, 1, |p| &p.p99_rounds);
-        self.target(
+        self.ratio_target(
             "p99 latency, keep-alive, c=1",
             "≤ 1.2 × bare hyper",
-            format!(
-                "{p99:.2} × (rounds: {})",
-                p99_rounds
-                    .iter()
-                    .map(|r| format!("{r:.2}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            p99 <= 1.2,
+            (Mode::KeepAlive, 1, |p| &p.p99_rounds),
+            Shown::Times,
+            |r| r <= 1.2,
         );
         let (start, peak, after) = (
             self.rss_start_kib as f64 / MIB,

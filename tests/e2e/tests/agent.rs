@@ -4,7 +4,6 @@
 mod common;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use common::*;
@@ -357,13 +356,7 @@ async fn a_caller_whose_uid_is_not_allowed_gets_403_and_a_denial_log_line() {
     agent.open_dir();
     agent.credentials().await;
 
-    let out = std::process::Command::new(AGENT_BIN)
-        .args(["get", "--socket"])
-        .arg(&agent.socket)
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
+    let out = get_as_nobody(&agent.socket);
     assert_eq!(out.status.code(), Some(77), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.to_lowercase().contains("denied"), "{stderr}");

@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use common::*;
@@ -129,13 +128,7 @@ async fn socket_metrics_move_with_refreshes_and_denials_and_hold_no_secret() {
     // A denied caller increments the denials.
     if is_root() {
         let denied_before = sample(&later, "ecs_credential_agent_callers_denied_total");
-        let out = std::process::Command::new(AGENT_BIN)
-            .args(["get", "--socket"])
-            .arg(&agent.socket)
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap();
+        let out = get_as_nobody(&agent.socket);
         assert_eq!(out.status.code(), Some(77), "{out:?}");
         let text = agent.get("/metrics").await.body;
         assert_eq!(

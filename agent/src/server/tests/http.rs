@@ -315,10 +315,7 @@ async fn idle_keep_alive_closed_after_idle_timeout_not_header_timeout() {
         c.idle_timeout = Duration::from_millis(600);
     });
     let mut s = h.connect().await;
-    s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(read_response(&mut s).await.unwrap().status, 200);
+    assert_eq!(get_on(&mut s, "/v1/health").await.status, 200);
     let took = closed_within(&mut s, Duration::from_secs(3))
         .await
         .expect("closed");

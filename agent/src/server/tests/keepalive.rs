@@ -3,33 +3,14 @@
 //! connection, and that the issuances it counts still reach the audit.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::UnixStream;
 use tokio::time::Instant;
 
-use super::{issued, read_response, valid_state, Harness, Response, SECRET};
+use super::{get_on, issued, read_response, state_with, valid_state, Harness, Response, SECRET};
 use crate::credentials::{State, Unavailable};
 use crate::test_logs::{capture_logs, logs};
-
-/// One `GET` on an open keep-alive connection.
-async fn get_on(s: &mut UnixStream, path: &str) -> Response {
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    read_response(s)
-        .await
-        .expect("an answer on the kept connection")
-}
-
-fn state_with(c: &Arc<crate::credentials::Issued>) -> State {
-    State {
-        credentials: Some(Arc::clone(c)),
-        last_success: Some(SystemTime::UNIX_EPOCH),
-        ..State::default()
-    }
-}
 
 #[tokio::test]
 async fn a_kept_connection_follows_every_publication() {

@@ -61,12 +61,29 @@ pub(super) fn valid_state() -> (State, Arc<Issued>) {
         Duration::from_secs(60),
     ));
     let state = State {
-        credentials: Some(Arc::clone(&c)),
-        last_success: Some(wall()),
         clock_skew_secs: Some(0),
-        ..State::default()
+        ..state_with(&c)
     };
     (state, c)
+}
+
+/// A state holding `c`, fetched successfully.
+pub(super) fn state_with(c: &Arc<Issued>) -> State {
+    State {
+        credentials: Some(Arc::clone(c)),
+        last_success: Some(wall()),
+        ..State::default()
+    }
+}
+
+/// One `GET` on an open keep-alive connection.
+pub(super) async fn get_on(s: &mut UnixStream, path: &str) -> Response {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    read_response(s)
+        .await
+        .expect("an answer on the kept connection")
 }
 
 /// A config for tests: socket in `dir`, short waits.

@@ -457,6 +457,18 @@ pub fn raise_open_files_limit() {
 }
 
 /// Whether this process runs as root (some tests need it and skip visibly otherwise).
+/// Runs `e2e-agent get --socket SOCKET` as uid and gid 65534 (nobody); needs root.
+pub fn get_as_nobody(socket: &Path) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    Command::new(AGENT_BIN)
+        .args(["get", "--socket"])
+        .arg(socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run e2e-agent get as uid 65534")
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
