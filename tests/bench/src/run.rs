@@ -21,13 +21,13 @@ pub struct Options {
     #[arg(long)]
     smoke: bool,
     /// Measured time per load point, milliseconds.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 1000)]
     duration_ms: u64,
     /// Unmeasured warm-up before each load point, milliseconds.
     #[arg(long, default_value_t = 300)]
     warmup_ms: u64,
     /// Rounds of the socket matrix (floor, hyper and agent interleaved); medians are reported.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 9)]
     rounds: usize,
     /// How long the idle agent is watched for its CPU time, seconds.
     #[arg(long, default_value_t = 60)]
