@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::config::{Config, LogFormat, Overrides};
+use crate::config::{Config, Overrides};
 use crate::daemon::{self, TestHooks, EXIT_CONFIG, EXIT_FAILURE};
+use crate::logging::LogFormat;
 use crate::time::{SharedTimeSource, SystemClock};
 use clap::{Parser, Subcommand, ValueEnum};
 

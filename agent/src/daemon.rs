@@ -4,9 +4,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, LogConfig, ServerConfig};
+use crate::config::{Config, ConfigError};
 use crate::credentials::refresher::{self, Refresher};
 use crate::heartbeat::{Heartbeat, Watched};
+use crate::logging;
 use crate::metadata;
 use crate::metrics::{self, Metrics};
 use crate::reload::{Reloader, Source};
@@ -77,7 +78,7 @@ impl AgentError {
 
 /// Installs the global `tracing` subscriber on stderr: `RUST_LOG` if set, else `[log] level`;
 /// text, journal or JSON lines (see [`crate::logging`]).
-pub fn init_logging(log: &LogConfig) {
+pub fn init_logging(log: &logging::Config) {
     let _ = crate::logging::init(log);
 }
 
@@ -240,7 +241,7 @@ async fn start_metrics_listener(
     Ok(Some(metrics::tcp::spawn(tcp, metrics.clone())))
 }
 
-fn check_open_files_limit(cfg: &ServerConfig) {
+fn check_open_files_limit(cfg: &server::config::Config) {
     match crate::process::raise_open_files_limit() {
         Ok(n) if (n as usize) < cfg.max_connections + 64 => tracing::warn!(
             open_files_limit = n,

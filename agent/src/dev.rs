@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use ecs_metadata_emulator::{Emulator, EmulatorConfig};
 
-use crate::config::{Config, LogConfig};
+use crate::config::{Config, ConfigError};
 use crate::daemon::{self, AgentError};
+use crate::logging;
 use crate::time::SystemClock;
 
 /// Lifetime of the emulator's fake credentials in `dev` mode.
@@ -25,7 +26,7 @@ pub const DEV_ROTATE_AFTER: Duration = Duration::from_secs(600);
 /// # Errors
 /// [`AgentError`] when the emulator, the socket or the daemon cannot start.
 pub async fn run(socket: Option<PathBuf>) -> Result<(), AgentError> {
-    daemon::init_logging(&LogConfig::default());
+    daemon::init_logging(&logging::Config::default());
     let emulator = Emulator::start(
         ([127, 0, 0, 1], 0).into(),
         EmulatorConfig {
@@ -46,11 +47,16 @@ pub async fn run(socket: Option<PathBuf>) -> Result<(), AgentError> {
         })?,
     };
     let mut config = Config::default();
-    config.metadata.endpoint = emulator.endpoint();
+    config.metadata.endpoint = emulator.endpoint().parse().map_err(|problem| {
+        AgentError::Config(ConfigError {
+            source_name: "dev".to_owned(),
+            problems: vec![format!("the emulator's endpoint: {problem}")],
+        })
+    })?;
     config.server.socket_path = socket.clone();
     config.server.allowed_uids = vec![nix::unistd::geteuid().as_raw()];
-    crate::config::validate_socket_path(&socket).map_err(|problem| {
-        AgentError::Config(crate::config::ConfigError {
+    crate::server::config::validate_socket_path(&socket).map_err(|problem| {
+        AgentError::Config(ConfigError {
             source_name: "--socket".to_owned(),
             problems: vec![problem],
         })

@@ -59,6 +59,7 @@ pub mod metrics;
 pub mod process;
 pub mod reload;
 pub mod server;
+pub mod settings;
 pub mod systemd;
 #[cfg(test)]
 mod test_logs;

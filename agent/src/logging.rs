@@ -20,7 +20,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
-use crate::config::{LogConfig, LogFormat};
+use crate::settings::{section, Text};
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +111,7 @@ impl LogReload {
 
 /// Installs the global subscriber on stderr in the style [`Style::for_stderr`] picks, with
 /// a reloadable filter. Returns `None` when a global subscriber was already installed.
-pub fn init(log: &LogConfig) -> Option<LogReload> {
+pub fn init(log: &Config) -> Option<LogReload> {
     let env = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok());
@@ -125,6 +125,61 @@ pub fn init(log: &LogConfig) -> Option<LogReload> {
         .try_init()
         .ok()
         .map(|()| LogReload { handle, rust_log })
+}
+
+/// `[log] level` by default.
+pub const DEFAULT_LEVEL: &str = "info";
+
+section! {
+    /// `[log]`: what is logged and how lines look.
+    pub struct Config["log"] {
+        /// log filter (`info`, `debug`, `info,audit=debug`); `RUST_LOG` overrides it
+        level: String = DEFAULT_LEVEL.to_owned(), "level",
+            Text { parse: parse_level, print: String::clone }, Live;
+        /// `text` or `json` (text lines lose their timestamp and colour when stderr is the
+        /// journal)
+        format: LogFormat = LogFormat::Text, "format", Text::of(), Restart;
+    }
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("expected \"text\" or \"json\", got {other:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// Checks a log filter (`tracing_subscriber`'s `EnvFilter` syntax).
+///
+/// # Errors
+/// `not a valid log filter (…), got "…"`.
+pub fn parse_level(l: &str) -> Result<String, String> {
+    EnvFilter::builder()
+        .parse(l)
+        .map(|_| l.to_owned())
+        .map_err(|e| format!("not a valid log filter ({e}), got {l:?}"))
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@
 //! No label or value ever holds a secret, a metadata token, an `AccessKeyId` or a request path
 //! as sent (label values come from fixed sets, so cardinality is bounded).
 
+pub mod config;
 pub mod tcp;
 
 use std::sync::{Arc, Mutex, OnceLock};

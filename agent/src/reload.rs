@@ -1,11 +1,17 @@
 //! `SIGHUP`: reload the configuration from the same file and flags, without dropping
 //! connections or cached credentials.
 //!
+//! What a reload applies follows from each key's declaration ([`Reload`]; the README's
+//! configuration table has a column for it):
+//!
 //! | key | on reload |
 //! |---|---|
-//! | `[log] level` | applied at once (unless `RUST_LOG` is set, which keeps precedence) |
-//! | `[server] allowed_uids`, `allowed_gids`, `max_connections`, `header_timeout_ms`, `idle_timeout_ms`, `first_credentials_wait_ms`, `shutdown_grace_ms` | applied to connections accepted from then on (an open connection keeps the values it was accepted with) |
-//! | everything else (`[server] socket_path`, `socket_mode`, `socket_group`, `[metadata] *`, `[credentials] *`, `[log] format`, `[systemd] *`, `[metrics] *`) | kept; a warning names each changed key, which needs a restart |
+//! | `[log]` keys declared [`Reload::Live`] (`level`) | applied at once (unless `RUST_LOG` is set, which keeps precedence) |
+//! | `[server]` keys declared [`Reload::Live`] | applied to connections accepted from then on (an open connection keeps the values it was accepted with) |
+//! | keys declared [`Reload::Restart`] | kept; a warning names each changed key, which needs a restart |
+//!
+//! Only `[log]` and `[server]` have live keys; a test fails when a key elsewhere is declared
+//! live without this module applying it.
 //!
 //! An invalid file is rejected as a whole: the error is returned (the daemon logs it) and the
 //! configuration in force does not change.
@@ -15,9 +21,12 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError, Overrides, ServerConfig};
+use crate::config::{Config, ConfigError, Overrides};
 use crate::logging::LogReload;
+use crate::server::config::Config as ServerConfig;
 use crate::server::ConfigReceiver;
+#[cfg(doc)]
+use crate::settings::Reload;
 
 /// Where the configuration came from, so it can be read again.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +55,7 @@ pub struct Reloaded {
     /// Whether the log filter changed.
     pub log_level_changed: bool,
     /// Changed keys that take effect only after a restart, e.g. `"[server] socket_path"`.
-    pub needs_restart: Vec<&'static str>,
+    pub needs_restart: Vec<String>,
 }
 
 impl Reloader {
@@ -72,8 +81,8 @@ impl Reloader {
     /// # Errors
     /// The new configuration is invalid ([`ConfigError`], every problem listed); nothing changed.
     pub fn reload(&mut self) -> Result<Reloaded, ConfigError> {
-        let new = Config::load(self.source.path.as_deref(), &self.source.overrides)?;
-        let needs_restart = restart_keys(&self.current, &new);
+        let mut new = Config::load(self.source.path.as_deref(), &self.source.overrides)?;
+        let needs_restart = new.keep_restart_keys(&self.current);
         let mut log_level_changed = false;
         if new.log.level != self.current.log.level {
             if let Some(log) = &self.source.log {
@@ -82,91 +91,18 @@ impl Reloader {
                     Err(e) => tracing::warn!(error = %e, "[log] level not changed"),
                 }
             }
-            self.current.log.level = new.log.level.clone();
         }
-        let server = ServerConfig {
-            socket_path: self.current.server.socket_path.clone(),
-            socket_mode: self.current.server.socket_mode,
-            socket_group: self.current.server.socket_group.clone(),
-            ..new.server
-        };
-        let server_changed = server != self.current.server;
+        let server_changed = new.server != self.current.server;
         if server_changed {
-            self.current.server = server.clone();
-            self.server.send_replace(Arc::new(server));
+            self.server.send_replace(Arc::new(new.server.clone()));
         }
+        self.current = new;
         Ok(Reloaded {
             server_changed,
             log_level_changed,
             needs_restart,
         })
     }
-}
-
-/// The keys that differ between `old` and `new` and need a restart.
-pub fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
-    let (o, n) = (old, new);
-    let checks = [
-        (
-            o.server.socket_path != n.server.socket_path,
-            "[server] socket_path",
-        ),
-        (
-            o.server.socket_mode != n.server.socket_mode,
-            "[server] socket_mode",
-        ),
-        (
-            o.server.socket_group != n.server.socket_group,
-            "[server] socket_group",
-        ),
-        (
-            o.metadata.endpoint != n.metadata.endpoint,
-            "[metadata] endpoint",
-        ),
-        (
-            o.metadata.role_name != n.metadata.role_name,
-            "[metadata] role_name",
-        ),
-        (
-            o.metadata.token_ttl != n.metadata.token_ttl,
-            "[metadata] token_ttl_secs",
-        ),
-        (
-            o.metadata.connect_timeout != n.metadata.connect_timeout,
-            "[metadata] connect_timeout_ms",
-        ),
-        (
-            o.metadata.read_timeout != n.metadata.read_timeout,
-            "[metadata] read_timeout_ms",
-        ),
-        (
-            o.metadata.allow_imdsv1_fallback != n.metadata.allow_imdsv1_fallback,
-            "[metadata] allow_imdsv1_fallback",
-        ),
-        (
-            o.credentials.expiry_margin != n.credentials.expiry_margin,
-            "[credentials] expiry_margin_secs",
-        ),
-        (
-            o.credentials.backoff_initial != n.credentials.backoff_initial,
-            "[credentials] backoff_initial_ms",
-        ),
-        (
-            o.credentials.backoff_max != n.credentials.backoff_max,
-            "[credentials] backoff_max_secs",
-        ),
-        (o.log.format != n.log.format, "[log] format"),
-        (
-            o.systemd.ready_timeout != n.systemd.ready_timeout,
-            "[systemd] ready_timeout_secs",
-        ),
-        (o.metrics.listen != n.metrics.listen, "[metrics] listen"),
-    ];
-    checks
-        .into_iter()
-        .filter(|(changed, _)| *changed)
-        .map(|(_, key)| key)
-        .collect()
 }
 
 #[cfg(test)]
@@ -202,20 +138,34 @@ mod tests {
         assert!(done.server_changed);
         assert_eq!(
             done.needs_restart,
-            vec!["[server] socket_path", "[metadata] endpoint"]
+            vec!["[metadata] endpoint", "[server] socket_path"]
         );
         let server = rx.borrow().clone();
         assert_eq!(server.allowed_uids, vec![1000]);
         assert_eq!(server.idle_timeout, Duration::from_millis(5));
         assert_eq!(server.socket_path, PathBuf::from("/run/a.sock"));
         assert_eq!(
-            r.current().metadata.endpoint,
-            crate::config::DEFAULT_ENDPOINT
+            &*r.current().metadata.endpoint,
+            crate::metadata::config::DEFAULT_ENDPOINT
         );
         // The same file again: nothing new to apply, the restart keys are still reported.
         let again = r.reload().unwrap();
         assert!(!again.server_changed);
         assert_eq!(again.needs_restart.len(), 2);
+    }
+
+    #[test]
+    fn only_keys_this_module_applies_are_declared_live() {
+        use crate::settings::Reload;
+        for row in Config::reference() {
+            if row.reload == Reload::Live {
+                assert!(
+                    row.key.starts_with("[server] ") || row.key == "[log] level",
+                    "{} is declared live, but reload() does not apply it",
+                    row.key
+                );
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`state`]: the snapshot the refresher publishes and the socket server reads without ever
 //!   blocking on the metadata service.
 
+pub mod policy;
 pub mod refresher;
 pub mod schedule;
 pub mod state;

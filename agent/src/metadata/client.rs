@@ -168,7 +168,7 @@ impl Client {
         if let Some(role) = &config.role_name {
             response::check_role_name(role).map_err(|reason| MetadataError::InvalidConfig {
                 key: "role_name",
-                value: role.clone(),
+                value: role.to_string(),
                 reason,
             })?;
         }
@@ -190,7 +190,7 @@ impl Client {
         Ok(Client {
             http,
             endpoint,
-            role_name: config.role_name.clone(),
+            role_name: config.role_name.as_deref().map(str::to_owned),
             token: TokenCache::new(Duration::from_secs(ttl_secs)),
             allow_imdsv1_fallback: config.allow_imdsv1_fallback,
             read_timeout: config.read_timeout,

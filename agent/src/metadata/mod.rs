@@ -13,6 +13,7 @@
 //! mode); summarised in `../shared/reference/metadata-service.md`.
 
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod response;
 pub mod token;

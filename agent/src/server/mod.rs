@@ -27,6 +27,7 @@
 //! call [`Listener::remove_socket`] again after an error (it removes only its own inode).
 
 pub mod audit;
+pub mod config;
 mod conn;
 pub mod listener;
 pub mod peer;

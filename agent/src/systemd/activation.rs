@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike};
 
-use crate::config::ServerConfig;
+use crate::server::config::Config as ServerConfig;
 
 /// The environment variables of the protocol, removed once read.
 const LISTEN_VARS: [&str; 3] = ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];

@@ -27,6 +27,7 @@
 //! the agent after `WatchdogSec=`.
 
 pub mod activation;
+pub mod config;
 pub mod status;
 
 use std::sync::Arc;

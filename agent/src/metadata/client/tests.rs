@@ -33,7 +33,8 @@ impl TimeSource for FixedClock {
 
 fn config(endpoint: String) -> MetadataConfig {
     MetadataConfig {
-        endpoint,
+        // Unchecked, so the client's own check is tested too (`setup`).
+        endpoint: crate::metadata::config::Endpoint::unchecked(&endpoint),
         read_timeout: Duration::from_millis(200),
         connect_timeout: Duration::from_millis(500),
         ..MetadataConfig::default()
@@ -252,7 +253,8 @@ async fn token_put_failure_with_fallback_gets_without_token_and_warns() {
 #[tokio::test]
 async fn get_200_with_configured_role_skips_discovery() {
     let script = vec![token(TOKEN_1), credentials()];
-    let (result, server) = fetch_with(script, |c| c.role_name = Some("EcsRole".into())).await;
+    let (result, server) =
+        fetch_with(script, |c| c.role_name = Some("EcsRole".parse().unwrap())).await;
     assert_eq!(result.unwrap().role_name, "EcsRole");
     let expected = format!("GET {ROLE_PATH}");
     assert_eq!(calls(&server), ["PUT /latest/api/token", expected.as_str()]);
@@ -336,7 +338,8 @@ async fn get_403_with_token_is_rejected() {
 #[tokio::test]
 async fn get_404_is_role_not_attached() {
     let script = vec![token(TOKEN_1), html_404()];
-    let (result, _server) = fetch_with(script, |c| c.role_name = Some("EcsRole".into())).await;
+    let (result, _server) =
+        fetch_with(script, |c| c.role_name = Some("EcsRole".parse().unwrap())).await;
     let err = result.unwrap_err();
     assert!(
         matches!(&err, MetadataError::RoleNotAttached { role_name: Some(r) } if r == "EcsRole"),

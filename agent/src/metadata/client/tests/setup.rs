@@ -68,7 +68,8 @@ fn invalid_endpoints_are_config_errors_naming_them() {
 #[test]
 fn implausible_configured_role_name_is_a_config_error() {
     let mut config = config("http://127.0.0.1:1".to_owned());
-    config.role_name = Some("a/b".to_owned());
+    // The type refuses such a name; the client checks again (defence in depth).
+    config.role_name = Some(crate::metadata::config::RoleName::unchecked("a/b"));
     let err = Client::new(&config, Arc::new(FixedClock)).unwrap_err();
     assert!(
         matches!(

@@ -1,0 +1,117 @@
+//! `[server]`: the Unix socket and who may use it, declared once ([`crate::settings`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::settings::{section, Count, Ids, Millis, Optional, Text};
+
+/// `[server] socket_path` by default.
+pub const DEFAULT_SOCKET_PATH: &str = "/run/ecs-credential-agent/agent.sock";
+/// `[server] socket_mode` by default: root only.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
+/// `[server] allowed_uids` by default: root only.
+pub const DEFAULT_ALLOWED_UIDS: &[u32] = &[0];
+/// `[server] max_connections` by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// `[server] header_timeout_ms` by default.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_millis(5_000);
+/// `[server] idle_timeout_ms` by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[server] first_credentials_wait_ms` by default.
+pub const DEFAULT_FIRST_CREDENTIALS_WAIT: Duration = Duration::from_millis(5_000);
+/// `[server] shutdown_grace_ms` by default.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_millis(5_000);
+
+section! {
+    /// `[server]`: the Unix socket and who may use it. A reload applies the live keys to
+    /// connections accepted from then on.
+    pub struct Config["server"] {
+        /// the socket (an absolute path of at most 107 bytes)
+        socket_path: PathBuf = PathBuf::from(DEFAULT_SOCKET_PATH), "socket_path",
+            Text { parse: parse_socket_path, print: |p: &PathBuf| p.display().to_string() },
+            Restart;
+        /// permission bits of the socket file, octal string
+        socket_mode: u32 = DEFAULT_SOCKET_MODE, "socket_mode",
+            Text { parse: parse_mode, print: |m: &u32| format!("{m:04o}") }, Restart;
+        /// group owner of the socket file (name or number), for `"0660"`; unset: the owner's
+        /// group
+        socket_group: Option<String> = None, "socket_group",
+            Optional(Text { parse: parse_group, print: String::clone }), Restart;
+        /// callers with these uids are served
+        allowed_uids: Vec<u32> = DEFAULT_ALLOWED_UIDS.to_vec(), "allowed_uids", Ids, Live;
+        /// callers whose primary or supplementary group is one of these are served
+        allowed_gids: Vec<u32> = Vec::new(), "allowed_gids", Ids, Live;
+        /// beyond it, new connections get `503 TooManyConnections`
+        max_connections: usize = DEFAULT_MAX_CONNECTIONS, "max_connections",
+            Count(1, 1_000_000), Live;
+        /// a client must send its request head within this many milliseconds
+        header_timeout: Duration = DEFAULT_HEADER_TIMEOUT, "header_timeout_ms",
+            Millis(1, 600_000), Live;
+        /// idle keep-alive connections are closed after this many milliseconds
+        idle_timeout: Duration = DEFAULT_IDLE_TIMEOUT, "idle_timeout_ms",
+            Millis(1, 3_600_000), Live;
+        /// how long an early request waits for the first credentials, in milliseconds
+        first_credentials_wait: Duration = DEFAULT_FIRST_CREDENTIALS_WAIT,
+            "first_credentials_wait_ms", Millis(0, 600_000), Live;
+        /// how long in-flight requests may take after SIGTERM, in milliseconds
+        shutdown_grace: Duration = DEFAULT_SHUTDOWN_GRACE, "shutdown_grace_ms",
+            Millis(0, 600_000), Live;
+    }
+}
+
+/// Checks a socket path: absolute, and short enough for `sun_path` (107 bytes plus NUL).
+///
+/// # Errors
+/// What is wrong, e.g. `expected an absolute path, got "relative.sock"`.
+pub fn validate_socket_path(p: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let len = p.as_os_str().as_bytes().len();
+    if !p.is_absolute() {
+        Err(format!(
+            "expected an absolute path, got {:?}",
+            p.display().to_string()
+        ))
+    } else if len > 107 {
+        Err(format!(
+            "path is {len} bytes; Unix socket paths are limited to 107 bytes"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn parse_socket_path(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    validate_socket_path(&p).map(|()| p)
+}
+
+/// Parses an octal permission string such as `"0600"` or `"660"`.
+///
+/// # Errors
+/// Anything but 1 to 4 octal digits (an optional `0o` prefix) up to `0777`.
+pub fn parse_mode(m: &str) -> Result<u32, String> {
+    let digits = m.strip_prefix("0o").unwrap_or(m);
+    let octal = !digits.is_empty() && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    match u32::from_str_radix(digits, 8) {
+        Ok(v) if octal && v <= 0o777 => Ok(v),
+        _ => Err(format!(
+            "expected an octal permission string from \"0000\" to \"0777\" such as \"0600\", got {m:?}"
+        )),
+    }
+}
+
+/// Checks `socket_group`: a group number, or a group name known to this system (looked up in
+/// the group database when the configuration is read, so a typo is a configuration error).
+fn parse_group(g: &str) -> Result<String, String> {
+    if g.is_empty() {
+        return Err("expected a group name or number, got \"\"".to_owned());
+    }
+    if g.parse::<u32>().is_ok() {
+        return Ok(g.to_owned());
+    }
+    match nix::unistd::Group::from_name(g) {
+        Ok(Some(_)) => Ok(g.to_owned()),
+        Ok(None) => Err(format!("no group named {g:?} on this system")),
+        Err(e) => Err(format!("cannot look up group {g:?}: {e}")),
+    }
+}
