@@ -3,7 +3,7 @@
 # root, a private network with only lo) and runs tests/systemd/check.sh inside it, which installs
 # the release binary, the units and the default configuration exactly as the README's
 # "Install as a service" block says and checks them under systemd. See
-# shared/reference/systemd-in-ci.md for the recipe and its pitfalls.
+# docs/systemd-testing.md for the recipe and its pitfalls.
 #
 # Usage (as root; needs systemd-nspawn from the systemd-container package):
 #   tests/systemd/boot-check.sh [AGENT_BINARY [EMULATOR_BINARY]]

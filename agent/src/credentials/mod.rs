@@ -25,7 +25,7 @@ pub use state::{Issued, State, Unavailable};
 ///
 /// Shape: the metadata service's credential JSON (`AccessKeyId`, `AccessKeySecret`,
 /// `SecurityToken`, `Expiration`, `LastUpdated`), see the ECS documentation "实例元数据" and
-/// `../shared/reference/metadata-service.md` §1. Both times are UTC and whole seconds
+/// `docs/metadata-service.md` §Credential JSON. Both times are UTC and whole seconds
 /// (fractions are truncated toward the past when parsed).
 ///
 /// `Debug` never prints `AccessKeySecret` or `SecurityToken`; both zeroize their memory on drop.
@@ -58,7 +58,7 @@ impl Credentials {
     /// The response body served on `GET /v1/credentials`: exactly the credentials-URI shape
     /// (`Code`, `AccessKeyId`, `AccessKeySecret`, `SecurityToken`, `Expiration`, `LastUpdated`;
     /// times as `YYYY-MM-DDTHH:MM:SSZ`), which the official SDKs' "credentials URI" provider and
-    /// the aliyun CLI accept (`../shared/reference/metadata-service.md` §3).
+    /// the aliyun CLI accept (`docs/metadata-service.md` §Credentials URI).
     ///
     /// The buffer zeroizes on drop; serialise it once per generation, not per request.
     pub fn to_response_body(&self) -> Zeroizing<Vec<u8>> {

@@ -25,7 +25,7 @@ use crate::config::RefreshConfig;
 /// Source: `aliyun/credentials-java`,
 /// `src/main/java/com/aliyun/credentials/provider/RefreshCachedSupplier.java`
 /// (`STALE_TIME = 15 * 60 * 1000`), and PyPI `alibabacloud-credentials` 1.0.12; summarised in
-/// `../shared/reference/metadata-service.md` §2 and §3. Refreshing before this window means
+/// `docs/refresh-policy.md` §The 15-minute window. Refreshing before this window means
 /// callers' SDKs never see our credentials as stale.
 pub const SDK_STALE_WINDOW: Duration = Duration::from_secs(15 * 60);
 

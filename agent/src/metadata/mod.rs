@@ -10,7 +10,7 @@
 //! - [`error`]: the error type, [`MetadataError`], and what each variant means.
 //!
 //! Protocol facts: ECS documentation "实例元数据" (instance metadata) and "加固模式" (hardened
-//! mode); summarised in `../shared/reference/metadata-service.md`.
+//! mode); summarised, with sources, in `docs/metadata-service.md`.
 
 pub mod client;
 pub mod config;

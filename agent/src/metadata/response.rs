@@ -2,7 +2,7 @@
 //! JSON. Pure functions over bytes, no I/O, so they can be table-tested and fuzzed.
 //!
 //! Shapes (ECS documentation "实例元数据", summarised in
-//! `../shared/reference/metadata-service.md` §1):
+//! `docs/metadata-service.md` §Paths and §Credential JSON):
 //! - `GET /latest/meta-data/ram/security-credentials/` → the role name, plain text;
 //! - `GET /latest/meta-data/ram/security-credentials/<role>` →
 //!   `{"Code":"Success","AccessKeyId":…,"AccessKeySecret":…,"SecurityToken":…,

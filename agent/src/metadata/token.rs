@@ -2,7 +2,7 @@
 //!
 //! The service issues a token on `PUT /latest/api/token` with
 //! `X-aliyun-ecs-metadata-token-ttl-seconds: <1..21600>`; it stays valid for that TTL and may be
-//! reused (ECS documentation "加固模式", `../shared/reference/metadata-service.md` §1). Unlike the
+//! reused (ECS documentation "加固模式", `docs/metadata-service.md` §Token). Unlike the
 //! official SDKs, which ask for a new token before every GET, the agent keeps one and renews it
 //! shortly before the TTL ends ([`needs_renewal`]), or at once when a GET answers 401.
 //!

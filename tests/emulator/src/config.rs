@@ -9,7 +9,7 @@ use crate::clock::{SharedTimeSource, SystemClock};
 pub const DEFAULT_ROLE_NAME: &str = "EcsRamRoleDemo";
 
 /// Default credential lifetime (`Expiration − LastUpdated`): every documented example shows 6 h
-/// (`metadata-service.md` §1).
+/// (`docs/metadata-service.md` §Rotation and role changes).
 pub const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(6 * 3600);
 
 /// How long before `Expiration` a new credential generation appears by default, when the

@@ -121,7 +121,7 @@ pub(crate) fn whole_seconds(t: SystemTime) -> OffsetDateTime {
     t.replace_nanosecond(0).expect("0 ns is always valid")
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ`, the metadata service's time format (`metadata-service.md` §1).
+/// `YYYY-MM-DDTHH:MM:SSZ`, the metadata service's time format (`docs/metadata-service.md` §Times).
 pub fn format_utc(t: OffsetDateTime) -> String {
     format_at(t, UtcOffset::UTC, "", "Z")
 }

@@ -6,7 +6,7 @@
 //! # What it emulates, and where each behaviour comes from
 //!
 //! Sources: the ECS documentation "实例元数据" / `ModifyInstanceMetadataOptions`, summarised in
-//! the project's `metadata-service.md` §1.
+//! `docs/metadata-service.md`.
 //!
 //! | request | answer | source |
 //! |---|---|---|

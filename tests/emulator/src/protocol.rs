@@ -1,6 +1,6 @@
 //! The documented protocol: metadata tokens, hardened mode, the two credential paths.
 //!
-//! Every rule here is from `metadata-service.md` §1 unless marked "inferred".
+//! Every rule here is from `docs/metadata-service.md` unless marked "inferred".
 
 use bytes::Bytes;
 use http::request::Parts;
