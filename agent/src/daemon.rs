@@ -190,7 +190,8 @@ pub async fn serve_with(
     };
     let refresher =
         refresher::spawn_with_metrics(client, config.credentials.clone(), time, metrics.clone());
-    metrics.observe_state(refresher.subscribe());
+    let state = refresher.subscribe();
+    metrics.observe_credentials(move |now| state.borrow().gauges(now));
     let heartbeat = Heartbeat::new();
     let watched = watched_loops(&config, &refresher, &heartbeat);
     let mut notifier =

@@ -1,6 +1,10 @@
 //! Prometheus metrics: one [`Metrics`] registry, fed by the metadata client, the refresher and
 //! the socket server, exposed as OpenMetrics text (the `prometheus-client` crate's encoder).
 //!
+//! This module is a sink: it knows no domain type. Callers hand it fixed words (an error's
+//! `kind()`, a route's label, a metadata endpoint's label) and numbers; the credential gauges are
+//! read at scrape time through a function the daemon installs ([`Metrics::observe_credentials`]).
+//!
 //! # Where it is served
 //!
 //! - `GET /metrics` on the agent socket, to allowed callers (like every other route).
@@ -18,7 +22,7 @@
 //! | `ready` | gauge | | 1 while servable credentials are held, else 0 |
 //! | `credentials_stale` | gauge | | 1 while credentials are served although the last refresh failed |
 //! | `last_refresh_success_timestamp_seconds` | gauge | | Unix time of the last successful fetch (0 before the first) |
-//! | `refreshes_total` | counter | `result` | refresh attempts by outcome: `success` (new generation), `unchanged`, or an error kind ([`error_kind`]) |
+//! | `refreshes_total` | counter | `result` | refresh attempts by outcome: `success` (new generation), `unchanged`, or the error's kind (a fixed word, e.g. `timeout`) |
 //! | `metadata_requests_total` | counter | `endpoint`, `status` | metadata service requests; `endpoint` is `token`, `role_list` or `credentials`; `status` the HTTP status or `error` |
 //! | `metadata_request_duration_seconds` | histogram | `endpoint` | metadata service request latency |
 //! | `socket_requests_total` | counter | `endpoint`, `status` | socket requests; `endpoint` is `credentials`, `health`, `metrics` or `other` |
@@ -35,7 +39,7 @@ pub mod config;
 pub mod tcp;
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -46,9 +50,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::time::Instant;
 
-use crate::credentials::state::{State, StateReceiver};
-use crate::metadata::{MetadataError, ROLE_LIST_PATH, TOKEN_PATH};
-
 /// The `Content-Type` of the exposition (OpenMetrics text 1.0.0).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -56,7 +57,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub const PREFIX: &str = "ecs_credential_agent";
 
 /// Upper bounds (seconds) of the metadata request latency buckets: the default per-request
-/// deadline is 3 s ([`crate::metadata::client::request_deadline`]).
+/// deadline is 3 s (connect 1 s + 2 × read 1 s).
 const LATENCY_BUCKETS: [f64; 11] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
@@ -115,8 +116,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry with every metric of the module docs registered. The state gauges read
-    /// nothing (not ready, 0) until [`Metrics::observe_state`] is called.
+    /// A fresh registry with every metric of the module docs registered. The credential gauges
+    /// read nothing (not ready, 0) until [`Metrics::observe_credentials`] is called.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix(PREFIX);
         let refreshes = Family::<RefreshLabels, Counter>::default();
@@ -179,11 +180,15 @@ impl Metrics {
         }
     }
 
-    /// Reads the state gauges (expiry, generation, readiness, staleness, last success) from
-    /// `state` at every scrape. A later call replaces the receiver.
-    pub fn observe_state(&self, state: StateReceiver) {
-        if let Ok(mut slot) = self.inner.state.receiver.lock() {
-            *slot = Some(state);
+    /// Reads the credential gauges (expiry, generation, readiness, staleness, last success)
+    /// from `read` at every scrape, called with the scrape's instant on the monotonic clock. A
+    /// later call replaces the function.
+    pub fn observe_credentials(
+        &self,
+        read: impl Fn(Instant) -> CredentialGauges + Send + Sync + 'static,
+    ) {
+        if let Ok(mut slot) = self.inner.state.read.lock() {
+            *slot = Some(Box::new(read));
         }
     }
 
@@ -197,12 +202,13 @@ impl Metrics {
     }
 
     /// Records a refresh attempt's outcome: `Ok(true)` a new generation, `Ok(false)` the same
-    /// generation again, `Err` the error (by [`error_kind`]).
-    pub fn refresh(&self, outcome: Result<bool, &MetadataError>) {
+    /// generation again, `Err(kind)` a failure by its error's fixed kind word (`timeout`,
+    /// `role_not_attached`…).
+    pub fn refresh(&self, outcome: Result<bool, &'static str>) {
         let result = match outcome {
             Ok(true) => "success",
             Ok(false) => "unchanged",
-            Err(e) => error_kind(e),
+            Err(kind) => kind,
         };
         self.inner
             .refreshes
@@ -210,10 +216,10 @@ impl Metrics {
             .inc();
     }
 
-    /// Records one metadata service request to `path` that took `latency`, answered with HTTP
-    /// `status` (`None` when no status arrived: connection error, timeout, body error).
-    pub fn metadata_request(&self, path: &str, status: Option<u16>, latency: std::time::Duration) {
-        let endpoint = metadata_endpoint(path);
+    /// Records one metadata service request to `endpoint` (`token`, `role_list` or
+    /// `credentials`) that took `latency`, answered with HTTP `status` (`None` when no status
+    /// arrived: connection error, timeout, body error).
+    pub fn metadata_request(&self, endpoint: &'static str, status: Option<u16>, latency: Duration) {
         let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
         self.inner
             .metadata_requests
@@ -225,14 +231,9 @@ impl Metrics {
             .observe(latency.as_secs_f64());
     }
 
-    /// Records one socket request to `path` answered with HTTP `status`.
-    pub fn socket_request(&self, path: &str, status: u16) {
-        self.socket_request_to(socket_endpoint(path), status);
-    }
-
-    /// [`Metrics::socket_request`] with the `endpoint` label already derived from the path
-    /// ([`socket_endpoint`]).
-    pub(crate) fn socket_request_to(&self, endpoint: &'static str, status: u16) {
+    /// Records one socket request to the route labelled `endpoint` (`credentials`, `health`,
+    /// `metrics` or `other`) answered with HTTP `status`.
+    pub fn socket_request(&self, endpoint: &'static str, status: u16) {
         if (endpoint, status) == ("credentials", 200) {
             let ok = self.inner.credentials_ok.get_or_init(|| {
                 self.inner
@@ -264,96 +265,58 @@ impl Metrics {
     }
 }
 
-/// The `endpoint` label of a metadata service request path.
-fn metadata_endpoint(path: &str) -> &'static str {
-    match path {
-        TOKEN_PATH => "token",
-        ROLE_LIST_PATH => "role_list",
-        _ => "credentials",
-    }
+/// The credential gauges' values at one instant, as the credentials module computes them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CredentialGauges {
+    /// Until `Expiration` of the held credentials (zero when none are held).
+    pub expires_in: Duration,
+    /// Generation number of the held credentials (0 when none).
+    pub generation: u64,
+    /// Servable credentials are held.
+    pub ready: bool,
+    /// Credentials are served although the last refresh failed.
+    pub stale: bool,
+    /// When the last successful fetch arrived, if any.
+    pub last_success: Option<SystemTime>,
 }
 
-/// The `endpoint` label of a socket request path (unknown paths are `other`, so a caller cannot
-/// create label values).
-pub(crate) fn socket_endpoint(path: &str) -> &'static str {
-    match path {
-        "/v1/credentials" => "credentials",
-        "/v1/health" => "health",
-        "/metrics" => "metrics",
-        _ => "other",
-    }
-}
+/// Reads the credential gauges at a scrape.
+type ReadGauges = Box<dyn Fn(Instant) -> CredentialGauges + Send + Sync>;
 
-/// The `result` label of a failed refresh: one fixed word per [`MetadataError`] variant.
-pub fn error_kind(error: &MetadataError) -> &'static str {
-    match error {
-        MetadataError::TokenRefused { .. } => "token_refused",
-        MetadataError::HardenedModeRequired => "hardened_mode_required",
-        MetadataError::TokenRejected => "token_rejected",
-        MetadataError::RoleNotAttached { .. } => "role_not_attached",
-        MetadataError::Rejected { .. } => "rejected",
-        MetadataError::Unavailable { .. } => "unavailable",
-        MetadataError::Unreachable { .. } => "unreachable",
-        MetadataError::Timeout { .. } => "timeout",
-        MetadataError::InvalidResponse { .. } => "invalid_response",
-        MetadataError::InvalidConfig { .. } => "invalid_config",
-        MetadataError::ExpiredOnArrival { .. } => "expired_on_arrival",
-    }
-}
-
-/// The gauges computed from the refresher's [`State`] at scrape time.
-#[derive(Debug, Default)]
+/// The credential gauges, computed at scrape time by the installed function.
+#[derive(Default)]
 struct StateGauges {
-    receiver: Mutex<Option<StateReceiver>>,
+    read: Mutex<Option<ReadGauges>>,
 }
 
-/// The state gauges' values at one instant.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct StateValues {
-    expires_in: f64,
-    generation: i64,
-    ready: i64,
-    stale: i64,
-    last_success: f64,
-}
-
-impl StateValues {
-    fn of(state: &State, now: Instant) -> StateValues {
-        let held = state.credentials.as_deref();
-        let last_success = state
-            .last_success
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map_or(0.0, |d| d.as_secs() as f64);
-        StateValues {
-            expires_in: held.map_or(0.0, |c| {
-                c.expires_at.saturating_duration_since(now).as_secs_f64()
-            }),
-            generation: held.map_or(0, |c| i64::try_from(c.generation).unwrap_or(i64::MAX)),
-            ready: i64::from(state.credentials_at(now).is_ok()),
-            stale: i64::from(state.is_stale(now)),
-            last_success,
-        }
+impl std::fmt::Debug for StateGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateGauges")
     }
 }
 
 impl Collector for StateGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let state = match self.receiver.lock() {
-            Ok(rx) => rx.as_ref().map(|rx| rx.borrow().clone()),
+        let g = match self.read.lock() {
+            Ok(read) => read.as_ref().map(|read| read(Instant::now())),
             Err(_) => None,
-        };
-        let v = StateValues::of(&state.unwrap_or_default(), Instant::now());
+        }
+        .unwrap_or_default();
+        let last_success = g
+            .last_success
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs() as f64);
         let seconds = Some(&Unit::Seconds);
         let f64_gauges = [
             (
                 "credentials_expires_in",
                 "Seconds until Expiration of the held credentials (0 when none are held).",
-                v.expires_in,
+                g.expires_in.as_secs_f64(),
             ),
             (
                 "last_refresh_success_timestamp",
                 "Unix time of the last successful credential fetch (0 before the first).",
-                v.last_success,
+                last_success,
             ),
         ];
         for (name, help, value) in f64_gauges {
@@ -364,17 +327,17 @@ impl Collector for StateGauges {
             (
                 "credentials_generation",
                 "Generation number of the held credentials (0 when none are held).",
-                v.generation,
+                i64::try_from(g.generation).unwrap_or(i64::MAX),
             ),
             (
                 "ready",
                 "1 while valid credentials are held and served, else 0.",
-                v.ready,
+                i64::from(g.ready),
             ),
             (
                 "credentials_stale",
                 "1 while valid credentials are served although the last refresh failed, else 0.",
-                v.stale,
+                i64::from(g.stale),
             ),
         ];
         for (name, help, value) in i64_gauges {

@@ -1,13 +1,17 @@
 //! The example configuration shipped in `systemd/config.toml` (installed as
 //! `/etc/ecs-credential-agent/config.toml`) must never drift from the parser: as shipped it
 //! means all defaults; uncommenting every `# key = value` line still gives exactly the defaults;
-//! every `# Example: key = value` line is valid; and every key the parser knows is documented.
+//! every `# Example: key = value` line is valid; and every key the parser knows is documented,
+//! with the default its declaration gives. The README's configuration table is the declarations'
+//! reference, row for row.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use ecs_credential_agent::config::Config;
+use ecs_credential_agent::settings::Reload;
 
 const EXAMPLE: &str = include_str!("../../systemd/config.toml");
+const README: &str = include_str!("../../README.md");
 
 /// `(section, key, line uncommented)` for each line `# key = value` (defaults) or
 /// `# Example: key = value` (examples), with the section it sits in.
@@ -109,5 +113,67 @@ fn every_key_the_parser_knows_is_documented() {
     assert!(
         extra.is_empty(),
         "unknown keys in systemd/config.toml: {extra:?}"
+    );
+}
+
+#[test]
+fn every_default_in_the_example_is_the_declared_one() {
+    let shown: BTreeMap<String, String> = documented("# ")
+        .into_iter()
+        .map(|(s, k, line)| {
+            let value = line.split_once(" = ").map(|(_, v)| v.to_owned());
+            (format!("[{s}] {k}"), value.unwrap_or_default())
+        })
+        .collect();
+    let examples: BTreeSet<String> = documented("# Example: ")
+        .into_iter()
+        .map(|(s, k, _)| format!("[{s}] {k}"))
+        .collect();
+    for row in Config::reference() {
+        match &row.default {
+            Some(default) => assert_eq!(
+                shown.get(&row.key),
+                Some(default),
+                "systemd/config.toml must show `# {} = {default}`",
+                row.key
+            ),
+            None => assert!(
+                examples.contains(&row.key),
+                "systemd/config.toml must show an `# Example:` line for {} (unset by default)",
+                row.key
+            ),
+        }
+    }
+}
+
+/// The README's configuration table as the declarations give it.
+fn reference_table() -> String {
+    let mut out = String::from("| key | default | on `SIGHUP` | meaning |\n|---|---|---|---|\n");
+    for row in Config::reference() {
+        let default = row
+            .default
+            .map_or_else(|| "unset".to_owned(), |d| format!("`{d}`"));
+        let reload = match row.reload {
+            Reload::Live => "applied",
+            Reload::Restart => "restart",
+        };
+        out.push_str(&format!(
+            "| `{}` | {default} | {reload} | {} |\n",
+            row.key, row.doc
+        ));
+    }
+    out
+}
+
+#[test]
+fn the_readme_table_is_the_declarations_reference() {
+    const BEGIN: &str = "<!-- configuration-reference: begin -->\n";
+    const END: &str = "<!-- configuration-reference: end -->";
+    let start = README.find(BEGIN).expect("README marker") + BEGIN.len();
+    let end = README[start..].find(END).expect("README end marker") + start;
+    let expected = reference_table();
+    assert!(
+        README[start..end] == expected,
+        "README.md's configuration table differs from the key declarations; replace it with:\n{expected}"
     );
 }

@@ -1,10 +1,11 @@
 //! `Config::parse`: never panics, is deterministic, and an accepted configuration is within the
-//! documented bounds; a rejected one lists at least one problem, each on one line.
+//! bounds its key declarations give (`Config::bounded_values`, not restated here) and reads back
+//! to itself from `Config::to_toml` (every checked value — endpoint, role name, socket path and
+//! mode, addresses — survives its own check again); a rejected one lists at least one problem,
+//! each on one line.
 #![no_main]
 
 use ecs_credential_agent::config::Config;
-use ecs_credential_agent::metadata::client::parse_endpoint;
-use ecs_credential_agent::metadata::response::check_role_name;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
@@ -12,20 +13,12 @@ fuzz_target!(|text: &str| {
     assert_eq!(first, Config::parse("fuzz.toml", text));
     match first {
         Ok(c) => {
-            let ttl = c.metadata.token_ttl.as_secs();
-            assert!((1..=21_600).contains(&ttl), "token_ttl {ttl}");
-            assert!(c.server.max_connections >= 1);
-            assert!(c.server.socket_path.as_os_str().len() <= 107);
-            assert!(c.server.socket_mode <= 0o7777);
-            assert!(c.credentials.backoff_initial > std::time::Duration::ZERO);
-            assert!(
-                parse_endpoint(&c.metadata.endpoint).is_ok(),
-                "{:?}",
-                c.metadata.endpoint
-            );
-            if let Some(r) = &c.metadata.role_name {
-                assert!(check_role_name(r).is_ok(), "{r:?}");
+            for (key, value, min, max) in c.bounded_values() {
+                assert!((min..=max).contains(&value), "{key} = {value}");
             }
+            let again = Config::parse("rendered", &c.to_toml())
+                .unwrap_or_else(|e| panic!("{e}\n{}", c.to_toml()));
+            assert_eq!(again, c);
         }
         Err(e) => {
             assert!(!e.problems.is_empty());

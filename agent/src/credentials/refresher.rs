@@ -312,7 +312,7 @@ impl<F: FetchCredentials> Task<F> {
         let now = Instant::now();
         let message = error.to_string();
         if let Some(metrics) = &self.metrics {
-            metrics.refresh(Err(&error));
+            metrics.refresh(Err(error.kind()));
         }
         let delay = schedule::backoff(self.attempt, &self.cfg, (self.jitter)());
         self.attempt = self.attempt.saturating_add(1);

@@ -216,6 +216,20 @@ impl State {
         }
     }
 
+    /// The metrics' credential gauges at `now` (see [`crate::metrics`]).
+    pub fn gauges(&self, now: Instant) -> crate::metrics::CredentialGauges {
+        let held = self.credentials.as_deref();
+        crate::metrics::CredentialGauges {
+            expires_in: held.map_or(Duration::ZERO, |c| {
+                c.expires_at.saturating_duration_since(now)
+            }),
+            generation: held.map_or(0, |c| c.generation),
+            ready: self.credentials_at(now).is_ok(),
+            stale: self.is_stale(now),
+            last_success: self.last_success,
+        }
+    }
+
     /// Whether the held credentials are being served although the last refresh failed
     /// ("stale but valid").
     pub fn is_stale(&self, now: Instant) -> bool {

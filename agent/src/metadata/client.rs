@@ -330,7 +330,11 @@ impl Client {
         };
         let elapsed = started.elapsed();
         if let Some(metrics) = &self.metrics {
-            metrics.metadata_request(path, result.as_ref().ok().map(|a| a.status), elapsed);
+            metrics.metadata_request(
+                super::endpoint_label(path),
+                result.as_ref().ok().map(|a| a.status),
+                elapsed,
+            );
         }
         let latency_ms = elapsed.as_millis() as u64;
         match &result {

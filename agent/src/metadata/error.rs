@@ -108,4 +108,21 @@ impl MetadataError {
                 | MetadataError::Timeout { .. }
         )
     }
+
+    /// One fixed word per variant, for the `result` label of `refreshes_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MetadataError::TokenRefused { .. } => "token_refused",
+            MetadataError::HardenedModeRequired => "hardened_mode_required",
+            MetadataError::TokenRejected => "token_rejected",
+            MetadataError::RoleNotAttached { .. } => "role_not_attached",
+            MetadataError::Rejected { .. } => "rejected",
+            MetadataError::Unavailable { .. } => "unavailable",
+            MetadataError::Unreachable { .. } => "unreachable",
+            MetadataError::Timeout { .. } => "timeout",
+            MetadataError::InvalidResponse { .. } => "invalid_response",
+            MetadataError::InvalidConfig { .. } => "invalid_config",
+            MetadataError::ExpiredOnArrival { .. } => "expired_on_arrival",
+        }
+    }
 }

@@ -34,6 +34,16 @@ pub const TOKEN_TTL_HEADER: &str = "X-aliyun-ecs-metadata-token-ttl-seconds";
 /// Header carrying the metadata token on every `GET`.
 pub const TOKEN_HEADER: &str = "X-aliyun-ecs-metadata-token";
 
+/// The `endpoint` label of a metadata service request path in metrics: `token`, `role_list` or
+/// `credentials`.
+pub fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        TOKEN_PATH => "token",
+        ROLE_LIST_PATH => "role_list",
+        _ => "credentials",
+    }
+}
+
 /// The result of one successful fetch: the RAM role and its current credentials.
 #[derive(Debug)]
 pub struct Fetched {

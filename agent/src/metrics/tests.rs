@@ -9,7 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::*;
-use crate::credentials::{Credentials, Issued};
+use crate::credentials::{Credentials, Issued, State};
+use crate::metadata::{endpoint_label, MetadataError, ROLE_LIST_PATH, TOKEN_PATH};
+use crate::server::routes::label;
 
 const SECRET: &str = "SECRET-MARKER-5e1b07";
 const TOKEN: &str = "TOKEN-MARKER-c93d2a";
@@ -60,8 +62,12 @@ fn every_metric_has_help_type_and_conventional_name() {
         );
         assert_eq!(sample(&fresh, &count), Some(0.0), "{fresh}");
     }
-    m.metadata_request(TOKEN_PATH, Some(200), Duration::from_millis(1));
-    m.socket_request("/v1/health", 200);
+    m.metadata_request(
+        endpoint_label(TOKEN_PATH),
+        Some(200),
+        Duration::from_millis(1),
+    );
+    m.socket_request(label("/v1/health"), 200);
     let text = m.encode();
     let rows = [
         ("refreshes", "counter"),
@@ -120,15 +126,27 @@ fn recorded_events_move_the_values() {
         path: "/x".to_owned(),
         after: Duration::from_secs(3),
     };
-    m.refresh(Err(&timeout));
-    m.metadata_request(TOKEN_PATH, Some(200), Duration::from_millis(3));
-    m.metadata_request(ROLE_LIST_PATH, Some(200), Duration::from_millis(30));
+    m.refresh(Err(timeout.kind()));
+    m.metadata_request(
+        endpoint_label(TOKEN_PATH),
+        Some(200),
+        Duration::from_millis(3),
+    );
+    m.metadata_request(
+        endpoint_label(ROLE_LIST_PATH),
+        Some(200),
+        Duration::from_millis(30),
+    );
     let cred_path = format!("{ROLE_LIST_PATH}EcsRole");
-    m.metadata_request(&cred_path, Some(200), Duration::from_millis(7));
-    m.metadata_request(&cred_path, None, Duration::from_secs(3));
-    m.socket_request("/v1/credentials", 200);
-    m.socket_request("/v1/credentials", 200);
-    m.socket_request("/nope/a-caller-chosen-value", 404);
+    m.metadata_request(
+        endpoint_label(&cred_path),
+        Some(200),
+        Duration::from_millis(7),
+    );
+    m.metadata_request(endpoint_label(&cred_path), None, Duration::from_secs(3));
+    m.socket_request(label("/v1/credentials"), 200);
+    m.socket_request(label("/v1/credentials"), 200);
+    m.socket_request(label("/nope/a-caller-chosen-value"), 404);
     m.caller_denied();
     m.connection_rejected();
     let text = m.encode();
@@ -224,7 +242,7 @@ fn error_kinds_are_fixed_words() {
         ),
     ];
     for (error, kind) in rows {
-        assert_eq!(error_kind(&error), kind, "{error}");
+        assert_eq!(error.kind(), kind, "{error}");
     }
 }
 
@@ -232,7 +250,7 @@ fn error_kinds_are_fixed_words() {
 async fn state_gauges_are_computed_at_scrape_time() {
     let m = Metrics::new();
     let (tx, rx) = watch::channel(State::default());
-    m.observe_state(rx);
+    m.observe_credentials(move |now| rx.borrow().gauges(now));
     let value = |name: &str| sample(&m.encode(), &full(name)).unwrap();
     assert_eq!(value("ready"), 0.0);
 

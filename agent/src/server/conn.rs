@@ -459,7 +459,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     fn call(&self, req: Request<Incoming>) -> Answer {
         let ctx = &self.0;
         let now = Instant::now();
-        let endpoint = crate::metrics::socket_endpoint(req.uri().path());
+        let endpoint = routes::label(req.uri().path());
         let mut conn = ctx.lock();
         // A panicking handler becomes a 500 for this request only. The guard stays outside
         // the closure, so the lock is not poisoned.
@@ -478,7 +478,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         conn.phase = conn.answered(now, ctx.cfg.header_timeout);
         drop(conn);
         ctx.metrics
-            .socket_request_to(endpoint, reply.status().as_u16());
+            .socket_request(endpoint, reply.status().as_u16());
         Answer::Now(Some(reply))
     }
 }
@@ -580,7 +580,7 @@ async fn respond_later(ctx: Arc<Ctx>, rx: StateReceiver, endpoint: &'static str)
     conn.phase = conn.answered(now, ctx.cfg.header_timeout);
     drop(conn);
     ctx.metrics
-        .socket_request_to(endpoint, reply.status().as_u16());
+        .socket_request(endpoint, reply.status().as_u16());
     reply
 }
 

@@ -12,7 +12,9 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 async fn metrics_served_and_requests_counted_by_endpoint_and_status() {
     let (state, _) = valid_state();
     let h = Harness::start(state, |_| {});
-    h.metrics.observe_state(h.state.subscribe());
+    let state = h.state.subscribe();
+    h.metrics
+        .observe_credentials(move |now| state.borrow().gauges(now));
     assert_eq!(h.get("/v1/credentials").await.status, 200);
     assert_eq!(h.get("/nope").await.status, 404);
     let r = h.get("/metrics").await;
