@@ -78,11 +78,6 @@ mod tests {
             .unwrap();
         assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
     }
-}
-
-#[cfg(test)]
-mod limit_tests {
-    use super::*;
 
     #[test]
     fn open_files_soft_limit_reaches_the_hard_limit() {
