@@ -731,12 +731,12 @@ impl std::str::FromStr for LogFormat {
 }
 
 /// Checks a metadata endpoint (the metadata client's rule:
-/// [`parse_endpoint`](crate::metadata::client::parse_endpoint)): `http://host[:port]`, no path,
+/// [`parse_endpoint`](crate::sources::metadata::client::parse_endpoint)): `http://host[:port]`, no path,
 /// query or user. The service speaks plain HTTP only (ECS docs), so `https` is refused too.
 pub fn validate_endpoint(e: &str) -> Result<(), String> {
-    match crate::metadata::client::parse_endpoint(e) {
+    match crate::sources::metadata::client::parse_endpoint(e) {
         Ok(_) => Ok(()),
-        Err(crate::metadata::MetadataError::InvalidConfig { reason, .. }) => {
+        Err(crate::sources::metadata::MetadataError::InvalidConfig { reason, .. }) => {
             Err(format!("{reason}, got {e:?}"))
         }
         Err(other) => Err(other.to_string()),
@@ -744,9 +744,9 @@ pub fn validate_endpoint(e: &str) -> Result<(), String> {
 }
 
 /// Checks a RAM role name (the metadata client's rule:
-/// [`check_role_name`](crate::metadata::response::check_role_name)).
+/// [`check_role_name`](crate::sources::metadata::response::check_role_name)).
 pub fn validate_role_name(r: &str) -> Result<(), String> {
-    crate::metadata::response::check_role_name(r)
+    crate::sources::metadata::response::check_role_name(r)
 }
 
 /// Checks `socket_group`: a group number, or a group name known to this system (looked up in

@@ -46,7 +46,7 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::time::Instant;
 
 use crate::credentials::state::{State, StateReceiver};
-use crate::metadata::{MetadataError, ROLE_LIST_PATH, TOKEN_PATH};
+use crate::sources::metadata::{MetadataError, ROLE_LIST_PATH, TOKEN_PATH};
 
 /// The `Content-Type` of the exposition (OpenMetrics text 1.0.0).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -55,7 +55,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub const PREFIX: &str = "ecs_credential_agent";
 
 /// Upper bounds (seconds) of the metadata request latency buckets: the default per-request
-/// deadline is 3 s ([`crate::metadata::client::request_deadline`]).
+/// deadline is 3 s ([`crate::sources::metadata::client::request_deadline`]).
 const LATENCY_BUCKETS: [f64; 11] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];

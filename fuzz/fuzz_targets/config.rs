@@ -3,8 +3,8 @@
 #![no_main]
 
 use ecs_credential_agent::config::Config;
-use ecs_credential_agent::metadata::client::parse_endpoint;
-use ecs_credential_agent::metadata::response::check_role_name;
+use ecs_credential_agent::sources::metadata::client::parse_endpoint;
+use ecs_credential_agent::sources::metadata::response::check_role_name;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

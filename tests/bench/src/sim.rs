@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ecs_credential_agent::config::RefreshConfig;
 use ecs_credential_agent::credentials::schedule;
-use ecs_credential_agent::metadata::token;
+use ecs_credential_agent::sources::metadata::token;
 use serde::Serialize;
 
 const LIFETIME: Duration = Duration::from_secs(6 * 3600);

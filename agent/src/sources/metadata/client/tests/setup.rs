@@ -91,10 +91,12 @@ async fn proxy_environment_variables_are_ignored() {
     let metadata = Server::start(vec![token(TOKEN_1), role(), credentials()]).await;
     let exe = std::env::current_exe().unwrap();
     let (proxy_url, endpoint) = (proxy.endpoint(), metadata.endpoint());
-    let child = "metadata::client::tests::setup::proxy_child";
+    // The test's name as the harness knows it: this module's path without the crate's name.
+    let (_crate, module) = module_path!().split_once("::").unwrap();
+    let child = format!("{module}::proxy_child");
     let output = tokio::task::spawn_blocking(move || {
         let mut command = std::process::Command::new(exe);
-        command.args([child, "--exact", "--ignored", "--test-threads=1"]);
+        command.args([&child, "--exact", "--ignored", "--test-threads=1"]);
         for var in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
             command.env(var, &proxy_url);
         }

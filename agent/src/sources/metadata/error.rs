@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use crate::credentials::{RecordRefresh, RefreshError, SourceError, Unavailable};
+use crate::metrics::Metrics;
+
 /// What went wrong talking to the metadata service. `Display` is one short line for logs and
 /// for callers' 503 messages; it never contains a secret or the metadata token.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +100,26 @@ fn role_hint(role: &Option<String>) -> String {
 }
 
 impl MetadataError {
+    /// A fixed word per variant, for the `result` label of the refresh metric and for health
+    /// output: `token_refused`, `hardened_mode_required`, `token_rejected`,
+    /// `role_not_attached`, `rejected`, `unavailable`, `unreachable`, `timeout`,
+    /// `invalid_response`, `invalid_config`, `expired_on_arrival`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MetadataError::TokenRefused { .. } => "token_refused",
+            MetadataError::HardenedModeRequired => "hardened_mode_required",
+            MetadataError::TokenRejected => "token_rejected",
+            MetadataError::RoleNotAttached { .. } => "role_not_attached",
+            MetadataError::Rejected { .. } => "rejected",
+            MetadataError::Unavailable { .. } => "unavailable",
+            MetadataError::Unreachable { .. } => "unreachable",
+            MetadataError::Timeout { .. } => "timeout",
+            MetadataError::InvalidResponse { .. } => "invalid_response",
+            MetadataError::InvalidConfig { .. } => "invalid_config",
+            MetadataError::ExpiredOnArrival { .. } => "expired_on_arrival",
+        }
+    }
+
     /// Whether another attempt may succeed soon without anything changing on the caller's side
     /// (429, 5xx, connection errors and timeouts). The refresher backs off after every error
     /// regardless; this only decides retries within one fetch.
@@ -107,5 +130,40 @@ impl MetadataError {
                 | MetadataError::Unreachable { .. }
                 | MetadataError::Timeout { .. }
         )
+    }
+}
+
+impl SourceError for MetadataError {
+    fn kind(&self) -> &'static str {
+        MetadataError::kind(self)
+    }
+
+    /// [`RoleNotAttached`](MetadataError::RoleNotAttached) (HTTP 404) withdraws the instance
+    /// role's credentials; every other error leaves them served until the expiry margin.
+    fn withdrawn(&self) -> Option<Unavailable> {
+        match self {
+            MetadataError::RoleNotAttached { role_name } => Some(Unavailable::RoleNotAttached {
+                role_name: role_name.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Records the metadata source's refresh outcomes in [`Metrics::refresh`], which takes a
+/// [`MetadataError`]; the refresher's own
+/// [`ExpiredOnArrival`](RefreshError::ExpiredOnArrival) is recorded as the metadata variant of
+/// the same name (the same `expired_on_arrival` word).
+impl RecordRefresh<MetadataError> for Metrics {
+    fn record(&self, outcome: Result<bool, &RefreshError<MetadataError>>) {
+        match outcome {
+            Ok(new) => self.refresh(Ok(new)),
+            Err(RefreshError::Source(error)) => self.refresh(Err(error)),
+            Err(RefreshError::ExpiredOnArrival { expiration }) => {
+                self.refresh(Err(&MetadataError::ExpiredOnArrival {
+                    expiration: expiration.clone(),
+                }))
+            }
+        }
     }
 }

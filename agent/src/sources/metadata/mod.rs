@@ -1,0 +1,31 @@
+//! The ECS instance metadata service client, hardened (token) mode.
+//!
+//! The instance role's [credential source](crate::credentials::Source). It knows HTTP, the
+//! metadata token, the paths, the retry table and the response format; it knows nothing about
+//! schedules or callers. Its output is validated
+//! [`Credentials`](crate::credentials::Credentials) or a typed [`MetadataError`].
+//!
+//! - [`client`]: requests, timeouts, the retry table, no proxy ever.
+//! - [`token`]: the cached metadata token and its renewal.
+//! - [`response`]: parsing and validating the role name and credential JSON.
+//! - [`error`]: the error type, [`MetadataError`], and what each variant means.
+//!
+//! Protocol facts: ECS documentation "实例元数据" (instance metadata) and "加固模式" (hardened
+//! mode); summarised in `../shared/reference/metadata-service.md`.
+
+pub mod client;
+pub mod error;
+pub mod response;
+pub mod token;
+
+pub use client::Client;
+pub use error::MetadataError;
+
+/// Path of the hardened-mode token (`PUT`).
+pub const TOKEN_PATH: &str = "/latest/api/token";
+/// Path listing the attached RAM role (`GET`; the role name as plain text).
+pub const ROLE_LIST_PATH: &str = "/latest/meta-data/ram/security-credentials/";
+/// Header carrying the requested metadata token TTL on the token `PUT`, in seconds (1..=21600).
+pub const TOKEN_TTL_HEADER: &str = "X-aliyun-ecs-metadata-token-ttl-seconds";
+/// Header carrying the metadata token on every `GET`.
+pub const TOKEN_HEADER: &str = "X-aliyun-ecs-metadata-token";
