@@ -731,8 +731,8 @@ impl std::str::FromStr for LogFormat {
 }
 
 /// Checks a metadata endpoint (the metadata client's rule:
-/// [`parse_endpoint`](crate::sources::metadata::client::parse_endpoint)): `http://host[:port]`, no path,
-/// query or user. The service speaks plain HTTP only (ECS docs), so `https` is refused too.
+/// [`parse_endpoint`](crate::sources::metadata::client::parse_endpoint)): `http://host[:port]`,
+/// no path, query or user. The service speaks plain HTTP only (ECS docs), so `https` is refused too.
 pub fn validate_endpoint(e: &str) -> Result<(), String> {
     match crate::sources::metadata::client::parse_endpoint(e) {
         Ok(_) => Ok(()),
