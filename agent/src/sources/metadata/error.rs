@@ -167,3 +167,5 @@ impl RecordRefresh<MetadataError> for Metrics {
         }
     }
 }
+#[cfg(test)]
+mod tests;
