@@ -15,10 +15,6 @@ use crate::settings::{self, Reference, Section};
 
 // Old names, until every module imports its section from its owner (issue 9 merge).
 #[doc(hidden)]
-pub use crate::credentials::policy::RefreshPolicy as RefreshConfig;
-#[doc(hidden)]
-pub use crate::metadata::config::{Config as MetadataConfig, MAX_TOKEN_TTL};
-#[doc(hidden)]
 pub use crate::server::config::Config as ServerConfig;
 
 /// Default configuration file path.
@@ -86,7 +82,7 @@ macro_rules! sections {
 
 sections! {
     /// `[metadata]`.
-    metadata: crate::metadata::config::Config,
+    metadata: crate::sources::metadata::config::Config,
     /// `[server]`.
     server: crate::server::config::Config,
     /// `[credentials]`.

@@ -8,10 +8,10 @@ use crate::config::{Config, ConfigError};
 use crate::credentials::refresher::{self, Refresher};
 use crate::heartbeat::{Heartbeat, Watched};
 use crate::logging;
-use crate::metadata;
 use crate::metrics::{self, Metrics};
 use crate::reload::{Reloader, Source};
 use crate::server::{self, BindError, ConfigReceiver, Listener};
+use crate::sources::metadata;
 use crate::systemd::activation::{self, ActivationError, Inherited};
 use crate::systemd::Notifier;
 use crate::time::SharedTimeSource;
@@ -188,8 +188,9 @@ pub async fn serve_with(
         Some(source) => start_reloading(source, config.clone())?,
         None => server::fixed_config(config.server.clone()),
     };
-    let refresher =
-        refresher::spawn_with_metrics(client, config.credentials.clone(), time, metrics.clone());
+    let refresher = Refresher::builder(client, config.credentials.clone(), time)
+        .metrics(metrics.clone())
+        .spawn();
     let state = refresher.subscribe();
     metrics.observe_credentials(move |now| state.borrow().gauges(now));
     let heartbeat = Heartbeat::new();

@@ -16,12 +16,16 @@
 //! # Layout
 //!
 //! Data flows one way:
-//! metadata service → [`metadata`] client → [`credentials::refresher`] →
+//! metadata service → [`sources::metadata`] client → [`credentials::refresher`] →
 //! [`credentials::State`] ← [`server`] ← callers.
 //!
 //! - [`config`]: the TOML file and flags, validated in one place.
-//! - [`metadata`]: hardened-mode metadata client: metadata token cache, retry table, parsing.
-//! - [`credentials`]: the refresh schedule (pure), the refresher (owns time), the published state.
+//! - [`credentials`]: the credential value types, the [`Source`](credentials::Source) trait a
+//!   credential source implements, the refresh schedule (pure), the refresher (owns time for one
+//!   source, generic over it) and the published state. Uses no source.
+//! - [`sources`]: credential sources, each knowing one upstream and returning validated
+//!   credentials or a typed error: [`sources::metadata`], the hardened-mode metadata client
+//!   (metadata token cache, retry table, parsing) for the instance role.
 //! - [`server`]: the Unix socket (bind safely), peer authorization, routes, audit trail.
 //! - [`metrics`]: Prometheus metrics, on the socket (`GET /metrics`) and an optional loopback
 //!   TCP address.
@@ -54,12 +58,12 @@ pub mod dev;
 pub mod get;
 pub mod heartbeat;
 pub mod logging;
-pub mod metadata;
 pub mod metrics;
 pub mod process;
 pub mod reload;
 pub mod server;
 pub mod settings;
+pub mod sources;
 pub mod systemd;
 #[cfg(test)]
 mod test_logs;

@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(server.socket_path, PathBuf::from("/run/a.sock"));
         assert_eq!(
             &*r.current().metadata.endpoint,
-            crate::metadata::config::DEFAULT_ENDPOINT
+            crate::sources::metadata::config::DEFAULT_ENDPOINT
         );
         // The same file again: nothing new to apply, the restart keys are still reported.
         let again = r.reload().unwrap();

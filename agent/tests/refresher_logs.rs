@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ecs_credential_agent::config::RefreshConfig;
-use ecs_credential_agent::credentials::{refresher, Credentials};
-use ecs_credential_agent::metadata::{FetchCredentials, Fetched, MetadataError};
+use ecs_credential_agent::credentials::RefreshPolicy;
+use ecs_credential_agent::credentials::{Credentials, Fetched, Refresher, Source};
+use ecs_credential_agent::sources::metadata::MetadataError;
 use ecs_credential_agent::time::TimeSource;
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -37,7 +37,9 @@ struct Script {
     calls: Arc<AtomicUsize>,
 }
 
-impl FetchCredentials for Script {
+impl Source for Script {
+    type Error = MetadataError;
+
     async fn fetch(&self) -> Result<Fetched, MetadataError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         match n {
@@ -63,6 +65,10 @@ impl FetchCredentials for Script {
                 })
             }
         }
+    }
+
+    fn label(&self) -> &str {
+        "instance role"
     }
 }
 
@@ -100,7 +106,7 @@ async fn logs_name_the_generation_but_never_a_secret() {
         clock: Arc::clone(&clock),
         calls: Arc::clone(&calls),
     };
-    let _refresher = refresher::spawn(script, RefreshConfig::default(), clock);
+    let _refresher = Refresher::builder(script, RefreshPolicy::default(), clock).spawn();
     // Refresh within [3.6 h, 4 h], then two failures with backoffs under 1 s and 2 s.
     tokio::time::sleep(5 * HOUR).await;
     assert_eq!(calls.load(Ordering::SeqCst), 4);

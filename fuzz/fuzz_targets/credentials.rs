@@ -9,7 +9,7 @@
 use std::time::{Duration, SystemTime};
 
 use ecs_credential_agent::credentials::{format_utc, Credentials};
-use ecs_credential_agent::metadata::response::parse_credentials;
+use ecs_credential_agent::sources::metadata::response::parse_credentials;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use secrecy::ExposeSecret;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use ecs_credential_agent::credentials::format_utc;
-use ecs_credential_agent::metadata::response::parse_time;
+use ecs_credential_agent::sources::metadata::response::parse_time;
 use libfuzzer_sys::fuzz_target;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;

@@ -3,7 +3,7 @@
 //! quote a token, even a rejected one.
 #![no_main]
 
-use ecs_credential_agent::metadata::response::{check_role_name, parse_role_name, parse_token};
+use ecs_credential_agent::sources::metadata::response::{check_role_name, parse_role_name, parse_token};
 use libfuzzer_sys::fuzz_target;
 use secrecy::ExposeSecret;
 

@@ -2,8 +2,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
-use crate::metadata::config::{Endpoint, RoleName};
 use crate::server::config::{parse_mode, validate_socket_path};
+use crate::sources::metadata::config::{Endpoint, RoleName};
 
 fn validate_role_name(r: &str) -> Result<RoleName, String> {
     r.parse()

@@ -1,115 +1,31 @@
 //! Credentials: the validated value, the refresh schedule, the refresher and the state it
-//! publishes.
+//! publishes, for any [`Source`] of credentials.
 //!
-//! - [`Credentials`]: one credential generation as the metadata service returned it, validated.
+//! - [`Credentials`], [`format_utc`]: one credential generation, validated, and the time format
+//!   the metadata service and the served body use (`value`, a leaf module).
+//! - [`Source`], [`SourceError`], [`Fetched`]: what the refresher asks of an upstream. The
+//!   instance role from the metadata service ([`crate::sources::metadata`]) is one source; a
+//!   role assumed through STS is another, driven by the same refresher.
 //! - [`schedule`]: pure functions that decide when to refresh and how long to back off.
-//! - [`refresher`]: the background task that owns time: first fetch, refresh, backoff,
-//!   rotation detection, expiry margin. It is the only writer of [`State`].
+//! - [`refresher`]: the background task that owns time for one source: first fetch, refresh,
+//!   backoff, rotation detection, expiry margin. It is the only writer of its [`State`]; its
+//!   own failures are a [`RefreshError`].
 //! - [`state`]: the snapshot the refresher publishes and the socket server reads without ever
-//!   blocking on the metadata service.
+//!   blocking on an upstream.
+//!
+//! Dependencies point one way: sources depend on this module (they build [`Credentials`] and
+//! implement [`Source`]), never the reverse.
 
 pub mod policy;
 pub mod refresher;
 pub mod schedule;
+mod source;
 pub mod state;
+mod value;
 
-use std::fmt;
-
-use secrecy::{ExposeSecret, SecretString};
-use time::OffsetDateTime;
-use zeroize::Zeroizing;
-
+pub use policy::RefreshPolicy;
+pub use refresher::{RecordRefresh, RefreshError, Refresher};
+pub use source::{Fetched, Source, SourceError};
 pub use state::{Issued, State, Unavailable};
-
-/// One credential generation of the instance's RAM role, validated.
-///
-/// Shape: the metadata service's credential JSON (`AccessKeyId`, `AccessKeySecret`,
-/// `SecurityToken`, `Expiration`, `LastUpdated`), see the ECS documentation "实例元数据" and
-/// `docs/metadata-service.md` §Credential JSON. Both times are UTC and whole seconds
-/// (fractions are truncated toward the past when parsed).
-///
-/// `Debug` never prints `AccessKeySecret` or `SecurityToken`; both zeroize their memory on drop.
-pub struct Credentials {
-    /// `AccessKeyId`, e.g. `STS.NT…`; not secret, logged in the audit trail.
-    pub access_key_id: String,
-    /// `AccessKeySecret`; secret.
-    pub access_key_secret: SecretString,
-    /// `SecurityToken`; secret, often over 1 KB.
-    pub security_token: SecretString,
-    /// `Expiration`: after this instant the STS service rejects the credentials.
-    pub expiration: OffsetDateTime,
-    /// `LastUpdated`: when the metadata service issued this generation.
-    pub last_updated: OffsetDateTime,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("access_key_secret", &"** redacted **")
-            .field("security_token", &"** redacted **")
-            .field("expiration", &format_utc(self.expiration))
-            .field("last_updated", &format_utc(self.last_updated))
-            .finish()
-    }
-}
-
-impl Credentials {
-    /// The response body served on `GET /v1/credentials`: exactly the credentials-URI shape
-    /// (`Code`, `AccessKeyId`, `AccessKeySecret`, `SecurityToken`, `Expiration`, `LastUpdated`;
-    /// times as `YYYY-MM-DDTHH:MM:SSZ`), which the official SDKs' "credentials URI" provider and
-    /// the aliyun CLI accept (`docs/metadata-service.md` §Credentials URI).
-    ///
-    /// The buffer zeroizes on drop; serialise it once per generation, not per request.
-    pub fn to_response_body(&self) -> Zeroizing<Vec<u8>> {
-        let expiration = format_utc(self.expiration);
-        let last_updated = format_utc(self.last_updated);
-        let body = ResponseBody {
-            code: "Success",
-            access_key_id: &self.access_key_id,
-            access_key_secret: self.access_key_secret.expose_secret(),
-            security_token: self.security_token.expose_secret(),
-            expiration: &expiration,
-            last_updated: Some(&last_updated),
-        };
-        let mut out = Zeroizing::new(Vec::with_capacity(
-            256 + self.security_token.expose_secret().len(),
-        ));
-        // Serialising plain strings into a Vec cannot fail.
-        serde_json::to_writer(&mut *out, &body).expect("serialise credential body");
-        out
-    }
-
-    /// Whether `other` is the same credential generation (same `AccessKeyId` and `LastUpdated`).
-    pub fn same_generation(&self, other: &Credentials) -> bool {
-        self.access_key_id == other.access_key_id && self.last_updated == other.last_updated
-    }
-}
-
-/// The credentials-URI JSON shape, fields in the order the agent serves them (`Code` first).
-/// Used for the socket's response body and by `get --format json`, so both print the same.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct ResponseBody<'a> {
-    pub(crate) code: &'a str,
-    pub(crate) access_key_id: &'a str,
-    pub(crate) access_key_secret: &'a str,
-    pub(crate) security_token: &'a str,
-    pub(crate) expiration: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) last_updated: Option<&'a str>,
-}
-
-/// Formats a UTC time as the metadata service does: `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn format_utc(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
+pub(crate) use value::ResponseBody;
+pub use value::{format_utc, Credentials};

@@ -1,10 +1,12 @@
-//! The background refresher: the one task that fetches credentials and the only writer of
-//! [`State`].
+//! The background refresher: the one task that fetches credentials from a [`Source`] and the
+//! only writer of its [`State`].
 //!
 //! # Behaviour
 //!
-//! - It fetches at once on [`spawn`], then one fetch at a time, forever. Requests never trigger
-//!   a fetch: early callers wait on the watch channel
+//! The same rules hold for every source (the instance role, an assumed role):
+//!
+//! - It fetches at once on [`Builder::spawn`], then one fetch at a time, forever. Requests never
+//!   trigger a fetch: early callers wait on the watch channel
 //!   ([`wait_for_credentials`](super::state::wait_for_credentials)), so the cold start is
 //!   single-flight by construction (failure report 10).
 //! - On success it reads the wall clock once (the injected [`TimeSource`](crate::time::TimeSource))
@@ -13,11 +15,12 @@
 //!   role) is published and the next refresh scheduled by [`schedule::next_refresh`]; the same
 //!   generation again is kept as it was and checked again after
 //!   [`schedule::recheck_unchanged`]. Credentials already inside the expiry margin on arrival
-//!   count as a failure.
+//!   count as a failure ([`RefreshError::ExpiredOnArrival`]).
 //! - On failure it keeps serving the last good credentials (failure report 9), records the
 //!   error, and retries after [`schedule::backoff`], waking early at `serve_until` to stop
-//!   serving credentials that have reached `Expiration` minus the margin. "No RAM role
-//!   attached" (HTTP 404) drops the held credentials at once.
+//!   serving credentials that have reached `Expiration` minus the margin. An error the source
+//!   calls [`withdrawn`](SourceError::withdrawn) (for the metadata service: HTTP 404, no RAM role
+//!   attached) drops the held credentials at once.
 //! - Dropped credentials are only released by the `Arc`; the response body zeroizes when the
 //!   last request holding it finishes.
 //!
@@ -25,7 +28,10 @@
 //!
 //! The task records the monotonic time on every wake-up, at least every [`HEARTBEAT_INTERVAL`]
 //! while it sleeps ([`Refresher::last_heartbeat`]). A watchdog (systemd `WatchdogSec=`) can
-//! check that it is recent; a fetch that hangs beyond the metadata client's timeouts stops it.
+//! check that it is recent; a fetch that hangs beyond the source's own timeouts stops it.
+
+mod builder;
+mod error;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -37,11 +43,12 @@ use tokio::time::Instant;
 
 use super::schedule;
 use super::state::{Issued, State, StateReceiver, Unavailable};
-use super::{format_utc, Credentials};
-use crate::config::RefreshConfig;
-use crate::metadata::{FetchCredentials, Fetched, MetadataError};
-use crate::metrics::Metrics;
+use super::{format_utc, Credentials, Fetched, Source, SourceError};
+use crate::credentials::RefreshPolicy;
 use crate::time::SharedTimeSource;
+
+pub use builder::{Builder, RecordRefresh};
+pub use error::RefreshError;
 
 /// A credential lifetime (`Expiration − LastUpdated`) above this is logged as unusual: every
 /// documented example has 6 h.
@@ -50,20 +57,38 @@ const UNUSUAL_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// The longest the refresher sleeps without updating its heartbeat.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 
-/// The running refresher task. Dropping it aborts the task; receivers then see the channel
-/// closed (`changed()` returns an error) but keep the last state.
+/// The running refresher task of one source. Dropping it aborts the task; receivers then see
+/// the channel closed (`changed()` returns an error) but keep the last state.
+///
+/// Built with [`Refresher::builder`].
 #[derive(Debug)]
 pub struct Refresher {
     task: JoinHandle<()>,
     state: StateReceiver,
     heartbeat: watch::Receiver<Instant>,
+    label: String,
 }
 
 impl Refresher {
+    /// A builder for the refresher of `source`, refreshing under `policy` and reading the wall
+    /// clock from `time`; [`Builder::spawn`] starts it.
+    pub fn builder<S: Source>(
+        source: S,
+        policy: RefreshPolicy,
+        time: SharedTimeSource,
+    ) -> Builder<S> {
+        Builder::new(source, policy, time)
+    }
+
     /// A new receiver of the published [`State`], for the socket server (one per listener or
     /// per connection; clones are cheap).
     pub fn subscribe(&self) -> StateReceiver {
         self.state.clone()
+    }
+
+    /// The source's [`label`](Source::label), as its log lines name it.
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// The monotonic time the task last showed it was alive: at most [`HEARTBEAT_INTERVAL`] ago
@@ -90,54 +115,19 @@ impl Drop for Refresher {
     }
 }
 
-/// Starts the refresher on the current tokio runtime: it fetches with `fetcher` at once and
-/// then keeps the credentials fresh under `cfg`, reading the wall clock from `time`.
-///
-/// # Panics
-/// Outside a tokio runtime (like `tokio::spawn`).
-pub fn spawn<F: FetchCredentials>(
-    fetcher: F,
-    cfg: RefreshConfig,
-    time: SharedTimeSource,
-) -> Refresher {
-    spawn_with_jitter(fetcher, cfg, time, rand::random::<f64>)
-}
-
-/// [`spawn`], also recording every refresh's outcome in `metrics` ([`Metrics::refresh`]).
-///
-/// # Panics
-/// Outside a tokio runtime (like `tokio::spawn`).
-pub fn spawn_with_metrics<F: FetchCredentials>(
-    fetcher: F,
-    cfg: RefreshConfig,
-    time: SharedTimeSource,
-    metrics: Metrics,
-) -> Refresher {
-    spawn_task(fetcher, cfg, time, rand::random::<f64>, Some(metrics))
-}
-
-/// [`spawn`] with an injected jitter source (uniform in `[0, 1)`), so tests can pin it.
-fn spawn_with_jitter<F: FetchCredentials>(
-    fetcher: F,
-    cfg: RefreshConfig,
+/// Starts the task for `source` on the current tokio runtime (see [`Builder::spawn`]).
+fn spawn_task<S: Source>(
+    source: S,
+    cfg: RefreshPolicy,
     time: SharedTimeSource,
     jitter: fn() -> f64,
-) -> Refresher {
-    spawn_task(fetcher, cfg, time, jitter, None)
-}
-
-/// Starts the task; `metrics` records refresh outcomes.
-fn spawn_task<F: FetchCredentials>(
-    fetcher: F,
-    cfg: RefreshConfig,
-    time: SharedTimeSource,
-    jitter: fn() -> f64,
-    metrics: Option<Metrics>,
+    record: Option<Box<dyn RecordRefresh<S::Error>>>,
 ) -> Refresher {
     let (tx, state) = watch::channel(State::default());
     let (heartbeat_tx, heartbeat) = watch::channel(Instant::now());
+    let label = source.label().to_owned();
     let task = Task {
-        fetcher,
+        source,
         cfg,
         time,
         jitter,
@@ -146,19 +136,20 @@ fn spawn_task<F: FetchCredentials>(
         current: None,
         generation: 0,
         attempt: 0,
-        metrics,
+        record,
     };
     Refresher {
         task: tokio::spawn(task.run()),
         state,
         heartbeat,
+        label,
     }
 }
 
 /// The task's own bookkeeping; `current` mirrors `State::credentials`.
-struct Task<F> {
-    fetcher: F,
-    cfg: RefreshConfig,
+struct Task<S: Source> {
+    source: S,
+    cfg: RefreshPolicy,
     time: SharedTimeSource,
     jitter: fn() -> f64,
     tx: watch::Sender<State>,
@@ -167,19 +158,20 @@ struct Task<F> {
     generation: u64,
     /// Consecutive failures so far (the next backoff's attempt number).
     attempt: u32,
-    metrics: Option<Metrics>,
+    /// Where each attempt's outcome is recorded (metrics), if anywhere.
+    record: Option<Box<dyn RecordRefresh<S::Error>>>,
 }
 
-impl<F: FetchCredentials> Task<F> {
+impl<S: Source> Task<S> {
     async fn run(mut self) {
         loop {
             self.heartbeat.send_replace(Instant::now());
-            let wake = match self.fetcher.fetch().await {
+            let wake = match self.source.fetch().await {
                 Ok(fetched) => match self.accept(fetched) {
                     Ok(delay) => Instant::now() + delay,
                     Err(error) => self.fail(error),
                 },
-                Err(error) => self.fail(error),
+                Err(error) => self.fail(RefreshError::Source(error)),
             };
             self.sleep_until(wake).await;
             if self.attempt > 0 {
@@ -204,8 +196,8 @@ impl<F: FetchCredentials> Task<F> {
     /// returns the delay until the next fetch.
     ///
     /// # Errors
-    /// [`MetadataError::ExpiredOnArrival`] when the credentials are already inside the margin.
-    fn accept(&mut self, fetched: Fetched) -> Result<Duration, MetadataError> {
+    /// [`RefreshError::ExpiredOnArrival`] when the credentials are already inside the margin.
+    fn accept(&mut self, fetched: Fetched) -> Result<Duration, RefreshError<S::Error>> {
         let local = self.time.now();
         let now = Instant::now();
         let Fetched {
@@ -232,17 +224,18 @@ impl<F: FetchCredentials> Task<F> {
         wall: SystemTime,
         now: Instant,
         skew: i64,
-    ) -> Result<Duration, MetadataError> {
+    ) -> Result<Duration, RefreshError<S::Error>> {
         if now >= held.serve_until {
             return Err(expired_on_arrival(credentials));
         }
         let remaining = held.expires_at - now;
         let delay = schedule::recheck_unchanged(remaining, &self.cfg, (self.jitter)());
         tracing::debug!(
+            source = %self.source.label(),
             role = %held.role_name,
             access_key_id = %held.access_key_id,
             recheck_in_secs = delay.as_secs(),
-            "metadata service returned the same credential generation"
+            "the source returned the same credential generation"
         );
         self.record_success(wall, skew, None);
         Ok(delay)
@@ -256,7 +249,7 @@ impl<F: FetchCredentials> Task<F> {
         wall: SystemTime,
         now: Instant,
         skew: i64,
-    ) -> Result<Duration, MetadataError> {
+    ) -> Result<Duration, RefreshError<S::Error>> {
         let margin = self.cfg.expiry_margin;
         let generation = self.generation + 1;
         let issued = Issued::new(generation, role_name, credentials, wall, now, margin)
@@ -275,6 +268,7 @@ impl<F: FetchCredentials> Task<F> {
             );
         }
         tracing::info!(
+            source = %self.source.label(),
             generation,
             role = %issued.role_name,
             access_key_id = %issued.access_key_id,
@@ -291,8 +285,8 @@ impl<F: FetchCredentials> Task<F> {
     /// Publishes a success; `issued` replaces the held credentials when it is a new generation.
     fn record_success(&mut self, wall: SystemTime, skew: i64, issued: Option<Arc<Issued>>) {
         self.attempt = 0;
-        if let Some(metrics) = &self.metrics {
-            metrics.refresh(Ok(issued.is_some()));
+        if let Some(record) = &self.record {
+            record.record(Ok(issued.is_some()));
         }
         self.tx.send_modify(|s| {
             if let Some(issued) = issued {
@@ -307,26 +301,25 @@ impl<F: FetchCredentials> Task<F> {
     }
 
     /// Records a failed fetch and returns when to try again.
-    fn fail(&mut self, error: MetadataError) -> Instant {
+    fn fail(&mut self, error: RefreshError<S::Error>) -> Instant {
         let wall = self.time.now();
         let now = Instant::now();
         let message = error.to_string();
-        if let Some(metrics) = &self.metrics {
-            metrics.refresh(Err(error.kind()));
+        if let Some(record) = &self.record {
+            record.record(Err(&error));
         }
         let delay = schedule::backoff(self.attempt, &self.cfg, (self.jitter)());
         self.attempt = self.attempt.saturating_add(1);
-        if let MetadataError::RoleNotAttached { role_name } = &error {
-            self.drop_credentials(Unavailable::RoleNotAttached {
-                role_name: role_name.clone(),
-            });
+        let withdrawn = error.withdrawn();
+        if let Some(reason) = &withdrawn {
+            self.drop_credentials(reason.clone());
         }
         self.tx.send_modify(|s| {
             let since = *s.failing_since.get_or_insert(wall);
             s.failing_since_instant.get_or_insert(now);
             s.last_error = Some(message.clone());
             if s.credentials.is_none() {
-                s.reason = reason_after_failure(&s.reason, &error, since);
+                s.reason = reason_after_failure(&s.reason, withdrawn.clone(), &message, since);
             }
         });
         self.drop_if_unservable(now);
@@ -335,6 +328,7 @@ impl<F: FetchCredentials> Task<F> {
             wake = wake.min(cur.serve_until);
         }
         tracing::warn!(
+            source = %self.source.label(),
             error = %message,
             attempt = self.attempt,
             retry_in_ms = u64::try_from((wake - now).as_millis()).unwrap_or(u64::MAX),
@@ -367,28 +361,28 @@ impl<F: FetchCredentials> Task<F> {
     }
 }
 
-/// Why nothing is served after `error`, given the previous reason (no credentials held).
+/// Why nothing is served after a failed fetch whose message is `error`, given the previous
+/// reason (no credentials held) and what the error [withdraws](SourceError::withdrawn).
 ///
 /// | error | previous reason | new reason |
 /// |---|---|---|
-/// | `RoleNotAttached` | any | `RoleNotAttached` |
+/// | withdraws (`RoleNotAttached`) | any | the error's reason |
 /// | other | `ExpiredRefreshFailing` | `ExpiredRefreshFailing` with this error |
 /// | other | any other | `MetadataUnreachable { since, error }` |
 fn reason_after_failure(
     previous: &Unavailable,
-    error: &MetadataError,
+    withdrawn: Option<Unavailable>,
+    error: &str,
     since: SystemTime,
 ) -> Unavailable {
-    match (error, previous) {
-        (MetadataError::RoleNotAttached { role_name }, _) => Unavailable::RoleNotAttached {
-            role_name: role_name.clone(),
+    match (withdrawn, previous) {
+        (Some(reason), _) => reason,
+        (None, Unavailable::ExpiredRefreshFailing { .. }) => Unavailable::ExpiredRefreshFailing {
+            error: Some(error.to_owned()),
         },
-        (_, Unavailable::ExpiredRefreshFailing { .. }) => Unavailable::ExpiredRefreshFailing {
-            error: Some(error.to_string()),
-        },
-        _ => Unavailable::MetadataUnreachable {
+        (None, _) => Unavailable::MetadataUnreachable {
             since,
-            error: error.to_string(),
+            error: error.to_owned(),
         },
     }
 }
@@ -421,8 +415,8 @@ fn same_generation(held: &Issued, role_name: &str, credentials: &Credentials) ->
         && held.last_updated == credentials.last_updated
 }
 
-fn expired_on_arrival(credentials: &Credentials) -> MetadataError {
-    MetadataError::ExpiredOnArrival {
+fn expired_on_arrival<E>(credentials: &Credentials) -> RefreshError<E> {
+    RefreshError::ExpiredOnArrival {
         expiration: format_utc(credentials.expiration),
     }
 }

@@ -10,8 +10,8 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::credentials::{Credentials, Issued, State};
-use crate::metadata::{endpoint_label, MetadataError, ROLE_LIST_PATH, TOKEN_PATH};
 use crate::server::routes::label;
+use crate::sources::metadata::{endpoint_label, MetadataError, ROLE_LIST_PATH, TOKEN_PATH};
 
 const SECRET: &str = "SECRET-MARKER-5e1b07";
 const TOKEN: &str = "TOKEN-MARKER-c93d2a";
@@ -197,53 +197,6 @@ fn recorded_events_move_the_values() {
     assert!(!text.contains("EcsRole"), "a role name became a label");
     assert_eq!(at(full("callers_denied_total")), 1.0);
     assert_eq!(at(full("connections_rejected_total")), 1.0);
-}
-
-#[test]
-fn error_kinds_are_fixed_words() {
-    let rows = [
-        (MetadataError::TokenRejected, "token_rejected"),
-        (
-            MetadataError::HardenedModeRequired,
-            "hardened_mode_required",
-        ),
-        (
-            MetadataError::RoleNotAttached {
-                role_name: Some("r".into()),
-            },
-            "role_not_attached",
-        ),
-        (
-            MetadataError::Unreachable {
-                endpoint: "http://127.0.0.1:1".into(),
-                reason: "refused".into(),
-            },
-            "unreachable",
-        ),
-        (
-            MetadataError::Unavailable {
-                path: "/p".into(),
-                status: 503,
-            },
-            "unavailable",
-        ),
-        (
-            MetadataError::InvalidResponse {
-                path: "/p".into(),
-                what: "bad".into(),
-            },
-            "invalid_response",
-        ),
-        (
-            MetadataError::ExpiredOnArrival {
-                expiration: "x".into(),
-            },
-            "expired_on_arrival",
-        ),
-    ];
-    for (error, kind) in rows {
-        assert_eq!(error.kind(), kind, "{error}");
-    }
 }
 
 #[tokio::test(start_paused = true)]

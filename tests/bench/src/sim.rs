@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use ecs_credential_agent::config::RefreshConfig;
 use ecs_credential_agent::credentials::schedule;
-use ecs_credential_agent::metadata::token;
+use ecs_credential_agent::credentials::RefreshPolicy;
+use ecs_credential_agent::sources::metadata::token;
 use serde::Serialize;
 
 const LIFETIME: Duration = Duration::from_secs(6 * 3600);
@@ -36,7 +36,7 @@ pub struct Lifetime {
 
 /// Runs one lifetime with `jitter()` drawing each jitter.
 fn run(name: &'static str, mut jitter: impl FnMut() -> f64) -> Lifetime {
-    let cfg = RefreshConfig {
+    let cfg = RefreshPolicy {
         expiry_margin: Duration::from_secs(60),
         backoff_initial: Duration::from_secs(1),
         backoff_max: Duration::from_secs(60),

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use ecs_credential_agent::credentials::{Issued, State};
-use ecs_credential_agent::metadata::token::TokenCache;
-use ecs_credential_agent::metadata::FetchCredentials;
+use ecs_credential_agent::credentials::{Issued, Source, State};
+use ecs_credential_agent::sources::metadata::token::TokenCache;
 use ecs_metadata_emulator::{Endpoint, Fault, Times};
 use nix::sys::signal::Signal;
 use secrecy::{ExposeSecret, SecretString};
@@ -30,12 +29,12 @@ fn emulator_secrets(emu: &ecs_metadata_emulator::Emulator, into: &mut Vec<String
 async fn debug_of_every_type_that_can_hold_a_secret_never_prints_it() {
     let emu = emulator(Default::default()).await;
     // The agent's metadata client, with a metadata token cached and credentials fetched.
-    let cfg = ecs_credential_agent::config::MetadataConfig {
-        endpoint: emu.endpoint(),
+    let cfg = ecs_credential_agent::sources::metadata::config::Config {
+        endpoint: emu.endpoint().parse().unwrap(),
         ..Default::default()
     };
     let time = Arc::new(ecs_credential_agent::time::SystemClock);
-    let client = ecs_credential_agent::metadata::Client::new(&cfg, time).unwrap();
+    let client = ecs_credential_agent::sources::metadata::Client::new(&cfg, time).unwrap();
     let fetched = client.fetch().await.expect("fetch from the emulator");
     let issued = Arc::new(
         Issued::new(

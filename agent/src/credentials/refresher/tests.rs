@@ -1,5 +1,5 @@
-//! Refresher tests on paused tokio time, through a scripted in-memory fetcher and a wall clock
-//! that follows tokio's clock.
+//! Refresher tests on paused tokio time, through a scripted in-memory fake source and a wall
+//! clock that follows tokio's clock.
 
 mod support;
 
@@ -9,10 +9,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::HEARTBEAT_INTERVAL;
-use crate::config::RefreshConfig;
+use super::{Refresher, HEARTBEAT_INTERVAL};
 use crate::credentials::state::{wait_for_credentials, Issued, Unavailable};
-use crate::metadata::MetadataError;
+use crate::credentials::RefreshPolicy;
 use crate::time::TimeSource;
 use support::*;
 
@@ -223,9 +222,9 @@ async fn outage_past_expiry_stops_serving_exactly_at_serve_until_then_recovers()
     });
     let script = Scripted::new(&clock, respond);
     // A long backoff cap: the sleep would overshoot serve_until without the early wake-up.
-    let cfg = RefreshConfig {
+    let cfg = RefreshPolicy {
         backoff_max: HOUR,
-        ..RefreshConfig::default()
+        ..RefreshPolicy::default()
     };
     let refresher = start_with(&clock, &script, cfg, || 0.999);
     let mut rx = refresher.subscribe();
@@ -278,7 +277,7 @@ async fn role_not_attached_drops_credentials_until_reattached() {
     let clock = TestClock::new();
     let t0 = Instant::now();
     let respond: Respond = Box::new(|n, wall| match n {
-        1..=3 => Err(MetadataError::RoleNotAttached {
+        1..=3 => Err(FakeError::RoleNotAttached {
             role_name: Some(ROLE.to_owned()),
         }),
         _ => fetched(creds(&format!("STS.gen{n}"), wall, 6 * HOUR)),
@@ -336,6 +335,42 @@ async fn expired_on_arrival_keeps_the_old_credentials() {
     assert!(state.last_error.unwrap().contains("expired on arrival"));
     at(t0, REFRESH_AT_HALF_JITTER + SEC).await;
     assert_eq!(held(&rx).unwrap().access_key_id, "STS.gen2");
+}
+
+/// Every attempt's outcome reaches the recorder (metrics) as one fixed word: a new generation,
+/// the same one again, the source's error kind, or the refresher's own `expired_on_arrival`.
+#[tokio::test(start_paused = true)]
+async fn every_outcome_is_recorded_by_its_kind() {
+    let clock = TestClock::new();
+    let t0 = Instant::now();
+    let origin = clock.service_now();
+    let respond: Respond = Box::new(move |n, wall| match n {
+        0 | 1 => fetched(creds("STS.same", origin, 6 * HOUR)),
+        2 => Err(unreachable()),
+        3 => fetched(creds("STS.late", wall, 30 * SEC)),
+        4 => Err(FakeError::RoleNotAttached { role_name: None }),
+        _ => fetched(creds(&format!("STS.gen{n}"), wall, 6 * HOUR)),
+    });
+    let script = Scripted::new(&clock, respond);
+    let outcomes = Outcomes::default();
+    let _refresher = Refresher::builder(script.clone(), RefreshPolicy::default(), clock as _)
+        .jitter(|| 0.5)
+        .metrics(outcomes.clone())
+        .spawn();
+
+    at(t0, 6 * HOUR).await;
+    assert_eq!(
+        outcomes.taken(),
+        [
+            "success",
+            "unchanged",
+            "unreachable",
+            "expired_on_arrival",
+            "role_not_attached",
+            "success"
+        ]
+    );
+    assert_eq!(script.calls(), 6);
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,5 +1,5 @@
-//! Test support: a wall clock that follows tokio's paused clock, a scripted fetcher, and
-//! credential builders.
+//! Test support: a wall clock that follows tokio's paused clock, a scripted fake [`Source`]
+//! with its own error type, and credential builders.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,11 +10,10 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::super::{spawn_with_jitter, Refresher};
-use crate::config::RefreshConfig;
-use crate::credentials::state::{Issued, StateReceiver};
-use crate::credentials::Credentials;
-use crate::metadata::{FetchCredentials, Fetched, MetadataError};
+use super::super::{RecordRefresh, RefreshError, Refresher};
+use crate::credentials::state::{Issued, StateReceiver, Unavailable};
+use crate::credentials::RefreshPolicy;
+use crate::credentials::{Credentials, Fetched, Source, SourceError};
 use crate::time::TimeSource;
 
 pub(super) const SEC: Duration = Duration::from_secs(1);
@@ -78,7 +77,36 @@ pub(super) fn creds(id: &str, last_updated: SystemTime, lifetime: Duration) -> C
     }
 }
 
-pub(super) fn fetched(credentials: Credentials) -> Result<Fetched, MetadataError> {
+/// The fake source's errors: the two behaviours the refresher distinguishes.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum FakeError {
+    /// A failure that may clear by itself.
+    #[error("cannot connect to the metadata service at {endpoint}: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    /// The upstream says the role is gone: withdraws the held credentials.
+    #[error("no RAM role attached to this instance (or wrong role name)")]
+    RoleNotAttached { role_name: Option<String> },
+}
+
+impl SourceError for FakeError {
+    fn kind(&self) -> &'static str {
+        match self {
+            FakeError::Unreachable { .. } => "unreachable",
+            FakeError::RoleNotAttached { .. } => "role_not_attached",
+        }
+    }
+
+    fn withdrawn(&self) -> Option<Unavailable> {
+        match self {
+            FakeError::RoleNotAttached { role_name } => Some(Unavailable::RoleNotAttached {
+                role_name: role_name.clone(),
+            }),
+            FakeError::Unreachable { .. } => None,
+        }
+    }
+}
+
+pub(super) fn fetched(credentials: Credentials) -> Result<Fetched, FakeError> {
     Ok(Fetched {
         role_name: ROLE.to_owned(),
         credentials,
@@ -86,16 +114,15 @@ pub(super) fn fetched(credentials: Credentials) -> Result<Fetched, MetadataError
     })
 }
 
-pub(super) fn unreachable() -> MetadataError {
-    MetadataError::Unreachable {
+pub(super) fn unreachable() -> FakeError {
+    FakeError::Unreachable {
         endpoint: "http://127.0.0.1:9".to_owned(),
         reason: "connection refused".to_owned(),
     }
 }
 
 /// The service's answer to fetch number `n` (from 0) at service wall time `wall`.
-pub(super) type Respond =
-    Box<dyn FnMut(usize, SystemTime) -> Result<Fetched, MetadataError> + Send>;
+pub(super) type Respond = Box<dyn FnMut(usize, SystemTime) -> Result<Fetched, FakeError> + Send>;
 
 struct Inner {
     clock: Arc<TestClock>,
@@ -104,7 +131,7 @@ struct Inner {
     gate: Option<Arc<Notify>>,
 }
 
-/// A scripted [`FetchCredentials`]: counts calls (with their monotonic times) and, with a
+/// A scripted [`Source`]: counts calls (with their monotonic times) and, with a
 /// gate, waits for a `Notify` before answering (a slow fetch).
 #[derive(Clone)]
 pub(super) struct Scripted(Arc<Inner>);
@@ -143,8 +170,10 @@ impl Scripted {
     }
 }
 
-impl FetchCredentials for Scripted {
-    async fn fetch(&self) -> Result<Fetched, MetadataError> {
+impl Source for Scripted {
+    type Error = FakeError;
+
+    async fn fetch(&self) -> Result<Fetched, FakeError> {
         let n = {
             let mut calls = self.0.calls.lock().unwrap();
             calls.push(Instant::now());
@@ -155,6 +184,32 @@ impl FetchCredentials for Scripted {
         }
         let wall = self.0.clock.service_now();
         (self.0.respond.lock().unwrap())(n, wall)
+    }
+
+    fn label(&self) -> &str {
+        "scripted"
+    }
+}
+
+/// A [`RecordRefresh`] that keeps every outcome as its word (`success`, `unchanged` or the
+/// error's kind), in order.
+#[derive(Clone, Default)]
+pub(super) struct Outcomes(Arc<Mutex<Vec<&'static str>>>);
+
+impl Outcomes {
+    pub(super) fn taken(&self) -> Vec<&'static str> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl RecordRefresh<FakeError> for Outcomes {
+    fn record(&self, outcome: Result<bool, &RefreshError<FakeError>>) {
+        let word = match outcome {
+            Ok(true) => "success",
+            Ok(false) => "unchanged",
+            Err(e) => e.kind(),
+        };
+        self.0.lock().unwrap().push(word);
     }
 }
 
@@ -173,16 +228,18 @@ pub(super) fn periodic(origin: SystemTime, period: Duration, lifetime: Duration)
 }
 
 pub(super) fn start(clock: &Arc<TestClock>, script: &Scripted, jitter: fn() -> f64) -> Refresher {
-    start_with(clock, script, RefreshConfig::default(), jitter)
+    start_with(clock, script, RefreshPolicy::default(), jitter)
 }
 
 pub(super) fn start_with(
     clock: &Arc<TestClock>,
     script: &Scripted,
-    cfg: RefreshConfig,
+    cfg: RefreshPolicy,
     jitter: fn() -> f64,
 ) -> Refresher {
-    spawn_with_jitter(script.clone(), cfg, Arc::clone(clock) as _, jitter)
+    Refresher::builder(script.clone(), cfg, Arc::clone(clock) as _)
+        .jitter(jitter)
+        .spawn()
 }
 
 /// The held credentials (servable or not), cloned out of the receiver.

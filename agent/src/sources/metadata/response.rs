@@ -382,5 +382,4 @@ impl<'de, T: FieldText> Visitor<'de> for FieldVisitor<T> {
 }
 
 #[cfg(test)]
-#[path = "response_tests.rs"]
 mod tests;

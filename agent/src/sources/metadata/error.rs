@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::credentials::{SourceError, Unavailable};
+
 /// What went wrong talking to the metadata service. `Display` is one short line for logs and
 /// for callers' 503 messages; it never contains a secret or the metadata token.
 #[derive(Debug, thiserror::Error)]
@@ -97,19 +99,10 @@ fn role_hint(role: &Option<String>) -> String {
 }
 
 impl MetadataError {
-    /// Whether another attempt may succeed soon without anything changing on the caller's side
-    /// (429, 5xx, connection errors and timeouts). The refresher backs off after every error
-    /// regardless; this only decides retries within one fetch.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            MetadataError::Unavailable { .. }
-                | MetadataError::Unreachable { .. }
-                | MetadataError::Timeout { .. }
-        )
-    }
-
-    /// One fixed word per variant, for the `result` label of `refreshes_total`.
+    /// A fixed word per variant, for the `result` label of the refresh metric and for health
+    /// output: `token_refused`, `hardened_mode_required`, `token_rejected`,
+    /// `role_not_attached`, `rejected`, `unavailable`, `unreachable`, `timeout`,
+    /// `invalid_response`, `invalid_config`, `expired_on_arrival`.
     pub fn kind(&self) -> &'static str {
         match self {
             MetadataError::TokenRefused { .. } => "token_refused",
@@ -125,4 +118,36 @@ impl MetadataError {
             MetadataError::ExpiredOnArrival { .. } => "expired_on_arrival",
         }
     }
+
+    /// Whether another attempt may succeed soon without anything changing on the caller's side
+    /// (429, 5xx, connection errors and timeouts). The refresher backs off after every error
+    /// regardless; this only decides retries within one fetch.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            MetadataError::Unavailable { .. }
+                | MetadataError::Unreachable { .. }
+                | MetadataError::Timeout { .. }
+        )
+    }
 }
+
+impl SourceError for MetadataError {
+    fn kind(&self) -> &'static str {
+        MetadataError::kind(self)
+    }
+
+    /// [`RoleNotAttached`](MetadataError::RoleNotAttached) (HTTP 404) withdraws the instance
+    /// role's credentials; every other error leaves them served until the expiry margin.
+    fn withdrawn(&self) -> Option<Unavailable> {
+        match self {
+            MetadataError::RoleNotAttached { role_name } => Some(Unavailable::RoleNotAttached {
+                role_name: role_name.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -69,7 +69,7 @@ fn invalid_endpoints_are_config_errors_naming_them() {
 fn implausible_configured_role_name_is_a_config_error() {
     let mut config = config("http://127.0.0.1:1".to_owned());
     // The type refuses such a name; the client checks again (defence in depth).
-    config.role_name = Some(crate::metadata::config::RoleName::unchecked("a/b"));
+    config.role_name = Some(crate::sources::metadata::config::RoleName::unchecked("a/b"));
     let err = Client::new(&config, Arc::new(FixedClock)).unwrap_err();
     assert!(
         matches!(
@@ -92,10 +92,12 @@ async fn proxy_environment_variables_are_ignored() {
     let metadata = Server::start(vec![token(TOKEN_1), role(), credentials()]).await;
     let exe = std::env::current_exe().unwrap();
     let (proxy_url, endpoint) = (proxy.endpoint(), metadata.endpoint());
-    let child = "metadata::client::tests::setup::proxy_child";
+    // The test's name as the harness knows it: this module's path without the crate's name.
+    let (_crate, module) = module_path!().split_once("::").unwrap();
+    let child = format!("{module}::proxy_child");
     let output = tokio::task::spawn_blocking(move || {
         let mut command = std::process::Command::new(exe);
-        command.args([child, "--exact", "--ignored", "--test-threads=1"]);
+        command.args([&child, "--exact", "--ignored", "--test-threads=1"]);
         for var in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
             command.env(var, &proxy_url);
         }

@@ -11,20 +11,17 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+use super::config::{Config as MetadataConfig, MAX_TOKEN_TTL};
 use super::response::{self, MAX_BODY_BYTES};
 use super::token::TokenCache;
-use super::{
-    FetchCredentials, Fetched, MetadataError, ROLE_LIST_PATH, TOKEN_HEADER, TOKEN_PATH,
-    TOKEN_TTL_HEADER,
-};
-use crate::config::{MetadataConfig, MAX_TOKEN_TTL};
-use crate::credentials::format_utc;
+use super::{MetadataError, ROLE_LIST_PATH, TOKEN_HEADER, TOKEN_PATH, TOKEN_TTL_HEADER};
+use crate::credentials::{format_utc, Fetched, Source};
 use crate::metrics::Metrics;
 use crate::time::SharedTimeSource;
 
-/// The hardened-mode metadata service client: [`FetchCredentials`] against the real service.
+/// The hardened-mode metadata service client: the instance role's [`Source`] of credentials.
 ///
-/// One [`fetch`](FetchCredentials::fetch) is: get the metadata token (cached, see
+/// One [`fetch`](Source::fetch) is: get the metadata token (cached, see
 /// [`TokenCache`]); discover the role with `GET /latest/meta-data/ram/security-credentials/`
 /// unless `[metadata] role_name` is set; `GET …/security-credentials/<role>`; parse and validate
 /// ([`response::parse_credentials`]).
@@ -423,9 +420,16 @@ impl Client {
     }
 }
 
-impl FetchCredentials for Client {
+impl Source for Client {
+    type Error = MetadataError;
+
     async fn fetch(&self) -> Result<Fetched, MetadataError> {
         self.fetch_once().await
+    }
+
+    /// `instance role` (the role's name is logged with each generation).
+    fn label(&self) -> &str {
+        "instance role"
     }
 }
 

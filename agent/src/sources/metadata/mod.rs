@@ -1,8 +1,9 @@
 //! The ECS instance metadata service client, hardened (token) mode.
 //!
-//! It knows HTTP, the metadata token, the paths, the retry table and the response format; it
-//! knows nothing about schedules or callers. Its output is validated [`Credentials`] or a typed
-//! [`MetadataError`].
+//! The instance role's [credential source](crate::credentials::Source). It knows HTTP, the
+//! metadata token, the paths, the retry table and the response format; it knows nothing about
+//! schedules or callers. Its output is validated
+//! [`Credentials`](crate::credentials::Credentials) or a typed [`MetadataError`].
 //!
 //! - [`client`]: requests, timeouts, the retry table, no proxy ever.
 //! - [`token`]: the cached metadata token and its renewal.
@@ -18,12 +19,8 @@ pub mod error;
 pub mod response;
 pub mod token;
 
-use std::future::Future;
-
 pub use client::Client;
 pub use error::MetadataError;
-
-use crate::credentials::Credentials;
 
 /// Path of the hardened-mode token (`PUT`).
 pub const TOKEN_PATH: &str = "/latest/api/token";
@@ -42,28 +39,4 @@ pub fn endpoint_label(path: &str) -> &'static str {
         ROLE_LIST_PATH => "role_list",
         _ => "credentials",
     }
-}
-
-/// The result of one successful fetch: the RAM role and its current credentials.
-#[derive(Debug)]
-pub struct Fetched {
-    /// The RAM role name the credentials belong to (configured or discovered).
-    pub role_name: String,
-    /// The validated credentials (not yet expired on arrival).
-    pub credentials: Credentials,
-    /// The metadata service's clock when it answered the credential `GET` (its `Date` header,
-    /// whole seconds), if it sent one: the clock `Expiration` was written by, so the refresher
-    /// can tell when the local clock is behind.
-    pub service_time: Option<std::time::SystemTime>,
-}
-
-/// Fetches the instance's RAM role credentials. Implemented by [`Client`] against the real
-/// service, and by in-memory fakes in tests of the refresher.
-pub trait FetchCredentials: Send + Sync + 'static {
-    /// Discovers the role (unless configured) and fetches its credentials: one refresh attempt,
-    /// including the retries the retry table allows within it.
-    ///
-    /// # Errors
-    /// A [`MetadataError`] naming what failed.
-    fn fetch(&self) -> impl Future<Output = Result<Fetched, MetadataError>> + Send;
 }

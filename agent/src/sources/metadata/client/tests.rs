@@ -34,7 +34,7 @@ impl TimeSource for FixedClock {
 fn config(endpoint: String) -> MetadataConfig {
     MetadataConfig {
         // Unchecked, so the client's own check is tested too (`setup`).
-        endpoint: crate::metadata::config::Endpoint::unchecked(&endpoint),
+        endpoint: crate::sources::metadata::config::Endpoint::unchecked(&endpoint),
         read_timeout: Duration::from_millis(200),
         connect_timeout: Duration::from_millis(500),
         ..MetadataConfig::default()
