@@ -312,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "run in a child process by no_listen_fds_means_no_socket_and_the_variables_are_removed"]
+    #[ignore = "run in a child process by the test above"]
     fn take_listener_in_a_child() {
         assert_eq!(
             std::env::var("LISTEN_PID").as_deref(),

@@ -42,7 +42,8 @@
 //!     let config = AgentConfig::new(&emu.endpoint());
 //!     let agent = TestAgent::builder(agent_bin!(), &config).start().await;
 //!     let served = agent.credentials().await;
-//!     assert_eq!(served["AccessKeyId"], emu.current_credentials().unwrap().access_key_id.as_str());
+//!     let emulated = emu.current_credentials().unwrap();
+//!     assert_eq!(served["AccessKeyId"], emulated.access_key_id.as_str());
 //! }
 //! ```
 //!

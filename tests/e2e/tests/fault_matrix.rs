@@ -6,13 +6,14 @@
 //! - (a) what a client gets during the fault: the cached credentials, or a `503
 //!   CredentialsUnavailable` whose `Message` names the fault (and `/v1/health` names it in
 //!   `LastError` either way);
-//! - (b) through one shared [`Checker`](matrix::Checker): no `200` the suite ever sees, in any row, carries
-//!   credentials whose `Expiration` has passed or is inside the expiry margin, and every served
-//!   `Expiration` is `YYYY-MM-DDTHH:MM:SSZ`;
+//! - (b) through one shared [`Checker`](matrix::Checker): no `200` the suite ever sees, in any
+//!   row, carries credentials whose `Expiration` has passed or is inside the expiry margin, and
+//!   every served `Expiration` is `YYYY-MM-DDTHH:MM:SSZ`;
 //! - (c) recovery: `/v1/health` is `Ok` again within the backoff cap plus one second after the
 //!   fault clears (plus one request deadline for faults that hold a request open: a request
 //!   already hanging when the fault clears still runs into its deadline);
-//! - (d) the process is still up at the end and its `VmRSS` stayed under [`RSS_CEILING_KIB`](matrix::RSS_CEILING_KIB);
+//! - (d) the process is still up at the end and its `VmRSS` stayed under
+//!   [`RSS_CEILING_KIB`](matrix::RSS_CEILING_KIB);
 //! - and no metadata token or secret the emulator handed out appears in the row's logs (the
 //!   agent logs at `debug`).
 //!
@@ -24,6 +25,9 @@
 //! emulator's: that is the clock the agent turns `Expiration` into a deadline with, and only a
 //! clock inside the agent can be stepped *after* the deadline was set. The emulator and the
 //! checker keep true time.
+//!
+//! The harness (a row's `Run`, `Setup`, the `Checker`) is the package library's
+//! [`matrix`] module; this file is the table of rows.
 //!
 //! The blackhole row needs root: it runs the agent in a network namespace of its own where
 //! `100.100.100.200` routes into a veth pair whose far end drops every frame.
