@@ -10,7 +10,7 @@
 //! mode and group with `socket_mode`/`socket_group` so a mismatch is logged.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -56,19 +56,38 @@ pub struct Inherited {
 /// [`ActivationError`] when the variables are malformed, more than one socket was passed, or
 /// fd 3 is not a listening stream Unix socket.
 pub fn take_listener() -> Result<Option<Inherited>, ActivationError> {
-    let fds = sd_notify::listen_fds();
+    let listen_pid = std::env::var("LISTEN_PID").ok();
+    let listen_fds = std::env::var("LISTEN_FDS").ok();
     for var in LISTEN_VARS {
+        // The one place the agent changes its environment (clippy.toml bans it elsewhere):
+        // sd_listen_fds(3) asks for the variables to be unset once read, so that nothing the
+        // process starts takes them for its own; this runs before other threads exist.
+        #[allow(clippy::disallowed_methods)]
         std::env::remove_var(var);
     }
-    let fds: Vec<_> = fds.map_err(ActivationError::Env)?.collect();
-    let fd = match fds.as_slice() {
-        [] => return Ok(None),
-        [fd] => *fd,
-        more => return Err(ActivationError::Count(more.len())),
+    take_passed(listen_pid.as_deref(), listen_fds.as_deref())
+}
+
+/// [`take_listener`] given the values of `LISTEN_PID` and `LISTEN_FDS` (`None` when unset).
+fn take_passed(
+    listen_pid: Option<&str>,
+    listen_fds: Option<&str>,
+) -> Result<Option<Inherited>, ActivationError> {
+    let count =
+        passed_count(listen_pid, listen_fds, std::process::id()).map_err(ActivationError::Env)?;
+    // As sd_listen_fds(3) does: every passed descriptor becomes close-on-exec (and one that is
+    // not open is an error), before the count is judged.
+    for fd in SD_LISTEN_FDS_START..SD_LISTEN_FDS_START.saturating_add(count) {
+        set_cloexec(fd).map_err(ActivationError::Env)?;
+    }
+    let fd = match count {
+        0 => return Ok(None),
+        1 => SD_LISTEN_FDS_START,
+        more => return Err(ActivationError::Count(more as usize)),
     };
     // SAFETY: sd_listen_fds(3): the manager passed fd 3 to this process (LISTEN_PID is ours),
-    // `listen_fds` checked it is open (it set FD_CLOEXEC on it), and nothing else in this
-    // process owns it: it is taken here once, before other threads exist.
+    // `set_cloexec` checked it is open, and nothing else in this process owns it: it is taken
+    // here once, before other threads exist.
     #[allow(unsafe_code)]
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let path = check(&owned)?;
@@ -76,6 +95,49 @@ pub fn take_listener() -> Result<Option<Inherited>, ActivationError> {
         listener: std::os::unix::net::UnixListener::from(owned),
         path,
     }))
+}
+
+/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
+const SD_LISTEN_FDS_START: RawFd = 3;
+
+/// How many descriptors `LISTEN_PID`/`LISTEN_FDS` say were passed to process `own_pid`: none
+/// when either is unset or `LISTEN_PID` names another process.
+///
+/// # Errors
+/// `InvalidInput` when a value is not a number.
+fn passed_count(
+    listen_pid: Option<&str>,
+    listen_fds: Option<&str>,
+    own_pid: u32,
+) -> io::Result<RawFd> {
+    let invalid =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("invalid {what}"));
+    let Some(pid) = listen_pid else {
+        return Ok(0);
+    };
+    let pid: u32 = pid.parse().map_err(|_| invalid("LISTEN_PID"))?;
+    if pid != own_pid {
+        return Ok(0);
+    }
+    let Some(fds) = listen_fds else {
+        return Ok(0);
+    };
+    fds.parse::<u32>()
+        .ok()
+        .and_then(|n| RawFd::try_from(n).ok())
+        .ok_or_else(|| invalid("LISTEN_FDS"))
+}
+
+/// Sets `FD_CLOEXEC` on `fd` (its only descriptor flag).
+fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl(2) F_SETFD reads and writes no memory; on a descriptor that is not open it
+    // fails with EBADF.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Checks `SO_TYPE` (stream), `SO_ACCEPTCONN` (listening) and the address family (`AF_UNIX`);
@@ -204,10 +266,60 @@ mod tests {
     }
 
     #[test]
-    fn no_listen_fds_means_no_socket_and_the_variables_are_removed() {
+    fn no_listen_fds_means_no_socket() {
         // LISTEN_PID names another process: not for us.
-        std::env::set_var("LISTEN_PID", "1");
-        std::env::set_var("LISTEN_FDS", "1");
+        assert!(take_passed(Some("1"), Some("1")).unwrap().is_none());
+        assert!(take_passed(None, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn listen_pid_and_listen_fds_are_read_as_sd_listen_fds_does() {
+        let me = 4242;
+        assert_eq!(passed_count(Some("4242"), Some("1"), me).unwrap(), 1);
+        assert_eq!(passed_count(Some("4242"), Some("2"), me).unwrap(), 2);
+        assert_eq!(passed_count(Some("1"), Some("1"), me).unwrap(), 0);
+        assert_eq!(passed_count(None, Some("1"), me).unwrap(), 0);
+        assert_eq!(passed_count(Some("4242"), None, me).unwrap(), 0);
+        for (pid, fds, what) in [
+            (Some("me"), Some("1"), "invalid LISTEN_PID"),
+            (Some("4242"), Some("-1"), "invalid LISTEN_FDS"),
+            (Some("4242"), Some("4294967295"), "invalid LISTEN_FDS"),
+        ] {
+            let e = passed_count(pid, fds, me).unwrap_err();
+            assert_eq!(e.to_string(), what, "{pid:?} {fds:?}");
+        }
+    }
+
+    /// The removal of the variables, seen in a child process (this test binary running only
+    /// [`take_listener_in_a_child`] with `LISTEN_PID=1 LISTEN_FDS=1`), so that no test changes
+    /// this process's environment (`std::env::set_var` is banned, see clippy.toml).
+    #[test]
+    fn no_listen_fds_means_no_socket_and_the_variables_are_removed() {
+        let name = concat!(module_path!(), "::take_listener_in_a_child");
+        let name = name.split_once("::").unwrap().1; // test names start below the crate
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--ignored", "--test-threads=1"])
+            .env("LISTEN_PID", "1")
+            .env("LISTEN_FDS", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    #[ignore = "run in a child process by the test above"]
+    fn take_listener_in_a_child() {
+        assert_eq!(
+            std::env::var("LISTEN_PID").as_deref(),
+            Ok("1"),
+            "run by no_listen_fds_means_no_socket_and_the_variables_are_removed, not alone"
+        );
+        // LISTEN_PID names another process: not for us.
         assert!(take_listener().unwrap().is_none());
         assert!(std::env::var_os("LISTEN_PID").is_none());
         assert!(std::env::var_os("LISTEN_FDS").is_none());

@@ -1,12 +1,10 @@
 //! End-to-end: the agent process, the metadata emulator and callers over real sockets, in real
 //! time with test-scale settings.
 
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::time::Duration;
 
-use common::*;
+use ecs_credential_agent_e2e::*;
 use ecs_metadata_emulator::{Endpoint, Fault, Times};
 use nix::sys::signal::Signal;
 use secrecy::ExposeSecret;
@@ -33,7 +31,9 @@ fn assert_same_as_emulator(served: &serde_json::Value, emu: &ecs_metadata_emulat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_fetch_serves_the_credentials_uri_shape() {
     let emu = emulator(Default::default()).await;
-    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let agent = TestAgent::builder(agent_bin!(), &AgentConfig::new(&emu.endpoint()))
+        .start()
+        .await;
 
     let r = agent.get("/v1/credentials").await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -75,7 +75,9 @@ async fn first_fetch_serves_the_credentials_uri_shape() {
 async fn reqsign_reads_the_same_credentials_from_the_emulator() {
     use reqsign_core::ProvideCredential;
     let emu = emulator(Default::default()).await;
-    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let agent = TestAgent::builder(agent_bin!(), &AgentConfig::new(&emu.endpoint()))
+        .start()
+        .await;
     let served = agent.credentials().await;
 
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -104,7 +106,9 @@ async fn reqsign_reads_the_same_credentials_from_the_emulator() {
 async fn rotation_is_picked_up_before_the_old_credentials_expire() {
     // 12 s credentials that rotate after 4 s: the agent refreshes with about a third left.
     let emu = emulator(short_lived(12, 4)).await;
-    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let agent = TestAgent::builder(agent_bin!(), &AgentConfig::new(&emu.endpoint()))
+        .start()
+        .await;
     let first = agent.credentials().await;
     let old_id = first["AccessKeyId"].as_str().unwrap().to_owned();
     let old_expiration = time::OffsetDateTime::parse(
@@ -129,7 +133,9 @@ async fn rotation_is_picked_up_before_the_old_credentials_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_serves_cached_credentials_then_503_at_the_margin_then_recovers() {
     let emu = emulator(short_lived(6, 6)).await;
-    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let agent = TestAgent::builder(agent_bin!(), &AgentConfig::new(&emu.endpoint()))
+        .start()
+        .await;
     let first = agent.credentials().await;
     let fetched_at = std::time::Instant::now();
     emu.set_fault(Endpoint::Any, Fault::Status(500), Times::Always);
@@ -176,7 +182,7 @@ async fn metadata_token_is_reused_for_its_lifetime_then_renewed() {
     let emu = emulator(short_lived(4, 1)).await;
     let mut config = AgentConfig::new(&emu.endpoint());
     config.set("metadata", "token_ttl_secs", "4");
-    let agent = TestAgent::start(&config).await;
+    let agent = TestAgent::builder(agent_bin!(), &config).start().await;
     agent.credentials().await;
     tokio::time::sleep(Duration::from_secs(7)).await;
     let c = emu.counts();
@@ -194,7 +200,9 @@ async fn metadata_token_is_reused_for_its_lifetime_then_renewed() {
 async fn a_401_gets_a_new_metadata_token_and_one_retry() {
     // Default 6 h token: without the 401 the agent would never ask for another.
     let emu = emulator(short_lived(4, 1)).await;
-    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let agent = TestAgent::builder(agent_bin!(), &AgentConfig::new(&emu.endpoint()))
+        .start()
+        .await;
     agent.credentials().await;
     let before = emu.counts();
     assert_eq!(before.token_puts, 1);
@@ -227,7 +235,7 @@ async fn hardened_only_without_token_never_falls_back() {
     emu.set_fault(Endpoint::Token, Fault::Status(403), Times::Always);
     let mut config = AgentConfig::new(&emu.endpoint());
     config.set("server", "first_credentials_wait_ms", "500");
-    let agent = TestAgent::start(&config).await;
+    let agent = TestAgent::builder(agent_bin!(), &config).start().await;
     let r = agent.get("/v1/credentials").await;
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(r.code(), "CredentialsUnavailable");
@@ -252,7 +260,7 @@ async fn normal_mode_fallback_works_only_when_enabled_and_warns() {
     emu.set_fault(Endpoint::Token, Fault::Status(500), Times::Always);
     let mut config = AgentConfig::new(&emu.endpoint());
     config.set("metadata", "allow_imdsv1_fallback", "true");
-    let agent = TestAgent::start(&config).await;
+    let agent = TestAgent::builder(agent_bin!(), &config).start().await;
     let v = agent.credentials().await;
     assert_same_as_emulator(&v, &emu);
     assert!(
@@ -265,7 +273,9 @@ async fn normal_mode_fallback_works_only_when_enabled_and_warns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_detached_gives_503_and_a_replaced_role_is_picked_up() {
     let emu = emulator(short_lived(4, 1)).await;
-    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let agent = TestAgent::builder(agent_bin!(), &AgentConfig::new(&emu.endpoint()))
+        .start()
+        .await;
     let before = agent.credentials().await;
 
     emu.detach_role();
@@ -304,7 +314,7 @@ async fn a_thousand_concurrent_cold_requests_cause_one_credential_get() {
     let mut config = AgentConfig::new(&emu.endpoint());
     config.set("server", "max_connections", "2000");
     config.set("server", "first_credentials_wait_ms", "30000");
-    let agent = TestAgent::start(&config).await;
+    let agent = TestAgent::builder(agent_bin!(), &config).start().await;
     let pid = agent.child.id();
 
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -352,11 +362,11 @@ async fn a_caller_whose_uid_is_not_allowed_gets_403_and_a_denial_log_line() {
     let mut config = AgentConfig::new(&emu.endpoint());
     // Open the file mode so the peer check is what refuses uid 65534.
     config.set("server", "socket_mode", "\"0666\"");
-    let agent = TestAgent::start(&config).await;
+    let agent = TestAgent::builder(agent_bin!(), &config).start().await;
     agent.open_dir();
     agent.credentials().await;
 
-    let out = get_as_nobody(&agent.socket);
+    let out = get_as_nobody(agent_bin!(), &agent.socket);
     assert_eq!(out.status.code(), Some(77), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.to_lowercase().contains("denied"), "{stderr}");
@@ -371,7 +381,9 @@ async fn a_caller_whose_uid_is_not_allowed_gets_403_and_a_denial_log_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_is_0600_and_sigterm_removes_it() {
     let emu = emulator(Default::default()).await;
-    let mut agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let mut agent = TestAgent::builder(agent_bin!(), &AgentConfig::new(&emu.endpoint()))
+        .start()
+        .await;
     let meta = std::fs::symlink_metadata(&agent.socket).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
@@ -390,7 +402,10 @@ async fn a_symlink_at_the_socket_path_is_refused() {
     let target = dir.path().join("elsewhere");
     std::fs::write(&target, b"x").unwrap();
     std::os::unix::fs::symlink(&target, &socket).unwrap();
-    let mut agent = TestAgent::spawn_in(dir, socket.clone(), &AgentConfig::new(&emu.endpoint()));
+    let mut agent = TestAgent::builder(agent_bin!(), &AgentConfig::new(&emu.endpoint()))
+        .dir(dir)
+        .socket(socket.clone())
+        .spawn();
     let status = agent
         .wait_exit(Duration::from_secs(10))
         .expect("agent exits");
@@ -403,7 +418,7 @@ async fn a_symlink_at_the_socket_path_is_refused() {
 async fn a_second_agent_on_the_same_socket_is_refused_with_69() {
     let emu = emulator(Default::default()).await;
     let config = AgentConfig::new(&emu.endpoint());
-    let first = TestAgent::start(&config).await;
+    let first = TestAgent::builder(agent_bin!(), &config).start().await;
     let dir2 = tempfile::tempdir().unwrap();
     let mut config2 = config.clone();
     config2.set(
@@ -411,7 +426,10 @@ async fn a_second_agent_on_the_same_socket_is_refused_with_69() {
         "socket_path",
         &format!("{:?}", first.socket.display().to_string()),
     );
-    let mut second = TestAgent::spawn_in(dir2, first.socket.clone(), &config2);
+    let mut second = TestAgent::builder(agent_bin!(), &config2)
+        .dir(dir2)
+        .socket(first.socket.clone())
+        .spawn();
     let status = second.wait_exit(Duration::from_secs(10)).expect("exits");
     assert_eq!(status.code(), Some(69), "logs:\n{}", second.logs());
     // The first one still serves.
@@ -432,7 +450,7 @@ async fn proxy_variables_change_nothing() {
         config.env(var, "http://127.0.0.1:9");
     }
     config.env("NO_PROXY", "");
-    let agent = TestAgent::start(&config).await;
+    let agent = TestAgent::builder(agent_bin!(), &config).start().await;
     let v = agent.credentials().await;
     assert_same_as_emulator(&v, &emu);
 }
@@ -443,7 +461,7 @@ async fn no_secret_or_token_reaches_the_logs_at_trace_level() {
     let mut config = AgentConfig::new(&emu.endpoint());
     config.env("RUST_LOG", "trace");
     config.set("metadata", "token_ttl_secs", "2");
-    let mut agent = TestAgent::start(&config).await;
+    let mut agent = TestAgent::builder(agent_bin!(), &config).start().await;
     let mut secrets = Vec::new();
     // Several generations, token renewals, a 401, errors and denials.
     for _ in 0..3 {
@@ -478,7 +496,7 @@ async fn a_bad_configuration_exits_78_naming_every_bad_key() {
         "[metadata]\ntoken_ttl_secs = 0\n[server]\nsocket_mode = \"rw\"\nbogus = 1\n",
     )
     .unwrap();
-    let out = std::process::Command::new(AGENT_BIN)
+    let out = std::process::Command::new(agent_bin!())
         .args(["serve", "--config"])
         .arg(&path)
         .output()
@@ -498,7 +516,7 @@ async fn a_bad_configuration_exits_78_naming_every_bad_key() {
 async fn get_without_a_running_agent_exits_69_naming_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("nothing.sock");
-    let out = std::process::Command::new(AGENT_BIN)
+    let out = std::process::Command::new(agent_bin!())
         .args(["get", "--socket"])
         .arg(&socket)
         .output()
@@ -512,10 +530,12 @@ async fn get_without_a_running_agent_exits_69_naming_the_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_prints_json_and_env_formats() {
     let emu = emulator(Default::default()).await;
-    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let agent = TestAgent::builder(agent_bin!(), &AgentConfig::new(&emu.endpoint()))
+        .start()
+        .await;
     let served = agent.credentials().await;
     let run = |format: &str| {
-        std::process::Command::new(AGENT_BIN)
+        std::process::Command::new(agent_bin!())
             .args(["get", "--format", format, "--socket"])
             .arg(&agent.socket)
             .output()
@@ -543,7 +563,9 @@ async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
     // `nc -N` and `socat` shut down their write side once the request is sent. Without
     // hyper's half_close(true) most of these got EOF instead of an answer (1 of 10 here).
     let emu = emulator(Default::default()).await;
-    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let agent = TestAgent::builder(agent_bin!(), &AgentConfig::new(&emu.endpoint()))
+        .start()
+        .await;
     let served = agent.credentials().await;
     let socket = agent.socket.clone();
     let answered = tokio::task::spawn_blocking(move || {
@@ -573,7 +595,7 @@ async fn a_second_signal_ends_a_drain_held_up_by_a_stalled_client() {
     let mut config = AgentConfig::new(&emu.endpoint());
     config.set("server", "shutdown_grace_ms", "600000");
     config.set("server", "header_timeout_ms", "600000");
-    let mut agent = TestAgent::start(&config).await;
+    let mut agent = TestAgent::builder(agent_bin!(), &config).start().await;
     agent.credentials().await;
     // A client that sends half a request head and stalls holds the drain open.
     let mut stalled = tokio::net::UnixStream::connect(&agent.socket)

@@ -6,13 +6,14 @@
 //! - (a) what a client gets during the fault: the cached credentials, or a `503
 //!   CredentialsUnavailable` whose `Message` names the fault (and `/v1/health` names it in
 //!   `LastError` either way);
-//! - (b) through one shared [`Checker`]: no `200` the suite ever sees, in any row, carries
-//!   credentials whose `Expiration` has passed or is inside the expiry margin, and every served
-//!   `Expiration` is `YYYY-MM-DDTHH:MM:SSZ`;
+//! - (b) through one shared [`Checker`](matrix::Checker): no `200` the suite ever sees, in any
+//!   row, carries credentials whose `Expiration` has passed or is inside the expiry margin, and
+//!   every served `Expiration` is `YYYY-MM-DDTHH:MM:SSZ`;
 //! - (c) recovery: `/v1/health` is `Ok` again within the backoff cap plus one second after the
 //!   fault clears (plus one request deadline for faults that hold a request open: a request
 //!   already hanging when the fault clears still runs into its deadline);
-//! - (d) the process is still up at the end and its `VmRSS` stayed under [`RSS_CEILING_KIB`];
+//! - (d) the process is still up at the end and its `VmRSS` stayed under
+//!   [`RSS_CEILING_KIB`](matrix::RSS_CEILING_KIB);
 //! - and no metadata token or secret the emulator handed out appears in the row's logs (the
 //!   agent logs at `debug`).
 //!
@@ -25,40 +26,34 @@
 //! clock inside the agent can be stepped *after* the deadline was set. The emulator and the
 //! checker keep true time.
 //!
+//! The harness (a row's `Run`, `Setup`, the `Checker`) is the package library's
+//! [`matrix`] module; this file is the table of rows.
+//!
 //! The blackhole row needs root: it runs the agent in a network namespace of its own where
 //! `100.100.100.200` routes into a veth pair whose far end drops every frame.
-
-mod common;
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
+use ecs_credential_agent_e2e::agent::{CONNECT_TIMEOUT, EXPIRY_MARGIN, READ_TIMEOUT};
+use ecs_credential_agent_e2e::matrix::{
+    base_config, combine, parse_served_time, Expect, Run, Setup, Suite,
+};
+use ecs_credential_agent_e2e::*;
 use ecs_metadata_emulator::{Emulator, EmulatorConfig, Endpoint, Fault, Times};
-use time::OffsetDateTime;
 
-/// `[credentials] expiry_margin_secs` of every row ([`AgentConfig::new`]).
-const MARGIN: Duration = Duration::from_secs(1);
-/// `[credentials] backoff_max_secs` of every row ([`AgentConfig::new`]).
-const BACKOFF_CAP: Duration = Duration::from_secs(1);
-/// One metadata request's deadline at test scale: connect 500 ms + 2 × read 1000 ms.
-const REQUEST_DEADLINE: Duration = Duration::from_millis(2500);
-/// A generous ceiling for the agent's resident memory.
-const RSS_CEILING_KIB: u64 = 100 * 1024;
+/// One metadata request's deadline at test scale: connect + 2 × read (`[metadata]
+/// connect_timeout_ms`, `read_timeout_ms` of [`AgentConfig::new`]).
+const REQUEST_DEADLINE: Duration = CONNECT_TIMEOUT.saturating_add(READ_TIMEOUT.saturating_mul(2));
 /// Rows running at once (each is an emulator and an agent process).
 const PARALLEL: usize = 12;
-/// How often a row's prober asks for credentials.
-const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// The longest a row may take.
 const ROW_BUDGET: Duration = Duration::from_secs(60);
-/// Tolerance of the margin check for clock reads on two sides of a socket.
-const CLOCK_SLACK: Duration = Duration::from_millis(20);
 
 type RowFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
@@ -66,400 +61,6 @@ type RowFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 struct Row {
     name: &'static str,
     run: Box<dyn Fn(Arc<Suite>) -> RowFuture + Send + Sync>,
-}
-
-/// What every row shares: the checker of served credentials and the secret-leak count.
-#[derive(Default)]
-struct Suite {
-    checker: Checker,
-    leaks: AtomicU64,
-}
-
-/// Checks every `200` the suite sees.
-#[derive(Default)]
-struct Checker {
-    seen: AtomicU64,
-    expired: AtomicU64,
-}
-
-impl Checker {
-    /// Checks one served credential body, sent at `sent` and received at `received` (true
-    /// wall-clock time). Returns what is wrong, if anything.
-    fn check(
-        &self,
-        body: &serde_json::Value,
-        sent: SystemTime,
-        received: SystemTime,
-    ) -> Result<(), String> {
-        self.seen.fetch_add(1, Ordering::Relaxed);
-        let text = body["Expiration"].as_str().unwrap_or_default();
-        let expiration = parse_served_time(text)
-            .ok_or_else(|| format!("served Expiration {text:?} is not YYYY-MM-DDTHH:MM:SSZ"))?;
-        let expiration = SystemTime::from(expiration);
-        let inside_margin = expiration
-            .duration_since(sent)
-            .map_or(true, |left| left + CLOCK_SLACK < MARGIN);
-        if expiration <= received || inside_margin {
-            self.expired.fetch_add(1, Ordering::Relaxed);
-            let left = expiration
-                .duration_since(sent)
-                .map(|d| format!("{d:?} left"))
-                .unwrap_or_else(|e| format!("expired {:?} before", e.duration()));
-            return Err(format!(
-                "served credentials with Expiration {text} ({left}, margin {MARGIN:?})"
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` exactly, else `None`.
-fn parse_served_time(text: &str) -> Option<OffsetDateTime> {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    let t = time::PrimitiveDateTime::parse(text, format).ok()?;
-    Some(t.assume_utc())
-}
-
-/// One answer to `GET /v1/credentials` seen by a row's prober.
-#[derive(Debug, Clone)]
-struct Sample {
-    sent: Instant,
-    /// When the answer arrived: a request sent just before the fault cleared may be answered
-    /// after it (it waited for the first credentials), so it does not belong to the fault.
-    received: Instant,
-    status: u16,
-    code: String,
-    message: String,
-    access_key_id: String,
-}
-
-/// A running row: its emulator, its agent, and the prober asking for credentials meanwhile.
-struct Run {
-    name: &'static str,
-    suite: Arc<Suite>,
-    emu: Arc<Emulator>,
-    agent: Arc<TestAgent>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    secrets: Arc<Mutex<BTreeSet<String>>>,
-    max_rss_kib: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    prober: tokio::task::JoinHandle<()>,
-    problems: Arc<Mutex<Vec<String>>>,
-}
-
-/// How a row's agent and emulator are set up.
-struct Setup {
-    emulator: EmulatorConfig,
-    agent: Box<dyn Fn(&mut AgentConfig) + Send + Sync>,
-    /// Applied to the emulator before the agent starts (a fault present from the start).
-    before_start: Box<dyn Fn(&Emulator) + Send + Sync>,
-    /// A clock offset file for the agent, holding this many seconds.
-    clock_offset_secs: Option<i64>,
-}
-
-impl Setup {
-    fn new(emulator: EmulatorConfig) -> Setup {
-        Setup {
-            emulator,
-            agent: Box::new(|_| {}),
-            before_start: Box::new(|_| {}),
-            clock_offset_secs: None,
-        }
-    }
-}
-
-/// The agent configuration every row starts from.
-fn base_config(endpoint: &str) -> AgentConfig {
-    let mut c = AgentConfig::new(endpoint);
-    c.set("server", "first_credentials_wait_ms", "1000");
-    c.set("log", "level", "\"debug\"");
-    c
-}
-
-impl Run {
-    async fn start(name: &'static str, suite: Arc<Suite>, setup: Setup) -> Result<Run, String> {
-        let emu = Arc::new(emulator(setup.emulator).await);
-        (setup.before_start)(&emu);
-        let mut config = base_config(&emu.endpoint());
-        (setup.agent)(&mut config);
-        let dir = tempfile::Builder::new()
-            .prefix("eca-fm-")
-            .tempdir()
-            .unwrap();
-        if let Some(offset) = setup.clock_offset_secs {
-            let path = dir.path().join("clock-offset");
-            std::fs::write(&path, offset.to_string()).unwrap();
-            config.env("E2E_AGENT_CLOCK_OFFSET_FILE", path.to_str().unwrap());
-        }
-        let socket = dir.path().join("agent.sock");
-        let agent = TestAgent::spawn_in(dir, socket, &config);
-        agent.wait_listening().await;
-        Ok(Run::probe(name, suite, emu, agent))
-    }
-
-    /// Starts the prober: a `GET /v1/credentials` every [`PROBE_EVERY`], each `200` checked;
-    /// the agent's `VmRSS` and the emulator's current secrets noted on every round.
-    fn probe(name: &'static str, suite: Arc<Suite>, emu: Arc<Emulator>, agent: TestAgent) -> Run {
-        let agent = Arc::new(agent);
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let secrets = Arc::new(Mutex::new(BTreeSet::new()));
-        let max_rss_kib = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let problems = Arc::new(Mutex::new(Vec::new()));
-        let prober = tokio::spawn({
-            let (agent, samples, secrets, rss, stop, problems, suite, emu) = (
-                Arc::clone(&agent),
-                Arc::clone(&samples),
-                Arc::clone(&secrets),
-                Arc::clone(&max_rss_kib),
-                Arc::clone(&stop),
-                Arc::clone(&problems),
-                Arc::clone(&suite),
-                Arc::clone(&emu),
-            );
-            async move {
-                while !stop.load(Ordering::Relaxed) {
-                    note_emulator_secrets(&emu, &secrets);
-                    if let Some(kib) = agent.vm_rss_kib() {
-                        rss.fetch_max(kib, Ordering::Relaxed);
-                    }
-                    let sample = ask(&agent, &suite, &secrets, &problems).await;
-                    samples.lock().unwrap().push(sample);
-                    tokio::time::sleep(PROBE_EVERY).await;
-                }
-            }
-        });
-        Run {
-            name,
-            suite,
-            emu,
-            agent,
-            samples,
-            secrets,
-            max_rss_kib,
-            stop,
-            prober,
-            problems,
-        }
-    }
-
-    /// Waits until credentials are served (up to 10 s) and returns them.
-    async fn wait_served(&self) -> Result<serde_json::Value, String> {
-        eventually(Duration::from_secs(10), || async {
-            let r = self.agent.get("/v1/credentials").await;
-            (r.status == 200).then(|| r.json())
-        })
-        .await
-        .ok_or_else(|| {
-            format!(
-                "no credentials served within 10 s; logs:\n{}",
-                self.agent.logs()
-            )
-        })
-    }
-
-    /// The health JSON.
-    async fn health(&self) -> serde_json::Value {
-        self.agent.get("/v1/health").await.json()
-    }
-
-    /// Waits until `/v1/health` shows `LastError` containing `reason` (up to `within`); returns
-    /// when it first did.
-    async fn wait_health_error(&self, reason: &str, within: Duration) -> Result<Instant, String> {
-        eventually(within, || async {
-            let h = self.health().await;
-            h["LastError"]
-                .as_str()
-                .is_some_and(|e| e.contains(reason))
-                .then(Instant::now)
-        })
-        .await
-        .ok_or_else(|| {
-            format!(
-                "health never named {reason:?} within {within:?}; logs:\n{}",
-                self.agent.logs()
-            )
-        })
-    }
-
-    /// Waits until `/v1/health` is `Ok` again after a fault cleared at `cleared`, and checks it
-    /// took at most the backoff cap plus one second plus `extra`.
-    async fn wait_recovered(&self, cleared: Instant, extra: Duration) -> Result<Duration, String> {
-        let bound = BACKOFF_CAP + Duration::from_secs(1) + extra;
-        let took = eventually(bound + Duration::from_secs(5), || async {
-            (self.health().await["Status"] == "Ok").then(|| cleared.elapsed())
-        })
-        .await
-        .ok_or_else(|| format!("no recovery; logs:\n{}", self.agent.logs()))?;
-        if took > bound {
-            return Err(format!("recovered after {took:?}, more than {bound:?}"));
-        }
-        let r = self.agent.get("/v1/credentials").await;
-        if r.status != 200 {
-            return Err(format!("health Ok but credentials answered {r:?}"));
-        }
-        Ok(took)
-    }
-
-    /// Waits until every request sent before `until` has had time to be answered
-    /// (`first_credentials_wait_ms` plus slack).
-    async fn settle(&self, until: Instant) {
-        tokio::time::sleep_until((until + Duration::from_millis(1500)).into()).await;
-    }
-
-    /// Waits (up to 5 s) until a client request sent at or after `since` was answered, so the
-    /// window checked by [`Run::check_during`] is never empty only because of the first
-    /// request's wait for credentials.
-    async fn wait_answered_since(&self, since: Instant) {
-        let _ = eventually(Duration::from_secs(5), || async {
-            let samples = self.samples.lock().unwrap();
-            samples.iter().any(|s| s.sent >= since).then_some(())
-        })
-        .await;
-    }
-
-    /// The samples sent in `[from, to)` and answered before `to`.
-    fn samples_between(&self, from: Instant, to: Instant) -> Vec<Sample> {
-        self.samples
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.sent >= from && s.received < to)
-            .cloned()
-            .collect()
-    }
-
-    /// (a): every sample in `[from, to)` is the cached credentials, or every one is a 503
-    /// naming `reason`; at least one sample.
-    fn check_during(
-        &self,
-        from: Instant,
-        to: Instant,
-        expect: Expect,
-        reason: &str,
-    ) -> Result<(), String> {
-        let samples = self.samples_between(from, to);
-        if samples.is_empty() {
-            let all = self.samples.lock().unwrap();
-            let around: Vec<String> = all
-                .iter()
-                .map(|s| format!("{:?}", s.sent.saturating_duration_since(from)))
-                .collect();
-            return Err(format!(
-                "no client request during the fault ({:?} long); requests sent at {around:?} after its start",
-                to - from
-            ));
-        }
-        let bad: Vec<&Sample> = samples
-            .iter()
-            .filter(|s| match expect {
-                Expect::Cached => s.status != 200,
-                Expect::Unavailable => {
-                    s.status != 503
-                        || s.code != "CredentialsUnavailable"
-                        || !s.message.contains(reason)
-                }
-            })
-            .collect();
-        match bad.first() {
-            None => Ok(()),
-            Some(first) => Err(format!(
-                "during the fault expected {expect:?} naming {reason:?}; {} of {} answers differ, first: {first:?}",
-                bad.len(),
-                samples.len()
-            )),
-        }
-    }
-
-    /// (d) and the secret scan; stops the prober. Returns every problem found.
-    async fn finish(self) -> Result<(), String> {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.prober.await;
-        note_emulator_secrets(&self.emu, &self.secrets);
-        let mut problems = std::mem::take(&mut *self.problems.lock().unwrap());
-        let mut agent = Arc::try_unwrap(self.agent).map_err(|_| "agent still shared".to_owned())?;
-        if !agent.is_running() {
-            problems.push(format!("the agent exited; logs:\n{}", agent.logs()));
-        }
-        let rss = self.max_rss_kib.load(Ordering::Relaxed);
-        if rss > RSS_CEILING_KIB {
-            problems.push(format!(
-                "VmRSS reached {rss} KiB, over {RSS_CEILING_KIB} KiB"
-            ));
-        }
-        let logs = agent.logs();
-        let mut secrets = self.secrets.lock().unwrap().clone();
-        secrets.extend(self.emu.issued_tokens());
-        let leaked = secrets.iter().filter(|s| logs.contains(s.as_str())).count();
-        if leaked > 0 {
-            self.suite.leaks.fetch_add(leaked as u64, Ordering::Relaxed);
-            problems.push(format!("{leaked} secrets or metadata tokens in the logs"));
-        }
-        let _ = self.name;
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("\n"))
-        }
-    }
-}
-
-/// Both results' errors, if any.
-fn combine(a: Result<(), String>, b: Result<(), String>) -> Result<(), String> {
-    match (a, b) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
-        (Err(a), Err(b)) => Err(format!("{a}\n{b}")),
-    }
-}
-
-/// One `GET /v1/credentials`; a `200` is checked and its secrets noted.
-async fn ask(
-    agent: &TestAgent,
-    suite: &Suite,
-    secrets: &Mutex<BTreeSet<String>>,
-    problems: &Mutex<Vec<String>>,
-) -> Sample {
-    let sent = Instant::now();
-    let sent_wall = SystemTime::now();
-    let r = agent.get("/v1/credentials").await;
-    let received_wall = SystemTime::now();
-    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
-    let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
-    if r.status == 200 {
-        if let Err(e) = suite.checker.check(&v, sent_wall, received_wall) {
-            problems.lock().unwrap().push(e);
-        }
-        let mut s = secrets.lock().unwrap();
-        s.insert(text("AccessKeySecret"));
-        s.insert(text("SecurityToken"));
-    }
-    Sample {
-        sent,
-        received: Instant::now(),
-        status: r.status,
-        code: text("Code"),
-        message: text("Message"),
-        access_key_id: text("AccessKeyId"),
-    }
-}
-
-fn note_emulator_secrets(emu: &Emulator, secrets: &Mutex<BTreeSet<String>>) {
-    if let Some(c) = emu.current_credentials() {
-        let mut s = secrets.lock().unwrap();
-        s.insert(c.access_key_secret.clone());
-        s.insert(c.security_token.clone());
-    }
-}
-
-/// What a client gets while the fault lasts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    /// The cached credentials (`200`).
-    Cached,
-    /// `503 CredentialsUnavailable` whose `Message` names the fault.
-    Unavailable,
 }
 
 /// When the fault starts.
@@ -1215,9 +816,9 @@ async fn row_outage_past_expiry(name: &'static str, suite: Arc<Suite>) -> Result
         .ok_or("never 503")?;
         let (r, at) = r;
         let left = expiration.duration_since(at).unwrap_or_default();
-        if left > MARGIN + Duration::from_millis(300) {
+        if left > EXPIRY_MARGIN + Duration::from_millis(300) {
             return Err(format!(
-                "503 with {left:?} left, earlier than the margin {MARGIN:?}"
+                "503 with {left:?} left, earlier than the margin {EXPIRY_MARGIN:?}"
             ));
         }
         if r.status != 503
@@ -1282,7 +883,7 @@ async fn row_refused(name: &'static str, suite: Arc<Suite>) -> Result<(), String
     let mut config = base_config(&format!("http://{addr}"));
     config.set("server", "first_credentials_wait_ms", "1000");
     let started = Instant::now();
-    let agent = TestAgent::start(&config).await;
+    let agent = TestAgent::builder(suite.bin(), &config).start().await;
     // A placeholder emulator (never reached) for the prober; replaced below.
     let placeholder = Arc::new(emulator(EmulatorConfig::default()).await);
     let mut run = Run::probe(name, suite, placeholder, agent);
@@ -1417,23 +1018,16 @@ exec \"$0\" \"$@\"";
         .prefix("eca-fm-")
         .tempdir()
         .unwrap();
-    let socket = dir.path().join("agent.sock");
     let mut config = base_config("http://100.100.100.200");
     config.set("server", "first_credentials_wait_ms", "1000");
-    let config_path = TestAgent::write_config_in(dir.path(), &socket, &config);
-    let mut cmd = Command::new("unshare");
-    cmd.arg("--net")
-        .arg("--")
-        .arg("sh")
-        .arg("-c")
-        .arg(SETUP)
-        .arg(AGENT_BIN)
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path);
+    let mut unshare = Command::new("unshare");
+    unshare.args(["--net", "--", "sh", "-c", SETUP]);
     let started = Instant::now();
-    let agent = TestAgent::launch(cmd, dir, socket, &config);
-    agent.wait_listening().await;
+    let agent = TestAgent::builder(suite.bin(), &config)
+        .dir(dir)
+        .via(unshare)
+        .start()
+        .await;
     let pid = agent.pid();
     let listener = bind_in_netns(pid, "0.0.0.0:80")?;
     let emu = Arc::new(
@@ -1512,7 +1106,7 @@ async fn fault_matrix() {
         eprintln!("SKIPPED: fault_matrix row \"blackholed\" needs root (CI runs as root)");
     }
     raise_open_files_limit();
-    let suite = Arc::new(Suite::default());
+    let suite = Arc::new(Suite::new(agent_bin!()));
     let rows = rows();
     let total = rows.len();
     let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
@@ -1539,8 +1133,8 @@ async fn fault_matrix() {
             Err(e) => failures.push(format!("--- a row panicked: {e}")),
         }
     }
-    let expired = suite.checker.expired.load(Ordering::Relaxed);
-    let leaks = suite.leaks.load(Ordering::Relaxed);
+    let expired = suite.checker().expired();
+    let leaks = suite.leaks();
     let line = format!(
         "fault matrix: {total} scenarios, {passed} passed, expired served {expired}, secrets in logs {leaks}\n"
     );
@@ -1550,7 +1144,7 @@ async fn fault_matrix() {
         failures.is_empty() && expired == 0 && leaks == 0,
         "{} of {total} rows failed ({} credential answers checked, {:?}):\n{}",
         failures.len(),
-        suite.checker.seen.load(Ordering::Relaxed),
+        suite.checker().seen(),
         started.elapsed(),
         failures.join("\n")
     );

@@ -21,18 +21,17 @@
 
 #[path = "hostile/clients.rs"]
 mod clients;
-mod common;
-#[path = "hostile/nobody.rs"]
-mod nobody;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clients::*;
-use common::*;
+use ecs_credential_agent_e2e::host::{fd_count, settled_fd_count, status_kib};
+use ecs_credential_agent_e2e::http::{exchange, get_request, responses};
+use ecs_credential_agent_e2e::nobody::requests_as_nobody;
+use ecs_credential_agent_e2e::*;
 use ecs_metadata_emulator::Endpoint;
-use nobody::*;
 
 /// `[server] max_connections` of the test agent.
 const MAX_CONNECTIONS: usize = 128;
@@ -46,8 +45,6 @@ const RSS_CEILING_KIB: u64 = 64 * 1024;
 const FLOOD_ATTEMPTS: usize = 10_000;
 /// Flood connections open at once.
 const FLOOD_IN_FLIGHT: usize = 200;
-/// How long any single hostile exchange may take before the agent is deemed to hang on it.
-const EXCHANGE_DEADLINE: Duration = Duration::from_secs(5);
 
 fn hostile_config(endpoint: &str) -> AgentConfig {
     let mut config = AgentConfig::new(endpoint);
@@ -63,44 +60,9 @@ fn hostile_config(endpoint: &str) -> AgentConfig {
 }
 
 async fn start(config: &AgentConfig) -> TestAgent {
-    let bin = agent_bin_under_test();
+    let bin = agent_bin_under_test(agent_bin!());
     eprintln!("agent under test: {}", bin.display());
-    TestAgent::start_bin(&bin, config).await
-}
-
-// ---- the agent process seen from /proc ----
-
-/// The agent's descriptor count once it has stopped changing (the last connection the test
-/// closed may take the agent a moment to notice). The agent is not dumpable, so its
-/// `/proc/<pid>/fd` is root's: callers skip descriptor checks (visibly) unless root.
-async fn settled_fd_count(pid: u32) -> usize {
-    let mut last = fd_count(pid);
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = fd_count(pid);
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    panic!("the agent's descriptor count never settled")
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read the agent's /proc/<pid>/fd (needs root or the same uid)")
-        .count()
-}
-
-/// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`).
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+    TestAgent::builder(bin, config).start().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,7 +269,12 @@ async fn a_half_closed_client_waiting_for_the_first_credentials_gets_them() {
     let agent = start(&hostile_config(&emu.endpoint())).await;
     let socket = agent.socket.clone();
     let client = tokio::spawn(async move {
-        exchange(&socket, get("/v1/credentials", false).as_bytes(), true).await
+        exchange(
+            &socket,
+            get_request("/v1/credentials", false).as_bytes(),
+            true,
+        )
+        .await
     });
     let held = eventually(Duration::from_secs(5), || async {
         (gate.waiting() == 1).then_some(())

@@ -1,12 +1,10 @@
 //! End-to-end tests of the Prometheus metrics: `GET /metrics` on the agent socket and on the
 //! `[metrics] listen` loopback TCP address, values that move, and no secret in them.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use ecs_credential_agent_e2e::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -100,7 +98,7 @@ async fn socket_metrics_move_with_refreshes_and_denials_and_hold_no_secret() {
     let emu = emulator(short_lived(4, 1)).await;
     let mut config = AgentConfig::new(&emu.endpoint());
     config.set("server", "socket_mode", "\"0666\"");
-    let agent = TestAgent::start(&config).await;
+    let agent = TestAgent::builder(agent_bin!(), &config).start().await;
     agent.open_dir();
     let served = agent.credentials().await;
 
@@ -128,7 +126,7 @@ async fn socket_metrics_move_with_refreshes_and_denials_and_hold_no_secret() {
     // A denied caller increments the denials.
     if is_root() {
         let denied_before = sample(&later, "ecs_credential_agent_callers_denied_total");
-        let out = get_as_nobody(&agent.socket);
+        let out = get_as_nobody(agent_bin!(), &agent.socket);
         assert_eq!(out.status.code(), Some(77), "{out:?}");
         let text = agent.get("/metrics").await.body;
         assert_eq!(
@@ -162,7 +160,9 @@ async fn socket_metrics_move_with_refreshes_and_denials_and_hold_no_secret() {
 async fn tcp_listener_serves_only_metrics_and_expiry_counts_down() {
     let emu = emulator(Default::default()).await;
     let addr = free_port();
-    let agent = TestAgent::start(&agent_with_metrics(&emu.endpoint(), addr)).await;
+    let agent = TestAgent::builder(agent_bin!(), &agent_with_metrics(&emu.endpoint(), addr))
+        .start()
+        .await;
     agent.credentials().await;
 
     let first = check_scrape(&tcp_get(addr, "/metrics").await);
@@ -195,11 +195,10 @@ async fn a_busy_metrics_address_is_a_clear_startup_error() {
     let addr = busy.local_addr().unwrap();
     let dir = tempfile::Builder::new().prefix("eca-").tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
-    let mut agent = TestAgent::spawn_in(
-        dir,
-        socket.clone(),
-        &agent_with_metrics(&emu.endpoint(), addr),
-    );
+    let mut agent = TestAgent::builder(agent_bin!(), &agent_with_metrics(&emu.endpoint(), addr))
+        .dir(dir)
+        .socket(socket.clone())
+        .spawn();
     let status = agent
         .wait_exit(Duration::from_secs(10))
         .expect("the agent should stop at once");

@@ -2,14 +2,12 @@
 //! (errors, denials, metadata faults, a panic caught at the task boundary) carries one; and,
 //! seen from outside the process, the agent writes no core file and is not dumpable.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::*;
 use ecs_credential_agent::credentials::{Issued, Source, State};
 use ecs_credential_agent::sources::metadata::token::TokenCache;
+use ecs_credential_agent_e2e::*;
 use ecs_metadata_emulator::{Endpoint, Fault, Times};
 use nix::sys::signal::Signal;
 use secrecy::{ExposeSecret, SecretString};
@@ -59,7 +57,9 @@ async fn debug_of_every_type_that_can_hold_a_secret_never_prints_it() {
         .unwrap();
 
     // The client library, with credentials cached, from a real agent.
-    let agent = TestAgent::start(&AgentConfig::new(&emu.endpoint())).await;
+    let agent = TestAgent::builder(agent_bin!(), &AgentConfig::new(&emu.endpoint()))
+        .start()
+        .await;
     let lib = ecs_credential_client::Client::builder()
         .socket_path(&agent.socket)
         .build();
@@ -119,11 +119,11 @@ async fn no_secret_reaches_the_logs_on_any_path() {
         .env("RUST_LOG", "trace")
         .env("E2E_AGENT_PANIC_ON_PATH", PANIC_PATH)
         .set("metadata", "token_ttl_secs", "2");
-    let mut a = TestAgent::start(&allowed).await;
+    let mut a = TestAgent::builder(agent_bin!(), &allowed).start().await;
     // Every caller of this one is denied: no uid of ours is 4242, and no gid is allowed.
     let mut denying = allowed.clone();
     denying.set("server", "allowed_uids", "[4242]");
-    let mut b = TestAgent::start(&denying).await;
+    let mut b = TestAgent::builder(agent_bin!(), &denying).start().await;
 
     let faults = [
         (Endpoint::Credentials, Fault::MalformedJson),
@@ -228,23 +228,6 @@ fn core_limit(pid: u32) -> (String, String) {
     )
 }
 
-const NOBODY: u32 = 65534;
-
-/// `setpriv` running what follows as nobody (uid and gid 65534, no supplementary groups); it
-/// execs in place, so the child's pid is the program's.
-fn as_nobody() -> std::process::Command {
-    let mut cmd = std::process::Command::new("setpriv");
-    cmd.args([
-        "--reuid",
-        "65534",
-        "--regid",
-        "65534",
-        "--clear-groups",
-        "--",
-    ]);
-    cmd
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_core_dumps_and_not_dumpable_seen_from_outside() {
     require_root!();
@@ -267,15 +250,13 @@ async fn no_core_dumps_and_not_dumpable_seen_from_outside() {
     let socket = run.join("agent.sock");
     let mut config = AgentConfig::new(&emu.endpoint());
     config.set("server", "allowed_uids", "[0]");
-    let config_path = TestAgent::write_config_in(dir.path(), &socket, &config);
-    std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut cmd = as_nobody();
-    cmd.arg(AGENT_BIN)
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path);
-    let agent = TestAgent::launch(cmd, dir, socket, &config);
-    agent.wait_listening().await;
+    // The builder writes the configuration file world-readable (0644), as nobody must read it.
+    let agent = TestAgent::builder(agent_bin!(), &config)
+        .dir(dir)
+        .socket(socket)
+        .via(nobody::setpriv())
+        .start()
+        .await;
     // Root (allowed) gets credentials from the non-root agent.
     agent.credentials().await;
 
@@ -297,7 +278,7 @@ async fn no_core_dumps_and_not_dumpable_seen_from_outside() {
         );
     }
     // The control: an ordinary process as nobody owns its /proc files.
-    let mut control = as_nobody().args(["sleep", "5"]).spawn().unwrap();
+    let mut control = nobody::setpriv().args(["sleep", "5"]).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(200)); // let setpriv exec sleep
     let meta = std::fs::metadata(format!("/proc/{}/status", control.id())).unwrap();
     let _ = control.kill();

@@ -3,18 +3,16 @@
 //! the listening socket as systemd does (fd 3, `LISTEN_FDS`, `LISTEN_PID`) or systemd's own
 //! `systemd-socket-activate`.
 
-mod common;
-
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use ecs_credential_agent_e2e::http::{fresh_get, keep_alive_get};
+use ecs_credential_agent_e2e::*;
 use ecs_metadata_emulator::{Endpoint, Fault, Times};
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 /// A `NOTIFY_SOCKET` stand-in: every datagram with the time it arrived since `start`.
@@ -86,7 +84,7 @@ async fn notify_ready_status_watchdog_stopping_in_order() {
     let n = NotifySocket::bind();
     let mut config = AgentConfig::new(&emu.endpoint());
     with_notify(&mut config, &n, 400_000);
-    let mut agent = TestAgent::start(&config).await;
+    let mut agent = TestAgent::builder(agent_bin!(), &config).start().await;
     n.wait_for("READY=1", Duration::from_secs(10))
         .await
         .unwrap_or_else(|| panic!("no READY=1; logs:\n{}", agent.logs()));
@@ -128,7 +126,7 @@ async fn ready_after_ready_timeout_when_the_metadata_service_fails() {
     config.set("systemd", "ready_timeout_secs", "2");
     config.set("server", "first_credentials_wait_ms", "0");
     with_notify(&mut config, &n, 10_000_000);
-    let agent = TestAgent::start(&config).await;
+    let agent = TestAgent::builder(agent_bin!(), &config).start().await;
     let h = agent.get("/v1/health").await;
     assert_eq!(h.status, 503, "{h:?}");
     let at = n
@@ -167,7 +165,7 @@ async fn watchdog_pings_stop_when_the_server_loop_is_wedged() {
     let mut config = AgentConfig::new(&emu.endpoint());
     with_notify(&mut config, &n, 400_000);
     config.env("E2E_AGENT_WEDGE_SERVER_AFTER_MS", "1500");
-    let agent = TestAgent::start(&config).await;
+    let agent = TestAgent::builder(agent_bin!(), &config).start().await;
     n.wait_for("READY=1", Duration::from_secs(10))
         .await
         .unwrap();
@@ -214,17 +212,17 @@ async fn systemd_socket_activate_starts_the_agent_on_its_socket() {
     let socket = dir.path().join("agent.sock");
     let mut config = AgentConfig::new(&emu.endpoint());
     config.set("log", "level", "\"debug\"");
-    let config_path = TestAgent::write_config_in(dir.path(), &socket, &config);
-    let mut cmd = std::process::Command::new(tool);
-    cmd.arg("-l")
+    let mut tool_cmd = std::process::Command::new(tool);
+    tool_cmd
+        .arg("-l")
         .arg(&socket)
         .arg("-E")
-        .arg("RUST_LOG=info")
-        .arg(AGENT_BIN)
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path);
-    let mut agent = TestAgent::launch(cmd, dir, socket.clone(), &config);
+        .arg("RUST_LOG=info");
+    let mut agent = TestAgent::builder(agent_bin!(), &config)
+        .dir(dir)
+        .socket(socket.clone())
+        .via(tool_cmd)
+        .spawn();
     let exists = eventually(Duration::from_secs(5), || async {
         socket.exists().then_some(())
     });
@@ -258,7 +256,7 @@ async fn sighup_reloads_allowed_uids_and_keeps_connections_and_credentials() {
     let me = nix::unistd::geteuid().as_raw();
     let mut config = AgentConfig::new(&emu.endpoint());
     config.set("server", "allowed_uids", &format!("[{me}]"));
-    let mut agent = TestAgent::start(&config).await;
+    let mut agent = TestAgent::builder(agent_bin!(), &config).start().await;
     let before = agent.credentials().await;
     let mut kept = UnixStream::connect(&agent.socket).await.unwrap();
     assert_eq!(keep_alive_get(&mut kept).await.unwrap().status, 200);
@@ -316,54 +314,6 @@ async fn sighup_reloads_allowed_uids_and_keeps_connections_and_credentials() {
 fn hup(agent: &TestAgent) {
     let pid = nix::unistd::Pid::from_raw(agent.child.id() as i32);
     nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
-}
-
-/// One `GET /v1/credentials` on a kept-alive connection. `Ok(None)`-like failures (the server
-/// closed the connection before answering) are `Err`.
-async fn keep_alive_get(s: &mut UnixStream) -> Result<Response, String> {
-    s.write_all(b"GET /v1/credentials HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
-            .await
-            .map_err(|_| "no answer within 20 s".to_owned())?
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err(format!("closed after {} bytes", raw.len()));
-        }
-        raw.extend_from_slice(&buf[..n]);
-    };
-    let head = parse_response(&raw[..head_end]);
-    let len: usize = head
-        .header("content-length")
-        .and_then(|v| v.parse().ok())
-        .ok_or("no Content-Length")?;
-    while raw.len() < head_end + len {
-        let n = s
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("read body: {e}"))?;
-        if n == 0 {
-            return Err("closed in the body".into());
-        }
-        raw.extend_from_slice(&buf[..n]);
-    }
-    Ok(parse_response(&raw[..head_end + len]))
-}
-
-/// One request on a new connection, never panicking.
-async fn fresh_get(socket: &Path) -> Result<Response, String> {
-    let mut s = UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let r = keep_alive_get(&mut s).await?;
-    Ok(r)
 }
 
 /// Counts of one client loop.
@@ -449,8 +399,11 @@ async fn restart_with_a_held_socket_loses_no_request() {
     let socket = dir.path().join("agent.sock");
     let listener = UnixListener::bind(&socket).unwrap();
     let config = AgentConfig::new(&emu.endpoint());
-    let a = TestAgent::spawn_activated(socket.clone(), &config, &listener);
-    a.wait_listening().await;
+    let a = TestAgent::builder(agent_bin!(), &config)
+        .socket(socket.clone())
+        .activated(&listener)
+        .start()
+        .await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (fresh, kept) = (Arc::new(Tally::default()), Arc::new(Tally::default()));
@@ -466,7 +419,10 @@ async fn restart_with_a_held_socket_loses_no_request() {
     let mut a = a;
     let status = tokio::task::block_in_place(|| a.stop(Signal::SIGTERM));
     assert!(status.success(), "A: {status:?}\n{}", a.logs());
-    let b = TestAgent::spawn_activated(socket.clone(), &config, &listener);
+    let b = TestAgent::builder(agent_bin!(), &config)
+        .socket(socket.clone())
+        .activated(&listener)
+        .spawn();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     for l in loops {

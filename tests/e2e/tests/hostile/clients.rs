@@ -1,4 +1,5 @@
-//! The hostile and the legitimate clients of `hostile.rs`, and raw HTTP/1.1 exchanges.
+//! The hostile and the legitimate clients of `hostile.rs` (raw exchanges come from the
+//! harness's `http` module).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,76 +9,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::common::{parse_response, Response};
-use super::{EXCHANGE_DEADLINE, FLOOD_ATTEMPTS, FLOOD_IN_FLIGHT, HEADER_TIMEOUT, IDLE_TIMEOUT};
+use ecs_credential_agent_e2e::http::{
+    exchange, get_request, parse_response, read_until_closed, responses, EXCHANGE_DEADLINE,
+};
 
-// ---- raw exchanges ----
-
-/// Sends `bytes` on a new connection (then half-closes if `half_close`) and reads until the
-/// agent closes. Panics if the agent neither answers nor closes within [`EXCHANGE_DEADLINE`].
-pub(crate) async fn exchange(socket: &Path, bytes: &[u8], half_close: bool) -> Vec<u8> {
-    let mut stream = UnixStream::connect(socket).await.expect("connect");
-    // The agent may close before reading everything (e.g. a too-large head): not an error.
-    let _ = stream.write_all(bytes).await;
-    if half_close {
-        let _ = stream.shutdown().await;
-    }
-    read_until_closed(&mut stream, EXCHANGE_DEADLINE)
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "agent neither answered nor closed within {EXCHANGE_DEADLINE:?} after {:?}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
-            )
-        })
-}
-
-/// Reads until EOF (a reset counts as EOF); `None` if still open after `within`.
-pub(crate) async fn read_until_closed(
-    stream: &mut UnixStream,
-    within: Duration,
-) -> Option<Vec<u8>> {
-    let mut raw = Vec::new();
-    let read = tokio::time::timeout(within, async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    read.is_ok().then_some(raw)
-}
-
-/// Splits consecutive HTTP/1.1 responses (each with `Content-Length`).
-pub(crate) fn responses(mut raw: &[u8]) -> Vec<Response> {
-    let mut out = Vec::new();
-    while !raw.is_empty() {
-        let end = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
-        let head = parse_response(&raw[..end + 4]);
-        let len: usize = head
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no content-length: {head:?}"));
-        let body = &raw[end + 4..end + 4 + len];
-        out.push(Response {
-            body: String::from_utf8_lossy(body).into_owned(),
-            ..head
-        });
-        raw = &raw[end + 4 + len..];
-    }
-    out
-}
-
-pub(crate) fn get(path: &str, close: bool) -> String {
-    let connection = if close { "close" } else { "keep-alive" };
-    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: {connection}\r\n\r\n")
-}
+use super::{FLOOD_ATTEMPTS, FLOOD_IN_FLIGHT, HEADER_TIMEOUT, IDLE_TIMEOUT};
 
 // ---- the legitimate client ----
 
@@ -123,7 +59,7 @@ impl Legit {
             .await
             .map_err(|e| format!("connect: {e}"))?;
         stream
-            .write_all(get("/v1/credentials", true).as_bytes())
+            .write_all(get_request("/v1/credentials", true).as_bytes())
             .await
             .map_err(|e| format!("write: {e}"))?;
         let raw = read_until_closed(&mut stream, Duration::from_secs(5))
@@ -246,7 +182,7 @@ pub(crate) async fn encoded_junk_paths(socket: PathBuf) {
         "/v1/credentials%00",
         "/v1/credentials/../health",
     ] {
-        let raw = exchange(&socket, get(path, true).as_bytes(), false).await;
+        let raw = exchange(&socket, get_request(path, true).as_bytes(), false).await;
         let got = responses(&raw);
         assert_eq!(got.len(), 1, "{path}: {got:?}");
         assert_eq!(got[0].status, 404, "{path}: {got:?}");
@@ -273,7 +209,7 @@ pub(crate) async fn pipelined(socket: PathBuf, key_id: String) {
         } else {
             "/v1/health"
         };
-        bytes.push_str(&get(path, i == 19));
+        bytes.push_str(&get_request(path, i == 19));
     }
     for _ in 0..5 {
         let got = responses(&exchange(&socket, bytes.as_bytes(), false).await);
@@ -292,7 +228,12 @@ pub(crate) async fn pipelined(socket: PathBuf, key_id: String) {
 /// A client that sends its request and then shuts down its writing side still gets the answer.
 pub(crate) async fn half_closed(socket: PathBuf, key_id: String) {
     for _ in 0..10 {
-        let raw = exchange(&socket, get("/v1/credentials", false).as_bytes(), true).await;
+        let raw = exchange(
+            &socket,
+            get_request("/v1/credentials", false).as_bytes(),
+            true,
+        )
+        .await;
         let got = responses(&raw);
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].json()["AccessKeyId"], key_id.as_str());
@@ -312,7 +253,7 @@ pub(crate) async fn never_reading(socket: PathBuf, clients: usize) {
         let socket = socket.clone();
         tasks.push(tokio::spawn(async move {
             let mut stream = UnixStream::connect(&socket).await.unwrap();
-            let request = get("/v1/credentials", false);
+            let request = get_request("/v1/credentials", false);
             let start = Instant::now();
             // Write until the socket stops taking requests (both buffers full) or 300 ms pass.
             let mut sent = 0usize;
@@ -396,7 +337,7 @@ pub(crate) async fn slowloris(socket: PathBuf, clients: usize) {
 /// Keeps one connection slot busy with a keep-alive `GET /v1/health` every 200 ms until
 /// `stop`; reconnects when refused (another client held the slot at that moment).
 pub(crate) async fn hold_slot(socket: PathBuf, stop: Arc<AtomicBool>) {
-    let request = get("/v1/health", false);
+    let request = get_request("/v1/health", false);
     while !stop.load(Ordering::SeqCst) {
         let Ok(mut stream) = UnixStream::connect(&socket).await else {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -483,7 +424,7 @@ pub(crate) async fn flood(socket: PathBuf) -> Arc<Flood> {
 
 /// Whether a new connection is turned away with `503 TooManyConnections`.
 pub(crate) async fn refused_as_full(socket: &Path) -> bool {
-    let raw = exchange(socket, get("/v1/health", true).as_bytes(), false).await;
+    let raw = exchange(socket, get_request("/v1/health", true).as_bytes(), false).await;
     !raw.is_empty() && {
         let r = parse_response(&raw);
         r.status == 503 && r.code() == "TooManyConnections"

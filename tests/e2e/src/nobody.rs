@@ -1,12 +1,46 @@
-//! Callers as uid 65534 (`nobody`), from a forked child process.
+//! Callers as uid 65534 (`nobody`), which test agents do not allow: the agent's own `get` as
+//! nobody, many raw requests from a forked child, or any program through `setpriv`. All need
+//! root.
 
 use std::io;
 use std::path::Path;
+use std::process::Command;
 
-use super::clients::get;
+use crate::http::get_request;
 
-/// Callers run as this uid (`nobody`), which the agent does not allow.
-pub(crate) const NOBODY: u32 = 65534;
+/// Callers run as this uid (and gid), `nobody`.
+pub const NOBODY: u32 = 65534;
+
+/// `setpriv` running what follows as nobody (uid and gid [`NOBODY`], no supplementary
+/// groups); it execs in place, so the child's pid is the program's. Append the program and its
+/// arguments (or pass it to [`AgentBuilder::via`](crate::AgentBuilder::via)).
+pub fn setpriv() -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--",
+    ]);
+    cmd
+}
+
+/// Runs `BIN get --socket SOCKET` as uid and gid [`NOBODY`] and returns what it did.
+///
+/// # Panics
+/// When it cannot be run (not root).
+pub fn get_as_nobody(bin: &Path, socket: &Path) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    Command::new(bin)
+        .args(["get", "--socket"])
+        .arg(socket)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .expect("run the agent's get as uid 65534")
+}
 
 /// Forks a child that drops to uid/gid [`NOBODY`] and makes `requests` credential requests, each
 /// on a new connection; returns how many were answered `403`.
@@ -14,7 +48,10 @@ pub(crate) const NOBODY: u32 = 65534;
 /// The test process is multi-threaded, so the child does only what is safe after `fork(2)`:
 /// raw system calls on memory prepared before the fork (as `std::process::Command` does between
 /// fork and exec), then `_exit(2)`.
-pub(crate) fn requests_as_nobody(socket: &Path, requests: u64) -> io::Result<u64> {
+///
+/// # Errors
+/// When the pipe or the fork fails, or the child could not drop to nobody or make a socket.
+pub fn requests_as_nobody(socket: &Path, requests: u64) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     // SAFETY: `sockaddr_un` is plain old data; all-zero is a valid (empty) value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
@@ -25,7 +62,7 @@ pub(crate) fn requests_as_nobody(socket: &Path, requests: u64) -> io::Result<u64
         *dst = *src as libc::c_char;
     }
     let addr_len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    let request = get("/v1/credentials", true);
+    let request = get_request("/v1/credentials", true);
     let (read_end, write_end) = nix::unistd::pipe()?;
     // SAFETY: between fork and `_exit` the child calls only async-signal-safe functions
     // (setgroups, setgid, setuid, socket, connect, write, read, close, _exit) on `addr`,
