@@ -62,4 +62,6 @@ pub mod server;
 pub mod systemd;
 #[cfg(test)]
 mod test_logs;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod time;

@@ -4,7 +4,8 @@
 //! # Where it is served
 //!
 //! - `GET /metrics` on the agent socket, to allowed callers (like every other route).
-//! - `GET /metrics` on the optional loopback TCP address `[metrics] listen` ([`tcp`]), with no
+//! - `GET /metrics` on the optional loopback TCP address `[metrics] listen`
+//!   ([`server::metrics_listener`](crate::server::metrics_listener)), with no
 //!   peer check: metrics carry no secret. Nothing else is served there (every other path is 404).
 //!
 //! # Metrics
@@ -30,8 +31,6 @@
 //!
 //! No label or value ever holds a secret, a metadata token, an `AccessKeyId` or a request path
 //! as sent (label values come from fixed sets, so cardinality is bounded).
-
-pub mod tcp;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;

@@ -373,6 +373,17 @@ impl Audit {
     }
 }
 
+/// Emits audit events taken under the shared audit lock; a poisoned lock (a panic while
+/// holding it) is reported, not fatal.
+pub(crate) fn emit_events<E>(events: Result<Vec<AuditEvent>, E>) {
+    match events {
+        Ok(events) => events.iter().for_each(AuditEvent::emit),
+        Err(_) => {
+            tracing::error!(target: "audit", "audit state poisoned by an earlier panic; event lost")
+        }
+    }
+}
+
 /// The pending repeat count of a caller as an event (if any), starting a new window.
 fn take_repeats(key: (i32, u32), c: &mut Caller, now: Instant) -> Option<AuditEvent> {
     c.window_start = now;
@@ -387,5 +398,4 @@ fn take_repeats(key: (i32, u32), c: &mut Caller, now: Instant) -> Option<AuditEv
 }
 
 #[cfg(test)]
-#[path = "audit_tests.rs"]
 mod tests;

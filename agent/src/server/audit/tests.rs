@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::server::peer::Exe;
-use crate::server::tests::issued;
+use crate::test_support::issued;
 
 fn peer(pid: i32, uid: u32) -> Peer {
     Peer {
