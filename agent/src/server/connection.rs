@@ -39,7 +39,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::audit::Audit;
-use super::peer::{authorize, Decision, Peer};
 use super::service::{CatchUnwind, Service};
 use super::tally::Tally;
 use super::timed_io::{HeadScan, TimedIo};
@@ -47,7 +46,9 @@ use super::Stop;
 use crate::config::ServerConfig;
 use crate::credentials::state::StateReceiver;
 use crate::credentials::Issued;
+use crate::identity::Caller;
 use crate::metrics::Metrics;
+use crate::policy::{self, Decision, Rules};
 
 /// hyper's read buffer limit: the request head must fit (hyper's minimum, 8 KiB).
 pub(super) const MAX_BUF_SIZE: usize = 8 * 1024;
@@ -84,7 +85,9 @@ pub(super) struct Ctx {
     pub(super) metrics: Metrics,
     pub(super) panic_on_path: Option<Arc<str>>,
     pub(super) cfg: Arc<ServerConfig>,
-    pub(super) peer: Peer,
+    /// Who is on the other end, captured at accept.
+    pub(super) caller: Caller,
+    /// What [`caller`](Ctx::caller) may get, under the rules in force at accept.
     pub(super) decision: Decision,
     conn: Mutex<ConnState>,
 }
@@ -146,7 +149,15 @@ impl Drop for Ctx {
     /// Reports the issuances still counted when the connection ends.
     fn drop(&mut self) {
         let conn = self.conn.get_mut().unwrap_or_else(PoisonError::into_inner);
-        conn.tally.report_all(&self.audit, &self.peer);
+        conn.tally.report_all(&self.audit, &self.caller);
+    }
+}
+
+/// The rules a connection's caller is judged by: the server configuration's, as accepted.
+fn rules(cfg: &ServerConfig) -> Rules<'_> {
+    Rules {
+        allowed_uids: &cfg.allowed_uids,
+        allowed_gids: &cfg.allowed_gids,
     }
 }
 
@@ -178,18 +189,12 @@ fn next_check(
 /// in-flight requests finish and the connection closes).
 pub(crate) async fn serve(
     stream: UnixStream,
+    caller: Caller,
     cfg: Arc<ServerConfig>,
     shared: Shared,
     stop: watch::Receiver<Stop>,
 ) {
-    let peer = match Peer::of(&stream) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read peer credentials (SO_PEERCRED); closing");
-            return;
-        }
-    };
-    let decision = authorize(&peer, &cfg);
+    let decision = policy::authorize(&caller, rules(&cfg));
     let first_deadline = Instant::now() + cfg.header_timeout;
     let (header_timeout, idle_timeout) = (cfg.header_timeout, cfg.idle_timeout);
     let Shared {
@@ -203,7 +208,7 @@ pub(crate) async fn serve(
         metrics,
         panic_on_path,
         cfg,
-        peer,
+        caller,
         decision,
         conn: Mutex::new(ConnState {
             phase: Phase::Head(first_deadline),
@@ -272,7 +277,7 @@ pub(crate) async fn serve(
                 let mut c = ctx.lock();
                 if let Phase::Idle(_) = c.phase {
                     c.cached = None;
-                    c.tally.report_old(&ctx.audit, &ctx.peer, now);
+                    c.tally.report_old(&ctx.audit, &ctx.caller, now);
                 }
                 match next_check(c.phase, now, header_timeout, idle_timeout) {
                     Ok(at) => timer.as_mut().reset(at),
@@ -340,11 +345,12 @@ async fn stopped(mut stop: watch::Receiver<Stop>, level: Stop) {
 /// instead of losing it: connection tasks are detached.
 pub(crate) async fn serve_catching_panics(
     stream: UnixStream,
+    caller: Caller,
     cfg: Arc<ServerConfig>,
     shared: Shared,
     stop: watch::Receiver<Stop>,
 ) {
-    if CatchUnwind(Box::pin(serve(stream, cfg, shared, stop)))
+    if CatchUnwind(Box::pin(serve(stream, caller, cfg, shared, stop)))
         .await
         .is_err()
     {

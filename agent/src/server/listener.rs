@@ -18,12 +18,14 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid};
 
 use crate::config::ServerConfig;
+use crate::identity::Caller;
 
 /// The mode of a parent directory the agent creates (`/run/ecs-credential-agent`): callers
 /// must be able to traverse it to reach the socket, whose own mode decides access.
@@ -194,13 +196,24 @@ impl Listener {
         self.created.is_some()
     }
 
-    /// Accepts one connection.
+    /// Accepts the next connection and captures its [`Caller`] before anything is read from
+    /// it ([`Caller::of_unix_peer`]). A connection whose caller cannot be read is closed and
+    /// skipped (logged). Cancel-safe, like `accept(2)` itself.
     ///
     /// # Errors
     ///
     /// The OS error from `accept(2)`.
-    pub async fn accept(&self) -> io::Result<tokio::net::UnixStream> {
-        self.inner.accept().await.map(|(stream, _)| stream)
+    pub async fn accept(&self) -> io::Result<(tokio::net::UnixStream, Caller)> {
+        loop {
+            let (stream, _) = self.inner.accept().await?;
+            match Caller::of_unix_peer(stream.as_fd()) {
+                Ok(caller) => return Ok((stream, caller)),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot read the caller's credentials (SO_PEERCRED); closing"
+                ),
+            }
+        }
     }
 
     /// Unlinks the socket file if this process created it and the file at the path is still

@@ -2,11 +2,12 @@
 //!
 //! - [`Server`]: built with [`Server::new`], run until a shutdown future completes; the
 //!   accept loop, the audit flush, the heartbeat and the shutdown drain.
-//! - [`listener`]: binding the socket safely, or taking one over from systemd.
-//! - [`peer`]: the caller's uid, gid, groups and pid from the kernel; [`peer::authorize`].
+//! - [`listener`]: binding the socket safely, or taking one over from systemd; accepting a
+//!   connection with its [`Caller`] (the transport).
 //! - `admission` (private): connection limits (`max_connections`) and the immediate
 //!   `503 TooManyConnections` for connections beyond them.
-//! - `connection` (private): one connection's life, its timeouts and shutdown stages.
+//! - `connection` (private): one connection's life: its caller judged once
+//!   ([`policy::authorize`](crate::policy::authorize)), its timeouts and shutdown stages.
 //! - `timed_io` (private): the connection's socket, seeing request heads start (`HeadScan`).
 //! - `service` (private): the hyper service; a panicking handler answered with 500.
 //! - `tally` (private): a connection's repeated issuances, reported to the audit in batches.
@@ -45,7 +46,6 @@ mod connection;
 pub mod listener;
 mod memory;
 pub mod metrics_listener;
-pub mod peer;
 pub mod routes;
 mod service;
 mod tally;
@@ -68,6 +68,7 @@ pub use listener::{Listener, SocketBindError};
 use crate::config::ServerConfig;
 use crate::credentials::state::StateReceiver;
 use crate::heartbeat::Heartbeat;
+use crate::identity::Caller;
 use crate::metrics::Metrics;
 use admission::Admission;
 use audit::Audit;
@@ -200,7 +201,7 @@ impl<'a> Server<'a> {
             tokio::select! {
                 () = &mut shutdown => break Ok(()),
                 accepted = listener.accept() => match accepted {
-                    Ok(stream) => conns.start(stream, Arc::clone(&config.borrow())),
+                    Ok((stream, caller)) => conns.start(stream, caller, Arc::clone(&config.borrow())),
                     Err(e) if is_transient(&e) => {
                         tracing::warn!(error = %e, "accept failed; retrying");
                         tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
@@ -260,8 +261,8 @@ struct Connections {
 }
 
 impl Connections {
-    /// Serves `stream` under `cfg`, or answers `TooManyConnections` when full.
-    fn start(&mut self, stream: tokio::net::UnixStream, cfg: Arc<ServerConfig>) {
+    /// Serves `stream` from `caller` under `cfg`, or answers `TooManyConnections` when full.
+    fn start(&mut self, stream: tokio::net::UnixStream, caller: Caller, cfg: Arc<ServerConfig>) {
         let Some(slot) = self.admission.admit(&cfg) else {
             self.admission.reject(stream, &cfg, &self.shared.metrics);
             return;
@@ -269,7 +270,7 @@ impl Connections {
         let (shared, stop) = (self.shared.clone(), self.stop.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            connection::serve_catching_panics(stream, cfg, shared, stop).await;
+            connection::serve_catching_panics(stream, caller, cfg, shared, stop).await;
         });
     }
 

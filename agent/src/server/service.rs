@@ -108,7 +108,7 @@ fn respond_now(
         emit_events(
             ctx.audit
                 .lock()
-                .map(|mut a| a.record_denial(&ctx.peer, now)),
+                .map(|mut a| a.record_denial(&ctx.caller, now)),
         );
         // Close the connection after the 403: a denied caller must not hold one of the
         // `max_connections` slots allowed callers need.
@@ -141,7 +141,7 @@ fn respond_now(
             // state itself, waits for the first credentials or says why there are none.
             let issued = conn.cached.as_ref().filter(|c| now < c.serve_until)?;
             let reply = routes::credentials_reply(issued);
-            conn.tally.count(&ctx.audit, &ctx.peer, issued, now);
+            conn.tally.count(&ctx.audit, &ctx.caller, issued, now);
             reply
         }
     })
@@ -156,7 +156,7 @@ async fn respond_later(ctx: Arc<Ctx>, rx: StateReceiver, endpoint: &'static str)
     let mut conn = ctx.lock();
     let reply = match answer {
         Ok(Ok((reply, issued))) => {
-            conn.tally.count(&ctx.audit, &ctx.peer, &issued, now);
+            conn.tally.count(&ctx.audit, &ctx.caller, &issued, now);
             reply
         }
         Ok(Err(e)) => e.to_response(),

@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::audit::{emit_events, Audit};
-use super::peer::Peer;
 use crate::credentials::Issued;
+use crate::identity::Caller;
 
 /// How long a connection may keep counting repeated issuances before it reports them to the
 /// shared audit (and at the latest when the generation changes, the connection's timer finds
@@ -36,13 +36,13 @@ struct Batch {
 }
 
 impl Tally {
-    /// Accounts for one issuance of `issued` to `peer` at `now`: the connection's first of a
+    /// Accounts for one issuance of `issued` to `caller` at `now`: the connection's first of a
     /// generation is recorded in `audit` at once, the others are counted and reported at least
     /// every [`AUDIT_BATCH`].
     pub(super) fn count(
         &mut self,
         audit: &Mutex<Audit>,
-        peer: &Peer,
+        caller: &Caller,
         issued: &Issued,
         now: Instant,
     ) {
@@ -67,10 +67,10 @@ impl Tally {
         }
         emit_events(audit.lock().map(|mut a| {
             let mut events = report.map_or_else(Vec::new, |b| {
-                a.record_repeats(peer, b.generation, &b.access_key_id, b.count, now)
+                a.record_repeats(caller, b.generation, &b.access_key_id, b.count, now)
             });
             if first {
-                events.extend(a.record_issuance(peer, issued, now));
+                events.extend(a.record_issuance(caller, issued, now));
             }
             events
         }));
@@ -78,7 +78,7 @@ impl Tally {
 
     /// Reports the repeats counted so far if they are at least [`AUDIT_BATCH`] old (the
     /// connection's timer, finding it idle).
-    pub(super) fn report_old(&mut self, audit: &Mutex<Audit>, peer: &Peer, now: Instant) {
+    pub(super) fn report_old(&mut self, audit: &Mutex<Audit>, caller: &Caller, now: Instant) {
         let Some(b) = self.0.as_mut() else { return };
         if b.count == 0 || now.duration_since(b.since) < AUDIT_BATCH {
             return;
@@ -88,20 +88,18 @@ impl Tally {
         emit_events(
             audit
                 .lock()
-                .map(|mut a| a.record_repeats(peer, b.generation, &b.access_key_id, count, now)),
+                .map(|mut a| a.record_repeats(caller, b.generation, &b.access_key_id, count, now)),
         );
     }
 
     /// Reports every repeat still counted (the connection is closing); reads the clock only
     /// when there is one.
-    pub(super) fn report_all(&mut self, audit: &Mutex<Audit>, peer: &Peer) {
+    pub(super) fn report_all(&mut self, audit: &Mutex<Audit>, caller: &Caller) {
         if let Some(b) = self.0.take().filter(|b| b.count > 0) {
             let now = Instant::now();
-            emit_events(
-                audit.lock().map(|mut a| {
-                    a.record_repeats(peer, b.generation, &b.access_key_id, b.count, now)
-                }),
-            );
+            emit_events(audit.lock().map(|mut a| {
+                a.record_repeats(caller, b.generation, &b.access_key_id, b.count, now)
+            }));
         }
     }
 }

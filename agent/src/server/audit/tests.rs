@@ -1,17 +1,10 @@
 use std::time::Duration;
 
 use super::*;
-use crate::server::peer::Exe;
 use crate::test_support::issued;
 
-fn peer(pid: i32, uid: u32) -> Peer {
-    Peer {
-        pid: Some(pid),
-        uid,
-        gid: uid,
-        groups: Vec::new(),
-        exe: Exe::known("/usr/bin/app"),
-    }
+fn peer(pid: i32, uid: u32) -> Caller {
+    Caller::new(uid, uid, Vec::new(), Some(pid)).with_exe(std::path::Path::new("/usr/bin/app"))
 }
 
 fn generation(n: u64) -> Issued {
