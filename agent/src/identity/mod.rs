@@ -10,9 +10,10 @@
 //!   forge them.
 //! - The process itself is held as a handle ([`Process`]) so that it can be read later (its
 //!   executable, cgroup, start time) without mistaking another process that reused its pid
-//!   for it: a pidfd (`SO_PEERPIDFD`, Linux 6.5+), else an open `/proc/<pid>` directory whose
-//!   process start time is read at accept. Those reads are lazy: a connection pays for them
-//!   only when an audit event (or, later, a selector) needs them.
+//!   for it: a pidfd (`SO_PEERPIDFD`, Linux 6.5+, asked for through the connection when first
+//!   needed), else an open `/proc/<pid>` directory whose process start time is read at
+//!   accept. Those reads are lazy: a connection pays for them only when an audit event (or,
+//!   later, a selector) needs them.
 
 mod process;
 mod unix;

@@ -6,8 +6,13 @@
 //!
 //! - with a **pidfd** (`SO_PEERPIDFD`), a value is read from `/proc/<pid>/…` and kept only if
 //!   the pidfd then shows the process still running (`poll(2)` reports no exit): a pid is not
-//!   reused while its process runs, so what was read before belonged to it;
-//! - without one (kernels before 6.5), the `/proc/<pid>` directory is opened at accept and
+//!   reused while its process runs, so what was read before belonged to it. The pidfd itself
+//!   is asked for on first use, through a duplicate of the connection's socket taken at
+//!   accept: the kernel keeps a reference to the connecting process (its `struct pid`) for the
+//!   socket's life, so a pidfd asked for later still names that process, never one that
+//!   reused its pid (and fails, or shows it exited, once it is gone). A new connection thus
+//!   pays for a `dup` and a `close`, about a fifth of what making and closing a pidfd costs;
+//! - without pidfds (kernels before 6.5), the `/proc/<pid>` directory is opened at accept and
 //!   read through (`openat`/`readlinkat`): once that process is gone, those reads fail instead
 //!   of reaching a new process with the same pid. Its start time (field 22 of `stat`, clock
 //!   ticks since boot) is read at accept too, so that the pair (pid, start time) names the
@@ -22,6 +27,7 @@ use std::sync::OnceLock;
 
 use nix::fcntl::{open, openat, readlinkat, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::Mode;
 
 /// The caller's process, and what has been read about it so far.
@@ -33,11 +39,15 @@ pub struct Process {
     start_time: OnceLock<Option<u64>>,
     exe: OnceLock<Option<PathBuf>>,
     cgroup: OnceLock<Option<String>>,
+    /// The pidfd asked for through [`Handle::Socket`], once asked for.
+    pidfd: OnceLock<Option<OwnedFd>>,
 }
 
 /// How the process is held.
 #[derive(Debug)]
 enum Handle {
+    /// A duplicate of the connection's socket, to ask for a pidfd when first needed.
+    Socket(OwnedFd),
     /// A pidfd: the process still runs while polling it reports no exit.
     Pidfd(OwnedFd),
     /// An open `/proc/<pid>` directory (`O_PATH`): reads through it fail once the process is
@@ -51,6 +61,12 @@ impl Process {
     /// The process `pid` held by `pidfd`.
     pub(super) fn from_pidfd(pid: i32, pidfd: OwnedFd) -> Process {
         Process::with_handle(pid, Handle::Pidfd(pidfd))
+    }
+
+    /// The process `pid` on the other end of `socket` (a duplicate of the connection's
+    /// socket, on a kernel with `SO_PEERPIDFD`), whose pidfd is asked for on first use.
+    pub(super) fn from_socket(pid: i32, socket: OwnedFd) -> Process {
+        Process::with_handle(pid, Handle::Socket(socket))
     }
 
     /// Opens `/proc/<pid>` and reads the process's start time through it.
@@ -86,6 +102,7 @@ impl Process {
             start_time: OnceLock::new(),
             exe: OnceLock::new(),
             cgroup: OnceLock::new(),
+            pidfd: OnceLock::new(),
         }
     }
 
@@ -94,9 +111,23 @@ impl Process {
         self.pid
     }
 
-    /// Whether the process is held by a pidfd (else by its `/proc` directory, or not at all).
+    /// Whether the process is held by a pidfd, taken or to be taken (else by its `/proc`
+    /// directory, or not at all).
     pub fn has_pidfd(&self) -> bool {
-        matches!(self.handle, Handle::Pidfd(_))
+        matches!(self.handle, Handle::Pidfd(_) | Handle::Socket(_))
+    }
+
+    /// The pidfd, asked for now if it is to be taken through the socket; `None` without
+    /// pidfds, or when the kernel gives none (the process has been reaped).
+    fn pidfd(&self) -> Option<&OwnedFd> {
+        match &self.handle {
+            Handle::Pidfd(pidfd) => Some(pidfd),
+            Handle::Socket(socket) => self
+                .pidfd
+                .get_or_init(|| getsockopt(socket, sockopt::PeerPidfd).ok())
+                .as_ref(),
+            Handle::ProcDir(_) | Handle::Known => None,
+        }
     }
 
     /// When the process started, in clock ticks since boot (`/proc/<pid>/stat` field 22; see
@@ -130,7 +161,10 @@ impl Process {
     /// process's.
     fn read_link(&self, name: &str) -> io::Result<PathBuf> {
         match &self.handle {
-            Handle::Pidfd(pidfd) => {
+            Handle::Pidfd(_) | Handle::Socket(_) => {
+                let pidfd = self
+                    .pidfd()
+                    .ok_or(io::Error::from_raw_os_error(libc::ESRCH))?;
                 let target = std::fs::read_link(format!("/proc/{}/{name}", self.pid))?;
                 still_running(pidfd).map(|()| target)
             }
@@ -144,7 +178,10 @@ impl Process {
     fn read(&self, name: &str) -> io::Result<String> {
         let mut text = String::new();
         match &self.handle {
-            Handle::Pidfd(pidfd) => {
+            Handle::Pidfd(_) | Handle::Socket(_) => {
+                let pidfd = self
+                    .pidfd()
+                    .ok_or(io::Error::from_raw_os_error(libc::ESRCH))?;
                 File::open(format!("/proc/{}/{name}", self.pid))?.read_to_string(&mut text)?;
                 still_running(pidfd)?;
             }

@@ -2,30 +2,39 @@
 //!
 //! The kernel records the connecting process's credentials when it calls `connect(2)`:
 //! `SO_PEERCRED` gives pid, uid and gid, `SO_PEERGROUPS` (Linux 4.13+) the supplementary
-//! groups, `SO_PEERPIDFD` (Linux 6.5+) a pidfd of the process (`socket(7)`). On a kernel
-//! without `SO_PEERPIDFD` (`ENOPROTOOPT`; Alibaba Cloud Linux 3 and Ubuntu 22.04 kernels),
-//! the process is held by its `/proc/<pid>` directory instead ([`Process`]), and the agent
-//! stops asking for a pidfd. A new connection thus costs three `getsockopt(2)` calls (and a
-//! `close(2)` of the pidfd when it ends), and no `/proc` read where pidfds work.
+//! groups, `SO_PEERPIDFD` (Linux 6.5+) a pidfd of the process (`socket(7)`), asked for only
+//! when the process is first read ([`Process`]). The first connection tells whether the kernel
+//! has `SO_PEERPIDFD`; on one without it (`ENOPROTOOPT`; Alibaba Cloud Linux 3 and Ubuntu
+//! 22.04 kernels), the process is held by its `/proc/<pid>` directory instead, opened at
+//! accept. Where pidfds work, a new connection thus costs two `getsockopt(2)` calls, as it did
+//! before callers had a process handle, and a `dup` of the socket (closed with the
+//! connection); no `/proc` read, no pidfd until one is needed.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::socket::{getsockopt, sockopt};
 
 use super::{Caller, Process};
 
-/// Set once `SO_PEERPIDFD` answered `ENOPROTOOPT`: the kernel has no pidfds for peers.
-static NO_PEER_PIDFD: AtomicBool = AtomicBool::new(false);
+/// Whether the kernel gives pidfds of peers (`SO_PEERPIDFD`): [`UNKNOWN`] until the first
+/// connection tells, then [`PIDFDS`] or [`NO_PIDFDS`].
+static PEER_PIDFD: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const PIDFDS: u8 = 1;
+const NO_PIDFDS: u8 = 2;
 
 /// How [`capture`] takes hold of the caller's process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Hold {
-    /// A pidfd where the kernel gives one, else the `/proc/<pid>` directory.
+    /// A pidfd where the kernel gives them (taken when first needed), else the `/proc/<pid>`
+    /// directory.
     Pidfd,
-    /// The `/proc/<pid>` directory (what a kernel without `SO_PEERPIDFD` gets; tests force it).
+    /// The `/proc/<pid>` directory, what a kernel without `SO_PEERPIDFD` gets: the test-only
+    /// switch that tests the fallback on kernels with pidfds (CI's always has them).
+    #[cfg(test)]
     ProcDir,
 }
 
@@ -38,12 +47,7 @@ impl Caller {
     /// The OS error of `SO_PEERCRED`. Failing to read the supplementary groups (empty
     /// groups) or to hold the process (no [`Process`]: it has already exited) is not an error.
     pub fn of_unix_peer(socket: BorrowedFd<'_>) -> io::Result<Caller> {
-        let hold = if NO_PEER_PIDFD.load(Ordering::Relaxed) {
-            Hold::ProcDir
-        } else {
-            Hold::Pidfd
-        };
-        capture(socket, hold)
+        capture(socket, Hold::Pidfd)
     }
 }
 
@@ -63,18 +67,26 @@ pub(super) fn capture(socket: BorrowedFd<'_>, hold: Hold) -> io::Result<Caller> 
     Ok(caller)
 }
 
-/// A handle on process `pid`, the peer of `socket`; `None` when it has already exited.
+/// A handle on process `pid`, the peer of `socket`; `None` when it has already exited (or no
+/// file descriptor is left for the handle).
 fn hold_process(socket: BorrowedFd<'_>, pid: i32, hold: Hold) -> Option<Process> {
     if hold == Hold::Pidfd {
-        match getsockopt(&socket, sockopt::PeerPidfd) {
-            Ok(pidfd) => return Some(Process::from_pidfd(pid, pidfd)),
-            Err(Errno::ENOPROTOOPT) => {
-                tracing::debug!("no SO_PEERPIDFD (Linux before 6.5): holding callers by /proc");
-                NO_PEER_PIDFD.store(true, Ordering::Relaxed);
-            }
-            // The process has exited (`EINVAL`/`ESRCH`) or there is none (`ENODATA`): its pid
-            // may be reused already, so `/proc/<pid>` is no fallback.
-            Err(_) => return None,
+        match PEER_PIDFD.load(Ordering::Relaxed) {
+            PIDFDS => return Some(Process::from_socket(pid, socket.try_clone_to_owned().ok()?)),
+            UNKNOWN => match getsockopt(&socket, sockopt::PeerPidfd) {
+                Ok(pidfd) => {
+                    PEER_PIDFD.store(PIDFDS, Ordering::Relaxed);
+                    return Some(Process::from_pidfd(pid, pidfd));
+                }
+                Err(Errno::ENOPROTOOPT) => {
+                    tracing::debug!("no SO_PEERPIDFD (Linux before 6.5): holding callers by /proc");
+                    PEER_PIDFD.store(NO_PIDFDS, Ordering::Relaxed);
+                }
+                // The process has exited (`EINVAL`/`ESRCH`) or there is none (`ENODATA`): its
+                // pid may be reused already, so `/proc/<pid>` is no fallback.
+                Err(_) => return None,
+            },
+            _ => {}
         }
     }
     Process::open_proc_dir(pid).ok()

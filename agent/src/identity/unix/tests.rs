@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
+
 use super::*;
 
 /// Both ways of holding the caller's process. `Hold::Pidfd` falls back to the `/proc`
@@ -11,9 +13,9 @@ use super::*;
 /// fallback where the kernel has pidfds (CI's kernel always does).
 const HOLDS: [Hold; 2] = [Hold::Pidfd, Hold::ProcDir];
 
-/// Whether `hold` ends up with a pidfd on this kernel.
+/// Whether `hold` ends up with a pidfd on this kernel (once a capture has asked).
 fn expects_pidfd(hold: Hold) -> bool {
-    hold == Hold::Pidfd && !NO_PEER_PIDFD.load(Ordering::Relaxed)
+    hold == Hold::Pidfd && PEER_PIDFD.load(Ordering::Relaxed) != NO_PIDFDS
 }
 
 fn own_start_time() -> u64 {
@@ -69,8 +71,8 @@ fn own_identity_read_from_socket() {
 /// Name of the variable that tells [`connecting_child`] where to connect.
 const CHILD_SOCKET: &str = "ECS_CREDENTIAL_AGENT_TEST_IDENTITY_CHILD_SOCKET";
 
-/// Starts this test binary as a child that connects to `socket` and exits when the
-/// connection is closed ([`connecting_child`]).
+/// Starts this test binary as a child that connects to `socket` and exits when it reads a
+/// byte or the end of the connection ([`connecting_child`]).
 fn spawn_connecting_child(socket: &std::path::Path) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args([
@@ -86,8 +88,8 @@ fn spawn_connecting_child(socket: &std::path::Path) -> Child {
 }
 
 /// Run by [`a_caller_that_exited_is_not_read_through_a_reused_pid`] in a child process:
-/// connects, then waits until the other end closes. On its own (variable unset) it does
-/// nothing.
+/// connects, then waits for a byte (or the end of the connection). On its own (variable
+/// unset) it does nothing.
 #[test]
 #[ignore = "run in a child process by a_caller_that_exited_is_not_read_through_a_reused_pid"]
 fn connecting_child() {
@@ -107,7 +109,7 @@ async fn a_caller_that_exited_is_not_read_through_a_reused_pid() {
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     for hold in HOLDS {
         let mut child = spawn_connecting_child(&path);
-        let (stream, _) = tokio::time::timeout(Duration::from_secs(60), listener.accept())
+        let (mut stream, _) = tokio::time::timeout(Duration::from_secs(60), listener.accept())
             .await
             .expect("the child connects")
             .unwrap();
@@ -126,6 +128,8 @@ async fn a_caller_that_exited_is_not_read_through_a_reused_pid() {
         // A second pidfd of the child, to pose as one whose pid was reused (below).
         let stale =
             expects_pidfd(hold).then(|| getsockopt(&stream.as_fd(), sockopt::PeerPidfd).unwrap());
+        // The captures hold the connection open (to ask for a pidfd later): tell the child.
+        stream.write_all(b"x").await.unwrap();
         drop(stream);
         let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
             .await
