@@ -138,6 +138,38 @@ impl ConnState {
 }
 
 impl Ctx {
+    /// A new connection's context: `caller` judged under `cfg`, its first request head due by
+    /// `first_deadline`.
+    fn new(
+        caller: Caller,
+        cfg: Arc<ServerConfig>,
+        shared: Shared,
+        first_deadline: Instant,
+    ) -> Arc<Ctx> {
+        let decision = policy::authorize(&caller, rules(&cfg));
+        let Shared {
+            state,
+            audit,
+            metrics,
+            panic_on_path,
+        } = shared;
+        Arc::new(Ctx {
+            audit,
+            metrics,
+            panic_on_path,
+            cfg,
+            caller,
+            decision,
+            conn: Mutex::new(ConnState {
+                phase: Phase::Head(first_deadline),
+                state,
+                cached: None,
+                tally: Tally::default(),
+                scan: HeadScan::default(),
+            }),
+        })
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, ConnState> {
         // Nothing panics while holding it except a request handler, whose panic is caught
         // while the guard is held outside it (so it is not poisoned either way).
@@ -151,6 +183,21 @@ impl Drop for Ctx {
         let conn = self.conn.get_mut().unwrap_or_else(PoisonError::into_inner);
         conn.tally.report_all(&self.audit, &self.caller);
     }
+}
+
+/// hyper's HTTP/1.1 settings for a connection.
+fn http1_builder() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // Timeouts are ours (module docs); hyper's would also close idle keep-alive connections.
+        .header_read_timeout(None)
+        // A client may shut down its writing side once its request is sent (`nc -N`, `socat`,
+        // `printf ... | nc -U`); without this, hyper takes that EOF for an abort and drops the
+        // connection before the answer is written. Our timeouts still bound the connection.
+        .half_close(true)
+        .max_buf_size(MAX_BUF_SIZE);
+    builder
 }
 
 /// The rules a connection's caller is judged by: the server configuration's, as accepted.
@@ -194,42 +241,12 @@ pub(crate) async fn serve(
     shared: Shared,
     stop: watch::Receiver<Stop>,
 ) {
-    let decision = policy::authorize(&caller, rules(&cfg));
     let first_deadline = Instant::now() + cfg.header_timeout;
     let (header_timeout, idle_timeout) = (cfg.header_timeout, cfg.idle_timeout);
-    let Shared {
-        state,
-        audit,
-        metrics,
-        panic_on_path,
-    } = shared;
-    let ctx = Arc::new(Ctx {
-        audit,
-        metrics,
-        panic_on_path,
-        cfg,
-        caller,
-        decision,
-        conn: Mutex::new(ConnState {
-            phase: Phase::Head(first_deadline),
-            state,
-            cached: None,
-            tally: Tally::default(),
-            scan: HeadScan::default(),
-        }),
-    });
+    let ctx = Ctx::new(caller, cfg, shared, first_deadline);
     let io = TimedIo::new(stream, Arc::clone(&ctx), header_timeout);
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        // Timeouts are ours (module docs); hyper's would also close idle keep-alive connections.
-        .header_read_timeout(None)
-        // A client may shut down its writing side once its request is sent (`nc -N`, `socat`,
-        // `printf ... | nc -U`); without this, hyper takes that EOF for an abort and drops the
-        // connection before the answer is written. Our timeouts still bound the connection.
-        .half_close(true)
-        .max_buf_size(MAX_BUF_SIZE);
-    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), Service(Arc::clone(&ctx))));
+    let service = Service(Arc::clone(&ctx));
+    let mut conn = pin!(http1_builder().serve_connection(TokioIo::new(io), service));
     let mut stopping = false;
     let mut timer = pin!(tokio::time::sleep_until(first_deadline));
     // One future per stage for the connection's life: a `stop.changed()` made anew at every
