@@ -95,6 +95,8 @@ pub enum AuditEvent {
 
 impl AuditEvent {
     /// Writes the event to the `tracing` target `"audit"` (`info`, or `warn` for denials).
+    /// The executable path is the one value the caller chooses (it can name its binary
+    /// anything, newlines included), so it is written escaped and quoted (`Debug`), never raw.
     pub fn emit(&self) {
         match self {
             AuditEvent::Issued {
@@ -106,7 +108,7 @@ impl AuditEvent {
                 access_key_id,
                 generation,
             } => {
-                tracing::info!(target: "audit", event = "issued", pid, uid, gid, exe = %exe,
+                tracing::info!(target: "audit", event = "issued", pid, uid, gid, exe = ?exe,
                     role = %role, access_key_id = %access_key_id, generation,
                     "credentials issued to caller");
             }
@@ -122,7 +124,7 @@ impl AuditEvent {
                     "credentials issued again to caller");
             }
             AuditEvent::Denied { pid, uid, gid, exe } => {
-                tracing::warn!(target: "audit", event = "denied", pid, uid, gid, exe = %exe,
+                tracing::warn!(target: "audit", event = "denied", pid, uid, gid, exe = ?exe,
                     "caller denied: uid and groups not allowed");
             }
             AuditEvent::DenialsSuppressed { uid, count } => {

@@ -280,3 +280,20 @@ fn batched_repeats_are_all_accounted_for() {
         }]
     );
 }
+
+#[test]
+fn a_forged_executable_name_cannot_forge_an_audit_line() {
+    let (buf, _guard) = crate::test_logs::capture_logs();
+    let forged = "/tmp/app\n2026-01-01T00:00:00Z INFO audit: credentials issued to caller uid=0";
+    let caller =
+        Caller::new(1000, 1000, Vec::new(), Some(5)).with_exe(std::path::Path::new(forged));
+    let mut a = Audit::default();
+    let t0 = Instant::now();
+    a.record_issuance(&caller, &generation(1), t0)
+        .iter()
+        .chain(&a.record_denial(&caller, t0))
+        .for_each(AuditEvent::emit);
+    let logs = crate::test_logs::logs(&buf);
+    assert_eq!(logs.lines().count(), 2, "{logs}");
+    assert!(logs.contains(r#"exe="/tmp/app\n2026-01-01"#), "{logs}");
+}
