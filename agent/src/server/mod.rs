@@ -4,8 +4,8 @@
 //!   accept loop, the audit flush, the heartbeat and the shutdown drain.
 //! - [`listener`]: binding the socket safely, or taking one over from systemd; accepting a
 //!   connection with its [`Caller`] (the transport).
-//! - `admission` (private): connection limits (`max_connections`) and the immediate
-//!   `503 TooManyConnections` for connections beyond them.
+//! - `admission` (private): connection limits (`max_connections`; per-caller shares belong
+//!   there too) and the immediate `503 TooManyConnections` for connections beyond them.
 //! - `connection` (private): one connection's life: its caller judged once
 //!   ([`policy::authorize`](crate::policy::authorize)), its timeouts and shutdown stages.
 //! - `timed_io` (private): the connection's socket, seeing request heads start (`HeadScan`).
@@ -33,9 +33,9 @@
 //!
 //! # Shutdown
 //!
-//! When the `shutdown` future passed to [`Server::run`] completes, the server stops accepting, removes
-//! the socket file it created (a socket passed by systemd stays), asks
-//! every connection to finish (hyper's graceful shutdown: in-flight requests complete, their
+//! When the `shutdown` future passed to [`Server::run`] completes, the server stops accepting,
+//! removes the socket file it created (a socket passed by systemd stays), asks every
+//! connection to finish (hyper's graceful shutdown: in-flight requests complete, their
 //! responses carry `Connection: close`), waits up to `shutdown_grace`, drops what is left,
 //! flushes the audit counts, and returns. [`Server`] only borrows the listener; the caller may
 //! call [`Listener::remove_socket`] again after an error (it removes only its own inode).
