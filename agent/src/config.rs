@@ -13,10 +13,6 @@ use std::path::{Path, PathBuf};
 use crate::logging::LogFormat;
 use crate::settings::{self, Reference, Section};
 
-// Old names, until every module imports its section from its owner (issue 9 merge).
-#[doc(hidden)]
-pub use crate::server::config::Config as ServerConfig;
-
 /// Default configuration file path.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ecs-credential-agent/config.toml";
 

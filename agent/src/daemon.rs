@@ -8,9 +8,10 @@ use crate::config::{Config, ConfigError};
 use crate::credentials::refresher::{self, Refresher};
 use crate::heartbeat::{Heartbeat, Watched};
 use crate::logging;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::reload::{Reloader, Source};
-use crate::server::{self, BindError, ConfigReceiver, Listener};
+use crate::server::metrics_listener::{self, MetricsBindError, MetricsListener};
+use crate::server::{self, ConfigReceiver, Listener, Server, SocketBindError};
 use crate::sources::metadata;
 use crate::systemd::activation::{self, ActivationError, Inherited};
 use crate::systemd::Notifier;
@@ -36,7 +37,7 @@ pub enum AgentError {
     Config(#[from] ConfigError),
     /// The socket could not be bound (including: another agent already serves it).
     #[error(transparent)]
-    Bind(#[from] BindError),
+    Bind(#[from] SocketBindError),
     /// The socket handed over by systemd is unusable (a `.socket` unit problem: exit 78).
     #[error(transparent)]
     Activation(#[from] ActivationError),
@@ -45,7 +46,7 @@ pub enum AgentError {
     Metadata(#[from] metadata::MetadataError),
     /// The `[metrics] listen` address could not be bound.
     #[error(transparent)]
-    MetricsBind(#[from] metrics::tcp::BindError),
+    MetricsBind(#[from] MetricsBindError),
     /// Process hardening failed.
     #[error("cannot harden the process (disable core dumps / ptrace): {0}")]
     Harden(#[source] nix::Error),
@@ -67,7 +68,7 @@ impl AgentError {
             AgentError::Config(_) | AgentError::Metadata(_) | AgentError::Activation(_) => {
                 EXIT_CONFIG
             }
-            AgentError::Bind(BindError::AlreadyServing { .. }) => EXIT_UNAVAILABLE,
+            AgentError::Bind(SocketBindError::AlreadyServing { .. }) => EXIT_UNAVAILABLE,
             AgentError::Bind(_)
             | AgentError::MetricsBind(_)
             | AgentError::Harden(_)
@@ -206,15 +207,10 @@ pub async fn serve_with(
         shutdown.await;
         notifier.stopping();
     };
-    let result = server::run_with(
-        &listener,
-        server_config,
-        refresher.subscribe(),
-        metrics,
-        supervision,
-        shutdown,
-    )
-    .await;
+    let result = Server::new(&listener, server_config, refresher.subscribe(), metrics)
+        .supervision(supervision)
+        .run(shutdown)
+        .await;
     drop(metrics_server);
     match listener.remove_socket() {
         Ok(_) => {}
@@ -234,13 +230,13 @@ pub async fn serve_with(
 async fn start_metrics_listener(
     config: &Config,
     metrics: &Metrics,
-) -> Result<Option<metrics::tcp::Server>, AgentError> {
+) -> Result<Option<MetricsListener>, AgentError> {
     let Some(addr) = config.metrics.listen else {
         return Ok(None);
     };
-    let tcp = metrics::tcp::bind(addr).await?;
+    let tcp = metrics_listener::bind(addr).await?;
     tracing::info!(%addr, "serving GET /metrics on TCP");
-    Ok(Some(metrics::tcp::spawn(tcp, metrics.clone())))
+    Ok(Some(metrics_listener::spawn(tcp, metrics.clone())))
 }
 
 fn check_open_files_limit(cfg: &server::config::Config) {

@@ -3,7 +3,7 @@
 //! before it tells systemd `WATCHDOG=1`.
 //!
 //! The refresher has its own (`Refresher::heartbeat`); the server's accept loop beats through
-//! a [`Heartbeat`] given to [`crate::server::run_with`].
+//! a [`Heartbeat`] given to [`crate::server::Server::supervision`].
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -26,28 +26,36 @@
 //! - [`sources`]: credential sources, each knowing one upstream and returning validated
 //!   credentials or a typed error: [`sources::metadata`], the hardened-mode metadata client
 //!   (metadata token cache, retry table, parsing) for the instance role.
-//! - [`server`]: the Unix socket (bind safely), peer authorization, routes, audit trail.
+//! - [`identity`]: the [`Caller`](identity::Caller) a transport captures at accept (uid, gid,
+//!   groups, pid, a pidfd or `/proc` handle on its process); a leaf, and the only module that
+//!   reads the peer's socket options.
+//! - [`policy`]: [`authorize`](policy::authorize), the one judgement of a caller against the
+//!   rules in force; depends only on `identity`.
+//! - [`server`]: the Unix socket (bind safely), admission, connections, routes, audit trail,
+//!   and the loopback TCP listener for metrics.
 //! - [`metrics`]: Prometheus metrics, on the socket (`GET /metrics`) and an optional loopback
-//!   TCP address.
+//!   TCP address ([`server::metrics_listener`]).
 //! - [`process`]: process hygiene (not dumpable, no core dumps) and signals.
 //! - [`systemd`]: readiness, status and watchdog notifications, socket activation;
 //!   [`heartbeat`]: the loops' liveness; [`reload`]: `SIGHUP`; [`logging`]: stderr, the journal.
 //! - [`time`]: the injected wall clock.
 //! - `dev` (feature `dev`): the agent against the built-in metadata emulator.
+//! - `test_support` (tests only): fixtures shared by several modules' unit tests.
 //!
 //! # Security model
 //!
 //! The socket file's mode (default `0600`, root only) is the first gate; the caller's uid and
-//! groups, read from the kernel for every connection, are the second. Secrets
+//! groups, read from the kernel when each connection is accepted ([`identity`]) and judged by
+//! [`policy`], are the second. Secrets
 //! (`AccessKeySecret`, `SecurityToken`, the metadata token) live in types that zeroize on drop and
 //! print redacted; they never reach a log line. The process is not dumpable and writes no core
 //! file. Root on the instance can read anything, and a process that can reach the metadata
 //! service itself bypasses the agent: see the README.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
-#![deny(unsafe_code)] // audited exceptions: `server::peer` reads SO_PEERGROUPS with libc::getsockopt;
+#![deny(unsafe_code)] // audited exceptions: `identity::unix` reads SO_PEERGROUPS with libc::getsockopt;
                       // `systemd::activation` takes ownership of the socket systemd passed as fd 3;
-                      // `server` calls glibc's malloc_trim after a burst of connections closed
+                      // `server::memory` calls glibc's malloc_trim after a burst of connections closed
 
 pub mod cli;
 pub mod config;
@@ -57,8 +65,10 @@ pub mod daemon;
 pub mod dev;
 pub mod get;
 pub mod heartbeat;
+pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod policy;
 pub mod process;
 pub mod reload;
 pub mod server;
@@ -67,4 +77,6 @@ pub mod sources;
 pub mod systemd;
 #[cfg(test)]
 mod test_logs;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod time;

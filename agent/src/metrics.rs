@@ -8,7 +8,8 @@
 //! # Where it is served
 //!
 //! - `GET /metrics` on the agent socket, to allowed callers (like every other route).
-//! - `GET /metrics` on the optional loopback TCP address `[metrics] listen` ([`tcp`]), with no
+//! - `GET /metrics` on the optional loopback TCP address `[metrics] listen`
+//!   ([`server::metrics_listener`](crate::server::metrics_listener)), with no
 //!   peer check: metrics carry no secret. Nothing else is served there (every other path is 404).
 //!
 //! # Metrics
@@ -36,7 +37,6 @@
 //! as sent (label values come from fixed sets, so cardinality is bounded).
 
 pub mod config;
-pub mod tcp;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};

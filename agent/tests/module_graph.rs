@@ -313,6 +313,7 @@ fn no_cycle_among_top_level_modules() {
     );
     let found = cycles(&g);
     assert!(found.is_empty(), "cycles {found:?} in:\n{}", show(&g));
+    println!("module graph (no cycle):\n{}", show(&g));
 }
 
 #[test]

@@ -1,20 +1,16 @@
-//! Tests of the registry's exposition, the state gauges (paused time) and the TCP listener.
+//! Tests of the registry's exposition and the state gauges (paused time); the TCP listener's
+//! are in `server::metrics_listener`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
-use time::OffsetDateTime;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::*;
-use crate::credentials::{Credentials, Issued, State};
+use crate::credentials::State;
 use crate::server::routes::label;
 use crate::sources::metadata::{endpoint_label, MetadataError, ROLE_LIST_PATH, TOKEN_PATH};
-
-const SECRET: &str = "SECRET-MARKER-5e1b07";
-const TOKEN: &str = "TOKEN-MARKER-c93d2a";
+use crate::test_support::{issued, SECRET, TOKEN};
 
 /// The value of the sample whose name and labels are exactly `series`, if present.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -25,27 +21,6 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 fn full(name: &str) -> String {
     format!("{PREFIX}_{name}")
-}
-
-/// One generation received now, valid for `lifetime`, not served within `margin`.
-fn issued(generation: u64, lifetime: Duration, margin: Duration) -> Arc<Issued> {
-    let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let creds = Credentials {
-        access_key_id: "STS.metrics-test".to_owned(),
-        access_key_secret: SecretString::from(SECRET),
-        security_token: SecretString::from(TOKEN),
-        expiration: OffsetDateTime::from(received + lifetime),
-        last_updated: OffsetDateTime::from(received),
-    };
-    let issued = Issued::new(
-        generation,
-        "EcsRole".to_owned(),
-        &creds,
-        received,
-        Instant::now(),
-        margin,
-    );
-    Arc::new(issued.expect("lifetime exceeds margin"))
 }
 
 #[test]
@@ -209,7 +184,12 @@ async fn state_gauges_are_computed_at_scrape_time() {
 
     let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     tx.send_modify(|s| {
-        s.credentials = Some(issued(3, Duration::from_secs(100), Duration::from_secs(10)));
+        s.credentials = Some(Arc::new(issued(
+            3,
+            "STS.metrics-test",
+            Duration::from_secs(100),
+            Duration::from_secs(10),
+        )));
         s.last_success = Some(wall);
     });
     assert_eq!(value("credentials_expires_in_seconds"), 100.0);
@@ -236,68 +216,4 @@ async fn state_gauges_are_computed_at_scrape_time() {
     for secret in [SECRET, TOKEN, "STS.metrics-test"] {
         assert!(!text.contains(secret), "{secret} leaked into the metrics");
     }
-}
-
-#[test]
-fn tcp_answers_only_get_metrics() {
-    let m = Metrics::new();
-    let ok = tcp::respond(&http::Method::GET, "/metrics", &m);
-    assert_eq!(ok.status(), 200);
-    assert_eq!(ok.headers()[http::header::CONTENT_TYPE], CONTENT_TYPE);
-    for path in ["/v1/credentials", "/v1/health", "/", "/metrics/"] {
-        assert_eq!(
-            tcp::respond(&http::Method::GET, path, &m).status(),
-            404,
-            "{path}"
-        );
-    }
-    let post = tcp::respond(&http::Method::POST, "/metrics", &m);
-    assert_eq!(post.status(), 405);
-    assert_eq!(post.headers()[http::header::ALLOW], "GET");
-}
-
-async fn tcp_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    Ok(out)
-}
-
-#[tokio::test]
-async fn tcp_listener_serves_metrics_and_stops_when_dropped() {
-    let m = Metrics::new();
-    m.caller_denied();
-    let listener = tcp::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tcp::spawn(listener, m.clone());
-    let ok = tcp_get(addr, "/metrics").await.unwrap();
-    assert!(ok.starts_with("HTTP/1.1 200 "), "{ok}");
-    assert!(
-        ok.contains(&format!("{} 1\n", full("callers_denied_total"))),
-        "{ok}"
-    );
-    assert!(
-        ok.to_lowercase().contains("connection: close"),
-        "no keep-alive: {ok}"
-    );
-    let other = tcp_get(addr, "/v1/credentials").await.unwrap();
-    assert!(other.starts_with("HTTP/1.1 404 "), "{other}");
-
-    // The same address cannot be bound twice; the error names it and the key.
-    let err = tcp::bind(addr).await.unwrap_err().to_string();
-    assert!(
-        err.contains(&addr.to_string()) && err.contains("[metrics] listen"),
-        "{err}"
-    );
-
-    drop(server);
-    for _ in 0..100 {
-        if tcp_get(addr, "/metrics").await.is_err() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the metrics listener still answers after being dropped");
 }

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::peer::Peer;
 use crate::credentials::Issued;
+use crate::identity::Caller;
 
 /// The shortest time between two summary events for the same caller or uid.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
@@ -95,6 +95,8 @@ pub enum AuditEvent {
 
 impl AuditEvent {
     /// Writes the event to the `tracing` target `"audit"` (`info`, or `warn` for denials).
+    /// The executable path is the one value the caller chooses (it can name its binary
+    /// anything, newlines included), so it is written escaped and quoted (`Debug`), never raw.
     pub fn emit(&self) {
         match self {
             AuditEvent::Issued {
@@ -106,7 +108,7 @@ impl AuditEvent {
                 access_key_id,
                 generation,
             } => {
-                tracing::info!(target: "audit", event = "issued", pid, uid, gid, exe = %exe,
+                tracing::info!(target: "audit", event = "issued", pid, uid, gid, exe = ?exe,
                     role = %role, access_key_id = %access_key_id, generation,
                     "credentials issued to caller");
             }
@@ -122,7 +124,7 @@ impl AuditEvent {
                     "credentials issued again to caller");
             }
             AuditEvent::Denied { pid, uid, gid, exe } => {
-                tracing::warn!(target: "audit", event = "denied", pid, uid, gid, exe = %exe,
+                tracing::warn!(target: "audit", event = "denied", pid, uid, gid, exe = ?exe,
                     "caller denied: uid and groups not allowed");
             }
             AuditEvent::DenialsSuppressed { uid, count } => {
@@ -137,8 +139,9 @@ impl AuditEvent {
     }
 }
 
+/// What the audit remembers of one (pid, uid) caller.
 #[derive(Debug)]
-struct Caller {
+struct Tracked {
     generation: u64,
     access_key_id: String,
     pending: u64,
@@ -155,7 +158,7 @@ struct Denials {
 /// The audit state: which caller has seen which generation, pending counts, denials.
 #[derive(Debug)]
 pub struct Audit {
-    callers: HashMap<(i32, u32), Caller>,
+    callers: HashMap<(i32, u32), Tracked>,
     denials: HashMap<u32, Denials>,
     untracked_issuances: u64,
     untracked_denials: u64,
@@ -182,14 +185,14 @@ impl Audit {
         }
     }
 
-    /// Records that `issued` was served to `peer` at `now`; returns the events to emit now.
+    /// Records that `issued` was served to `caller` at `now`; returns the events to emit now.
     pub fn record_issuance(
         &mut self,
-        peer: &Peer,
+        caller: &Caller,
         issued: &Issued,
         now: Instant,
     ) -> Vec<AuditEvent> {
-        let key = (peer.pid.unwrap_or(0), peer.uid);
+        let key = (caller.pid.unwrap_or(0), caller.uid);
         let mut events = Vec::new();
         if let Some(c) = self.callers.get_mut(&key) {
             c.last_seen = now;
@@ -209,19 +212,19 @@ impl Audit {
                 return events;
             }
         }
-        let caller = Caller {
+        let tracked = Tracked {
             generation: issued.generation,
             access_key_id: issued.access_key_id.clone(),
             pending: 0,
             window_start: now,
             last_seen: now,
         };
-        self.callers.insert(key, caller);
+        self.callers.insert(key, tracked);
         events.push(AuditEvent::Issued {
             pid: key.0,
-            uid: peer.uid,
-            gid: peer.gid,
-            exe: peer.exe.get().to_owned(),
+            uid: caller.uid,
+            gid: caller.gid,
+            exe: caller.exe_or_unknown(),
             role: issued.role_name.clone(),
             access_key_id: issued.access_key_id.clone(),
             generation: issued.generation,
@@ -230,14 +233,14 @@ impl Audit {
     }
 
     /// Records `count` further issuances of generation `generation` (`access_key_id`) to
-    /// `peer`, served after a [`Audit::record_issuance`] of that generation to the same peer,
+    /// `caller`, served after a [`Audit::record_issuance`] of that generation to the same caller,
     /// as of `now` (a connection counts its repeats itself and reports them in batches);
     /// returns the events to emit now. When the caller now holds another generation, the
     /// count is reported at once as [`AuditEvent::Repeats`]; when it is not tracked (the
     /// table was full), it is counted in aggregate ([`AuditEvent::Untracked`]).
     pub fn record_repeats(
         &mut self,
-        peer: &Peer,
+        caller: &Caller,
         generation: u64,
         access_key_id: &str,
         count: u64,
@@ -246,7 +249,7 @@ impl Audit {
         if count == 0 {
             return Vec::new();
         }
-        let key = (peer.pid.unwrap_or(0), peer.uid);
+        let key = (caller.pid.unwrap_or(0), caller.uid);
         match self.callers.get_mut(&key) {
             Some(c) if c.generation == generation => {
                 c.last_seen = now;
@@ -270,15 +273,15 @@ impl Audit {
         }
     }
 
-    /// Records that `peer` was denied at `now`; returns the events to emit now.
-    pub fn record_denial(&mut self, peer: &Peer, now: Instant) -> Vec<AuditEvent> {
+    /// Records that `caller` was denied at `now`; returns the events to emit now.
+    pub fn record_denial(&mut self, caller: &Caller, now: Instant) -> Vec<AuditEvent> {
         let denied = || AuditEvent::Denied {
-            pid: peer.pid.unwrap_or(0),
-            uid: peer.uid,
-            gid: peer.gid,
-            exe: peer.exe.get().to_owned(),
+            pid: caller.pid.unwrap_or(0),
+            uid: caller.uid,
+            gid: caller.gid,
+            exe: caller.exe_or_unknown(),
         };
-        let Some(d) = self.denials.get_mut(&peer.uid) else {
+        let Some(d) = self.denials.get_mut(&caller.uid) else {
             if self.denials.len() >= self.max_denied_uids {
                 self.untracked_denials += 1;
                 return Vec::new();
@@ -287,7 +290,7 @@ impl Audit {
                 window_start: now,
                 suppressed: 0,
             };
-            self.denials.insert(peer.uid, d);
+            self.denials.insert(caller.uid, d);
             return vec![denied()];
         };
         if now.duration_since(d.window_start) < SUMMARY_INTERVAL {
@@ -297,7 +300,7 @@ impl Audit {
         let mut events = Vec::new();
         if d.suppressed > 0 {
             events.push(AuditEvent::DenialsSuppressed {
-                uid: peer.uid,
+                uid: caller.uid,
                 count: d.suppressed,
             });
         }
@@ -373,8 +376,19 @@ impl Audit {
     }
 }
 
+/// Emits audit events taken under the shared audit lock; a poisoned lock (a panic while
+/// holding it) is reported, not fatal.
+pub(crate) fn emit_events<E>(events: Result<Vec<AuditEvent>, E>) {
+    match events {
+        Ok(events) => events.iter().for_each(AuditEvent::emit),
+        Err(_) => {
+            tracing::error!(target: "audit", "audit state poisoned by an earlier panic; event lost")
+        }
+    }
+}
+
 /// The pending repeat count of a caller as an event (if any), starting a new window.
-fn take_repeats(key: (i32, u32), c: &mut Caller, now: Instant) -> Option<AuditEvent> {
+fn take_repeats(key: (i32, u32), c: &mut Tracked, now: Instant) -> Option<AuditEvent> {
     c.window_start = now;
     let count = std::mem::take(&mut c.pending);
     (count > 0).then(|| AuditEvent::Repeats {
@@ -387,5 +401,4 @@ fn take_repeats(key: (i32, u32), c: &mut Caller, now: Instant) -> Option<AuditEv
 }
 
 #[cfg(test)]
-#[path = "audit_tests.rs"]
 mod tests;

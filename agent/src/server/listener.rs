@@ -18,12 +18,14 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid};
 
-use crate::config::ServerConfig;
+use crate::identity::Caller;
+use crate::server::config::Config as ServerConfig;
 
 /// The mode of a parent directory the agent creates (`/run/ecs-credential-agent`): callers
 /// must be able to traverse it to reach the socket, whose own mode decides access.
@@ -31,7 +33,7 @@ const CREATED_PARENT_MODE: u32 = 0o755;
 
 /// Why the socket could not be bound. Each message names the path and the problem.
 #[derive(Debug, thiserror::Error)]
-pub enum BindError {
+pub enum SocketBindError {
     /// `socket_path` has no parent directory (empty or `/`).
     #[error("socket path {0:?} has no parent directory")]
     NoParent(PathBuf),
@@ -136,24 +138,24 @@ impl Listener {
     ///
     /// # Errors
     ///
-    /// [`BindError`] naming what failed; [`BindError::AlreadyServing`] when a live process
+    /// [`SocketBindError`] naming what failed; [`SocketBindError::AlreadyServing`] when a live process
     /// answers on the path.
-    pub fn bind(cfg: &ServerConfig) -> Result<Listener, BindError> {
+    pub fn bind(cfg: &ServerConfig) -> Result<Listener, SocketBindError> {
         let path = cfg.socket_path.clone();
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() && path.file_name().is_some() => p.to_owned(),
-            _ => return Err(BindError::NoParent(path)),
+            _ => return Err(SocketBindError::NoParent(path)),
         };
         ensure_parent(&parent)?;
         clear_path(&path)?;
         let gid = resolve_group(cfg.socket_group.as_deref(), &path)?;
         let std_listener = create_socket(&path, &parent, cfg.socket_mode & 0o777, gid)?;
-        let meta = std::fs::symlink_metadata(&path).map_err(|source| BindError::Create {
+        let meta = std::fs::symlink_metadata(&path).map_err(|source| SocketBindError::Create {
             path: path.clone(),
             step: "stat",
             source,
         })?;
-        let inner = to_tokio(std_listener).map_err(|source| BindError::Create {
+        let inner = to_tokio(std_listener).map_err(|source| SocketBindError::Create {
             path: path.clone(),
             step: "register with the runtime",
             source,
@@ -194,13 +196,24 @@ impl Listener {
         self.created.is_some()
     }
 
-    /// Accepts one connection.
+    /// Accepts the next connection and captures its [`Caller`] before anything is read from
+    /// it ([`Caller::of_unix_peer`]). A connection whose caller cannot be read is closed and
+    /// skipped (logged). Cancel-safe, like `accept(2)` itself.
     ///
     /// # Errors
     ///
     /// The OS error from `accept(2)`.
-    pub async fn accept(&self) -> io::Result<tokio::net::UnixStream> {
-        self.inner.accept().await.map(|(stream, _)| stream)
+    pub async fn accept(&self) -> io::Result<(tokio::net::UnixStream, Caller)> {
+        loop {
+            let (stream, _) = self.inner.accept().await?;
+            match Caller::of_unix_peer(stream.as_fd()) {
+                Ok(caller) => return Ok((stream, caller)),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot read the caller's credentials (SO_PEERCRED); closing"
+                ),
+            }
+        }
     }
 
     /// Unlinks the socket file if this process created it and the file at the path is still
@@ -234,15 +247,15 @@ fn to_tokio(listener: std::os::unix::net::UnixListener) -> io::Result<tokio::net
 
 /// Creates `parent` (mode 0755) if missing; refuses one that others could write to or that
 /// belongs to another non-root user.
-fn ensure_parent(parent: &Path) -> Result<(), BindError> {
-    let inspect = |source| BindError::InspectParent {
+fn ensure_parent(parent: &Path) -> Result<(), SocketBindError> {
+    let inspect = |source| SocketBindError::InspectParent {
         path: parent.to_owned(),
         source,
     };
     let meta = match std::fs::metadata(parent) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let create = |source| BindError::CreateParent {
+            let create = |source| SocketBindError::CreateParent {
                 path: parent.to_owned(),
                 source,
             };
@@ -265,13 +278,13 @@ fn ensure_parent(parent: &Path) -> Result<(), BindError> {
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
-        return Err(BindError::ParentWritable {
+        return Err(SocketBindError::ParentWritable {
             path: parent.to_owned(),
             mode,
         });
     }
     if meta.uid() != 0 && meta.uid() != Uid::effective().as_raw() {
-        return Err(BindError::ParentOwner {
+        return Err(SocketBindError::ParentOwner {
             path: parent.to_owned(),
             uid: meta.uid(),
         });
@@ -284,8 +297,8 @@ fn ensure_parent(parent: &Path) -> Result<(), BindError> {
 /// and not writable by group or others unless sticky (like `/tmp`, where only an entry's owner
 /// may rename it). Otherwise its owner could rename the socket's directory and put their own
 /// socket, with credentials of their choosing, in its place (`sshd`'s StrictModes rule).
-fn check_ancestors(parent: &Path) -> Result<(), BindError> {
-    let inspect = |source| BindError::InspectParent {
+fn check_ancestors(parent: &Path) -> Result<(), SocketBindError> {
+    let inspect = |source| SocketBindError::InspectParent {
         path: parent.to_owned(),
         source,
     };
@@ -295,14 +308,14 @@ fn check_ancestors(parent: &Path) -> Result<(), BindError> {
         if dir.as_os_str().is_empty() {
             continue;
         }
-        let meta = std::fs::metadata(dir).map_err(|source| BindError::InspectParent {
+        let meta = std::fs::metadata(dir).map_err(|source| SocketBindError::InspectParent {
             path: dir.to_owned(),
             source,
         })?;
         let mode = meta.mode() & 0o7777;
         let open = mode & 0o022 != 0 && mode & 0o1000 == 0;
         if open || (meta.uid() != 0 && meta.uid() != me) {
-            return Err(BindError::AncestorUnsafe {
+            return Err(SocketBindError::AncestorUnsafe {
                 path: dir.to_owned(),
                 uid: meta.uid(),
                 mode,
@@ -313,8 +326,8 @@ fn check_ancestors(parent: &Path) -> Result<(), BindError> {
 }
 
 /// Makes the socket path free: nothing there, or a stale socket that is removed.
-fn clear_path(path: &Path) -> Result<(), BindError> {
-    let stale = |source| BindError::StaleSocket {
+fn clear_path(path: &Path) -> Result<(), SocketBindError> {
+    let stale = |source| SocketBindError::StaleSocket {
         path: path.to_owned(),
         source,
     };
@@ -325,13 +338,13 @@ fn clear_path(path: &Path) -> Result<(), BindError> {
     };
     let kind = meta.file_type();
     if kind.is_symlink() {
-        return Err(BindError::Symlink(path.to_owned()));
+        return Err(SocketBindError::Symlink(path.to_owned()));
     }
     if !kind.is_socket() {
-        return Err(BindError::NotASocket(path.to_owned()));
+        return Err(SocketBindError::NotASocket(path.to_owned()));
     }
     match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(BindError::AlreadyServing(path.to_owned())),
+        Ok(_) => Err(SocketBindError::AlreadyServing(path.to_owned())),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             let shown = path.display();
             tracing::info!(path = %shown, "removing stale socket left by a previous agent");
@@ -345,18 +358,18 @@ fn clear_path(path: &Path) -> Result<(), BindError> {
 }
 
 /// Resolves `socket_group` (a name, or a number) to a gid.
-fn resolve_group(group: Option<&str>, path: &Path) -> Result<Option<Gid>, BindError> {
+fn resolve_group(group: Option<&str>, path: &Path) -> Result<Option<Gid>, SocketBindError> {
     let Some(group) = group else { return Ok(None) };
     if let Ok(n) = group.parse::<u32>() {
         return Ok(Some(Gid::from_raw(n)));
     }
     match Group::from_name(group) {
         Ok(Some(g)) => Ok(Some(g.gid)),
-        Ok(None) => Err(BindError::UnknownGroup {
+        Ok(None) => Err(SocketBindError::UnknownGroup {
             path: path.to_owned(),
             group: group.to_owned(),
         }),
-        Err(errno) => Err(BindError::Create {
+        Err(errno) => Err(SocketBindError::Create {
             path: path.to_owned(),
             step: "look up socket_group",
             source: io::Error::from(errno),
@@ -380,9 +393,9 @@ fn create_socket(
     parent: &Path,
     mode: u32,
     gid: Option<Gid>,
-) -> Result<std::os::unix::net::UnixListener, BindError> {
+) -> Result<std::os::unix::net::UnixListener, SocketBindError> {
     let fail = |step: &'static str| {
-        move |source: io::Error| BindError::Create {
+        move |source: io::Error| SocketBindError::Create {
             path: path.to_owned(),
             step,
             source,

@@ -197,7 +197,7 @@ pub(crate) fn credentials_reply(issued: &Issued) -> Reply {
 }
 
 /// `GET /v1/credentials` when the connection holds nothing servable (the usual request is
-/// answered from the connection's cached generation, `conn.rs`): the credentials `rx` holds,
+/// answered from the connection's cached generation, `service.rs`): the credentials `rx` holds,
 /// or (before the first credentials) waits up to `wait` for them
 /// ([`wait_for_credentials`]).
 ///

@@ -41,27 +41,13 @@ fn in_words(secs: u64) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
-    use secrecy::SecretString;
-    use time::OffsetDateTime;
-
-    use crate::credentials::{Credentials, Issued, Unavailable};
-
-    pub(crate) fn issued(now: Instant, lifetime: Duration) -> Arc<Issued> {
-        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let c = Credentials {
-            access_key_id: "STS.test".to_owned(),
-            access_key_secret: SecretString::from("marker-secret"),
-            security_token: SecretString::from("marker-token"),
-            expiration: OffsetDateTime::from(wall + lifetime),
-            last_updated: OffsetDateTime::from(wall),
-        };
-        Arc::new(Issued::new(1, "EcsRole".into(), &c, wall, now, Duration::from_secs(60)).unwrap())
-    }
+    use crate::credentials::Unavailable;
+    use crate::test_support::{issued, SECRET, TOKEN};
 
     #[test]
     fn durations_in_words() {
@@ -80,7 +66,12 @@ pub(crate) mod tests {
             describe(&state, now),
             "no credentials: agent is starting: no credentials fetched yet"
         );
-        state.credentials = Some(issued(now, Duration::from_secs(3 * 3600)));
+        state.credentials = Some(Arc::new(issued(
+            1,
+            "STS.test",
+            Duration::from_secs(3 * 3600),
+            Duration::from_secs(60),
+        )));
         let s = describe(&state, now);
         assert_eq!(s, "serving role EcsRole, credentials expire in 3h 00m");
         state.last_error = Some("metadata service unreachable: refused".into());
@@ -90,7 +81,7 @@ pub(crate) mod tests {
             "{s}"
         );
         assert!(s.ends_with("refused)"), "{s}");
-        assert!(!s.contains("marker"), "{s}");
+        assert!(!s.contains(SECRET) && !s.contains(TOKEN), "{s}");
         state.credentials = None;
         state.reason = Unavailable::RoleNotAttached { role_name: None };
         assert!(describe(&state, now).starts_with("no credentials: no RAM role attached"));

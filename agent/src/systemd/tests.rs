@@ -1,10 +1,11 @@
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
 use super::*;
 use crate::credentials::State;
 use crate::heartbeat::Heartbeat;
+use crate::test_support::issued;
 
 /// Records every message as its `KEY=VALUE` lines joined by `|`, with the paused-time offset.
 #[derive(Default)]
@@ -75,7 +76,7 @@ async fn ready_when_credentials_arrive_then_pings_then_stopping_last() {
     let mut s = setup(secs(30), Some(secs(10)));
     tokio::time::sleep(secs(3)).await;
     assert!(s.rec.take().is_empty(), "nothing before credentials");
-    let issued = status::tests::issued(Instant::now(), secs(3600));
+    let issued = Arc::new(issued(1, "STS.test", secs(3600), secs(60)));
     s.state.send_modify(|st| st.credentials = Some(issued));
     tokio::time::sleep(Duration::from_millis(1)).await;
     let msgs = s.rec.take();

@@ -3,7 +3,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use super::*;
-use crate::server::BindError;
+use crate::server::SocketBindError;
 
 fn cfg_in(dir: &Path) -> ServerConfig {
     test_config(dir)
@@ -52,7 +52,7 @@ async fn mode_and_group_applied() {
     cfg.socket_group = Some("no-such-group-x7".to_owned());
     assert!(matches!(
         Listener::bind(&cfg),
-        Err(BindError::UnknownGroup { .. })
+        Err(SocketBindError::UnknownGroup { .. })
     ));
 }
 
@@ -73,13 +73,13 @@ async fn symlink_and_regular_file_refused() {
     std::fs::write(&target, b"keep").unwrap();
     std::os::unix::fs::symlink(&target, &cfg.socket_path).unwrap();
     let err = Listener::bind(&cfg).unwrap_err();
-    assert!(matches!(err, BindError::Symlink(_)), "{err}");
+    assert!(matches!(err, SocketBindError::Symlink(_)), "{err}");
     assert!(err.to_string().contains("agent.sock"), "{err}");
     std::fs::remove_file(&cfg.socket_path).unwrap();
 
     std::fs::write(&cfg.socket_path, b"data").unwrap();
     let err = Listener::bind(&cfg).unwrap_err();
-    assert!(matches!(err, BindError::NotASocket(_)), "{err}");
+    assert!(matches!(err, SocketBindError::NotASocket(_)), "{err}");
     assert_eq!(std::fs::read(&cfg.socket_path).unwrap(), b"data");
     assert_eq!(std::fs::read(&target).unwrap(), b"keep");
 }
@@ -91,7 +91,7 @@ async fn writable_or_foreign_parent_refused() {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
         let err = Listener::bind(&cfg_in(dir.path())).unwrap_err();
         assert!(
-            matches!(err, BindError::ParentWritable { .. }),
+            matches!(err, SocketBindError::ParentWritable { .. }),
             "{mode:o}: {err}"
         );
     }
@@ -99,7 +99,7 @@ async fn writable_or_foreign_parent_refused() {
     nix::unistd::chown(dir.path(), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
     let err = Listener::bind(&cfg_in(dir.path())).unwrap_err();
     assert!(
-        matches!(err, BindError::ParentOwner { uid: 65534, .. }),
+        matches!(err, SocketBindError::ParentOwner { uid: 65534, .. }),
         "{err}"
     );
 }
@@ -111,7 +111,7 @@ async fn stale_socket_replaced_live_one_kept() {
     drop(std::os::unix::net::UnixListener::bind(&cfg.socket_path).unwrap());
     let first = Listener::bind(&cfg).expect("stale socket replaced");
     let err = Listener::bind(&cfg).unwrap_err();
-    assert!(matches!(err, BindError::AlreadyServing(_)), "{err}");
+    assert!(matches!(err, SocketBindError::AlreadyServing(_)), "{err}");
     assert!(first.created_socket());
     UnixStream::connect(&cfg.socket_path)
         .await
@@ -148,7 +148,10 @@ async fn no_parent_refused() {
         socket_path: PathBuf::from("/"),
         ..ServerConfig::default()
     };
-    assert!(matches!(Listener::bind(&cfg), Err(BindError::NoParent(_))));
+    assert!(matches!(
+        Listener::bind(&cfg),
+        Err(SocketBindError::NoParent(_))
+    ));
 }
 
 #[tokio::test]
@@ -167,7 +170,7 @@ async fn unsafe_ancestors_refused_even_through_a_symlink() {
     nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
     let err = Listener::bind(&cfg_in(&sub)).unwrap_err();
     assert!(
-        matches!(&err, BindError::AncestorUnsafe { path, uid: 65534, .. } if path == &foreign),
+        matches!(&err, SocketBindError::AncestorUnsafe { path, uid: 65534, .. } if path == &foreign),
         "{err}"
     );
     // A group-writable grandparent without the sticky bit.
@@ -175,14 +178,20 @@ async fn unsafe_ancestors_refused_even_through_a_symlink() {
     std::fs::create_dir_all(open.join("sub")).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o775)).unwrap();
     let err = Listener::bind(&cfg_in(&open.join("sub"))).unwrap_err();
-    assert!(matches!(err, BindError::AncestorUnsafe { .. }), "{err}");
+    assert!(
+        matches!(err, SocketBindError::AncestorUnsafe { .. }),
+        "{err}"
+    );
     // A symlinked parent that lives in a foreign directory.
     let real = top.path().join("real");
     std::fs::create_dir(&real).unwrap();
     let link = sub.join("link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let err = Listener::bind(&cfg_in(&link)).unwrap_err();
-    assert!(matches!(err, BindError::AncestorUnsafe { .. }), "{err}");
+    assert!(
+        matches!(err, SocketBindError::AncestorUnsafe { .. }),
+        "{err}"
+    );
     // A sticky, world-writable ancestor (like /tmp) is fine, and so is a safe chain.
     let sticky = top.path().join("sticky");
     std::fs::create_dir_all(sticky.join("ok")).unwrap();

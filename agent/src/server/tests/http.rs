@@ -1,7 +1,7 @@
 //! The socket API end to end over a real Unix socket.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncWriteExt;
 
@@ -278,7 +278,7 @@ async fn a_burst_beyond_the_lingering_rejections_still_reads_503() {
     // Neither reading nor closing: every rejection lingers (up to its 1 s), so the ones beyond
     // MAX_REJECTING are answered at once.
     let mut burst = Vec::new();
-    for _ in 0..super::super::MAX_REJECTING + 20 {
+    for _ in 0..crate::server::admission::MAX_REJECTING + 20 {
         burst.push(h.connect().await);
     }
     for (i, s) in burst.iter_mut().enumerate() {

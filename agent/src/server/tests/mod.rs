@@ -7,50 +7,19 @@ mod scrape;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use secrecy::SecretString;
-use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{fixed_config, run_with, Listener, Supervision};
-use crate::config::ServerConfig;
-use crate::credentials::{Credentials, Issued, State};
+use super::{fixed_config, Listener, Server, Supervision};
+use crate::credentials::{Issued, State};
 use crate::metrics::Metrics;
-
-/// Marker secrets: they must appear in the credentials body and nowhere else.
-pub(super) const SECRET: &str = "SECRET-MARKER-a8f3e1";
-pub(super) const TOKEN: &str = "TOKEN-MARKER-77c2d9";
-
-/// A fixed wall-clock instant (no `SystemTime::now` in tests).
-fn wall() -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
-}
-
-/// An `Issued` generation received now, valid for `lifetime`, not served within `margin`.
-pub(super) fn issued(generation: u64, key: &str, lifetime: Duration, margin: Duration) -> Issued {
-    let received = wall();
-    let creds = Credentials {
-        access_key_id: key.to_owned(),
-        access_key_secret: SecretString::from(SECRET),
-        security_token: SecretString::from(TOKEN),
-        expiration: OffsetDateTime::from(received + lifetime),
-        last_updated: OffsetDateTime::from(received),
-    };
-    Issued::new(
-        generation,
-        "EcsRole".to_owned(),
-        &creds,
-        received,
-        Instant::now(),
-        margin,
-    )
-    .expect("lifetime exceeds margin")
-}
+use crate::server::config::Config as ServerConfig;
+pub(super) use crate::test_support::{issued, wall, SECRET, TOKEN};
 
 /// A state holding one valid generation (6 h, 60 s margin).
 pub(super) fn valid_state() -> (State, Arc<Issued>) {
@@ -131,15 +100,10 @@ impl Harness {
             let shutdown = async {
                 let _ = stop_rx.await;
             };
-            let r = run_with(
-                &listener,
-                fixed_config(cfg),
-                state_rx,
-                server_metrics,
-                supervision,
-                shutdown,
-            )
-            .await;
+            let r = Server::new(&listener, fixed_config(cfg), state_rx, server_metrics)
+                .supervision(supervision)
+                .run(shutdown)
+                .await;
             (listener, r)
         });
         Harness {

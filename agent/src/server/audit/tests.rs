@@ -1,17 +1,10 @@
 use std::time::Duration;
 
 use super::*;
-use crate::server::peer::Exe;
-use crate::server::tests::issued;
+use crate::test_support::issued;
 
-fn peer(pid: i32, uid: u32) -> Peer {
-    Peer {
-        pid: Some(pid),
-        uid,
-        gid: uid,
-        groups: Vec::new(),
-        exe: Exe::known("/usr/bin/app"),
-    }
+fn peer(pid: i32, uid: u32) -> Caller {
+    Caller::new(uid, uid, Vec::new(), Some(pid)).with_exe(std::path::Path::new("/usr/bin/app"))
 }
 
 fn generation(n: u64) -> Issued {
@@ -286,4 +279,21 @@ fn batched_repeats_are_all_accounted_for() {
             denials: 0
         }]
     );
+}
+
+#[test]
+fn a_forged_executable_name_cannot_forge_an_audit_line() {
+    let (buf, _guard) = crate::test_logs::capture_logs();
+    let forged = "/tmp/app\n2026-01-01T00:00:00Z INFO audit: credentials issued to caller uid=0";
+    let caller =
+        Caller::new(1000, 1000, Vec::new(), Some(5)).with_exe(std::path::Path::new(forged));
+    let mut a = Audit::default();
+    let t0 = Instant::now();
+    a.record_issuance(&caller, &generation(1), t0)
+        .iter()
+        .chain(&a.record_denial(&caller, t0))
+        .for_each(AuditEvent::emit);
+    let logs = crate::test_logs::logs(&buf);
+    assert_eq!(logs.lines().count(), 2, "{logs}");
+    assert!(logs.contains(r#"exe="/tmp/app\n2026-01-01"#), "{logs}");
 }

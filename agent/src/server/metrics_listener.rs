@@ -1,4 +1,5 @@
-//! The optional loopback TCP listener of `[metrics] listen`: `GET /metrics` and nothing else.
+//! The optional loopback TCP listener of `[metrics] listen` (a second transport beside the
+//! Unix socket): `GET /metrics` and nothing else.
 //!
 //! Metrics carry no secret, so there is no peer check here; the address is checked to be
 //! loopback when the configuration is parsed ([`crate::config::MetricsConfig`]). Every other
@@ -20,8 +21,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::Metrics;
-use crate::server::routes::{self, Reply};
+use super::routes::{self, Reply};
+use crate::metrics::Metrics;
 
 /// A scraper must send its request head within this.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,7 +34,7 @@ const MAX_BUF_SIZE: usize = 8 * 1024;
 /// The metrics listener could not be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for metrics on {addr} ([metrics] listen): {source}")]
-pub struct BindError {
+pub struct MetricsBindError {
     /// The configured address.
     pub addr: SocketAddr,
     /// What `bind(2)` reported (for example "Address already in use").
@@ -44,31 +45,32 @@ pub struct BindError {
 /// Binds `addr` (TCP).
 ///
 /// # Errors
-/// [`BindError`] naming the address and the cause.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+/// [`MetricsBindError`] naming the address and the cause.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsBindError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| BindError { addr, source })
+        .map_err(|source| MetricsBindError { addr, source })
 }
 
 /// The running metrics listener; dropping it stops it (open scrapes are cut off).
 #[derive(Debug)]
-pub struct Server {
+pub struct MetricsListener {
     task: JoinHandle<()>,
 }
 
-impl Drop for Server {
+impl Drop for MetricsListener {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-/// Serves `GET /metrics` from `metrics` on `listener` until the returned [`Server`] is dropped.
+/// Serves `GET /metrics` from `metrics` on `listener` until the returned [`MetricsListener`]
+/// is dropped.
 ///
 /// # Panics
 /// Outside a tokio runtime (like `tokio::spawn`).
-pub fn spawn(listener: TcpListener, metrics: Metrics) -> Server {
-    Server {
+pub fn spawn(listener: TcpListener, metrics: Metrics) -> MetricsListener {
+    MetricsListener {
         task: tokio::spawn(accept_loop(listener, metrics)),
     }
 }
@@ -134,4 +136,79 @@ fn text(status: StatusCode, body: &'static str) -> Reply {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+
+    #[test]
+    fn tcp_answers_only_get_metrics() {
+        let m = Metrics::new();
+        let ok = respond(&http::Method::GET, "/metrics", &m);
+        assert_eq!(ok.status(), 200);
+        assert_eq!(ok.headers()[CONTENT_TYPE], METRICS_CONTENT_TYPE);
+        for path in ["/v1/credentials", "/v1/health", "/", "/metrics/"] {
+            assert_eq!(
+                respond(&http::Method::GET, path, &m).status(),
+                404,
+                "{path}"
+            );
+        }
+        let post = respond(&http::Method::POST, "/metrics", &m);
+        assert_eq!(post.status(), 405);
+        assert_eq!(post.headers()[http::header::ALLOW], "GET");
+    }
+
+    async fn tcp_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn tcp_listener_serves_metrics_and_stops_when_dropped() {
+        let m = Metrics::new();
+        m.caller_denied();
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = spawn(listener, m.clone());
+        let ok = tcp_get(addr, "/metrics").await.unwrap();
+        assert!(ok.starts_with("HTTP/1.1 200 "), "{ok}");
+        assert!(
+            ok.contains(&format!(
+                "{}_callers_denied_total 1\n",
+                crate::metrics::PREFIX
+            )),
+            "{ok}"
+        );
+        assert!(
+            ok.to_lowercase().contains("connection: close"),
+            "no keep-alive: {ok}"
+        );
+        let other = tcp_get(addr, "/v1/credentials").await.unwrap();
+        assert!(other.starts_with("HTTP/1.1 404 "), "{other}");
+
+        // The same address cannot be bound twice; the error names it and the key.
+        let err = bind(addr).await.unwrap_err().to_string();
+        assert!(
+            err.contains(&addr.to_string()) && err.contains("[metrics] listen"),
+            "{err}"
+        );
+
+        drop(server);
+        for _ in 0..100 {
+            if tcp_get(addr, "/metrics").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the metrics listener still answers after being dropped");
+    }
 }

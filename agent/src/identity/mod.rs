@@ -1,0 +1,78 @@
+//! Who is on the other end of a connection: the [`Caller`], captured by the transport when it
+//! accepts, before anything is read from the connection.
+//!
+//! A leaf module: it imports no other module of the crate. The transports make a `Caller`
+//! ([`Caller::of_unix_peer`] for the Unix socket), [`policy`](crate::policy) judges it, the
+//! server routes and audits with it.
+//!
+//! - uid, gid, supplementary groups and pid are what the kernel recorded when the process
+//!   called `connect(2)` (`SO_PEERCRED`, `SO_PEERGROUPS`, see `socket(7)`); the peer cannot
+//!   forge them.
+//! - The process itself is held as a handle ([`Process`]) so that it can be read later (its
+//!   executable, cgroup, start time) without mistaking another process that reused its pid
+//!   for it: a pidfd (`SO_PEERPIDFD`, Linux 6.5+, asked for through the connection when first
+//!   needed), else an open `/proc/<pid>` directory whose process start time is read at
+//!   accept. Those reads are lazy: a connection pays for them only when an audit event (or,
+//!   later, a selector) needs them.
+
+mod process;
+mod unix;
+
+use std::path::Path;
+
+pub use process::Process;
+
+/// The process on the other end of a connection, as the kernel saw it when it connected.
+#[derive(Debug)]
+pub struct Caller {
+    /// Effective uid.
+    pub uid: u32,
+    /// Effective (primary) gid.
+    pub gid: u32,
+    /// Supplementary gids (may include the primary gid); empty if they could not be read.
+    pub groups: Vec<u32>,
+    /// Process id at `connect(2)` time (`None` if the kernel did not report one, for example
+    /// for a process in a pid namespace the agent cannot see).
+    pub pid: Option<i32>,
+    /// A handle on that process, when one could be taken (`None`: the process had already
+    /// exited, or there is no pid).
+    process: Option<Process>,
+}
+
+impl Caller {
+    /// A caller known only by its ids, with no process handle (its executable is unknown).
+    pub fn new(uid: u32, gid: u32, groups: Vec<u32>, pid: Option<i32>) -> Caller {
+        Caller {
+            uid,
+            gid,
+            groups,
+            pid,
+            process: None,
+        }
+    }
+
+    /// This caller with a process whose executable is known to be `exe` (tests, and
+    /// transports that learn the executable some other way).
+    pub fn with_exe(mut self, exe: &Path) -> Caller {
+        self.process = Some(Process::with_exe(self.pid.unwrap_or(0), exe));
+        self
+    }
+
+    /// The handle on the caller's process, if one was taken at accept.
+    pub fn process(&self) -> Option<&Process> {
+        self.process.as_ref()
+    }
+
+    /// The caller's executable (`/proc/<pid>/exe`), read on first use and checked to belong
+    /// to the process that connected; `None` when unknown (the process has exited since, or
+    /// the agent may not read it).
+    pub fn exe(&self) -> Option<&Path> {
+        self.process.as_ref()?.exe()
+    }
+
+    /// [`Caller::exe`] for a log field: the path, or `"unknown"`.
+    pub fn exe_or_unknown(&self) -> String {
+        self.exe()
+            .map_or_else(|| "unknown".to_owned(), |p| p.display().to_string())
+    }
+}

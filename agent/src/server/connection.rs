@@ -1,0 +1,376 @@
+//! One connection's life: its context ([`Ctx`], [`ConnState`]), the serve loop with its
+//! timeouts and shutdown stages, and a panic outside a request handler caught at the task's
+//! edge. The requests themselves are answered by [`service`](super::service); the socket
+//! wrapper that sees request heads start is [`timed_io`](super::timed_io).
+//!
+//! # Timeouts
+//!
+//! hyper 1's `header_read_timeout` starts as soon as hyper waits for a request head, including
+//! while a keep-alive connection sits idle, so it cannot express "idle for 60 s, but a started
+//! head within 5 s". The connection therefore tracks its own [`Phase`]: the socket wrapper
+//! ([`TimedIo`]) moves `Idle → Head` on the first byte of a request, the service moves
+//! `Head → Idle` when it answers (`Head → Busy → Idle` for a request that waits for the first
+//! credentials). A new connection starts in `Head`: it must send its first request within
+//! `header_timeout`. A connection past its deadline is dropped (closed).
+//!
+//! A head may also start in the same read as the end of the request being answered (a client
+//! pipelining, then falling silent): hyper then already holds its start, and the socket sees
+//! no new byte. [`TimedIo`] therefore also tells whether the bytes read so far end inside a
+//! head ([`HeadScan`]); the answer then moves `Head → Head` (a new `header_timeout` from the
+//! answer) instead of `Head → Idle`.
+//!
+//! The phase is a plain value behind an uncontended lock, not a channel: changing it wakes
+//! nothing and arms no timer, so a request costs no timer operation. One timer per
+//! connection checks the phase instead ([`next_check`]): at the phase's deadline when that is
+//! known to be the earliest one possible, else at most `header_timeout` later (a head that
+//! starts in between has a deadline no earlier than that check). Every deadline is thus
+//! enforced exactly, and moving a timer later is lock-free in tokio.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
+use std::pin::pin;
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::audit::Audit;
+use super::service::{CatchUnwind, Service};
+use super::tally::Tally;
+use super::timed_io::{HeadScan, TimedIo};
+use super::Stop;
+use crate::credentials::state::StateReceiver;
+use crate::credentials::Issued;
+use crate::identity::Caller;
+use crate::metrics::Metrics;
+use crate::policy::{self, Decision, Rules};
+use crate::server::config::Config as ServerConfig;
+
+/// hyper's read buffer limit: the request head must fit (hyper's minimum, 8 KiB).
+pub(super) const MAX_BUF_SIZE: usize = 8 * 1024;
+
+/// Where a connection is in its request cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Waiting for a request head to start, since this instant.
+    Idle(Instant),
+    /// A request head has started (or the connection is new); it must be complete by then.
+    Head(Instant),
+    /// A request is being handled (only a request that waits for the first credentials stays
+    /// in this phase across polls; the others are answered within one call).
+    Busy,
+}
+
+/// What every connection of a server shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    /// The refresher's snapshot.
+    pub(crate) state: StateReceiver,
+    /// The audit trail (a `std` mutex: held for a few map operations, never across `.await`).
+    pub(crate) audit: Arc<Mutex<Audit>>,
+    /// Where requests and denials are counted; also what `GET /metrics` serves.
+    pub(crate) metrics: Metrics,
+    /// Test-only: [`Supervision::panic_on_path`](super::Supervision::panic_on_path).
+    pub(crate) panic_on_path: Option<Arc<str>>,
+}
+
+/// One connection: what it was accepted with, and its [`ConnState`].
+#[derive(Debug)]
+pub(super) struct Ctx {
+    pub(super) audit: Arc<Mutex<Audit>>,
+    pub(super) metrics: Metrics,
+    pub(super) panic_on_path: Option<Arc<str>>,
+    pub(super) cfg: Arc<ServerConfig>,
+    /// Who is on the other end, captured at accept.
+    pub(super) caller: Caller,
+    /// What [`caller`](Ctx::caller) may get, under the rules in force at accept.
+    pub(super) decision: Decision,
+    conn: Mutex<ConnState>,
+}
+
+/// What a connection keeps between requests. The socket wrapper, the service and the timer
+/// all run in the connection's own task, so this lock is never contended: a request takes it
+/// twice (first byte of the head, then the answer) and touches no memory that other
+/// connections write, except the metrics counter and the answer body's reference count.
+#[derive(Debug)]
+pub(super) struct ConnState {
+    pub(super) phase: Phase,
+    /// This connection's receiver of the refresher's state.
+    pub(super) state: StateReceiver,
+    /// The credential generation this connection last read, valid while the refresher has
+    /// published nothing newer (checked per request with one atomic load). Dropped when the
+    /// timer finds the connection idle, so an idle connection keeps no credential generation
+    /// alive for longer than `header_timeout`.
+    pub(super) cached: Option<Arc<Issued>>,
+    /// Issuances not yet reported to the shared audit.
+    pub(super) tally: Tally,
+    /// Where the bytes read so far end: inside a request head, hyper holds the start of a
+    /// head it has not received in full.
+    pub(super) scan: HeadScan,
+}
+
+impl ConnState {
+    /// Brings [`cached`](ConnState::cached) up to date: kept while the refresher has published
+    /// nothing since it was read (one atomic load: no lock or reference count that other
+    /// connections write), else read anew. The caller still checks `serve_until`.
+    pub(super) fn refresh_cached(&mut self) {
+        // Nothing cached (a new connection, or after an idle check) reads anew, and so does
+        // `Err` (the refresher is gone: its last value still counts).
+        if self.cached.is_none() || !matches!(self.state.has_changed(), Ok(false)) {
+            self.cached = self.state.borrow_and_update().credentials.clone();
+        }
+    }
+
+    /// The phase once a request is answered at `now`: idle, unless the start of the next head
+    /// was read with this request (pipelined), which must then be complete within
+    /// `header_timeout` like any other.
+    pub(super) fn answered(&self, now: Instant, header_timeout: Duration) -> Phase {
+        if self.scan.in_head {
+            Phase::Head(now + header_timeout)
+        } else {
+            Phase::Idle(now)
+        }
+    }
+}
+
+impl Ctx {
+    /// A new connection's context: `caller` judged under `cfg`, its first request head due by
+    /// `first_deadline`.
+    fn new(
+        caller: Caller,
+        cfg: Arc<ServerConfig>,
+        shared: Shared,
+        first_deadline: Instant,
+    ) -> Arc<Ctx> {
+        let decision = policy::authorize(&caller, rules(&cfg));
+        let Shared {
+            state,
+            audit,
+            metrics,
+            panic_on_path,
+        } = shared;
+        Arc::new(Ctx {
+            audit,
+            metrics,
+            panic_on_path,
+            cfg,
+            caller,
+            decision,
+            conn: Mutex::new(ConnState {
+                phase: Phase::Head(first_deadline),
+                state,
+                cached: None,
+                tally: Tally::default(),
+                scan: HeadScan::default(),
+            }),
+        })
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, ConnState> {
+        // Nothing panics while holding it except a request handler, whose panic is caught
+        // while the guard is held outside it (so it is not poisoned either way).
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Ctx {
+    /// Reports the issuances still counted when the connection ends.
+    fn drop(&mut self) {
+        let conn = self.conn.get_mut().unwrap_or_else(PoisonError::into_inner);
+        conn.tally.report_all(&self.audit, &self.caller);
+    }
+}
+
+/// hyper's HTTP/1.1 settings for a connection.
+fn http1_builder() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // Timeouts are ours (module docs); hyper's would also close idle keep-alive connections.
+        .header_read_timeout(None)
+        // A client may shut down its writing side once its request is sent (`nc -N`, `socat`,
+        // `printf ... | nc -U`); without this, hyper takes that EOF for an abort and drops the
+        // connection before the answer is written. Our timeouts still bound the connection.
+        .half_close(true)
+        .max_buf_size(MAX_BUF_SIZE);
+    builder
+}
+
+/// The rules a connection's caller is judged by: the server configuration's, as accepted.
+fn rules(cfg: &ServerConfig) -> Rules<'_> {
+    Rules {
+        allowed_uids: &cfg.allowed_uids,
+        allowed_gids: &cfg.allowed_gids,
+    }
+}
+
+/// When the connection's timer should next look at `phase` (checked at `now`): `Err` when
+/// its deadline has passed (close the connection), else the instant to check again.
+fn next_check(
+    phase: Phase,
+    now: Instant,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+) -> Result<Instant, ()> {
+    let deadline = match phase {
+        Phase::Idle(since) => since + idle_timeout,
+        Phase::Head(by) => by,
+        // A request being handled has no deadline; look again later.
+        Phase::Busy => return Ok(now + header_timeout),
+    };
+    if deadline <= now {
+        return Err(());
+    }
+    Ok(match phase {
+        // A head may start at any moment, with a deadline `header_timeout` after it starts.
+        Phase::Idle(_) => deadline.min(now + header_timeout),
+        _ => deadline,
+    })
+}
+
+/// Serves one accepted connection until it closes, times out, or `stop` turns true (then
+/// in-flight requests finish and the connection closes).
+pub(crate) async fn serve(
+    stream: UnixStream,
+    caller: Caller,
+    cfg: Arc<ServerConfig>,
+    shared: Shared,
+    stop: watch::Receiver<Stop>,
+) {
+    let first_deadline = Instant::now() + cfg.header_timeout;
+    let (header_timeout, idle_timeout) = (cfg.header_timeout, cfg.idle_timeout);
+    let ctx = Ctx::new(caller, cfg, shared, first_deadline);
+    let io = TimedIo::new(stream, Arc::clone(&ctx), header_timeout);
+    let service = Service(Arc::clone(&ctx));
+    let mut conn = pin!(http1_builder().serve_connection(TokioIo::new(io), service));
+    let mut stopping = false;
+    let mut timer = pin!(tokio::time::sleep_until(first_deadline));
+    // One future per stage for the connection's life: a `stop.changed()` made anew at every
+    // wake-up would join and leave the waiter list every connection shares, per request.
+    let later = stop.clone();
+    let mut stop = pin!(stopped(stop, Stop::Graceful));
+    let mut wakes = Wakes::default();
+    loop {
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Event::Ended(res));
+            }
+            // The timer and the stop signal keep the waker they were last polled with; they
+            // are polled again only when they may be ready (or the waker changed), not at
+            // every wake-up of the connection: polling the stop signal locks a waiter list
+            // that every connection shares.
+            let fresh = wakes.fresh(cx.waker());
+            if (!fresh || timer.is_elapsed()) && timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Timer);
+            }
+            if (!fresh || !matches!(later.has_changed(), Ok(false)))
+                && stop.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Event::Stop);
+            }
+            // A poll refused for lack of coop budget returns `Pending` without registering
+            // its waker: then poll both again at the next wake-up, with a new budget.
+            if tokio::task::coop::has_budget_remaining() {
+                wakes.registered(cx.waker());
+            } else {
+                wakes.forget();
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Ended(res) => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            Event::Timer => {
+                let now = Instant::now();
+                let mut c = ctx.lock();
+                if let Phase::Idle(_) = c.phase {
+                    c.cached = None;
+                    c.tally.report_old(&ctx.audit, &ctx.caller, now);
+                }
+                match next_check(c.phase, now, header_timeout, idle_timeout) {
+                    Ok(at) => timer.as_mut().reset(at),
+                    Err(()) => {
+                        tracing::debug!(
+                            ?header_timeout,
+                            ?idle_timeout,
+                            "connection timed out; closing"
+                        );
+                        return;
+                    }
+                }
+            }
+            Event::Stop => {
+                if stopping {
+                    tracing::debug!("shutdown grace over; closing the connection");
+                    return;
+                }
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+                stop.set(stopped(later.clone(), Stop::Now));
+            }
+        }
+        // A reset timer or a new stop future must be polled (registered) again.
+        wakes.forget();
+    }
+}
+
+/// What woke a connection's loop in [`serve`].
+enum Event {
+    Ended(hyper::Result<()>),
+    Timer,
+    Stop,
+}
+
+/// The waker the timer and the stop signal were last polled with, in [`serve`]'s loop.
+#[derive(Default)]
+struct Wakes(Option<std::task::Waker>);
+
+impl Wakes {
+    /// Whether both were last polled with a waker that wakes the same task as `waker`.
+    fn fresh(&self, waker: &std::task::Waker) -> bool {
+        self.0.as_ref().is_some_and(|w| w.will_wake(waker))
+    }
+
+    fn registered(&mut self, waker: &std::task::Waker) {
+        if !self.fresh(waker) {
+            self.0 = Some(waker.clone());
+        }
+    }
+
+    fn forget(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// Completes when `stop` reaches `level`; never, if its sender is gone first.
+async fn stopped(mut stop: watch::Receiver<Stop>, level: Stop) {
+    if stop.wait_for(|stop| *stop >= level).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// [`serve`], logging a panic outside the request handlers (which answer 500 themselves)
+/// instead of losing it: connection tasks are detached.
+pub(crate) async fn serve_catching_panics(
+    stream: UnixStream,
+    caller: Caller,
+    cfg: Arc<ServerConfig>,
+    shared: Shared,
+    stop: watch::Receiver<Stop>,
+) {
+    if CatchUnwind(Box::pin(serve(stream, caller, cfg, shared, stop)))
+        .await
+        .is_err()
+    {
+        tracing::error!("a connection task panicked; the connection was closed");
+    }
+}
