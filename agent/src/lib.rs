@@ -17,9 +17,15 @@
 //!
 //! Data flows one way:
 //! metadata service → [`sources::metadata`] client → [`credentials::refresher`] →
-//! [`credentials::State`] ← [`server`] ← callers.
+//! [`credentials::State`] ← [`server`] ← callers. No top-level module names another that names
+//! it back, directly or through others: `tests/module_graph.rs` reads the module tree and fails
+//! on a cycle. The leaves — [`time`], [`heartbeat`], [`process`], [`settings`], [`identity`] and
+//! [`metrics`] (a sink that knows no domain type) — import no other module.
 //!
-//! - [`config`]: the TOML file and flags, validated in one place.
+//! - [`settings`]: how a configuration key is declared, once, by the module that uses it (its
+//!   section: `sources::metadata::config`, `server::config`, `credentials::policy`,
+//!   `logging::Config`, `systemd::config`, `metrics::config`).
+//! - [`config`]: parses the TOML file and the flags into those sections; nothing else.
 //! - [`credentials`]: the credential value types, the [`Source`](credentials::Source) trait a
 //!   credential source implements, the refresh schedule (pure), the refresher (owns time for one
 //!   source, generic over it) and the published state. Uses no source.
@@ -41,6 +47,10 @@
 //! - [`time`]: the injected wall clock.
 //! - `dev` (feature `dev`): the agent against the built-in metadata emulator.
 //! - `test_support` (tests only): fixtures shared by several modules' unit tests.
+//!
+//! Unit tests sit at the bottom of the file they test, in `#[cfg(test)] mod tests`; when they
+//! outgrow it, the same module's body moves to `<file>/tests.rs` (or `<file>/tests/` for
+//! several files). End-to-end tests live in the `ecs-credential-agent-e2e` package.
 //!
 //! # Security model
 //!
