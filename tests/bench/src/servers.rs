@@ -92,3 +92,17 @@ pub async fn bare_hyper(socket: &Path, body: Vec<u8>) {
         });
     }
 }
+
+/// A metadata emulator on `127.0.0.1` (default configuration): prints `listening on
+/// ENDPOINT`, then serves until the process is killed.
+pub async fn emulator() {
+    use std::io::Write;
+    let emu = ecs_metadata_emulator::Emulator::start_local(Default::default())
+        .expect("start the emulator");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {}", emu.endpoint())
+        .and_then(|()| out.flush())
+        .expect("write to stdout");
+    drop(out);
+    std::future::pending::<()>().await;
+}
