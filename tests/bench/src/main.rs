@@ -40,7 +40,14 @@ enum Cmd {
     Floor { socket: PathBuf, response: PathBuf },
     /// Bare hyper returning the body in FILE.
     #[command(hide = true)]
-    Hyper { socket: PathBuf, body: PathBuf },
+    Hyper {
+        socket: PathBuf,
+        body: PathBuf,
+        /// Run the accept loop in a task on a worker thread instead of in the runtime's
+        /// `block_on` (where the agent runs its own).
+        #[arg(long)]
+        accept_on_worker: bool,
+    },
     /// Socket load over a window.
     #[command(hide = true)]
     Load {
@@ -185,9 +192,18 @@ fn run_async(cmd: Cmd) -> ExitCode {
             rt.block_on(servers::floor(&socket, response));
             return ExitCode::SUCCESS;
         }
-        Cmd::Hyper { socket, body } => {
+        Cmd::Hyper {
+            socket,
+            body,
+            accept_on_worker,
+        } => {
             let body = std::fs::read(body).expect("read the body file");
-            rt.block_on(servers::bare_hyper(&socket, body));
+            if accept_on_worker {
+                let server = rt.spawn(async move { servers::bare_hyper(&socket, body).await });
+                let _ = rt.block_on(server);
+            } else {
+                rt.block_on(servers::bare_hyper(&socket, body));
+            }
             return ExitCode::SUCCESS;
         }
         Cmd::Emulator => {
