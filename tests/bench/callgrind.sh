@@ -15,17 +15,30 @@
 #
 # Only loopback: the agent gets its credentials from a metadata emulator on 127.0.0.1 and
 # serves a Unix socket in a temporary directory, removed at the end with everything started.
-# Takes two to four minutes; not part of CI (.ci/run), which runs only `bench --smoke`.
+# Takes about a minute and a half (24 runs under valgrind); not part of CI (.ci/run), which
+# runs only `bench --smoke`.
 #
-# Environment: CLIENTS (default 8), FEW (500), MANY (2500).
+# A new connection's count varies by a few per cent from one run to the next (how the
+# runtime's threads happen to park and wake one another under valgrind's one-at-a-time
+# scheduling), a kept connection's by well under 1 %: each figure is the median of RUNS runs,
+# with their range.
+#
+# Environment: CLIENTS (default 8), FEW (500), MANY (2500), RUNS (3), AGENT (another agent
+# binary, e.g. a copy of an earlier build, to compare before and after); KEEP=DIR keeps callgrind's output
+# files there (SERVER-MODE-N.out) for callgrind_annotate, which names functions when the
+# binaries keep their symbols, e.g. built with
+#   CARGO_PROFILE_PROF_INHERITS=release CARGO_PROFILE_PROF_STRIP=false \
+#   CARGO_PROFILE_PROF_DEBUG=line-tables-only cargo build --profile prof -p ... (as above)
+# and run as `tests/bench/callgrind.sh target/prof`.
 set -euo pipefail
 
 target=${1:-target/release}
-agent=$target/ecs-credential-agent
+agent=${AGENT:-$target/ecs-credential-agent}
 bench=$target/bench
 clients=${CLIENTS:-8}
 few=${FEW:-500}
 many=${MANY:-2500}
+runs=${RUNS:-3}
 for bin in "$agent" "$bench"; do
     [[ -x $bin ]] || {
         echo "callgrind.sh: no $bin; build with: cargo build --release -p ecs-credential-agent -p ecs-credential-bench --no-default-features" >&2
@@ -109,16 +122,32 @@ instructions() {
     kill -TERM "$pid"
     wait "$pid" || true
     unset 'pids[-1]'
+    if [[ -n ${KEEP:-} ]]; then
+        mkdir -p "$KEEP"
+        cp "$out" "$KEEP/$server-$mode-$n.out"
+    fi
     # callgrind writes the total as `summary: N` (older versions `totals: N`).
     sed -n 's/^\(summary\|totals\): *\([0-9]*\).*/\2/p' "$out" | head -n 1
 }
 
-printf '| server | connection | clients | instructions per request |\n|---|---|---:|---:|\n'
+# The median of the arguments, and their range.
+median_range() {
+    local sorted
+    sorted=$(printf '%s\n' "$@" | sort -n)
+    printf '%s (%s–%s)' "$(sed -n "$(((${#} + 1) / 2))p" <<<"$sorted")" \
+        "$(head -n 1 <<<"$sorted")" "$(tail -n 1 <<<"$sorted")"
+}
+
+printf '| server | connection | clients | instructions per request (range of %s runs) |\n|---|---|---:|---:|\n' "$runs"
 for mode in keep-alive new-conn; do
     for server in hyper agent; do
-        a=$(instructions "$server" "$mode" "$few")
-        b=$(instructions "$server" "$mode" "$many")
+        per=()
+        for _ in $(seq "$runs"); do
+            a=$(instructions "$server" "$mode" "$few")
+            b=$(instructions "$server" "$mode" "$many")
+            per+=($(((b - a) / (many - few))))
+        done
         name=$([[ $server == agent ]] && echo agent || echo "bare hyper")
-        printf '| %s | %s | %s | %d |\n' "$name" "$mode" "$clients" $(((b - a) / (many - few)))
+        printf '| %s | %s | %s | %s |\n' "$name" "$mode" "$clients" "$(median_range "${per[@]}")"
     done
 done
