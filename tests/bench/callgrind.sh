@@ -24,7 +24,8 @@
 # with their range.
 #
 # Environment: CLIENTS (default 8), FEW (500), MANY (2500), RUNS (3), AGENT (another agent
-# binary, e.g. a copy of an earlier build, to compare before and after); KEEP=DIR keeps callgrind's output
+# binary, e.g. a copy of an earlier build, to compare before and after), HYPER_ARGS (e.g.
+# --accept-on-worker); KEEP=DIR keeps callgrind's output
 # files there (SERVER-MODE-N.out) for callgrind_annotate, which names functions when the
 # binaries keep their symbols, e.g. built with
 #   CARGO_PROFILE_PROF_INHERITS=release CARGO_PROFILE_PROF_STRIP=false \
@@ -104,7 +105,7 @@ instructions() {
     else
         sock=$dir/hyper.sock
         valgrind --tool=callgrind --callgrind-out-file="$out" \
-            "$bench" hyper "$sock" "$dir/body.json" >/dev/null 2>"$dir/valgrind.log" &
+            "$bench" hyper ${HYPER_ARGS:-} "$sock" "$dir/body.json" >/dev/null 2>"$dir/valgrind.log" &
     fi
     pid=$!
     pids+=("$pid")
