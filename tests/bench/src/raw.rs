@@ -101,7 +101,7 @@ fn client(socket: &Path, mode: Mode, plan: &Plan) -> Tally {
         let outcome = match conn.as_mut() {
             Some(s) => one_request(s, &mut buf),
             None => UnixStream::connect(socket)
-                .and_then(|s| Ok(conn.insert(s)))
+                .map(|s| conn.insert(s))
                 .and_then(|s| one_request(s, &mut buf)),
         };
         let done = Instant::now();

@@ -39,6 +39,10 @@ pub struct Options {
     /// `cargo build --release -p ecs-credential-agent --no-default-features` when run by cargo].
     #[arg(long)]
     agent: Option<PathBuf>,
+    /// Run bare hyper's accept loop in a worker task rather than in `block_on`: set it when
+    /// the agent runs its own accept loop on a worker, so the two stay matched.
+    #[arg(long)]
+    hyper_accept_on_worker: bool,
     /// Where the JSON figures go [default: `bench.json` (`bench-smoke.json`) in the target
     /// directory].
     #[arg(long)]
@@ -279,14 +283,13 @@ impl Bench {
     }
 
     fn server(&self, kind: &'static str, socket: &Path, file: &Path) -> Proc {
-        let mut child = self
-            .child(&[
-                kind,
-                &socket.display().to_string(),
-                &file.display().to_string(),
-            ])
-            .spawn()
-            .expect("start a reference server");
+        let mut args = vec![kind];
+        if kind == "hyper" && self.opts.hyper_accept_on_worker {
+            args.push("--accept-on-worker");
+        }
+        let (socket_arg, file_arg) = (socket.display().to_string(), file.display().to_string());
+        args.extend([socket_arg.as_str(), file_arg.as_str()]);
+        let mut child = self.child(&args).spawn().expect("start a reference server");
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         assert_eq!(
             read_line(&mut out),

@@ -1,5 +1,6 @@
 //! The two reference servers, each run in its own process with the agent's runtime settings
-//! (a multi-threaded tokio runtime with two workers).
+//! (a multi-threaded tokio runtime with two workers, the accept loop in `block_on`; `bench hyper
+//! --accept-on-worker` runs it in a worker task).
 //!
 //! - The **floor** (`bench floor`): reads a request head and writes back canned bytes, the
 //!   agent's whole response (head and body) as captured from the agent. Nothing is parsed
