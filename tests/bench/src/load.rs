@@ -55,6 +55,10 @@ pub struct LoadResult {
     /// the orchestrator for servers it started.
     #[serde(default)]
     pub server_cpu_us: Option<f64>,
+    /// CPU time the load generator itself used per request (warm-up included), microseconds
+    /// (the raw client only): what it took from the cores the server runs on.
+    #[serde(default)]
+    pub client_cpu_us: Option<f64>,
 }
 
 impl LoadResult {
@@ -84,32 +88,22 @@ impl LoadResult {
             first_error: first,
             all_requests: all,
             server_cpu_us: None,
+            client_cpu_us: None,
         }
     }
 }
 
-/// Reads one HTTP/1.1 response with a `Content-Length` body into `buf`; returns the status.
-pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> io::Result<u16> {
-    buf.clear();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed before the response",
-            ));
-        }
-        let from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
-            break from + i + 4;
-        }
-        if buf.len() > 64 * 1024 {
-            return Err(io::Error::other("response head too large"));
-        }
+/// The status, the head's length and the `Content-Length` of a response whose first bytes are
+/// `buf`; `None` while the head is incomplete.
+///
+/// # Errors
+///
+/// A head without a status or a `Content-Length`.
+pub fn parse_head(buf: &[u8]) -> io::Result<Option<(u16, usize, usize)>> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
     };
-    let head = std::str::from_utf8(&buf[..head_end]).map_err(io::Error::other)?;
+    let head = std::str::from_utf8(&buf[..end]).map_err(io::Error::other)?;
     let status: u16 = head
         .get(9..12)
         .and_then(|s| s.parse().ok())
@@ -122,6 +116,29 @@ pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -
                 .then(|| v.trim().parse::<usize>().ok())?
         })
         .ok_or_else(|| io::Error::other("no content-length"))?;
+    Ok(Some((status, end + 4, len)))
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body into `buf`; returns the status.
+pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> io::Result<u16> {
+    buf.clear();
+    let mut chunk = [0u8; 8192];
+    let (status, head_end, len) = loop {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before the response",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(head) = parse_head(buf)? {
+            break head;
+        }
+        if buf.len() > 64 * 1024 {
+            return Err(io::Error::other("response head too large"));
+        }
+    };
     let want = head_end + len;
     while buf.len() < want {
         let n = s.read(&mut chunk).await?;
@@ -165,9 +182,9 @@ async fn one_request<S: AsyncRead + AsyncWrite + Unpin>(
     read_response(s, buf).await
 }
 
-/// Per-task tallies.
+/// One client's tallies.
 #[derive(Default)]
-struct Tally {
+pub struct Tally {
     lat: Vec<u64>,
     all: u64,
     errors: u64,
@@ -175,13 +192,25 @@ struct Tally {
 }
 
 impl Tally {
+    /// Whether a client should give up (the server is failing every request).
+    pub fn too_many_errors(&self) -> bool {
+        self.errors > 1000
+    }
+
     fn error(&mut self, e: String) {
         self.errors += 1;
         self.first.get_or_insert(e);
     }
 
-    /// Records one outcome that finished at `done`, `took` after it started.
-    fn record(&mut self, outcome: io::Result<u16>, took: Duration, done: Instant, from: Instant) {
+    /// Records one outcome that finished at `done`, `took` after it started; its latency
+    /// counts when it finished after `from` (the end of the warm-up).
+    pub fn record(
+        &mut self,
+        outcome: io::Result<u16>,
+        took: Duration,
+        done: Instant,
+        from: Instant,
+    ) {
         match outcome {
             Ok(200) => {
                 self.all += 1;
@@ -195,18 +224,33 @@ impl Tally {
     }
 }
 
-async fn merge(tasks: Vec<tokio::task::JoinHandle<Tally>>, seconds: f64) -> LoadResult {
-    let mut all = Tally::default();
-    for t in tasks {
-        let t = t.await.expect("load task");
-        all.lat.extend(t.lat);
-        all.all += t.all;
-        all.errors += t.errors;
-        if all.first.is_none() {
-            all.first = t.first;
+impl Tally {
+    /// All the clients' tallies together.
+    pub fn merge(tallies: impl IntoIterator<Item = Tally>) -> Tally {
+        let mut all = Tally::default();
+        for t in tallies {
+            all.lat.extend(t.lat);
+            all.all += t.all;
+            all.errors += t.errors;
+            if all.first.is_none() {
+                all.first = t.first;
+            }
         }
+        all
     }
-    LoadResult::from_samples(all.lat, all.all, all.errors, seconds, all.first)
+
+    /// The result over a measured window of `seconds`.
+    pub fn result(self, seconds: f64) -> LoadResult {
+        LoadResult::from_samples(self.lat, self.all, self.errors, seconds, self.first)
+    }
+}
+
+async fn merge(tasks: Vec<tokio::task::JoinHandle<Tally>>, seconds: f64) -> LoadResult {
+    let mut all = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        all.push(t.await.expect("load task"));
+    }
+    Tally::merge(all).result(seconds)
 }
 
 /// Timing of a run: `warmup`, then `duration` measured.
@@ -251,7 +295,7 @@ pub async fn socket_load(socket: PathBuf, mode: Mode, concurrency: usize, w: Win
                         conn = None;
                     }
                     t.record(outcome, done - start, done, from);
-                    if t.errors > 1000 {
+                    if t.too_many_errors() {
                         break;
                     }
                 }
@@ -292,7 +336,7 @@ pub async fn client_lib_load(
                     };
                     let done = Instant::now();
                     t.record(outcome, done - start, done, from);
-                    if t.errors > 1000 {
+                    if t.too_many_errors() {
                         break;
                     }
                 }
@@ -343,7 +387,7 @@ pub async fn direct_load(addr: String, role: String, concurrency: usize, w: Wind
                     .await;
                     let done = Instant::now();
                     t.record(outcome, done - start, done, from);
-                    if t.errors > 1000 {
+                    if t.too_many_errors() {
                         break;
                     }
                 }

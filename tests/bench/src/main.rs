@@ -9,6 +9,7 @@
 
 mod load;
 mod procfs;
+mod raw;
 mod report;
 mod run;
 mod servers;
@@ -39,8 +40,15 @@ enum Cmd {
     Floor { socket: PathBuf, response: PathBuf },
     /// Bare hyper returning the body in FILE.
     #[command(hide = true)]
-    Hyper { socket: PathBuf, body: PathBuf },
-    /// Socket load.
+    Hyper {
+        socket: PathBuf,
+        body: PathBuf,
+        /// Run the accept loop in a task on a worker thread instead of in the runtime's
+        /// `block_on` (where the agent runs its own).
+        #[arg(long)]
+        accept_on_worker: bool,
+    },
+    /// Socket load over a window.
     #[command(hide = true)]
     Load {
         socket: PathBuf,
@@ -48,7 +56,24 @@ enum Cmd {
         concurrency: usize,
         warmup_ms: u64,
         duration_ms: u64,
+        /// The raw client (threads, blocking sockets), or an async tokio client.
+        #[arg(long, value_enum, default_value_t = Client::Raw)]
+        client: Client,
     },
+    /// Exactly N requests with the raw client (`callgrind.sh`).
+    #[command(hide = true)]
+    Requests {
+        socket: PathBuf,
+        mode: Mode,
+        concurrency: usize,
+        n: u64,
+    },
+    /// A metadata emulator on loopback: prints its endpoint, runs until killed (`callgrind.sh`).
+    #[command(hide = true)]
+    Emulator,
+    /// Writes the body of one `GET /v1/credentials` on SOCKET to FILE (`callgrind.sh`).
+    #[command(hide = true)]
+    Fetch { socket: PathBuf, body: PathBuf },
     /// The client library, cached or not.
     #[command(hide = true)]
     ClientLib {
@@ -80,6 +105,15 @@ enum Cmd {
     Hold { socket: PathBuf, n: usize },
 }
 
+/// The load generator of `bench load`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Client {
+    /// [`raw::raw_load`].
+    Raw,
+    /// [`load::socket_load`].
+    Tokio,
+}
+
 fn window(warmup_ms: u64, duration_ms: u64) -> Window {
     Window {
         warmup: Duration::from_millis(warmup_ms),
@@ -93,6 +127,64 @@ fn main() -> ExitCode {
         return run::main(cli.run);
     };
     procfs::raise_open_files_limit();
+    // The raw client runs no async runtime at all.
+    let result = match cmd {
+        Cmd::Load {
+            socket,
+            mode,
+            concurrency,
+            warmup_ms,
+            duration_ms,
+            client: Client::Raw,
+        } => Some(raw::raw_load(
+            &socket,
+            mode,
+            concurrency,
+            raw::Until::Window(window(warmup_ms, duration_ms)),
+        )),
+        Cmd::Requests {
+            socket,
+            mode,
+            concurrency,
+            n,
+        } => Some(raw::raw_load(
+            &socket,
+            mode,
+            concurrency,
+            raw::Until::Requests(n),
+        )),
+        Cmd::Fetch { socket, body } => {
+            return match run::get_once(&socket) {
+                Some(raw) => {
+                    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+                    std::fs::write(body, &raw[head_end..]).expect("write the body");
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("bench fetch: no 200 answer on {}", socket.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        cmd => {
+            return run_async(cmd);
+        }
+    };
+    print_result(result);
+    ExitCode::SUCCESS
+}
+
+fn print_result(result: Option<load::LoadResult>) {
+    if let Some(result) = result {
+        println!(
+            "{}",
+            serde_json::to_string(&result).expect("serialise the result")
+        );
+    }
+}
+
+/// The subcommands that run on the agent's runtime.
+fn run_async(cmd: Cmd) -> ExitCode {
     let rt = servers::agent_like_runtime();
     let result = match cmd {
         Cmd::Floor { socket, response } => {
@@ -100,9 +192,22 @@ fn main() -> ExitCode {
             rt.block_on(servers::floor(&socket, response));
             return ExitCode::SUCCESS;
         }
-        Cmd::Hyper { socket, body } => {
+        Cmd::Hyper {
+            socket,
+            body,
+            accept_on_worker,
+        } => {
             let body = std::fs::read(body).expect("read the body file");
-            rt.block_on(servers::bare_hyper(&socket, body));
+            if accept_on_worker {
+                let server = rt.spawn(async move { servers::bare_hyper(&socket, body).await });
+                let _ = rt.block_on(server);
+            } else {
+                rt.block_on(servers::bare_hyper(&socket, body));
+            }
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Emulator => {
+            rt.block_on(servers::emulator());
             return ExitCode::SUCCESS;
         }
         Cmd::Load {
@@ -111,6 +216,7 @@ fn main() -> ExitCode {
             concurrency,
             warmup_ms,
             duration_ms,
+            client: Client::Tokio,
         } => rt.block_on(load::socket_load(
             socket,
             mode,
@@ -147,10 +253,10 @@ fn main() -> ExitCode {
             timeout_ms,
         } => rt.block_on(load::herd(socket, n, Duration::from_millis(timeout_ms))),
         Cmd::Hold { socket, n } => rt.block_on(load::hold(socket, n)),
+        Cmd::Load { .. } | Cmd::Requests { .. } | Cmd::Fetch { .. } => {
+            unreachable!("run without a runtime")
+        }
     };
-    println!(
-        "{}",
-        serde_json::to_string(&result).expect("serialise the result")
-    );
+    print_result(Some(result));
     ExitCode::SUCCESS
 }

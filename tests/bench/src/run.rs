@@ -1,7 +1,9 @@
 //! The benchmark run: starts the metadata emulator (in this process), the agent (the release
 //! `ecs-credential-agent` binary, default settings but for the endpoint, socket and allowed
 //! uid), the floor and bare hyper servers (this binary, as child processes), and runs every
-//! load generator as its own child process, one at a time.
+//! load generator as its own child process, one at a time. The socket matrix (floor, bare hyper
+//! and the agent) is loaded by the raw client ([`crate::raw`]); the server's CPU time per
+//! request comes from its threads' `schedstat`, read before and after each load run.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -26,8 +28,9 @@ pub struct Options {
     /// Unmeasured warm-up before each load point, milliseconds.
     #[arg(long, default_value_t = 300)]
     warmup_ms: u64,
-    /// Rounds of the socket matrix (floor, hyper and agent interleaved); medians are reported.
-    #[arg(long, default_value_t = 9)]
+    /// Rounds of the socket matrix (floor, hyper and agent interleaved); medians are reported,
+    /// and the targets take the median of the per-round agent/bare-hyper ratios.
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// How long the idle agent is watched for its CPU time, seconds.
     #[arg(long, default_value_t = 60)]
@@ -36,6 +39,10 @@ pub struct Options {
     /// `cargo build --release -p ecs-credential-agent --no-default-features` when run by cargo].
     #[arg(long)]
     agent: Option<PathBuf>,
+    /// Run bare hyper's accept loop in a worker task rather than in `block_on`: set it when
+    /// the agent runs its own accept loop on a worker, so the two stay matched.
+    #[arg(long)]
+    hyper_accept_on_worker: bool,
     /// Where the JSON figures go [default: `bench.json` (`bench-smoke.json`) in the target
     /// directory].
     #[arg(long)]
@@ -187,7 +194,7 @@ fn run_load(mut cmd: Command) -> LoadResult {
 }
 
 /// One blocking `GET /v1/credentials` on a new connection: the raw response, or `None`.
-fn get_once(socket: &Path) -> Option<Vec<u8>> {
+pub fn get_once(socket: &Path) -> Option<Vec<u8>> {
     let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     s.write_all(REQUEST).ok()?;
@@ -276,14 +283,13 @@ impl Bench {
     }
 
     fn server(&self, kind: &'static str, socket: &Path, file: &Path) -> Proc {
-        let mut child = self
-            .child(&[
-                kind,
-                &socket.display().to_string(),
-                &file.display().to_string(),
-            ])
-            .spawn()
-            .expect("start a reference server");
+        let mut args = vec![kind];
+        if kind == "hyper" && self.opts.hyper_accept_on_worker {
+            args.push("--accept-on-worker");
+        }
+        let (socket_arg, file_arg) = (socket.display().to_string(), file.display().to_string());
+        args.extend([socket_arg.as_str(), file_arg.as_str()]);
+        let mut child = self.child(&args).spawn().expect("start a reference server");
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         assert_eq!(
             read_line(&mut out),

@@ -1,5 +1,6 @@
 //! The two reference servers, each run in its own process with the agent's runtime settings
-//! (a multi-threaded tokio runtime with two workers).
+//! (a multi-threaded tokio runtime with two workers, the accept loop in `block_on`; `bench hyper
+//! --accept-on-worker` runs it in a worker task).
 //!
 //! - The **floor** (`bench floor`): reads a request head and writes back canned bytes, the
 //!   agent's whole response (head and body) as captured from the agent. Nothing is parsed
@@ -91,4 +92,18 @@ pub async fn bare_hyper(socket: &Path, body: Vec<u8>) {
                 .await;
         });
     }
+}
+
+/// A metadata emulator on `127.0.0.1` (default configuration): prints `listening on
+/// ENDPOINT`, then serves until the process is killed.
+pub async fn emulator() {
+    use std::io::Write;
+    let emu = ecs_metadata_emulator::Emulator::start_local(Default::default())
+        .expect("start the emulator");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {}", emu.endpoint())
+        .and_then(|()| out.flush())
+        .expect("write to stdout");
+    drop(out);
+    std::future::pending::<()>().await;
 }
