@@ -53,7 +53,7 @@ pub fn authorize(caller: &Caller, rules: Rules<'_>) -> Decision {
         return Decision::InstanceRole(Grounds::PrimaryGid(caller.gid));
     }
     match caller
-        .groups
+        .groups()
         .iter()
         .find(|g| rules.allowed_gids.contains(g))
     {

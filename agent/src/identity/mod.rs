@@ -7,7 +7,9 @@
 //!
 //! - uid, gid, supplementary groups and pid are what the kernel recorded when the process
 //!   called `connect(2)` (`SO_PEERCRED`, `SO_PEERGROUPS`, see `socket(7)`); the peer cannot
-//!   forge them.
+//!   forge them. The groups are read when first needed (authorization needs them only when
+//!   neither the uid nor the primary gid decides), through the connection's socket, which
+//!   still reports the set recorded at `connect(2)`.
 //! - The process itself is held as a handle ([`Process`]) so that it can be read later (its
 //!   executable, cgroup, start time) without mistaking another process that reused its pid
 //!   for it: a pidfd (`SO_PEERPIDFD`, Linux 6.5+, asked for through the connection when first
@@ -19,6 +21,7 @@ mod process;
 mod unix;
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 pub use process::Process;
 
@@ -29,8 +32,8 @@ pub struct Caller {
     pub uid: u32,
     /// Effective (primary) gid.
     pub gid: u32,
-    /// Supplementary gids (may include the primary gid); empty if they could not be read.
-    pub groups: Vec<u32>,
+    /// Supplementary gids (may include the primary gid), read on first use ([`Caller::groups`]).
+    groups: OnceLock<Vec<u32>>,
     /// Process id at `connect(2)` time (`None` if the kernel did not report one, for example
     /// for a process in a pid namespace the agent cannot see).
     pub pid: Option<i32>,
@@ -45,7 +48,7 @@ impl Caller {
         Caller {
             uid,
             gid,
-            groups,
+            groups: OnceLock::from(groups),
             pid,
             process: None,
         }
@@ -56,6 +59,19 @@ impl Caller {
     pub fn with_exe(mut self, exe: &Path) -> Caller {
         self.process = Some(Process::with_exe(self.pid.unwrap_or(0), exe));
         self
+    }
+
+    /// Supplementary gids (may include the primary gid), as recorded at `connect(2)`; read
+    /// through the connection on first use where the transport deferred it; empty if they
+    /// could not be read.
+    pub fn groups(&self) -> &[u32] {
+        self.groups.get_or_init(|| {
+            self.process
+                .as_ref()
+                .and_then(Process::socket)
+                .map(|socket| unix::groups(socket, self.pid))
+                .unwrap_or_default()
+        })
     }
 
     /// The handle on the caller's process, if one was taken at accept.

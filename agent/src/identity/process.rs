@@ -21,7 +21,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -109,6 +109,14 @@ impl Process {
     /// The process id.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The duplicate of the connection's socket the process is held through, if it is.
+    pub(super) fn socket(&self) -> Option<BorrowedFd<'_>> {
+        match &self.handle {
+            Handle::Socket(socket) => Some(socket.as_fd()),
+            _ => None,
+        }
     }
 
     /// Whether the process is held by a pidfd, taken or to be taken (else by its `/proc`

@@ -6,13 +6,14 @@
 //! when the process is first read ([`Process`]). The first connection tells whether the kernel
 //! has `SO_PEERPIDFD`; on one without it (`ENOPROTOOPT`; Alibaba Cloud Linux 3 and Ubuntu
 //! 22.04 kernels), the process is held by its `/proc/<pid>` directory instead, opened at
-//! accept. Where pidfds work, a new connection thus costs two `getsockopt(2)` calls, as it did
-//! before callers had a process handle, and a `dup` of the socket (closed with the
-//! connection); no `/proc` read, no pidfd until one is needed.
+//! accept. Where pidfds work, a new connection thus costs one `getsockopt(2)` call
+//! (`SO_PEERCRED`) and a `dup` of the socket (closed with the connection); the groups, a pidfd
+//! and anything in `/proc` are read through that duplicate only when needed.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 use nix::errno::Errno;
 use nix::sys::socket::{getsockopt, sockopt};
@@ -55,16 +56,32 @@ impl Caller {
 pub(super) fn capture(socket: BorrowedFd<'_>, hold: Hold) -> io::Result<Caller> {
     let cred = getsockopt(&socket, sockopt::PeerCredentials)?;
     let pid = Some(cred.pid()).filter(|&p| p > 0);
-    let groups = match peer_groups(socket) {
+    let process = pid.and_then(|pid| hold_process(socket, pid, hold));
+    let mut caller = Caller {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        groups: OnceLock::new(),
+        pid,
+        process,
+    };
+    // Held through a duplicate of the socket, the groups can be read when first needed
+    // ([`Caller::groups`]); otherwise now, while the socket is at hand.
+    if caller.process.as_ref().and_then(Process::socket).is_none() {
+        caller.groups = OnceLock::from(groups(socket, pid));
+    }
+    Ok(caller)
+}
+
+/// The peer's supplementary groups: `SO_PEERGROUPS`, else (kernels before 4.13) the
+/// `Groups:` line of `/proc/<pid>/status`; empty when neither can be read.
+pub(super) fn groups(socket: BorrowedFd<'_>, pid: Option<i32>) -> Vec<u32> {
+    match peer_groups(socket) {
         Ok(groups) => groups,
         Err(e) => {
             tracing::debug!(error = %e, "SO_PEERGROUPS failed; reading /proc instead");
             pid.and_then(proc_groups).unwrap_or_default()
         }
-    };
-    let mut caller = Caller::new(cred.uid(), cred.gid(), groups, pid);
-    caller.process = pid.and_then(|pid| hold_process(socket, pid, hold));
-    Ok(caller)
+    }
 }
 
 /// A handle on process `pid`, the peer of `socket`; `None` when it has already exited (or no

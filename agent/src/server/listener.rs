@@ -204,10 +204,23 @@ impl Listener {
     ///
     /// The OS error from `accept(2)`.
     pub async fn accept(&self) -> io::Result<(tokio::net::UnixStream, Caller)> {
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// [`Listener::accept`] as a poll: `Pending` (with a wake-up through `cx` later) while no
+    /// connection waits.
+    ///
+    /// # Errors
+    ///
+    /// The OS error from `accept(2)`.
+    pub fn poll_accept(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<(tokio::net::UnixStream, Caller)>> {
         loop {
-            let (stream, _) = self.inner.accept().await?;
+            let (stream, _) = std::task::ready!(self.inner.poll_accept(cx))?;
             match Caller::of_unix_peer(stream.as_fd()) {
-                Ok(caller) => return Ok((stream, caller)),
+                Ok(caller) => return std::task::Poll::Ready(Ok((stream, caller))),
                 Err(e) => tracing::warn!(
                     error = %e,
                     "cannot read the caller's credentials (SO_PEERCRED); closing"

@@ -42,6 +42,7 @@
 
 mod admission;
 pub mod audit;
+mod chores;
 pub mod config;
 mod connection;
 pub mod listener;
@@ -59,6 +60,7 @@ use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -73,6 +75,7 @@ use crate::metrics::Metrics;
 use crate::server::config::Config as ServerConfig;
 use admission::Admission;
 use audit::Audit;
+use chores::Chores;
 use connection::Shared;
 
 /// The server configuration as [`Server::run`] reads it: the current value of a `watch` channel, so a
@@ -198,21 +201,50 @@ impl<'a> Server<'a> {
         )));
         let mut wedge = pin!(sleep_for(supervision.wedge_after));
         let mut shutdown = pin!(shutdown);
+        // The listener is polled at every wake-up; the rest only when one of them woke the
+        // loop ([`Chores`]).
+        let mut chores = Chores::new();
         let result = loop {
-            tokio::select! {
-                () = &mut shutdown => break Ok(()),
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, caller)) => conns.start(stream, caller, Arc::clone(&config.borrow())),
-                    Err(e) if is_transient(&e) => {
-                        tracing::warn!(error = %e, "accept failed; retrying");
-                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    }
-                    Err(e) => break Err(e),
-                },
-                _ = flush.tick() => flush_audit(&conns.shared.audit, false),
-                _ = beat.tick() => supervision.heartbeat.beat(),
-                () = &mut trimmer => {}
-                () = &mut wedge => {
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(accepted) = listener.poll_accept(cx) {
+                    return Poll::Ready(Event::Accepted(accepted));
+                }
+                let Some(waker) = chores.waker(cx.waker()) else {
+                    return Poll::Pending;
+                };
+                let mut cx = Context::from_waker(&waker);
+                if shutdown.as_mut().poll(&mut cx).is_ready() {
+                    return Poll::Ready(Event::Shutdown);
+                }
+                if flush.poll_tick(&mut cx).is_ready() {
+                    return Poll::Ready(Event::Flush);
+                }
+                if beat.poll_tick(&mut cx).is_ready() {
+                    return Poll::Ready(Event::Beat);
+                }
+                let _ = trimmer.as_mut().poll(&mut cx);
+                if wedge.as_mut().poll(&mut cx).is_ready() {
+                    return Poll::Ready(Event::Wedge);
+                }
+                Poll::Pending
+            })
+            .await;
+            if !matches!(event, Event::Accepted(_)) {
+                chores.mark_due();
+            }
+            match event {
+                Event::Shutdown => break Ok(()),
+                Event::Accepted(Ok((stream, caller))) => {
+                    conns.start(stream, caller, Arc::clone(&config.borrow()));
+                }
+                Event::Accepted(Err(e)) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+                Event::Accepted(Err(e)) => break Err(e),
+                Event::Flush => flush_audit(&conns.shared.audit, false),
+                Event::Beat => supervision.heartbeat.beat(),
+                Event::Wedge => {
                     tracing::warn!("test hook: wedging the accept loop for good");
                     std::future::pending::<()>().await;
                 }
@@ -230,6 +262,15 @@ impl<'a> Server<'a> {
         flush_audit(&conns.shared.audit, true);
         result
     }
+}
+
+/// What woke the accept loop.
+enum Event {
+    Accepted(io::Result<(tokio::net::UnixStream, Caller)>),
+    Shutdown,
+    Flush,
+    Beat,
+    Wedge,
 }
 
 /// Sleeps for `d`, or forever when `None`.
