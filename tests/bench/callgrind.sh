@@ -24,8 +24,9 @@
 # with their range.
 #
 # Environment: CLIENTS (default 8), FEW (500), MANY (2500), RUNS (3), AGENT (another agent
-# binary, e.g. a copy of an earlier build, to compare before and after), HYPER_ARGS (e.g.
-# --accept-on-worker); KEEP=DIR keeps callgrind's output
+# binary, e.g. a copy of an earlier build, to compare before and after), HYPER_ARGS (default
+# --accept-on-worker, bare hyper's accept loop on a worker like the agent's; set it empty for
+# the accept loop in block_on); KEEP=DIR keeps callgrind's output
 # files there (SERVER-MODE-N.out) for callgrind_annotate, which names functions when the
 # binaries keep their symbols, e.g. built with
 #   CARGO_PROFILE_PROF_INHERITS=release CARGO_PROFILE_PROF_STRIP=false \
@@ -105,7 +106,7 @@ instructions() {
     else
         sock=$dir/hyper.sock
         valgrind --tool=callgrind --callgrind-out-file="$out" \
-            "$bench" hyper ${HYPER_ARGS:-} "$sock" "$dir/body.json" >/dev/null 2>"$dir/valgrind.log" &
+            "$bench" hyper ${HYPER_ARGS---accept-on-worker} "$sock" "$dir/body.json" >/dev/null 2>"$dir/valgrind.log" &
     fi
     pid=$!
     pids+=("$pid")

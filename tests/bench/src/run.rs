@@ -39,10 +39,10 @@ pub struct Options {
     /// `cargo build --release -p ecs-credential-agent --no-default-features` when run by cargo].
     #[arg(long)]
     agent: Option<PathBuf>,
-    /// Run bare hyper's accept loop in a worker task rather than in `block_on`: set it when
-    /// the agent runs its own accept loop on a worker, so the two stay matched.
+    /// Run bare hyper's accept loop in `block_on` on the main thread (as the agent did before
+    /// it moved its own to a worker task) rather than in a worker task like the agent's.
     #[arg(long)]
-    hyper_accept_on_worker: bool,
+    hyper_accept_in_block_on: bool,
     /// Where the JSON figures go [default: `bench.json` (`bench-smoke.json`) in the target
     /// directory].
     #[arg(long)]
@@ -284,7 +284,7 @@ impl Bench {
 
     fn server(&self, kind: &'static str, socket: &Path, file: &Path) -> Proc {
         let mut args = vec![kind];
-        if kind == "hyper" && self.opts.hyper_accept_on_worker {
+        if kind == "hyper" && !self.opts.hyper_accept_in_block_on {
             args.push("--accept-on-worker");
         }
         let (socket_arg, file_arg) = (socket.display().to_string(), file.display().to_string());

@@ -1,6 +1,7 @@
-//! The two reference servers, each run in its own process with the agent's runtime settings
-//! (a multi-threaded tokio runtime with two workers, the accept loop in `block_on`; `bench hyper
-//! --accept-on-worker` runs it in a worker task).
+//! The two reference servers, each run in its own process with a multi-threaded tokio runtime of
+//! two workers, like the agent. The benchmark runs bare hyper's accept loop in a worker task
+//! (`bench hyper --accept-on-worker`), where the agent runs its own; the floor's stays in
+//! `block_on`.
 //!
 //! - The **floor** (`bench floor`): reads a request head and writes back canned bytes, the
 //!   agent's whole response (head and body) as captured from the agent. Nothing is parsed
