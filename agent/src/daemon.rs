@@ -241,11 +241,13 @@ async fn start_metrics_listener(
 
 fn check_open_files_limit(cfg: &server::config::Config) {
     match crate::process::raise_open_files_limit() {
-        Ok(n) if (n as usize) < cfg.max_connections + 64 => tracing::warn!(
-            open_files_limit = n,
-            max_connections = cfg.max_connections,
-            "the open-files limit is lower than max_connections needs"
-        ),
+        Ok(n) if (n as usize) < cfg.max_connections * server::FDS_PER_CONNECTION + 64 => {
+            tracing::warn!(
+                open_files_limit = n,
+                max_connections = cfg.max_connections,
+                "the open-files limit is lower than max_connections needs"
+            )
+        }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }

@@ -203,7 +203,8 @@ mod tests {
         );
 
         drop(server);
-        for _ in 0..100 {
+        // Up to 10 s, for a loaded machine.
+        for _ in 0..1_000 {
             if tcp_get(addr, "/metrics").await.is_err() {
                 return;
             }
