@@ -19,8 +19,9 @@
 //! metadata service → [`sources::metadata`] client → [`credentials::refresher`] →
 //! [`credentials::State`] ← [`server`] ← callers. No top-level module names another that names
 //! it back, directly or through others: `tests/module_graph.rs` reads the module tree and fails
-//! on a cycle. The leaves — [`time`], [`heartbeat`], [`process`], [`settings`], [`identity`] and
-//! [`metrics`] (a sink that knows no domain type) — import no other module.
+//! on a cycle. The leaves — [`time`], [`heartbeat`], [`process`], [`settings`] and
+//! [`identity`] — import no other module; [`metrics`], a sink that knows no domain type, imports
+//! only `settings` (for its configuration section).
 //!
 //! - [`settings`]: how a configuration key is declared, once, by the module that uses it (its
 //!   section: `sources::metadata::config`, `server::config`, `credentials::policy`,
@@ -64,7 +65,8 @@
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)] // audited exceptions: `identity::unix` reads SO_PEERGROUPS with libc::getsockopt;
-                      // `systemd::activation` takes ownership of the socket systemd passed as fd 3;
+                      // `systemd::activation` takes ownership of the socket systemd passed as fd 3
+                      // and sets its close-on-exec flag with fcntl;
                       // `server::memory` calls glibc's malloc_trim after a burst of connections closed
 
 pub mod cli;

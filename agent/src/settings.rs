@@ -92,7 +92,7 @@ pub trait Codec<T> {
 }
 
 /// A value as the problem messages show it: strings quoted, everything else as TOML.
-pub fn show(v: &toml::Value) -> String {
+fn show(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => format!("{s:?}"),
         other => other.to_string(),

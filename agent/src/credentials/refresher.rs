@@ -66,7 +66,6 @@ pub struct Refresher {
     task: JoinHandle<()>,
     state: StateReceiver,
     heartbeat: watch::Receiver<Instant>,
-    label: String,
 }
 
 impl Refresher {
@@ -84,11 +83,6 @@ impl Refresher {
     /// per connection; clones are cheap).
     pub fn subscribe(&self) -> StateReceiver {
         self.state.clone()
-    }
-
-    /// The source's [`label`](Source::label), as its log lines name it.
-    pub fn label(&self) -> &str {
-        &self.label
     }
 
     /// The monotonic time the task last showed it was alive: at most [`HEARTBEAT_INTERVAL`] ago
@@ -125,7 +119,6 @@ fn spawn_task<S: Source>(
 ) -> Refresher {
     let (tx, state) = watch::channel(State::default());
     let (heartbeat_tx, heartbeat) = watch::channel(Instant::now());
-    let label = source.label().to_owned();
     let task = Task {
         source,
         cfg,
@@ -142,7 +135,6 @@ fn spawn_task<S: Source>(
         task: tokio::spawn(task.run()),
         state,
         heartbeat,
-        label,
     }
 }
 

@@ -2,7 +2,7 @@
 //! Unix socket): `GET /metrics` and nothing else.
 //!
 //! Metrics carry no secret, so there is no peer check here; the address is checked to be
-//! loopback when the configuration is parsed ([`crate::config::MetricsConfig`]). Every other
+//! loopback when the configuration is parsed ([`crate::metrics::config::Config`]). Every other
 //! path answers 404, another method on `/metrics` 405. Each connection serves one request and
 //! closes (no keep-alive), must send its request head within [`HEADER_TIMEOUT`], and at most
 //! [`MAX_CONNECTIONS`] are served at once (further ones are closed at once).

@@ -93,9 +93,10 @@ const AUDIT_FLUSH_EVERY: Duration = Duration::from_secs(10);
 /// Pause after an `accept(2)` error such as `EMFILE`, so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// File descriptors an open connection holds: its socket, and the duplicate through which
-/// the caller's groups and process are read when needed ([`crate::identity`]).
-pub const FDS_PER_CONNECTION: usize = 2;
+/// File descriptors an open connection may hold: its socket, the duplicate through which the
+/// caller's groups and process are read when needed, and the caller's pidfd once asked for
+/// ([`crate::identity`]).
+pub const FDS_PER_CONNECTION: usize = 3;
 
 /// How often the accept loop beats its [`Heartbeat`], even when no connection arrives.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);

@@ -179,8 +179,6 @@ pub fn route(method: &Method, path: &str, headers: &HeaderMap) -> Result<Route, 
     Ok(route)
 }
 
-/// The `200` answer to `GET /v1/credentials` with `issued`'s body (serialised once per
-/// generation; cloning it is a reference-count increment).
 /// The `endpoint` label of a request path in metrics: one fixed word per route, `other` for
 /// any path no route serves (so a caller cannot create label values).
 pub fn label(path: &str) -> &'static str {
@@ -192,6 +190,8 @@ pub fn label(path: &str) -> &'static str {
     }
 }
 
+/// The `200` answer to `GET /v1/credentials` with `issued`'s body (serialised once per
+/// generation; cloning it is a reference-count increment).
 pub(crate) fn credentials_reply(issued: &Issued) -> Reply {
     json_response(StatusCode::OK, issued.body.clone())
 }
