@@ -2,7 +2,7 @@
 //! section, every bad key reported at once.
 //!
 //! This module only parses. Each section is declared once by the module that uses it
-//! ([`crate::settings::section!`]): its keys, types, defaults, ranges, and whether a reload
+//! (`settings::section!`): its keys, types, defaults, ranges, and whether a reload
 //! applies them. The sections of the file are listed once, in [`Config`]'s declaration below;
 //! parsing, unknown-key suggestions, reload classification ([`Config::keep_restart_keys`]), the
 //! reference table ([`Config::reference`], the README's "Configuration" table) and the fuzz

@@ -1,7 +1,7 @@
 //! How a configuration key is declared: once, beside the code that uses it.
 //!
 //! Each module that reads configuration owns its section as a typed value and declares it with
-//! [`section!`]: one line per key gives the field, its type, its default, the key's name in the
+//! `section!`: one line per key gives the field, its type, its default, the key's name in the
 //! file, how the file's value is read and checked (a [`Codec`]), and whether a reload applies it
 //! ([`Reload`]); the field's doc comment is the key's documentation. Everything else is derived
 //! from that declaration by [`crate::config`] and [`crate::reload`]: parsing with every problem
@@ -24,7 +24,7 @@ pub enum Reload {
 }
 
 /// One declared key of a section `C`: everything the parser, the reloader and the docs need.
-/// Made by [`section!`]; the function pointers read or write the one field the key names.
+/// Made by `section!`; the function pointers read or write the one field the key names.
 pub struct Key<C: 'static> {
     /// The key's name in the file, e.g. `token_ttl_secs`.
     pub name: &'static str,
@@ -64,7 +64,7 @@ impl<C> Key<C> {
     }
 }
 
-/// A configuration section declared with [`section!`].
+/// A configuration section declared with `section!`.
 pub trait Section: Default + Clone + PartialEq + fmt::Debug + 'static {
     /// The section's name in the file, e.g. `metadata` for `[metadata]`.
     const NAME: &'static str;
