@@ -9,7 +9,8 @@
 //!   called `connect(2)` (`SO_PEERCRED`, `SO_PEERGROUPS`, see `socket(7)`); the peer cannot
 //!   forge them. The groups are read when first needed (authorization needs them only when
 //!   neither the uid nor the primary gid decides), through the connection's socket, which
-//!   still reports the set recorded at `connect(2)`.
+//!   still reports the set recorded at `connect(2)`; the transport lends the socket to the
+//!   caller for that ([`LentSocket`]) rather than duplicate it.
 //! - The process itself is held as a handle ([`Process`]) so that it can be read later (its
 //!   executable, cgroup, start time) without mistaking another process that reused its pid
 //!   for it: a pidfd (`SO_PEERPIDFD`, Linux 6.5+, asked for through the connection when first
@@ -17,12 +18,14 @@
 //!   accept. Those reads are lazy: a connection pays for them only when an audit event (or,
 //!   later, a selector) needs them.
 
+mod lent;
 mod process;
 mod unix;
 
 use std::path::Path;
 use std::sync::OnceLock;
 
+pub use lent::LentSocket;
 pub use process::Process;
 
 /// The process on the other end of a connection, as the kernel saw it when it connected.
@@ -63,13 +66,14 @@ impl Caller {
 
     /// Supplementary gids (may include the primary gid), as recorded at `connect(2)`; read
     /// through the connection on first use where the transport deferred it; empty if they
-    /// could not be read.
+    /// could not be read (or the connection was closed before they were first asked for:
+    /// authorization asks at accept).
     pub fn groups(&self) -> &[u32] {
         self.groups.get_or_init(|| {
             self.process
                 .as_ref()
                 .and_then(Process::socket)
-                .map(|socket| unix::groups(socket, self.pid))
+                .and_then(|lease| lease.with(|socket| unix::groups(socket, self.pid)))
                 .unwrap_or_default()
         })
     }

@@ -7,11 +7,13 @@
 //! - with a **pidfd** (`SO_PEERPIDFD`), a value is read from `/proc/<pid>/…` and kept only if
 //!   the pidfd then shows the process still running (`poll(2)` reports no exit): a pid is not
 //!   reused while its process runs, so what was read before belonged to it. The pidfd itself
-//!   is asked for on first use, through a duplicate of the connection's socket taken at
-//!   accept: the kernel keeps a reference to the connecting process (its `struct pid`) for the
-//!   socket's life, so a pidfd asked for later still names that process, never one that
-//!   reused its pid (and fails, or shows it exited, once it is gone). A new connection thus
-//!   pays for a `dup` and a `close`, about a fifth of what making and closing a pidfd costs;
+//!   is asked for on first use, through the connection's socket, lent to the caller
+//!   ([`LentSocket`](super::LentSocket)): the kernel keeps a reference to the connecting
+//!   process (its `struct pid`) for the socket's life, so a pidfd asked for later still names
+//!   that process, never one that reused its pid (and fails, or shows it exited, once it is
+//!   gone). A new connection thus pays for no system call here; once the connection is
+//!   closed, a pidfd not asked for before is not asked for at all (the values read through
+//!   it are then unknown);
 //! - without pidfds (kernels before 6.5), the `/proc/<pid>` directory is opened at accept and
 //!   read through (`openat`/`readlinkat`): once that process is gone, those reads fail instead
 //!   of reaching a new process with the same pid. Its start time (field 22 of `stat`, clock
@@ -21,14 +23,16 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use nix::fcntl::{open, openat, readlinkat, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::Mode;
+
+use super::lent::Lease;
 
 /// The caller's process, and what has been read about it so far.
 #[derive(Debug)]
@@ -46,8 +50,8 @@ pub struct Process {
 /// How the process is held.
 #[derive(Debug)]
 enum Handle {
-    /// A duplicate of the connection's socket, to ask for a pidfd when first needed.
-    Socket(OwnedFd),
+    /// The connection's socket, lent, to ask for a pidfd when first needed.
+    Socket(Arc<Lease>),
     /// A pidfd: the process still runs while polling it reports no exit.
     Pidfd(OwnedFd),
     /// An open `/proc/<pid>` directory (`O_PATH`): reads through it fail once the process is
@@ -63,10 +67,10 @@ impl Process {
         Process::with_handle(pid, Handle::Pidfd(pidfd))
     }
 
-    /// The process `pid` on the other end of `socket` (a duplicate of the connection's
-    /// socket, on a kernel with `SO_PEERPIDFD`), whose pidfd is asked for on first use.
-    pub(super) fn from_socket(pid: i32, socket: OwnedFd) -> Process {
-        Process::with_handle(pid, Handle::Socket(socket))
+    /// The process `pid` on the other end of the socket lent through `lease` (on a kernel
+    /// with `SO_PEERPIDFD`), whose pidfd is asked for on first use.
+    pub(super) fn from_socket(pid: i32, lease: Arc<Lease>) -> Process {
+        Process::with_handle(pid, Handle::Socket(lease))
     }
 
     /// Opens `/proc/<pid>` and reads the process's start time through it.
@@ -111,10 +115,10 @@ impl Process {
         self.pid
     }
 
-    /// The duplicate of the connection's socket the process is held through, if it is.
-    pub(super) fn socket(&self) -> Option<BorrowedFd<'_>> {
+    /// The lease on the connection's socket the process is held through, if it is.
+    pub(super) fn socket(&self) -> Option<&Lease> {
         match &self.handle {
-            Handle::Socket(socket) => Some(socket.as_fd()),
+            Handle::Socket(lease) => Some(lease),
             _ => None,
         }
     }
@@ -126,13 +130,18 @@ impl Process {
     }
 
     /// The pidfd, asked for now if it is to be taken through the socket; `None` without
-    /// pidfds, or when the kernel gives none (the process has been reaped).
+    /// pidfds, when the kernel gives none (the process has been reaped), or when the socket
+    /// was closed before it was asked for.
     fn pidfd(&self) -> Option<&OwnedFd> {
         match &self.handle {
             Handle::Pidfd(pidfd) => Some(pidfd),
-            Handle::Socket(socket) => self
+            Handle::Socket(lease) => self
                 .pidfd
-                .get_or_init(|| getsockopt(socket, sockopt::PeerPidfd).ok())
+                .get_or_init(|| {
+                    lease
+                        .with(|socket| getsockopt(&socket, sockopt::PeerPidfd).ok())
+                        .flatten()
+                })
                 .as_ref(),
             Handle::ProcDir(_) | Handle::Known => None,
         }

@@ -7,18 +7,20 @@
 //! has `SO_PEERPIDFD`; on one without it (`ENOPROTOOPT`; Alibaba Cloud Linux 3 and Ubuntu
 //! 22.04 kernels), the process is held by its `/proc/<pid>` directory instead, opened at
 //! accept. Where pidfds work, a new connection thus costs one `getsockopt(2)` call
-//! (`SO_PEERCRED`) and a `dup` of the socket (closed with the connection); the groups, a pidfd
-//! and anything in `/proc` are read through that duplicate only when needed.
+//! (`SO_PEERCRED`); the groups, a pidfd and anything in `/proc` are read through the socket,
+//! lent to the caller ([`LentSocket`]), only when needed.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::sync::OnceLock;
 
 use nix::errno::Errno;
 use nix::sys::socket::{getsockopt, sockopt};
 
-use super::{Caller, Process};
+use super::lent::Lease;
+use super::{Caller, LentSocket, Process};
 
 /// Whether the kernel gives pidfds of peers (`SO_PEERPIDFD`): [`UNKNOWN`] until the first
 /// connection tells, then [`PIDFDS`] or [`NO_PIDFDS`].
@@ -41,22 +43,32 @@ pub(super) enum Hold {
 
 impl Caller {
     /// The caller on the other end of the connected Unix socket `socket`, as the kernel
-    /// recorded it at `connect(2)`; call it before reading anything from the socket.
+    /// recorded it at `connect(2)`, and the socket, now lent to the caller for the reads it
+    /// defers (use the socket through the [`LentSocket`]; once that is dropped, what the
+    /// caller had not read is unknown). Call it before reading anything from the socket.
     ///
     /// # Errors
     ///
-    /// The OS error of `SO_PEERCRED`. Failing to read the supplementary groups (empty
-    /// groups) or to hold the process (no [`Process`]: it has already exited) is not an error.
-    pub fn of_unix_peer(socket: BorrowedFd<'_>) -> io::Result<Caller> {
+    /// The OS error of `SO_PEERCRED` (the socket is then closed). Failing to read the
+    /// supplementary groups (empty groups) or to hold the process (no [`Process`]: it has
+    /// already exited) is not an error.
+    pub fn of_unix_peer<S: AsFd>(socket: S) -> io::Result<(Caller, LentSocket<S>)> {
         capture(socket, Hold::Pidfd)
     }
 }
 
 /// [`Caller::of_unix_peer`], holding the process as `hold` says.
-pub(super) fn capture(socket: BorrowedFd<'_>, hold: Hold) -> io::Result<Caller> {
+pub(super) fn capture<S: AsFd>(socket: S, hold: Hold) -> io::Result<(Caller, LentSocket<S>)> {
+    let (socket, lease) = LentSocket::new(socket);
+    let caller = capture_lent(socket.as_fd(), lease, hold)?;
+    Ok((caller, socket))
+}
+
+/// The caller on the other end of `socket`, lent through `lease`.
+fn capture_lent(socket: BorrowedFd<'_>, lease: Arc<Lease>, hold: Hold) -> io::Result<Caller> {
     let cred = getsockopt(&socket, sockopt::PeerCredentials)?;
     let pid = Some(cred.pid()).filter(|&p| p > 0);
-    let process = pid.and_then(|pid| hold_process(socket, pid, hold));
+    let process = pid.and_then(|pid| hold_process(socket, lease, pid, hold));
     let mut caller = Caller {
         uid: cred.uid(),
         gid: cred.gid(),
@@ -64,7 +76,7 @@ pub(super) fn capture(socket: BorrowedFd<'_>, hold: Hold) -> io::Result<Caller> 
         pid,
         process,
     };
-    // Held through a duplicate of the socket, the groups can be read when first needed
+    // Held through the lent socket, the groups can be read when first needed
     // ([`Caller::groups`]); otherwise now, while the socket is at hand.
     if caller.process.as_ref().and_then(Process::socket).is_none() {
         caller.groups = OnceLock::from(groups(socket, pid));
@@ -84,12 +96,17 @@ pub(super) fn groups(socket: BorrowedFd<'_>, pid: Option<i32>) -> Vec<u32> {
     }
 }
 
-/// A handle on process `pid`, the peer of `socket`; `None` when it has already exited (or no
-/// file descriptor is left for the handle).
-fn hold_process(socket: BorrowedFd<'_>, pid: i32, hold: Hold) -> Option<Process> {
+/// A handle on process `pid`, the peer of `socket` (lent through `lease`); `None` when it has
+/// already exited (or no file descriptor is left for the handle).
+fn hold_process(
+    socket: BorrowedFd<'_>,
+    lease: Arc<Lease>,
+    pid: i32,
+    hold: Hold,
+) -> Option<Process> {
     if hold == Hold::Pidfd {
         match PEER_PIDFD.load(Ordering::Relaxed) {
-            PIDFDS => return Some(Process::from_socket(pid, socket.try_clone_to_owned().ok()?)),
+            PIDFDS => return Some(Process::from_socket(pid, lease)),
             UNKNOWN => match getsockopt(&socket, sockopt::PeerPidfd) {
                 Ok(pidfd) => {
                     PEER_PIDFD.store(PIDFDS, Ordering::Relaxed);

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::listener::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -55,7 +55,7 @@ impl Admission {
 
     /// Answers `stream`, refused by [`Admission::admit`], with `503 TooManyConnections` in the
     /// background; counts it in `metrics` and logs (at most once per [`SUMMARY_INTERVAL`]).
-    pub(super) fn reject(&mut self, stream: UnixStream, cfg: &ServerConfig, metrics: &Metrics) {
+    pub(super) fn reject(&mut self, stream: Stream, cfg: &ServerConfig, metrics: &Metrics) {
         self.rejected += 1;
         metrics.connection_rejected();
         let now = Instant::now();
@@ -176,7 +176,7 @@ const REJECT_LINGER: Duration = Duration::from_secs(1);
 /// `Connection: close`, then reads and discards what the client sends (at most
 /// [`MAX_BUF_SIZE`] bytes, for at most [`REJECT_LINGER`]) before closing, so that the
 /// client's own write does not fail and it reads the answer rather than a reset.
-async fn reject(mut stream: UnixStream) {
+async fn reject(mut stream: Stream) {
     let answer = ApiError::TooManyConnections.to_raw_http();
     let _ = tokio::time::timeout(REJECT_LINGER, async {
         stream.write_all(&answer).await?;
@@ -202,8 +202,8 @@ async fn reject(mut stream: UnixStream) {
 /// The write goes through the plain socket: tokio's `try_write` refuses (`WouldBlock`) until
 /// the runtime has seen the new socket's first readiness event, which a just-accepted one may
 /// not have had yet.
-fn reject_at_once(stream: UnixStream) {
-    if let Ok(mut stream) = stream.into_std() {
+fn reject_at_once(stream: Stream) {
+    if let Ok(mut stream) = stream.into_inner().into_std() {
         let _ = io::Write::write(&mut stream, &ApiError::TooManyConnections.to_raw_http());
     }
 }

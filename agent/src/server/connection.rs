@@ -34,11 +34,11 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::pin::pin;
-use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::audit::Audit;
+use super::listener::Stream;
 use super::service::{CatchUnwind, Service};
 use super::tally::Tally;
 use super::timed_io::{HeadScan, TimedIo};
@@ -68,8 +68,16 @@ pub(super) enum Phase {
 /// What every connection of a server shares.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
-    /// The refresher's snapshot.
+    /// The refresher's snapshot (each connection has its own receiver).
     pub(crate) state: StateReceiver,
+    /// The rest, behind one reference count: a new connection takes one reference, not one
+    /// per part (each is a write to memory every connection shares).
+    pub(crate) common: Arc<Common>,
+}
+
+/// What every connection of a server shares, behind one reference.
+#[derive(Debug)]
+pub(crate) struct Common {
     /// The audit trail (a `std` mutex: held for a few map operations, never across `.await`).
     pub(crate) audit: Arc<Mutex<Audit>>,
     /// Where requests and denials are counted; also what `GET /metrics` serves.
@@ -81,9 +89,7 @@ pub(crate) struct Shared {
 /// One connection: what it was accepted with, and its [`ConnState`].
 #[derive(Debug)]
 pub(super) struct Ctx {
-    pub(super) audit: Arc<Mutex<Audit>>,
-    pub(super) metrics: Metrics,
-    pub(super) panic_on_path: Option<Arc<str>>,
+    pub(super) common: Arc<Common>,
     pub(super) cfg: Arc<ServerConfig>,
     /// Who is on the other end, captured at accept.
     pub(super) caller: Caller,
@@ -147,16 +153,9 @@ impl Ctx {
         first_deadline: Instant,
     ) -> Arc<Ctx> {
         let decision = policy::authorize(&caller, rules(&cfg));
-        let Shared {
-            state,
-            audit,
-            metrics,
-            panic_on_path,
-        } = shared;
+        let Shared { state, common } = shared;
         Arc::new(Ctx {
-            audit,
-            metrics,
-            panic_on_path,
+            common,
             cfg,
             caller,
             decision,
@@ -181,7 +180,7 @@ impl Drop for Ctx {
     /// Reports the issuances still counted when the connection ends.
     fn drop(&mut self) {
         let conn = self.conn.get_mut().unwrap_or_else(PoisonError::into_inner);
-        conn.tally.report_all(&self.audit, &self.caller);
+        conn.tally.report_all(&self.common.audit, &self.caller);
     }
 }
 
@@ -235,7 +234,7 @@ fn next_check(
 /// Serves one accepted connection until it closes, times out, or `stop` turns true (then
 /// in-flight requests finish and the connection closes).
 pub(crate) async fn serve(
-    stream: UnixStream,
+    stream: Stream,
     caller: Caller,
     cfg: Arc<ServerConfig>,
     shared: Shared,
@@ -294,7 +293,7 @@ pub(crate) async fn serve(
                 let mut c = ctx.lock();
                 if let Phase::Idle(_) = c.phase {
                     c.cached = None;
-                    c.tally.report_old(&ctx.audit, &ctx.caller, now);
+                    c.tally.report_old(&ctx.common.audit, &ctx.caller, now);
                 }
                 match next_check(c.phase, now, header_timeout, idle_timeout) {
                     Ok(at) => timer.as_mut().reset(at),
@@ -361,7 +360,7 @@ async fn stopped(mut stop: watch::Receiver<Stop>, level: Stop) {
 /// [`serve`], logging a panic outside the request handlers (which answer 500 themselves)
 /// instead of losing it: connection tasks are detached.
 pub(crate) async fn serve_catching_panics(
-    stream: UnixStream,
+    stream: Stream,
     caller: Caller,
     cfg: Arc<ServerConfig>,
     shared: Shared,

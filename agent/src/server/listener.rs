@@ -18,14 +18,17 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid};
 
-use crate::identity::Caller;
+use crate::identity::{Caller, LentSocket};
 use crate::server::config::Config as ServerConfig;
+
+/// An accepted connection's socket, lent to the [`Caller`] captured from it (which reads its
+/// groups and pidfd through it when first needed): use it as a `tokio::net::UnixStream`.
+pub type Stream = LentSocket<tokio::net::UnixStream>;
 
 /// The mode of a parent directory the agent creates (`/run/ecs-credential-agent`): callers
 /// must be able to traverse it to reach the socket, whose own mode decides access.
@@ -203,7 +206,7 @@ impl Listener {
     /// # Errors
     ///
     /// The OS error from `accept(2)`.
-    pub async fn accept(&self) -> io::Result<(tokio::net::UnixStream, Caller)> {
+    pub async fn accept(&self) -> io::Result<(Stream, Caller)> {
         std::future::poll_fn(|cx| self.poll_accept(cx)).await
     }
 
@@ -216,11 +219,11 @@ impl Listener {
     pub fn poll_accept(
         &self,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<(tokio::net::UnixStream, Caller)>> {
+    ) -> std::task::Poll<io::Result<(Stream, Caller)>> {
         loop {
             let (stream, _) = std::task::ready!(self.inner.poll_accept(cx))?;
-            match Caller::of_unix_peer(stream.as_fd()) {
-                Ok(caller) => return std::task::Poll::Ready(Ok((stream, caller))),
+            match Caller::of_unix_peer(stream) {
+                Ok((caller, stream)) => return std::task::Poll::Ready(Ok((stream, caller))),
                 Err(e) => tracing::warn!(
                     error = %e,
                     "cannot read the caller's credentials (SO_PEERCRED); closing"

@@ -66,7 +66,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use listener::{Listener, SocketBindError};
+pub use listener::{Listener, SocketBindError, Stream};
 
 use crate::credentials::state::StateReceiver;
 use crate::heartbeat::Heartbeat;
@@ -76,7 +76,7 @@ use crate::server::config::Config as ServerConfig;
 use admission::Admission;
 use audit::Audit;
 use chores::Chores;
-use connection::Shared;
+use connection::{Common, Shared};
 
 /// The server configuration as [`Server::run`] reads it: the current value of a `watch` channel, so a
 /// reload (SIGHUP) can replace it. Each connection uses the value current when it was accepted.
@@ -93,10 +93,10 @@ const AUDIT_FLUSH_EVERY: Duration = Duration::from_secs(10);
 /// Pause after an `accept(2)` error such as `EMFILE`, so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// File descriptors an open connection may hold: its socket, the duplicate through which the
-/// caller's groups and process are read when needed, and the caller's pidfd once asked for
+/// File descriptors an open connection may hold: its socket (lent to the caller, through which
+/// its groups and process are read when needed) and the caller's pidfd once asked for
 /// ([`crate::identity`]).
-pub const FDS_PER_CONNECTION: usize = 3;
+pub const FDS_PER_CONNECTION: usize = 2;
 
 /// How often the accept loop beats its [`Heartbeat`], even when no connection arrives.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -192,9 +192,11 @@ impl<'a> Server<'a> {
         let mut conns = Connections {
             shared: Shared {
                 state,
-                audit: Arc::new(Mutex::new(Audit::default())),
-                metrics,
-                panic_on_path: supervision.panic_on_path.clone().map(Arc::from),
+                common: Arc::new(Common {
+                    audit: Arc::new(Mutex::new(Audit::default())),
+                    metrics,
+                    panic_on_path: supervision.panic_on_path.clone().map(Arc::from),
+                }),
             },
             stop: stop_rx,
             admission: Admission::default(),
@@ -247,7 +249,7 @@ impl<'a> Server<'a> {
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 }
                 Event::Accepted(Err(e)) => break Err(e),
-                Event::Flush => flush_audit(&conns.shared.audit, false),
+                Event::Flush => flush_audit(&conns.shared.common.audit, false),
                 Event::Beat => supervision.heartbeat.beat(),
                 Event::Wedge => {
                     tracing::warn!("test hook: wedging the accept loop for good");
@@ -264,14 +266,17 @@ impl<'a> Server<'a> {
         stop_tx.send_replace(Stop::Graceful);
         let grace = config.borrow().shutdown_grace;
         conns.drain(grace, &stop_tx).await;
-        flush_audit(&conns.shared.audit, true);
+        flush_audit(&conns.shared.common.audit, true);
         result
     }
 }
 
 /// What woke the accept loop.
+// Made once per wake-up and matched at once: boxing the accepted connection would allocate
+// per connection to save moving a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 enum Event {
-    Accepted(io::Result<(tokio::net::UnixStream, Caller)>),
+    Accepted(io::Result<(Stream, Caller)>),
     Shutdown,
     Flush,
     Beat,
@@ -309,9 +314,10 @@ struct Connections {
 
 impl Connections {
     /// Serves `stream` from `caller` under `cfg`, or answers `TooManyConnections` when full.
-    fn start(&mut self, stream: tokio::net::UnixStream, caller: Caller, cfg: Arc<ServerConfig>) {
+    fn start(&mut self, stream: Stream, caller: Caller, cfg: Arc<ServerConfig>) {
         let Some(slot) = self.admission.admit(&cfg) else {
-            self.admission.reject(stream, &cfg, &self.shared.metrics);
+            self.admission
+                .reject(stream, &cfg, &self.shared.common.metrics);
             return;
         };
         let (shared, stop) = (self.shared.clone(), self.stop.clone());

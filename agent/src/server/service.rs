@@ -62,7 +62,8 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         };
         conn.phase = conn.answered(now, ctx.cfg.header_timeout);
         drop(conn);
-        ctx.metrics
+        ctx.common
+            .metrics
             .socket_request(endpoint, reply.status().as_u16());
         Answer::Now(Some(reply))
     }
@@ -104,9 +105,10 @@ fn respond_now(
     now: Instant,
 ) -> Option<Reply> {
     if !ctx.decision.is_allowed() {
-        ctx.metrics.caller_denied();
+        ctx.common.metrics.caller_denied();
         emit_events(
-            ctx.audit
+            ctx.common
+                .audit
                 .lock()
                 .map(|mut a| a.record_denial(&ctx.caller, now)),
         );
@@ -125,7 +127,7 @@ fn respond_now(
                 .to_response(),
         );
     }
-    if ctx.panic_on_path.as_deref() == Some(req.uri().path()) {
+    if ctx.common.panic_on_path.as_deref() == Some(req.uri().path()) {
         panic!(
             "test hook: panicking while holding {:?}",
             *conn.state.borrow()
@@ -134,14 +136,15 @@ fn respond_now(
     Some(match route(req.method(), req.uri().path(), req.headers()) {
         Err(e) => e.to_response(),
         Ok(Route::Health) => routes::health(&conn.state),
-        Ok(Route::Metrics) => routes::metrics(&ctx.metrics),
+        Ok(Route::Metrics) => routes::metrics(&ctx.common.metrics),
         Ok(Route::Credentials) => {
             conn.refresh_cached();
             // Nothing servable (none yet, or past `serve_until`): the slow path reads the
             // state itself, waits for the first credentials or says why there are none.
             let issued = conn.cached.as_ref().filter(|c| now < c.serve_until)?;
             let reply = routes::credentials_reply(issued);
-            conn.tally.count(&ctx.audit, &ctx.caller, issued, now);
+            conn.tally
+                .count(&ctx.common.audit, &ctx.caller, issued, now);
             reply
         }
     })
@@ -156,7 +159,8 @@ async fn respond_later(ctx: Arc<Ctx>, rx: StateReceiver, endpoint: &'static str)
     let mut conn = ctx.lock();
     let reply = match answer {
         Ok(Ok((reply, issued))) => {
-            conn.tally.count(&ctx.audit, &ctx.caller, &issued, now);
+            conn.tally
+                .count(&ctx.common.audit, &ctx.caller, &issued, now);
             reply
         }
         Ok(Err(e)) => e.to_response(),
@@ -164,7 +168,8 @@ async fn respond_later(ctx: Arc<Ctx>, rx: StateReceiver, endpoint: &'static str)
     };
     conn.phase = conn.answered(now, ctx.cfg.header_timeout);
     drop(conn);
-    ctx.metrics
+    ctx.common
+        .metrics
         .socket_request(endpoint, reply.status().as_u16());
     reply
 }

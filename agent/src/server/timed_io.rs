@@ -10,15 +10,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::UnixStream;
 use tokio::time::Instant;
 
 use super::connection::{Ctx, Phase};
+use super::listener::Stream;
 
 /// The socket, noticing the first byte of each request head (`Idle → Head`) and whether what
 /// it read ends inside a head.
 pub(super) struct TimedIo {
-    inner: UnixStream,
+    inner: Stream,
     ctx: Arc<Ctx>,
     header_timeout: Duration,
 }
@@ -26,7 +26,7 @@ pub(super) struct TimedIo {
 impl TimedIo {
     /// `stream`, marking `ctx`'s phase; a head that starts must be complete within
     /// `header_timeout`.
-    pub(super) fn new(stream: UnixStream, ctx: Arc<Ctx>, header_timeout: Duration) -> TimedIo {
+    pub(super) fn new(stream: Stream, ctx: Arc<Ctx>, header_timeout: Duration) -> TimedIo {
         TimedIo {
             inner: stream,
             ctx,
@@ -100,7 +100,7 @@ impl AsyncRead for TimedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let res = Pin::new(&mut *self.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             let mut conn = self.ctx.lock();
             conn.scan.scan(&buf.filled()[before..]);
@@ -118,7 +118,7 @@ impl AsyncWrite for TimedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        Pin::new(&mut *self.inner).poll_write(cx, buf)
     }
 
     /// Vectored writes let hyper send the head and the body with one `writev(2)` instead of
@@ -128,7 +128,7 @@ impl AsyncWrite for TimedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        Pin::new(&mut *self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -136,11 +136,11 @@ impl AsyncWrite for TimedIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(&mut *self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 

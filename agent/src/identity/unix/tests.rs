@@ -4,8 +4,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-
 use super::*;
 
 /// Both ways of holding the caller's process. `Hold::Pidfd` falls back to the `/proc`
@@ -44,7 +42,7 @@ fn own_identity_read_from_socket() {
     let own_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let own_cgroup = own_cgroup.lines().find_map(|l| l.strip_prefix("0::"));
     for hold in HOLDS {
-        let c = capture(a.as_fd(), hold).unwrap();
+        let (c, _lent) = capture(a.as_fd(), hold).unwrap();
         assert_eq!(c.uid, nix::unistd::getuid().as_raw(), "{hold:?}");
         assert_eq!(c.gid, nix::unistd::getgid().as_raw(), "{hold:?}");
         assert_eq!(c.pid, Some(std::process::id() as i32), "{hold:?}");
@@ -69,7 +67,7 @@ fn own_identity_read_from_socket() {
         );
     }
     // The default follows the kernel: a pidfd where it has them.
-    let c = Caller::of_unix_peer(a.as_fd()).unwrap();
+    let (c, _lent) = Caller::of_unix_peer(a.as_fd()).unwrap();
     assert_eq!(c.process().unwrap().has_pidfd(), expects_pidfd(Hold::Pidfd));
 }
 
@@ -114,12 +112,12 @@ async fn a_caller_that_exited_is_not_read_through_a_reused_pid() {
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     for hold in HOLDS {
         let mut child = spawn_connecting_child(&path);
-        let (mut stream, _) = tokio::time::timeout(Duration::from_secs(60), listener.accept())
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(60), listener.accept())
             .await
             .expect("the child connects")
             .unwrap();
         // Two captures of the same connection: one read while the child runs, one after.
-        let (alive, gone) = (
+        let ((alive, _lent1), (gone, _lent2)) = (
             capture(stream.as_fd(), hold).unwrap(),
             capture(stream.as_fd(), hold).unwrap(),
         );
@@ -133,9 +131,9 @@ async fn a_caller_that_exited_is_not_read_through_a_reused_pid() {
         // A second pidfd of the child, to pose as one whose pid was reused (below).
         let stale =
             expects_pidfd(hold).then(|| getsockopt(&stream.as_fd(), sockopt::PeerPidfd).unwrap());
-        // The captures hold the connection open (to ask for a pidfd later): tell the child.
-        stream.write_all(b"x").await.unwrap();
-        drop(stream);
+        // The connection stays open (lent to the captures, to ask for a pidfd later): tell the
+        // child to exit.
+        assert_eq!(stream.try_write(b"x").unwrap(), 1);
         let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
             .await
             .unwrap();
@@ -158,4 +156,30 @@ async fn a_caller_that_exited_is_not_read_through_a_reused_pid() {
             assert_eq!(reused.cgroup(), None);
         }
     }
+}
+
+/// Once the lent socket is dropped (closed), what the caller had not read is unknown: it is
+/// not asked of whatever the descriptor's number names next.
+#[test]
+fn reads_after_the_lent_socket_is_closed_find_nothing() {
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (read, lent) = Caller::of_unix_peer(a).unwrap();
+    assert_eq!(read.exe(), Some(std::env::current_exe().unwrap().as_path()));
+    let (c, lent2) = Caller::of_unix_peer(lent.into_inner()).unwrap();
+    if !expects_pidfd(Hold::Pidfd) {
+        return; // Held by /proc: nothing is read through the socket.
+    }
+    let fd = lent2.as_raw_fd();
+    drop(lent2);
+    // Another socket, whose peer is this process too, now likely has the same number.
+    let (_c, _d) = std::os::unix::net::UnixStream::pair().unwrap();
+    assert!(c.groups().is_empty(), "groups are not read after the close");
+    assert_eq!(
+        c.exe(),
+        None,
+        "the pidfd is not asked for after the close (fd {fd})"
+    );
+    assert_eq!(c.exe_or_unknown(), "unknown");
+    // What was read before the close stays known.
+    assert!(read.exe().is_some());
 }
