@@ -241,7 +241,12 @@ async fn start_metrics_listener(
 
 fn check_open_files_limit(cfg: &server::config::Config) {
     match crate::process::raise_open_files_limit() {
-        Ok(n) if (n as usize) < cfg.max_connections * server::FDS_PER_CONNECTION + 64 => {
+        Ok(n)
+            if (n as usize)
+                < cfg.max_connections * server::FDS_PER_CONNECTION
+                    + metrics_listener::MAX_CONNECTIONS
+                    + 64 =>
+        {
             tracing::warn!(
                 open_files_limit = n,
                 max_connections = cfg.max_connections,

@@ -110,9 +110,13 @@ async fn accept_loop(listener: TcpListener, metrics: Metrics) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => slots.admit(|answering| {
-                    serve_connection(stream, metrics.clone(), answering)
-                }),
+                Ok((stream, _)) => {
+                    slots.admit(|answering| serve_connection(stream, metrics.clone(), answering));
+                    // Lets the new connection read a request head that came with it before the
+                    // next accept picks a victim: without this, a burst of accepts can run
+                    // before the new task is first polled.
+                    tokio::task::yield_now().await;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics listener: accept failed");
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
@@ -317,7 +321,7 @@ mod tests {
     /// round opens `MAX_CONNECTIONS + 1` idle connections (the first round twice as many), so
     /// the slots are full of idle connections when the scrape arrives. The bound: every scrape
     /// is answered `200`, none is refused.
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn idle_connections_do_not_starve_a_scraper() {
         const ROUNDS: usize = 20;
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
