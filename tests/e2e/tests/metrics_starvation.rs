@@ -67,6 +67,8 @@ impl Idle {
 /// every slot holds an idle connection when the scrape arrives. Bound: every scrape succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_do_not_blind_the_metrics_listener() {
+    // About three times MAX_CONNECTIONS descriptors are open at once.
+    raise_open_files_limit();
     let emu = emulator(Default::default()).await;
     let addr = free_port();
     let mut config = AgentConfig::new(&emu.endpoint());
