@@ -15,7 +15,7 @@
 //! - must send its request head within [`HEADER_TIMEOUT`] of being accepted, and be done
 //!   (answer written) within [`CONNECTION_TIMEOUT`]; past either it is closed;
 //! - is never refused: when every slot is taken, the connection that has waited longest for
-//!   its request head is closed to admit the new one ([`victim`]). Only when every slot is
+//!   its request head is closed to admit the new one (`victim`). Only when every slot is
 //!   answering (a peer that does not read an answer too large for the socket buffers) is the
 //!   oldest of those closed instead.
 //!
@@ -57,7 +57,7 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// not read its answer).
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most connections served at once; a new one beyond takes the slot of the one that has
-/// waited longest for its request head ([`victim`]). A scraper whose head is not read yet
+/// waited longest for its request head (`victim`). A scraper whose head is not read yet
 /// survives this many newer connections, less one.
 pub const MAX_CONNECTIONS: usize = 256;
 /// hyper's read buffer limit (its minimum, 8 KiB).
