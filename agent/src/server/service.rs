@@ -104,7 +104,8 @@ fn respond_now(
     conn: &mut ConnState,
     now: Instant,
 ) -> Option<Reply> {
-    if !ctx.decision.is_allowed() {
+    // Judged at accept; judged again only after a reload (one atomic load per request).
+    if !conn.judge(&ctx.caller, ctx.common.trusted).is_allowed() {
         ctx.common.metrics.caller_denied();
         emit_events(
             ctx.common
@@ -112,8 +113,8 @@ fn respond_now(
                 .lock()
                 .map(|mut a| a.record_denial(&ctx.caller, now)),
         );
-        // Close the connection after the 403: a denied caller must not hold one of the
-        // `max_connections` slots allowed callers need.
+        // A reload revoked the caller: close the connection after the 403, so it holds none of
+        // the `max_connections` slots allowed callers need.
         let mut reply = ApiError::Forbidden.to_response();
         reply.headers_mut().insert(
             http::header::CONNECTION,
