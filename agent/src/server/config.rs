@@ -25,7 +25,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_millis(5_000);
 
 section! {
     /// `[server]`: the Unix socket and who may use it. A reload applies the live keys to
-    /// connections accepted from then on.
+    /// connections accepted from then on; the rules (`allowed_uids`, `allowed_gids`) also to
+    /// open connections, at their next request.
     pub struct Config["server"] {
         /// the socket (an absolute path of at most 107 bytes)
         socket_path: PathBuf = PathBuf::from(DEFAULT_SOCKET_PATH), "socket_path",
