@@ -6,7 +6,9 @@
 //! Every request on a connection is answered inside hyper's call to the [`Service`], from
 //! the connection's own [`ConnState`]: the credential generation it last read (re-read only
 //! when the refresher has published since, which costs one atomic load to find out), its
-//! phase, and its audit [`Tally`](super::tally::Tally). A request thus takes that
+//! phase, its caller's decision (judged again only after a reload published new rules, which
+//! also costs one atomic load to find out), and its audit [`Tally`](super::tally::Tally). A
+//! request thus takes that
 //! uncontended lock twice, reads the clock once in the service and once in
 //! [`TimedIo`](super::timed_io::TimedIo), and allocates nothing of its own; the only
 //! memory it writes that other connections also write is the request counter and the shared
