@@ -8,7 +8,7 @@
 //!   the immediate `503 TooManyConnections` for connections beyond them, and the immediate
 //!   `403 Forbidden` for callers that are not allowed.
 //! - `connection` (private): one connection's life: its caller judged again after a reload
-//!   ([`policy::authorize`](crate::policy::authorize)), its timeouts and shutdown stages.
+//!   ([`policy::authorize`]), its timeouts and shutdown stages.
 //! - `timed_io` (private): the connection's socket, seeing request heads start (`HeadScan`).
 //! - `service` (private): the hyper service; a panicking handler answered with 500.
 //! - `tally` (private): a connection's repeated issuances, reported to the audit in batches.
@@ -36,7 +36,7 @@
 //! # Authorization
 //!
 //! Each connection's caller is judged when it is accepted
-//! ([`policy::authorize`](crate::policy::authorize)). A caller that is not allowed takes no
+//! ([`policy::authorize`]). A caller that is not allowed takes no
 //! connection slot: it is audited (`denied`), counted (`callers_denied_total`), answered
 //! `403 Forbidden` with `Connection: close` at once and closed (after a short drain, so a
 //! client that sends late still reads the answer). An allowed caller's connection is judged
