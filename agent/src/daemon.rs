@@ -140,6 +140,9 @@ pub struct TestHooks {
     /// Make requests for this path panic in their handler (see
     /// [`server::Supervision::panic_on_path`]).
     pub panic_on_path: Option<String>,
+    /// Judge root and the agent's own uid by the rules like any other caller (see
+    /// [`server::Supervision::judge_every_uid`]).
+    pub judge_every_uid: bool,
 }
 
 /// Runs the daemon until `shutdown` completes: hardens the process, binds the socket, starts
@@ -202,6 +205,7 @@ pub async fn serve_with(
         heartbeat,
         wedge_after: options.test_hooks.wedge_server_after,
         panic_on_path: options.test_hooks.panic_on_path.clone(),
+        judge_every_uid: options.test_hooks.judge_every_uid,
     };
     let shutdown = async {
         shutdown.await;

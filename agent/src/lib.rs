@@ -57,7 +57,8 @@
 //!
 //! The socket file's mode (default `0600`, root only) is the first gate; the caller's uid and
 //! groups, read from the kernel when each connection is accepted ([`identity`]) and judged by
-//! [`policy`], are the second. Secrets
+//! [`policy`] (root and the agent's own uid always allowed), are the second: a denied caller is
+//! answered `403` at accept and takes no connection slot. Secrets
 //! (`AccessKeySecret`, `SecurityToken`, the metadata token) live in types that zeroize on drop and
 //! print redacted; they never reach a log line. The process is not dumpable and writes no core
 //! file. Root on the instance can read anything, and a process that can reach the metadata

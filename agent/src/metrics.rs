@@ -27,8 +27,9 @@
 //! | `metadata_requests_total` | counter | `endpoint`, `status` | metadata service requests; `endpoint` is `token`, `role_list` or `credentials`; `status` the HTTP status or `error` |
 //! | `metadata_request_duration_seconds` | histogram | `endpoint` | metadata service request latency |
 //! | `socket_requests_total` | counter | `endpoint`, `status` | socket requests; `endpoint` is `credentials`, `health`, `metrics` or `other` |
-//! | `callers_denied_total` | counter | | requests refused because the caller's uid and groups are not allowed |
+//! | `callers_denied_total` | counter | | callers refused because their uid and groups are not allowed: a connection at accept, or a request on a connection whose caller a reload revoked |
 //! | `connections_rejected_total` | counter | | connections refused beyond `max_connections` |
+//! | `connections_rejected_per_uid_total` | counter | | connections refused beyond `max_connections_per_uid` (their uid held its share) |
 //!
 //! The outcomes `success` and `unchanged` and the three latency histograms are exposed (at 0)
 //! from the start; other labelled series appear with their first sample.
@@ -106,6 +107,7 @@ struct Inner {
     credentials_ok: OnceLock<Counter>,
     callers_denied: Counter,
     connections_rejected: Counter,
+    connections_rejected_per_uid: Counter,
     state: Arc<StateGauges>,
 }
 
@@ -126,6 +128,7 @@ impl Metrics {
         let socket_requests = Family::<RequestLabels, Counter>::default();
         let callers_denied = Counter::default();
         let connections_rejected = Counter::default();
+        let connections_rejected_per_uid = Counter::default();
         let state = Arc::new(StateGauges::default());
         registry.register(
             "refreshes",
@@ -150,13 +153,18 @@ impl Metrics {
         );
         registry.register(
             "callers_denied",
-            "Socket requests refused because the caller's uid and groups are not allowed",
+            "Callers refused because their uid and groups are not allowed (a connection at accept, or a request after a reload revoked its caller)",
             callers_denied.clone(),
         );
         registry.register(
             "connections_rejected",
             "Socket connections refused with 503 TooManyConnections beyond max_connections",
             connections_rejected.clone(),
+        );
+        registry.register(
+            "connections_rejected_per_uid",
+            "Socket connections refused with 503 TooManyConnections beyond max_connections_per_uid",
+            connections_rejected_per_uid.clone(),
         );
         registry.register_collector(Box::new(Arc::clone(&state)));
         for result in ["success", "unchanged"] {
@@ -175,6 +183,7 @@ impl Metrics {
                 credentials_ok: OnceLock::new(),
                 callers_denied,
                 connections_rejected,
+                connections_rejected_per_uid,
                 state,
             }),
         }
@@ -254,7 +263,8 @@ impl Metrics {
         self.inner.socket_requests.get_or_create(&labels).inc();
     }
 
-    /// Records a request refused because the caller is not allowed.
+    /// Records a caller refused because it is not allowed (a connection at accept, or a
+    /// request after a reload revoked it).
     pub fn caller_denied(&self) {
         self.inner.callers_denied.inc();
     }
@@ -262,6 +272,11 @@ impl Metrics {
     /// Records a connection refused beyond `max_connections`.
     pub fn connection_rejected(&self) {
         self.inner.connections_rejected.inc();
+    }
+
+    /// Records a connection refused because its uid holds `max_connections_per_uid` already.
+    pub fn connection_rejected_per_uid(&self) {
+        self.inner.connections_rejected_per_uid.inc();
     }
 }
 

@@ -1,16 +1,58 @@
 //! Authorization: one function, [`authorize`], judges a [`Caller`] against the rules in force
 //! and says what it may get.
 //!
+//! Root and the uid the agent runs as are always allowed ([`Trusted`]): both can read the
+//! credentials anyway (root can read the agent's memory; the agent's own uid is the agent).
+//! `[server] allowed_uids` and `allowed_gids` add other callers; by default there are none.
+//!
 //! Depends only on [`identity`](crate::identity): the server builds the [`Rules`] from its
-//! configuration for each connection (the rules in force when it was accepted; a reload
-//! changes them for the connections accepted after it).
+//! configuration. A connection is judged at accept (a denied caller is answered and closed
+//! at once), and again at its next request after a reload (`SIGHUP`) changed the rules.
 
 use crate::identity::Caller;
+
+/// The uids always allowed, whatever `allowed_uids` and `allowed_gids` say: root, and the uid
+/// the agent runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trusted {
+    /// The agent's own (effective) uid; `None` trusts no uid at all (tests only).
+    agent_uid: Option<u32>,
+}
+
+impl Trusted {
+    /// Root and this process's effective uid.
+    pub fn this_process() -> Trusted {
+        Trusted {
+            agent_uid: Some(nix::unistd::geteuid().as_raw()),
+        }
+    }
+
+    /// Root and `uid`, as if the agent ran as `uid`.
+    pub fn agent_uid(uid: u32) -> Trusted {
+        Trusted {
+            agent_uid: Some(uid),
+        }
+    }
+
+    /// No uid, not even root: every caller is judged by the rules alone. Only for tests, which
+    /// run as root or as the agent's own uid and still need denied callers.
+    #[doc(hidden)]
+    pub fn nobody() -> Trusted {
+        Trusted { agent_uid: None }
+    }
+
+    /// Whether `uid` is always allowed.
+    pub fn contains(self, uid: u32) -> bool {
+        self.agent_uid.is_some_and(|agent| uid == 0 || uid == agent)
+    }
+}
 
 /// The rules a caller is judged by: whom the instance role's credentials are served to.
 #[derive(Debug, Clone, Copy)]
 pub struct Rules<'a> {
-    /// Uids that may get them (`[server] allowed_uids`).
+    /// Uids always allowed (root and the agent's own).
+    pub trusted: Trusted,
+    /// Other uids that may get them (`[server] allowed_uids`).
     pub allowed_uids: &'a [u32],
     /// Gids, primary or supplementary, whose members may get them (`[server] allowed_gids`).
     pub allowed_gids: &'a [u32],
@@ -21,13 +63,15 @@ pub struct Rules<'a> {
 pub enum Decision {
     /// The instance role's credentials, on these grounds.
     InstanceRole(Grounds),
-    /// Nothing: every request is answered `403 Forbidden`.
+    /// Nothing: the connection is answered `403 Forbidden` and closed.
     Denied,
 }
 
 /// Why a caller may have the instance role's credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grounds {
+    /// Its uid is root or the agent's own ([`Trusted`]).
+    Trusted,
     /// Its uid is in `allowed_uids`.
     Uid,
     /// Its primary gid (given) is in `allowed_gids`.
@@ -43,9 +87,12 @@ impl Decision {
     }
 }
 
-/// Judges `caller` under `rules`: its uid first, then its primary gid, then its supplementary
-/// gids.
+/// Judges `caller` under `rules`: trusted uids first, then its uid, its primary gid, and its
+/// supplementary gids (read only when nothing before decided).
 pub fn authorize(caller: &Caller, rules: Rules<'_>) -> Decision {
+    if rules.trusted.contains(caller.uid) {
+        return Decision::InstanceRole(Grounds::Trusted);
+    }
     if rules.allowed_uids.contains(&caller.uid) {
         return Decision::InstanceRole(Grounds::Uid);
     }
@@ -72,6 +119,7 @@ mod tests {
 
     fn rules<'a>(uids: &'a [u32], gids: &'a [u32]) -> Rules<'a> {
         Rules {
+            trusted: Trusted::agent_uid(999),
             allowed_uids: uids,
             allowed_gids: gids,
         }
@@ -82,29 +130,51 @@ mod tests {
         use Decision::{Denied, InstanceRole};
         let default = crate::server::config::Config::default();
         let defaults = rules(&default.allowed_uids, &default.allowed_gids);
+        let untrusting = Rules {
+            trusted: Trusted::nobody(),
+            ..rules(&[], &[])
+        };
         let rows: &[(&str, Caller, Rules<'_>, Decision)] = &[
             (
                 "root by default",
                 caller(0, 0, &[]),
                 defaults,
-                InstanceRole(Grounds::Uid),
+                InstanceRole(Grounds::Trusted),
+            ),
+            (
+                "the agent's own uid by default",
+                caller(999, 999, &[]),
+                defaults,
+                InstanceRole(Grounds::Trusted),
+            ),
+            (
+                "root when the lists are empty",
+                caller(0, 0, &[0]),
+                rules(&[], &[]),
+                InstanceRole(Grounds::Trusted),
+            ),
+            (
+                "another user by default",
+                caller(1000, 1000, &[1000]),
+                defaults,
+                Denied,
             ),
             (
                 "uid listed",
                 caller(1000, 1000, &[]),
-                rules(&[0, 1000], &[]),
+                rules(&[1000], &[]),
                 InstanceRole(Grounds::Uid),
             ),
             (
                 "primary gid",
                 caller(1000, 50, &[]),
-                rules(&[0], &[50]),
+                rules(&[], &[50]),
                 InstanceRole(Grounds::PrimaryGid(50)),
             ),
             (
                 "supplementary gid",
                 caller(1000, 1000, &[10, 60]),
-                rules(&[0], &[60]),
+                rules(&[], &[60]),
                 InstanceRole(Grounds::SupplementaryGid(60)),
             ),
             (
@@ -114,15 +184,15 @@ mod tests {
                 Denied,
             ),
             (
-                "root denied when list empty",
-                caller(0, 0, &[0]),
-                rules(&[], &[]),
-                Denied,
-            ),
-            (
                 "gid not uid",
                 caller(50, 1000, &[]),
                 rules(&[], &[50]),
+                Denied,
+            ),
+            (
+                "root judged by the rules when nothing is trusted (tests)",
+                caller(0, 0, &[0]),
+                untrusting,
                 Denied,
             ),
         ];
@@ -130,5 +200,16 @@ mod tests {
             assert_eq!(authorize(c, *r), *want, "{name}");
             assert_eq!(want.is_allowed(), *want != Denied);
         }
+    }
+
+    #[test]
+    fn this_process_trusts_root_and_itself_only() {
+        let me = nix::unistd::geteuid().as_raw();
+        let t = Trusted::this_process();
+        assert!(t.contains(0) && t.contains(me));
+        if me != 65533 {
+            assert!(!t.contains(65533));
+        }
+        assert!(!Trusted::nobody().contains(0));
     }
 }

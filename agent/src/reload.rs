@@ -7,7 +7,7 @@
 //! | key | on reload |
 //! |---|---|
 //! | `[log]` keys declared [`Reload::Live`] (`level`) | applied at once (unless `RUST_LOG` is set, which keeps precedence) |
-//! | `[server]` keys declared [`Reload::Live`] | applied to connections accepted from then on (an open connection keeps the values it was accepted with) |
+//! | `[server]` keys declared [`Reload::Live`] | applied to connections accepted from then on (an open connection keeps the values it was accepted with, except the rules: `allowed_uids` and `allowed_gids` judge it again at its next request) |
 //! | keys declared [`Reload::Restart`] | kept; a warning names each changed key, which needs a restart |
 //!
 //! Only `[log]` and `[server]` have live keys; a test fails when a key elsewhere is declared

@@ -51,6 +51,7 @@ fn every_metric_has_help_type_and_conventional_name() {
         ("socket_requests", "counter"),
         ("callers_denied", "counter"),
         ("connections_rejected", "counter"),
+        ("connections_rejected_per_uid", "counter"),
         ("credentials_expires_in_seconds", "gauge"),
         ("last_refresh_success_timestamp_seconds", "gauge"),
         ("credentials_generation", "gauge"),
@@ -124,6 +125,8 @@ fn recorded_events_move_the_values() {
     m.socket_request(label("/nope/a-caller-chosen-value"), 404);
     m.caller_denied();
     m.connection_rejected();
+    m.connection_rejected_per_uid();
+    m.connection_rejected_per_uid();
     let text = m.encode();
     let at = |series: String| sample(&text, &series).unwrap_or_else(|| panic!("{series}\n{text}"));
     let refreshes = full("refreshes_total");
@@ -172,6 +175,7 @@ fn recorded_events_move_the_values() {
     assert!(!text.contains("EcsRole"), "a role name became a label");
     assert_eq!(at(full("callers_denied_total")), 1.0);
     assert_eq!(at(full("connections_rejected_total")), 1.0);
+    assert_eq!(at(full("connections_rejected_per_uid_total")), 2.0);
 }
 
 #[tokio::test(start_paused = true)]

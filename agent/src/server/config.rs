@@ -9,8 +9,9 @@ use crate::settings::{section, Count, Ids, Millis, Optional, Text};
 pub const DEFAULT_SOCKET_PATH: &str = "/run/ecs-credential-agent/agent.sock";
 /// `[server] socket_mode` by default: root only.
 pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
-/// `[server] allowed_uids` by default: root only.
-pub const DEFAULT_ALLOWED_UIDS: &[u32] = &[0];
+/// `[server] allowed_uids` by default: none besides root and the agent's own uid, which are
+/// always allowed ([`Trusted`](crate::policy::Trusted)).
+pub const DEFAULT_ALLOWED_UIDS: &[u32] = &[];
 /// `[server] max_connections` by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// `[server] header_timeout_ms` by default.
@@ -24,7 +25,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_millis(5_000);
 
 section! {
     /// `[server]`: the Unix socket and who may use it. A reload applies the live keys to
-    /// connections accepted from then on.
+    /// connections accepted from then on; the rules (`allowed_uids`, `allowed_gids`) also to
+    /// open connections, at their next request.
     pub struct Config["server"] {
         /// the socket (an absolute path of at most 107 bytes)
         socket_path: PathBuf = PathBuf::from(DEFAULT_SOCKET_PATH), "socket_path",
@@ -37,13 +39,17 @@ section! {
         /// group
         socket_group: Option<String> = None, "socket_group",
             Optional(Text { parse: parse_group, print: String::clone }), Restart;
-        /// callers with these uids are served
+        /// callers with these uids are served (root and the agent's own uid always are)
         allowed_uids: Vec<u32> = DEFAULT_ALLOWED_UIDS.to_vec(), "allowed_uids", Ids, Live;
         /// callers whose primary or supplementary group is one of these are served
         allowed_gids: Vec<u32> = Vec::new(), "allowed_gids", Ids, Live;
         /// beyond it, new connections get `503 TooManyConnections`
         max_connections: usize = DEFAULT_MAX_CONNECTIONS, "max_connections",
             Count(1, 1_000_000), Live;
+        /// beyond it, a uid's new connections get `503 TooManyConnections` (root and the
+        /// agent's own uid are exempt); unset: half of `max_connections`
+        max_connections_per_uid: Option<usize> = None, "max_connections_per_uid",
+            Optional(Count(1, 1_000_000)), Live;
         /// a client must send its request head within this many milliseconds
         header_timeout: Duration = DEFAULT_HEADER_TIMEOUT, "header_timeout_ms",
             Millis(1, 600_000), Live;
@@ -77,6 +83,15 @@ pub fn validate_socket_path(p: &Path) -> Result<(), String> {
         ))
     } else {
         Ok(())
+    }
+}
+
+impl Config {
+    /// The most connections one uid may hold at once: `max_connections_per_uid`, or half of
+    /// `max_connections` (at least 1) when unset. Root and the agent's own uid are exempt.
+    pub fn per_uid_limit(&self) -> usize {
+        self.max_connections_per_uid
+            .unwrap_or((self.max_connections / 2).max(1))
     }
 }
 

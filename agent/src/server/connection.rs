@@ -42,12 +42,12 @@ use super::listener::Stream;
 use super::service::{CatchUnwind, Service};
 use super::tally::Tally;
 use super::timed_io::{HeadScan, TimedIo};
-use super::Stop;
+use super::{ConfigReceiver, Stop};
 use crate::credentials::state::StateReceiver;
 use crate::credentials::Issued;
 use crate::identity::Caller;
 use crate::metrics::Metrics;
-use crate::policy::{self, Decision, Rules};
+use crate::policy::{Decision, Rules, Trusted};
 use crate::server::config::Config as ServerConfig;
 
 /// hyper's read buffer limit: the request head must fit (hyper's minimum, 8 KiB).
@@ -84,6 +84,62 @@ pub(crate) struct Common {
     pub(crate) metrics: Metrics,
     /// Test-only: [`Supervision::panic_on_path`](super::Supervision::panic_on_path).
     pub(crate) panic_on_path: Option<Arc<str>>,
+    /// The uids always allowed (root and the agent's own; none under the test hook
+    /// [`Supervision::judge_every_uid`](super::Supervision::judge_every_uid)).
+    pub(crate) trusted: Trusted,
+}
+
+/// What a connection was accepted with.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    /// Who is on the other end, captured at accept.
+    pub(crate) caller: Caller,
+    /// What the caller may get, judged at accept (allowed, or it would not be served).
+    pub(crate) decision: Decision,
+    /// The server configuration in force at accept.
+    pub(crate) cfg: Arc<ServerConfig>,
+    /// The server configuration as reloads publish it, having seen `cfg`.
+    pub(crate) watch: ConfigWatch,
+}
+
+/// The server configuration as reloads publish it, seen from one connection: finding out
+/// whether a reload happened since the connection last looked costs one atomic load (the
+/// channel's version), no lock and no write to memory other connections share.
+#[derive(Debug)]
+pub(crate) struct ConfigWatch {
+    /// `None` once the sender is gone and its last value seen: nothing can change any more.
+    rx: Option<ConfigReceiver>,
+}
+
+impl ConfigWatch {
+    /// The configuration in force now, and a watch that has seen it.
+    pub(crate) fn current(config: &ConfigReceiver) -> (Arc<ServerConfig>, ConfigWatch) {
+        let mut rx = config.clone();
+        // Closed before the read: the value read is the last one (a fixed configuration).
+        let last = rx.is_closed();
+        let cfg = Arc::clone(&rx.borrow_and_update());
+        (
+            cfg,
+            ConfigWatch {
+                rx: (!last).then_some(rx),
+            },
+        )
+    }
+
+    /// The configuration published since the last look, if any (marked seen).
+    pub(super) fn changed(&mut self) -> Option<Arc<ServerConfig>> {
+        let rx = self.rx.as_mut()?;
+        match rx.has_changed() {
+            Ok(false) => None,
+            Ok(true) => Some(Arc::clone(&rx.borrow_and_update())),
+            // The sender is gone: its last value, which may be newer than the one seen, is final.
+            Err(_) => {
+                let cfg = Arc::clone(&rx.borrow_and_update());
+                self.rx = None;
+                Some(cfg)
+            }
+        }
+    }
 }
 
 /// One connection: what it was accepted with, and its [`ConnState`].
@@ -93,8 +149,6 @@ pub(super) struct Ctx {
     pub(super) cfg: Arc<ServerConfig>,
     /// Who is on the other end, captured at accept.
     pub(super) caller: Caller,
-    /// What [`caller`](Ctx::caller) may get, under the rules in force at accept.
-    pub(super) decision: Decision,
     conn: Mutex<ConnState>,
 }
 
@@ -105,6 +159,11 @@ pub(super) struct Ctx {
 #[derive(Debug)]
 pub(super) struct ConnState {
     pub(super) phase: Phase,
+    /// What the caller may get, under the rules it was last judged by: at accept, then again
+    /// at the first request after each reload ([`ConnState::judge`]).
+    pub(super) decision: Decision,
+    /// The server configuration as reloads publish it.
+    pub(super) watch: ConfigWatch,
     /// This connection's receiver of the refresher's state.
     pub(super) state: StateReceiver,
     /// The credential generation this connection last read, valid while the refresher has
@@ -120,6 +179,15 @@ pub(super) struct ConnState {
 }
 
 impl ConnState {
+    /// Judges `caller` again when a reload published a configuration since it was last
+    /// judged (one atomic load finds out); returns the decision in force.
+    pub(super) fn judge(&mut self, caller: &Caller, trusted: Trusted) -> Decision {
+        if let Some(cfg) = self.watch.changed() {
+            self.decision = crate::policy::authorize(caller, rules(&cfg, trusted));
+        }
+        self.decision
+    }
+
     /// Brings [`cached`](ConnState::cached) up to date: kept while the refresher has published
     /// nothing since it was read (one atomic load: no lock or reference count that other
     /// connections write), else read anew. The caller still checks `serve_until`.
@@ -144,23 +212,24 @@ impl ConnState {
 }
 
 impl Ctx {
-    /// A new connection's context: `caller` judged under `cfg`, its first request head due by
+    /// A new connection's context: what it was `accepted` with, its first request head due by
     /// `first_deadline`.
-    fn new(
-        caller: Caller,
-        cfg: Arc<ServerConfig>,
-        shared: Shared,
-        first_deadline: Instant,
-    ) -> Arc<Ctx> {
-        let decision = policy::authorize(&caller, rules(&cfg));
+    fn new(accepted: Accepted, shared: Shared, first_deadline: Instant) -> Arc<Ctx> {
+        let Accepted {
+            caller,
+            decision,
+            cfg,
+            watch,
+        } = accepted;
         let Shared { state, common } = shared;
         Arc::new(Ctx {
             common,
             cfg,
             caller,
-            decision,
             conn: Mutex::new(ConnState {
                 phase: Phase::Head(first_deadline),
+                decision,
+                watch,
                 state,
                 cached: None,
                 tally: Tally::default(),
@@ -199,9 +268,10 @@ fn http1_builder() -> http1::Builder {
     builder
 }
 
-/// The rules a connection's caller is judged by: the server configuration's, as accepted.
-fn rules(cfg: &ServerConfig) -> Rules<'_> {
+/// The rules a caller is judged by under `cfg`, besides the `trusted` uids.
+pub(super) fn rules(cfg: &ServerConfig, trusted: Trusted) -> Rules<'_> {
     Rules {
+        trusted,
         allowed_uids: &cfg.allowed_uids,
         allowed_gids: &cfg.allowed_gids,
     }
@@ -235,14 +305,14 @@ fn next_check(
 /// in-flight requests finish and the connection closes).
 pub(crate) async fn serve(
     stream: Stream,
-    caller: Caller,
-    cfg: Arc<ServerConfig>,
+    accepted: Accepted,
     shared: Shared,
     stop: watch::Receiver<Stop>,
 ) {
+    let cfg = &accepted.cfg;
     let first_deadline = Instant::now() + cfg.header_timeout;
     let (header_timeout, idle_timeout) = (cfg.header_timeout, cfg.idle_timeout);
-    let ctx = Ctx::new(caller, cfg, shared, first_deadline);
+    let ctx = Ctx::new(accepted, shared, first_deadline);
     let io = TimedIo::new(stream, Arc::clone(&ctx), header_timeout);
     let service = Service(Arc::clone(&ctx));
     let mut conn = pin!(http1_builder().serve_connection(TokioIo::new(io), service));
@@ -361,15 +431,45 @@ async fn stopped(mut stop: watch::Receiver<Stop>, level: Stop) {
 /// instead of losing it: connection tasks are detached.
 pub(crate) async fn serve_catching_panics(
     stream: Stream,
-    caller: Caller,
-    cfg: Arc<ServerConfig>,
+    accepted: Accepted,
     shared: Shared,
     stop: watch::Receiver<Stop>,
 ) {
-    if CatchUnwind(Box::pin(serve(stream, caller, cfg, shared, stop)))
+    if CatchUnwind(Box::pin(serve(stream, accepted, shared, stop)))
         .await
         .is_err()
     {
         tracing::error!("a connection task panicked; the connection was closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_watch_sees_each_publication_once_and_the_last_after_the_sender_is_gone() {
+        let (tx, rx) = watch::channel(Arc::new(ServerConfig::default()));
+        let (cfg, mut w) = ConfigWatch::current(&rx);
+        assert!(cfg.allowed_uids.is_empty());
+        assert!(w.changed().is_none());
+        let allow = |uid| {
+            Arc::new(ServerConfig {
+                allowed_uids: vec![uid],
+                ..ServerConfig::default()
+            })
+        };
+        tx.send_replace(allow(7));
+        assert_eq!(w.changed().unwrap().allowed_uids, [7]);
+        assert!(w.changed().is_none());
+        // A last publication, then the sender is gone: seen once, then never again.
+        tx.send_replace(allow(8));
+        drop(tx);
+        assert_eq!(w.changed().unwrap().allowed_uids, [8]);
+        assert!(w.changed().is_none());
+        // A watch made after the sender is gone has its last value and nothing to see.
+        let (cfg, mut w) = ConfigWatch::current(&rx);
+        assert_eq!(cfg.allowed_uids, [8]);
+        assert!(w.changed().is_none());
     }
 }

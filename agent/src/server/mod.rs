@@ -4,10 +4,11 @@
 //!   accept loop, the audit flush, the heartbeat and the shutdown drain.
 //! - [`listener`]: binding the socket safely, or taking one over from systemd; accepting a
 //!   connection with its [`Caller`] (the transport).
-//! - `admission` (private): connection limits (`max_connections`; per-caller shares belong
-//!   there too) and the immediate `503 TooManyConnections` for connections beyond them.
-//! - `connection` (private): one connection's life: its caller judged once
-//!   ([`policy::authorize`](crate::policy::authorize)), its timeouts and shutdown stages.
+//! - `admission` (private): connection limits (`max_connections`, `max_connections_per_uid`),
+//!   the immediate `503 TooManyConnections` for connections beyond them, and the immediate
+//!   `403 Forbidden` for callers that are not allowed.
+//! - `connection` (private): one connection's life: its caller judged again after a reload
+//!   ([`policy::authorize`]), its timeouts and shutdown stages.
 //! - `timed_io` (private): the connection's socket, seeing request heads start (`HeadScan`).
 //! - `service` (private): the hyper service; a panicking handler answered with 500.
 //! - `tally` (private): a connection's repeated issuances, reported to the audit in batches.
@@ -28,8 +29,19 @@
 //! Per connection: the request head must arrive within `header_timeout` (a new connection's
 //! first request too), an idle keep-alive connection is closed after `idle_timeout`, the head
 //! must fit in 8 KiB, and a request body is refused (400). At most `max_connections`
-//! connections are served at once; the next one gets an immediate `503 TooManyConnections`
-//! with `Connection: close`, so clients fail fast instead of queueing.
+//! connections are served at once, at most `max_connections_per_uid` of them from one uid
+//! (root and the agent's own uid are exempt); the next one gets an immediate
+//! `503 TooManyConnections` with `Connection: close`, so clients fail fast instead of queueing.
+//!
+//! # Authorization
+//!
+//! Each connection's caller is judged when it is accepted
+//! ([`policy::authorize`]). A caller that is not allowed takes no
+//! connection slot: it is audited (`denied`), counted (`callers_denied_total`), answered
+//! `403 Forbidden` with `Connection: close` at once and closed (after a short drain, so a
+//! client that sends late still reads the answer). An allowed caller's connection is judged
+//! again at its next request after a reload changed the configuration: one atomic load per
+//! request finds out; a caller the reload revoked gets `403` and the connection closes.
 //!
 //! # Shutdown
 //!
@@ -72,11 +84,13 @@ use crate::credentials::state::StateReceiver;
 use crate::heartbeat::Heartbeat;
 use crate::identity::Caller;
 use crate::metrics::Metrics;
+use crate::policy::{self, Trusted};
 use crate::server::config::Config as ServerConfig;
 use admission::Admission;
+use audit::emit_events;
 use audit::Audit;
 use chores::Chores;
-use connection::{Common, Shared};
+use connection::{Accepted, Common, ConfigWatch, Shared};
 
 /// The server configuration as [`Server::run`] reads it: the current value of a `watch` channel, so a
 /// reload (SIGHUP) can replace it. Each connection uses the value current when it was accepted.
@@ -119,6 +133,11 @@ pub struct Supervision {
     /// `e2e-agent`, like `wedge_after`.
     #[doc(hidden)]
     pub panic_on_path: Option<String>,
+    /// Test-only hook: root and the agent's own uid are judged by `allowed_uids` and
+    /// `allowed_gids` like any other caller instead of always allowed, so that tests, which run
+    /// as root or as the agent's uid, can be denied. Set only by `e2e-agent` and unit tests.
+    #[doc(hidden)]
+    pub judge_every_uid: bool,
 }
 
 /// The Unix socket server, built then run:
@@ -189,6 +208,11 @@ impl<'a> Server<'a> {
             supervision,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(Stop::No);
+        let trusted = if supervision.judge_every_uid {
+            Trusted::nobody()
+        } else {
+            Trusted::this_process()
+        };
         let mut conns = Connections {
             shared: Shared {
                 state,
@@ -196,8 +220,10 @@ impl<'a> Server<'a> {
                     audit: Arc::new(Mutex::new(Audit::default())),
                     metrics,
                     panic_on_path: supervision.panic_on_path.clone().map(Arc::from),
+                    trusted,
                 }),
             },
+            config: config.clone(),
             stop: stop_rx,
             admission: Admission::default(),
         };
@@ -242,7 +268,7 @@ impl<'a> Server<'a> {
             match event {
                 Event::Shutdown => break Ok(()),
                 Event::Accepted(Ok((stream, caller))) => {
-                    conns.start(stream, caller, Arc::clone(&config.borrow()));
+                    conns.start(stream, caller);
                 }
                 Event::Accepted(Err(e)) if is_transient(&e) => {
                     tracing::warn!(error = %e, "accept failed; retrying");
@@ -306,6 +332,8 @@ pub(crate) enum Stop {
 /// the [`Admission`]'s gauge counts them and tells the drain when the last one is gone.
 struct Connections {
     shared: Shared,
+    /// The server configuration, as reloads publish it.
+    config: ConfigReceiver,
     /// How far the server is in stopping.
     stop: watch::Receiver<Stop>,
     /// The connection limits.
@@ -313,18 +341,50 @@ struct Connections {
 }
 
 impl Connections {
-    /// Serves `stream` from `caller` under `cfg`, or answers `TooManyConnections` when full.
-    fn start(&mut self, stream: Stream, caller: Caller, cfg: Arc<ServerConfig>) {
-        let Some(slot) = self.admission.admit(&cfg) else {
-            self.admission
-                .reject(stream, &cfg, &self.shared.common.metrics);
+    /// Serves `stream` from `caller` under the configuration in force; or answers `Forbidden`
+    /// when the caller is not allowed, `TooManyConnections` when full.
+    fn start(&mut self, stream: Stream, caller: Caller) {
+        let (cfg, watch) = ConfigWatch::current(&self.config);
+        let common = &self.shared.common;
+        let decision = policy::authorize(&caller, connection::rules(&cfg, common.trusted));
+        if !decision.is_allowed() {
+            self.deny(stream, &caller);
             return;
+        }
+        let exempt = common.trusted.contains(caller.uid);
+        let slot = match self.admission.admit(&cfg, caller.uid, exempt) {
+            Ok(slot) => slot,
+            Err(why) => {
+                self.admission.reject(stream, why, &cfg, &common.metrics);
+                return;
+            }
         };
         let (shared, stop) = (self.shared.clone(), self.stop.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            connection::serve_catching_panics(stream, caller, cfg, shared, stop).await;
+            let accepted = Accepted {
+                caller,
+                decision,
+                cfg,
+                watch,
+            };
+            connection::serve_catching_panics(stream, accepted, shared, stop).await;
         });
+    }
+
+    /// A caller that is not allowed: audited (rate-limited by the [`Audit`]), counted, and
+    /// answered `403 Forbidden` outside the slots of allowed callers.
+    fn deny(&mut self, stream: Stream, caller: &Caller) {
+        let common = &self.shared.common;
+        common.metrics.caller_denied();
+        let now = Instant::now();
+        emit_events(
+            common
+                .audit
+                .lock()
+                .map(|mut a| a.record_denial(caller, now)),
+        );
+        self.admission.deny(stream);
     }
 
     /// Waits up to `grace` for every connection to finish, then tells the rest to close and

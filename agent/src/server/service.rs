@@ -6,7 +6,9 @@
 //! Every request on a connection is answered inside hyper's call to the [`Service`], from
 //! the connection's own [`ConnState`]: the credential generation it last read (re-read only
 //! when the refresher has published since, which costs one atomic load to find out), its
-//! phase, and its audit [`Tally`](super::tally::Tally). A request thus takes that
+//! phase, its caller's decision (judged again only after a reload published new rules, which
+//! also costs one atomic load to find out), and its audit [`Tally`](super::tally::Tally). A
+//! request thus takes that
 //! uncontended lock twice, reads the clock once in the service and once in
 //! [`TimedIo`](super::timed_io::TimedIo), and allocates nothing of its own; the only
 //! memory it writes that other connections also write is the request counter and the shared
@@ -104,7 +106,8 @@ fn respond_now(
     conn: &mut ConnState,
     now: Instant,
 ) -> Option<Reply> {
-    if !ctx.decision.is_allowed() {
+    // Judged at accept; judged again only after a reload (one atomic load per request).
+    if !conn.judge(&ctx.caller, ctx.common.trusted).is_allowed() {
         ctx.common.metrics.caller_denied();
         emit_events(
             ctx.common
@@ -112,8 +115,8 @@ fn respond_now(
                 .lock()
                 .map(|mut a| a.record_denial(&ctx.caller, now)),
         );
-        // Close the connection after the 403: a denied caller must not hold one of the
-        // `max_connections` slots allowed callers need.
+        // A reload revoked the caller: close the connection after the 403, so it holds none of
+        // the `max_connections` slots allowed callers need.
         let mut reply = ApiError::Forbidden.to_response();
         reply.headers_mut().insert(
             http::header::CONNECTION,

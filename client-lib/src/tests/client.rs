@@ -171,6 +171,46 @@ async fn forbidden_is_permission_denied_with_the_agents_message() {
     assert_eq!(agent.hits(), 1, "403 is not retried");
 }
 
+/// The agent answers a caller it does not allow at accept, before reading its request, then
+/// drains what the client sends and closes: the client reports permission denied with the
+/// agent's message, whether its request was sent before or after the answer arrived.
+#[tokio::test]
+async fn forbidden_at_accept_is_permission_denied() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let body = error_body("Forbidden", "this caller is not allowed");
+    let answer = format!(
+        "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let agent = tokio::spawn(async move {
+        for _ in 0..20 {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(answer.as_bytes()).await.unwrap();
+            s.shutdown().await.unwrap();
+            let mut request = Vec::new();
+            let _ = s.read_to_end(&mut request).await;
+        }
+    });
+    let clock = TestClock::at(T0);
+    let client = client(&path, &clock);
+    for _ in 0..20 {
+        match client.credentials().await.unwrap_err() {
+            Error::PermissionDenied {
+                path: p, message, ..
+            } => {
+                assert_eq!(p, path);
+                assert_eq!(message, "this caller is not allowed");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    agent.await.unwrap();
+}
+
 #[tokio::test]
 async fn unavailable_after_the_retries() {
     let agent = FakeAgent::start(|_, _| {

@@ -120,9 +120,12 @@ async fn no_secret_reaches_the_logs_on_any_path() {
         .env("E2E_AGENT_PANIC_ON_PATH", PANIC_PATH)
         .set("metadata", "token_ttl_secs", "2");
     let mut a = TestAgent::builder(agent_bin!(), &allowed).start().await;
-    // Every caller of this one is denied: no uid of ours is 4242, and no gid is allowed.
+    // Every caller of this one is denied: no uid of ours is 4242, no gid is allowed, and root
+    // and the agent's own uid are judged by those rules too (a test hook).
     let mut denying = allowed.clone();
-    denying.set("server", "allowed_uids", "[4242]");
+    denying
+        .set("server", "allowed_uids", "[4242]")
+        .env("E2E_AGENT_JUDGE_EVERY_UID", "1");
     let mut b = TestAgent::builder(agent_bin!(), &denying).start().await;
 
     let faults = [

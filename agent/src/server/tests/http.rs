@@ -211,7 +211,7 @@ async fn never_served_past_serve_until() {
 #[tokio::test]
 async fn denied_caller_gets_403_on_every_route() {
     let (state, _) = valid_state();
-    let h = Harness::start(state, |c| c.allowed_uids = Vec::new());
+    let h = Harness::start_judging_every_uid(state, |c| c.allowed_uids = Vec::new());
     for path in ["/v1/credentials", "/v1/health", "/nope"] {
         let r = h.get(path).await;
         r.assert_error(403, "Forbidden");
@@ -222,7 +222,7 @@ async fn denied_caller_gets_403_on_every_route() {
 #[tokio::test]
 async fn root_allowed_through_its_group() {
     let (state, _) = valid_state();
-    let h = Harness::start(state, |c| {
+    let h = Harness::start_judging_every_uid(state, |c| {
         c.allowed_uids = Vec::new();
         c.allowed_gids = vec![nix::unistd::getgid().as_raw()];
     });
@@ -276,9 +276,9 @@ async fn a_burst_beyond_the_lingering_rejections_still_reads_503() {
         .unwrap();
     assert_eq!(read_response(&mut held).await.unwrap().status, 200);
     // Neither reading nor closing: every rejection lingers (up to its 1 s), so the ones beyond
-    // MAX_REJECTING are answered at once.
+    // MAX_ANSWERING are answered at once.
     let mut burst = Vec::new();
-    for _ in 0..crate::server::admission::MAX_REJECTING + 20 {
+    for _ in 0..crate::server::admission::MAX_ANSWERING + 20 {
         burst.push(h.connect().await);
     }
     for (i, s) in burst.iter_mut().enumerate() {
@@ -383,7 +383,7 @@ async fn shutdown_grace_bounds_the_wait() {
 async fn a_denied_connection_is_closed_after_the_403() {
     use tokio::io::AsyncReadExt;
     let (state, _) = valid_state();
-    let h = Harness::start(state, |c| {
+    let h = Harness::start_judging_every_uid(state, |c| {
         c.allowed_uids = Vec::new();
         c.max_connections = 1;
     });

@@ -1,5 +1,6 @@
 //! Tests of the server over real Unix sockets in a temporary directory.
 
+mod authorization;
 mod bind;
 mod http;
 mod keepalive;
@@ -15,7 +16,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{fixed_config, Listener, Server, Supervision};
+use super::{Listener, Server, Supervision};
 use crate::credentials::{Issued, State};
 use crate::metrics::Metrics;
 use crate::server::config::Config as ServerConfig;
@@ -71,6 +72,8 @@ pub(super) struct Harness {
     pub(super) path: PathBuf,
     pub(super) state: watch::Sender<State>,
     pub(super) metrics: Metrics,
+    /// The server configuration, as a reload (`SIGHUP`) would publish it.
+    pub(super) config: watch::Sender<Arc<ServerConfig>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<(Listener, std::io::Result<()>)>>,
 }
@@ -79,6 +82,27 @@ impl Harness {
     /// Starts a server with `tweak` applied to the test config and `state` published.
     pub(super) fn start(state: State, tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
         Harness::start_with(state, tweak, Supervision::default())
+    }
+
+    /// [`Harness::start`], judging the test's own uid (root, or the agent's) by the
+    /// configuration's `allowed_uids` and `allowed_gids` like any other caller, so it can be
+    /// denied ([`Supervision::judge_every_uid`]).
+    pub(super) fn start_judging_every_uid(
+        state: State,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> Harness {
+        let supervision = Supervision {
+            judge_every_uid: true,
+            ..Supervision::default()
+        };
+        Harness::start_with(state, tweak, supervision)
+    }
+
+    /// Publishes the running configuration with `tweak` applied, as a reload would.
+    pub(super) fn reload(&self, tweak: impl FnOnce(&mut ServerConfig)) {
+        let mut cfg = ServerConfig::clone(&self.config.borrow());
+        tweak(&mut cfg);
+        self.config.send_replace(Arc::new(cfg));
     }
 
     /// [`Harness::start`] with `supervision` (its test hooks).
@@ -96,11 +120,12 @@ impl Harness {
         let path = cfg.socket_path.clone();
         let metrics = Metrics::new();
         let server_metrics = metrics.clone();
+        let (config, config_rx) = watch::channel(Arc::new(cfg));
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stop_rx.await;
             };
-            let r = Server::new(&listener, fixed_config(cfg), state_rx, server_metrics)
+            let r = Server::new(&listener, config_rx, state_rx, server_metrics)
                 .supervision(supervision)
                 .run(shutdown)
                 .await;
@@ -111,6 +136,7 @@ impl Harness {
             path,
             state: state_tx,
             metrics,
+            config,
             stop: Some(stop_tx),
             task: Some(task),
         }

@@ -58,8 +58,16 @@ async fn metrics_served_and_requests_counted_by_endpoint_and_status() {
 #[tokio::test]
 async fn denied_callers_get_no_metrics_and_are_counted() {
     let (state, _) = valid_state();
-    let h = Harness::start(state, |c| c.allowed_uids = Vec::new());
-    h.get("/metrics").await.assert_error(403, "Forbidden");
+    let me = nix::unistd::geteuid().as_raw();
+    let h = Harness::start_judging_every_uid(state, |c| c.allowed_uids = vec![me]);
+    // A caller revoked by a reload is denied at its next request (counted by endpoint, since
+    // the request is read); a new connection of it is denied at accept (no request is read).
+    let mut kept = h.connect().await;
+    assert_eq!(get_on(&mut kept, "/v1/health").await.status, 200);
+    h.reload(|c| c.allowed_uids = Vec::new());
+    get_on(&mut kept, "/metrics")
+        .await
+        .assert_error(403, "Forbidden");
     h.get("/v1/credentials")
         .await
         .assert_error(403, "Forbidden");

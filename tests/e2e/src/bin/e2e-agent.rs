@@ -10,6 +10,8 @@
 //!   signed number of seconds in that file, read at every look at the clock, so a test can skew
 //!   the agent's clock from the start or step it while it runs (the fault matrix's clock rows).
 //!   A missing or unreadable file counts as 0.
+//! - `E2E_AGENT_JUDGE_EVERY_UID=1` judges root and the agent's own uid by `allowed_uids` and
+//!   `allowed_gids` like any other caller, so a test running as root can be denied.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
             }) as ecs_credential_agent::time::SharedTimeSource
         }),
         panic_on_path: std::env::var("E2E_AGENT_PANIC_ON_PATH").ok(),
+        judge_every_uid: std::env::var_os("E2E_AGENT_JUDGE_EVERY_UID").is_some_and(|v| v == "1"),
     };
     ecs_credential_agent::cli::main_with_test_hooks(hooks)
 }
