@@ -94,9 +94,12 @@ pub enum AuditEvent {
 }
 
 impl AuditEvent {
-    /// Writes the event to the `tracing` target `"audit"` (`info`, or `warn` for denials).
-    /// The executable path is the one value the caller chooses (it can name its binary
-    /// anything, newlines included), so it is written escaped and quoted (`Debug`), never raw.
+    /// Writes the event to the `tracing` target `"audit"` (`info`, or `warn` for denials),
+    /// which is written whatever the log level ([`crate::logging`]). The executable path is
+    /// chosen by the caller (it can name its binary anything, newlines and terminal escapes
+    /// included), the RAM role name by the metadata service, the `AccessKeyId` by STS: each is
+    /// a string field, which every log style writes escaped (and the text styles quoted), so
+    /// none can end the line, forge a field or reach a terminal raw.
     pub fn emit(&self) {
         match self {
             AuditEvent::Issued {
@@ -108,8 +111,8 @@ impl AuditEvent {
                 access_key_id,
                 generation,
             } => {
-                tracing::info!(target: "audit", event = "issued", pid, uid, gid, exe = ?exe,
-                    role = %role, access_key_id = %access_key_id, generation,
+                tracing::info!(target: "audit", event = "issued", pid, uid, gid, exe = exe.as_str(),
+                    role = role.as_str(), access_key_id = access_key_id.as_str(), generation,
                     "credentials issued to caller");
             }
             AuditEvent::Repeats {
@@ -120,11 +123,11 @@ impl AuditEvent {
                 count,
             } => {
                 tracing::info!(target: "audit", event = "repeats", pid, uid,
-                    access_key_id = %access_key_id, generation, count,
+                    access_key_id = access_key_id.as_str(), generation, count,
                     "credentials issued again to caller");
             }
             AuditEvent::Denied { pid, uid, gid, exe } => {
-                tracing::warn!(target: "audit", event = "denied", pid, uid, gid, exe = ?exe,
+                tracing::warn!(target: "audit", event = "denied", pid, uid, gid, exe = exe.as_str(),
                     "caller denied: uid and groups not allowed");
             }
             AuditEvent::DenialsSuppressed { uid, count } => {

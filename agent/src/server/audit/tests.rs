@@ -297,3 +297,37 @@ fn a_forged_executable_name_cannot_forge_an_audit_line() {
     assert_eq!(logs.lines().count(), 2, "{logs}");
     assert!(logs.contains(r#"exe="/tmp/app\n2026-01-01"#), "{logs}");
 }
+
+#[test]
+fn values_from_the_caller_the_metadata_service_and_sts_are_quoted_and_escaped() {
+    // A role name and an AccessKeyId are validated where they arrive; the audit does not rely
+    // on it. Each value carries a complete forged line, a terminal escape and a forged field.
+    let forged = |what: &str| format!("{what}\nINFO audit: event=\"issued\" uid=0\x1b[2J x=y");
+    let event = AuditEvent::Issued {
+        pid: 7,
+        uid: 1000,
+        gid: 1000,
+        exe: forged("/tmp/app"),
+        role: forged("EcsRole"),
+        access_key_id: forged("STS.A"),
+        generation: 1,
+    };
+    let (buf, guard) = crate::test_logs::capture_logs();
+    event.emit();
+    drop(guard);
+    let logs = crate::test_logs::logs(&buf);
+    assert_eq!(logs.lines().count(), 1, "{logs}");
+    assert!(!logs.contains('\x1b'), "{logs:?}");
+    let escaped = r#"\nINFO audit: event=\"issued\" uid=0\u{1b}[2J x=y""#;
+    for field in [
+        r#"exe="/tmp/app"#,
+        r#"role="EcsRole"#,
+        r#"access_key_id="STS.A"#,
+    ] {
+        assert!(
+            logs.contains(&format!("{field}{escaped}")),
+            "{field}: {logs}"
+        );
+    }
+    assert!(logs.contains(" generation=1"), "{logs}");
+}
