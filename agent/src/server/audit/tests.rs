@@ -331,3 +331,30 @@ fn values_from_the_caller_the_metadata_service_and_sts_are_quoted_and_escaped() 
     }
     assert!(logs.contains(" generation=1"), "{logs}");
 }
+
+#[test]
+fn the_executable_is_wanted_at_accept_only_when_an_event_will_name_it() {
+    let mut a = Audit::default();
+    let t0 = Instant::now();
+    let p = peer(100, 1000);
+    assert!(a.would_be_first_issuance(&p, None), "no credentials yet");
+    assert!(a.would_be_first_issuance(&p, Some(1)), "a new caller");
+    a.record_issuance(&p, &generation(1), t0);
+    assert!(
+        !a.would_be_first_issuance(&p, Some(1)),
+        "a repeat names no executable"
+    );
+    assert!(a.would_be_first_issuance(&p, Some(2)), "a new generation");
+    assert!(
+        a.would_be_first_issuance(&peer(101, 1000), Some(1)),
+        "another pid"
+    );
+    assert!(a.would_log_denial(1000, t0));
+    a.record_denial(&p, t0);
+    assert!(
+        !a.would_log_denial(1000, t0 + SEC),
+        "suppressed within the window"
+    );
+    assert!(a.would_log_denial(1000, t0 + SUMMARY_INTERVAL));
+    assert!(a.would_log_denial(1001, t0 + SEC));
+}
