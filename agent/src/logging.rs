@@ -9,7 +9,7 @@
 //! - **json**: one JSON object per line, for log shippers (`[log] format = "json"` /
 //!   `--log-format json`), whatever stderr is.
 //!
-//! Every value is written escaped in all three styles ([`escape`]): no value the agent does not
+//! Every value is written escaped in all three styles (module `escape`): no value the agent does not
 //! control (a caller's executable path, text from the metadata service or STS) can end a line,
 //! forge a field or reach a terminal as an escape sequence. Log such a value as a string field
 //! (`exe = exe.as_str()`), which the text styles quote, not with `%` (written unquoted).
@@ -83,7 +83,7 @@ pub fn journal_stream_matches(journal_stream: Option<&str>, dev: u64, ino: u64) 
 /// The `tracing` target of the audit trail (`server::audit`), written at every log level.
 pub const AUDIT_TARGET: &str = "audit";
 
-/// The formatting layer for `style`, writing to `writer`, every value escaped ([`escape`]).
+/// The formatting layer for `style`, writing to `writer`, every value escaped (module `escape`).
 pub fn fmt_layer<S, W>(style: Style, writer: W) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
