@@ -9,16 +9,29 @@
 //! - **json**: one JSON object per line, for log shippers (`[log] format = "json"` /
 //!   `--log-format json`), whatever stderr is.
 //!
+//! Every value is written escaped in all three styles (module `escape`): no value the agent does not
+//! control (a caller's executable path, text from the metadata service or STS) can end a line,
+//! forge a field or reach a terminal as an escape sequence. Log such a value as a string field
+//! (`exe = exe.as_str()`), which the text styles quote, not with `%` (written unquoted).
+//!
 //! The filter is `RUST_LOG` if set, else `[log] level`; [`LogReload::set_level`] replaces it
-//! (unless `RUST_LOG` is set, which keeps precedence).
+//! (unless `RUST_LOG` is set, which keeps precedence). The audit trail ([`AUDIT_TARGET`] at
+//! `info` and above) is written whatever the filter says: neither `[log] level` (at start or
+//! after `SIGHUP`) nor `RUST_LOG` can silence it, only raise its detail (`audit=debug`).
+
+mod escape;
 
 use std::os::fd::AsFd;
 
+use tracing::Level;
+use tracing_subscriber::filter::{FilterExt, Targets};
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Filter, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
+
+use escape::{EscapedFields, JsonEscapes};
 
 use crate::settings::{section, Text};
 
@@ -67,18 +80,60 @@ pub fn journal_stream_matches(journal_stream: Option<&str>, dev: u64, ino: u64) 
     d.parse::<u64>().ok() == Some(dev) && i.parse::<u64>().ok() == Some(ino)
 }
 
-/// The formatting layer for `style`, writing to `writer`.
+/// The `tracing` target of the audit trail (`server::audit`), written at every log level.
+pub const AUDIT_TARGET: &str = "audit";
+
+/// The formatting layer for `style`, writing to `writer`, every value escaped (module `escape`).
 pub fn fmt_layer<S, W>(style: Style, writer: W) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    let layer = tracing_subscriber::fmt::layer();
     match style {
-        Style::Text { ansi } => layer.with_ansi(ansi).boxed(),
-        Style::Journal => layer.without_time().with_ansi(false).boxed(),
-        Style::Json => layer.json().flatten_event(true).boxed(),
+        Style::Text { ansi } => layer
+            .fmt_fields(EscapedFields)
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .boxed(),
+        Style::Journal => layer
+            .fmt_fields(EscapedFields)
+            .without_time()
+            .with_ansi(false)
+            .with_writer(writer)
+            .boxed(),
+        Style::Json => layer
+            .json()
+            .flatten_event(true)
+            .with_writer(JsonEscapes(writer))
+            .boxed(),
     }
+}
+
+/// What is written: what `level` lets through, and the audit trail ([`AUDIT_TARGET`] at
+/// `info` and above) whatever `level` says.
+fn with_audit<S>(level: reload::Layer<EnvFilter, S>) -> impl Filter<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    level.or(Targets::new().with_target(AUDIT_TARGET, Level::INFO))
+}
+
+/// The subscriber [`init`] installs: `filter` (reloadable, see [`LogReload`]) or the audit
+/// trail, formatted in `style` to `writer`.
+fn subscriber<W>(
+    filter: EnvFilter,
+    rust_log: bool,
+    style: Style,
+    writer: W,
+) -> (impl tracing::Subscriber + Send + Sync, LogReload)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let (filter, handle) = reload::Layer::new(filter);
+    let layer = fmt_layer(style, writer).with_filter(with_audit(filter));
+    let subscriber = tracing_subscriber::registry().with(layer);
+    (subscriber, LogReload { handle, rust_log })
 }
 
 /// Changes the log filter of the running process (see [`init`]).
@@ -117,14 +172,9 @@ pub fn init(log: &Config) -> Option<LogReload> {
         .and_then(|v| EnvFilter::try_new(v).ok());
     let rust_log = env.is_some();
     let filter = env.unwrap_or_else(|| EnvFilter::new(&log.level));
-    let (filter, handle) = reload::Layer::new(filter);
     let style = Style::for_stderr(log.format);
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt_layer(style, std::io::stderr))
-        .try_init()
-        .ok()
-        .map(|()| LogReload { handle, rust_log })
+    let (subscriber, reload) = subscriber(filter, rust_log, style, std::io::stderr);
+    subscriber.try_init().ok().map(|()| reload)
 }
 
 /// `[log] level` by default.
@@ -133,7 +183,8 @@ pub const DEFAULT_LEVEL: &str = "info";
 section! {
     /// `[log]`: what is logged and how lines look.
     pub struct Config["log"] {
-        /// log filter (`info`, `debug`, `info,audit=debug`); `RUST_LOG` overrides it
+        /// log filter (`info`, `debug`, `info,audit=debug`); `RUST_LOG` overrides it; the
+        /// audit trail is written whatever it says
         level: String = DEFAULT_LEVEL.to_owned(), "level",
             Text { parse: parse_level, print: String::clone }, Live;
         /// `text` or `json` (text lines lose their timestamp and colour when stderr is the
@@ -246,22 +297,17 @@ mod tests {
     fn set_level_changes_the_filter_unless_rust_log_rules() {
         let buf = Buf::default();
         let out = buf.clone();
-        let (filter, handle) = reload::Layer::new(EnvFilter::new("warn"));
-        let sub = tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt_layer(Style::Journal, move || buf.clone()));
-        let log = LogReload {
-            handle: handle.clone(),
-            rust_log: false,
-        };
+        let (sub, log) = subscriber(EnvFilter::new("warn"), false, Style::Journal, move || {
+            buf.clone()
+        });
         tracing::subscriber::with_default(sub, || {
             tracing::info!("before");
             assert_eq!(log.set_level("info"), Ok(true));
             tracing::info!("after");
             assert!(log.set_level("info,[").is_err());
             let pinned = LogReload {
-                handle,
                 rust_log: true,
+                ..log.clone()
             };
             assert_eq!(pinned.set_level("error"), Ok(false));
             tracing::info!("still info");
@@ -270,5 +316,118 @@ mod tests {
         assert!(!text.contains("before"), "{text}");
         assert!(text.contains("after"), "{text}");
         assert!(text.contains("still info"), "{text}");
+    }
+
+    /// The lines written while `f` runs under [`init`]'s subscriber with `filter` in `style`.
+    fn lines_under(filter: &str, style: Style, f: impl FnOnce(&LogReload)) -> Vec<String> {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let (sub, log) = subscriber(EnvFilter::new(filter), false, style, move || buf.clone());
+        tracing::subscriber::with_default(sub, || f(&log));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn the_audit_is_written_whatever_the_level() {
+        for level in ["warn", "error", "off", "warn,audit=off", "audit=error"] {
+            let lines = lines_under(level, Style::Journal, |log| {
+                tracing::info!(target: AUDIT_TARGET, event = "issued", "audited first");
+                tracing::info!("not audited");
+                assert_eq!(log.set_level("off"), Ok(true));
+                tracing::info!(target: AUDIT_TARGET, event = "issued", "audited after SIGHUP");
+                tracing::warn!(target: AUDIT_TARGET, event = "denied", "denial audited");
+                tracing::debug!(target: AUDIT_TARGET, "audit detail, not asked for");
+            });
+            let text = lines.join("\n");
+            assert_eq!(lines.len(), 3, "level {level:?}: {text}");
+            assert!(text.contains("audited first"), "{level:?}: {text}");
+            assert!(text.contains("audited after SIGHUP"), "{level:?}: {text}");
+            assert!(text.contains("denial audited"), "{level:?}: {text}");
+        }
+        // RUST_LOG (kept over `[log] level`) cannot silence it either; `audit=debug` adds detail.
+        let buf = Buf::default();
+        let out = buf.clone();
+        let (sub, log) = subscriber(EnvFilter::new("off"), true, Style::Journal, move || {
+            buf.clone()
+        });
+        tracing::subscriber::with_default(sub, || {
+            assert_eq!(log.set_level("info"), Ok(false));
+            tracing::info!(target: AUDIT_TARGET, "audited under RUST_LOG=off");
+            tracing::info!("not audited");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("audited under RUST_LOG=off"), "{text}");
+        let lines = lines_under("warn,audit=debug", Style::Journal, |_| {
+            tracing::debug!(target: AUDIT_TARGET, "audit detail");
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+    }
+
+    /// A value with a line break, a whole forged line after it, a terminal escape (clear the
+    /// screen), a C1 CSI, DEL, quotes, `=` and spaces, and a bidirectional override.
+    const FORGED: &str = "/tmp/x\n2026-01-01T00:00:00Z  INFO audit: credentials issued to caller \
+                          uid=0 access_key_id=STS.FORGED\r\u{1b}[2J\u{9b}31m\u{7f} \"q\" a=b \u{202e}";
+
+    fn hostile_event() {
+        tracing::info!(target: AUDIT_TARGET, event = "issued", exe = FORGED, uid = 1000,
+            "credentials issued to caller");
+        tracing::warn!(error = %FORGED, shown = ?FORGED, "refresh failed: {FORGED}");
+    }
+
+    /// No unsafe character, once the formatter's own colours (`ESC [ … m`) are taken out.
+    fn assert_no_raw_control(lines: &[String]) {
+        for line in lines {
+            let mut plain = String::new();
+            let mut rest = line.as_str();
+            while let Some(at) = rest.find("\x1b[") {
+                plain.push_str(&rest[..at]);
+                let sgr = rest[at + 2..].find(|c: char| !c.is_ascii_digit() && c != ';');
+                let end = sgr.filter(|&e| rest[at + 2 + e..].starts_with('m'));
+                let Some(end) = end else {
+                    panic!("not a colour: {line:?}")
+                };
+                rest = &rest[at + 3 + end..];
+            }
+            plain.push_str(rest);
+            let bad: Vec<char> = plain.chars().filter(|&c| escape::is_unsafe(c)).collect();
+            assert!(bad.is_empty(), "raw {bad:?} in {line:?}");
+        }
+    }
+
+    #[test]
+    fn text_and_journal_escape_every_value_and_quote_strings() {
+        for style in [
+            Style::Journal,
+            Style::Text { ansi: false },
+            Style::Text { ansi: true },
+        ] {
+            let lines = lines_under("info", style, |_| hostile_event());
+            assert_eq!(lines.len(), 2, "{style:?}: one line per event: {lines:#?}");
+            assert_no_raw_control(&lines);
+            let escaped = r#"exe="/tmp/x\n2026-01-01T00:00:00Z  INFO audit: credentials issued to caller uid=0 access_key_id=STS.FORGED\r\u{1b}[2J\u{9b}31m\u{7f} \"q\" a=b \u{202e}" uid=1000"#;
+            assert!(lines[0].contains(escaped), "{style:?}: {}", lines[0]);
+            assert!(
+                lines[1].contains(r"refresh failed: /tmp/x\n2026"),
+                "{}",
+                lines[1]
+            );
+            assert!(lines[1].contains(r"error=/tmp/x\n2026"), "{}", lines[1]);
+            assert!(lines[1].contains(r#"shown="/tmp/x\n2026"#), "{}", lines[1]);
+        }
+    }
+
+    #[test]
+    fn json_escapes_every_control_and_format_character() {
+        let lines = lines_under("info", Style::Json, |_| hostile_event());
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert_no_raw_control(&lines);
+        let issued: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(issued["exe"], FORGED, "{}", lines[0]);
+        assert_eq!(issued["uid"], 1000);
+        let failed: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(failed["error"], FORGED, "{}", lines[1]);
+        assert!(lines[1].contains(r"\u009b31m\u007f"), "{}", lines[1]);
     }
 }

@@ -3,7 +3,14 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-/// Captures every `tracing` line (all levels) for the current thread while the guard lives.
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
+
+use crate::logging::{fmt_layer, Style};
+
+/// Captures every `tracing` line (all levels) for the current thread while the guard lives,
+/// in the journal style: the production formatter (escaping included), without timestamps.
 pub(crate) fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
     #[derive(Clone)]
     struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -18,11 +25,8 @@ pub(crate) fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::Defau
     }
     let buf = Arc::new(Mutex::new(Vec::new()));
     let sink = Sink(Arc::clone(&buf));
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
+    let layer = fmt_layer(Style::Journal, move || sink.clone()).with_filter(LevelFilter::TRACE);
+    let subscriber = tracing_subscriber::registry().with(layer);
     (buf, tracing::subscriber::set_default(subscriber))
 }
 

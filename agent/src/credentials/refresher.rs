@@ -224,8 +224,8 @@ impl<S: Source> Task<S> {
         let delay = schedule::recheck_unchanged(remaining, &self.cfg, (self.jitter)());
         tracing::debug!(
             source = %self.source.label(),
-            role = %held.role_name,
-            access_key_id = %held.access_key_id,
+            role = held.role_name.as_str(),
+            access_key_id = held.access_key_id.as_str(),
             recheck_in_secs = delay.as_secs(),
             "the source returned the same credential generation"
         );
@@ -262,8 +262,8 @@ impl<S: Source> Task<S> {
         tracing::info!(
             source = %self.source.label(),
             generation,
-            role = %issued.role_name,
-            access_key_id = %issued.access_key_id,
+            role = issued.role_name.as_str(),
+            access_key_id = issued.access_key_id.as_str(),
             expiration = %format_utc(issued.expiration),
             next_refresh_in_secs = delay.as_secs(),
             "new credential generation"
@@ -321,7 +321,7 @@ impl<S: Source> Task<S> {
         }
         tracing::warn!(
             source = %self.source.label(),
-            error = %message,
+            error = message.as_str(),
             attempt = self.attempt,
             retry_in_ms = u64::try_from((wake - now).as_millis()).unwrap_or(u64::MAX),
             serving = self.current.is_some(),

@@ -16,7 +16,8 @@
 //!   for it: a pidfd (`SO_PEERPIDFD`, Linux 6.5+, asked for through the connection when first
 //!   needed), else an open `/proc/<pid>` directory whose process start time is read at
 //!   accept. Those reads are lazy: a connection pays for them only when an audit event (or,
-//!   later, a selector) needs them.
+//!   later, a selector) needs them; the server reads the executable as soon as it accepts a
+//!   connection the audit will name, so that a later `exec` does not change it.
 
 mod lent;
 mod process;

@@ -17,10 +17,12 @@
 //! without capturing logs. No event holds `AccessKeySecret`, `SecurityToken` or any token.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::credentials::state::StateReceiver;
 use crate::credentials::Issued;
 use crate::identity::Caller;
 
@@ -94,9 +96,12 @@ pub enum AuditEvent {
 }
 
 impl AuditEvent {
-    /// Writes the event to the `tracing` target `"audit"` (`info`, or `warn` for denials).
-    /// The executable path is the one value the caller chooses (it can name its binary
-    /// anything, newlines included), so it is written escaped and quoted (`Debug`), never raw.
+    /// Writes the event to the `tracing` target `"audit"` (`info`, or `warn` for denials),
+    /// which is written whatever the log level ([`crate::logging`]). The executable path is
+    /// chosen by the caller (it can name its binary anything, newlines and terminal escapes
+    /// included), the RAM role name by the metadata service, the `AccessKeyId` by STS: each is
+    /// a string field, which every log style writes escaped (and the text styles quoted), so
+    /// none can end the line, forge a field or reach a terminal raw.
     pub fn emit(&self) {
         match self {
             AuditEvent::Issued {
@@ -108,8 +113,8 @@ impl AuditEvent {
                 access_key_id,
                 generation,
             } => {
-                tracing::info!(target: "audit", event = "issued", pid, uid, gid, exe = ?exe,
-                    role = %role, access_key_id = %access_key_id, generation,
+                tracing::info!(target: "audit", event = "issued", pid, uid, gid, exe = exe.as_str(),
+                    role = role.as_str(), access_key_id = access_key_id.as_str(), generation,
                     "credentials issued to caller");
             }
             AuditEvent::Repeats {
@@ -120,11 +125,11 @@ impl AuditEvent {
                 count,
             } => {
                 tracing::info!(target: "audit", event = "repeats", pid, uid,
-                    access_key_id = %access_key_id, generation, count,
+                    access_key_id = access_key_id.as_str(), generation, count,
                     "credentials issued again to caller");
             }
             AuditEvent::Denied { pid, uid, gid, exe } => {
-                tracing::warn!(target: "audit", event = "denied", pid, uid, gid, exe = ?exe,
+                tracing::warn!(target: "audit", event = "denied", pid, uid, gid, exe = exe.as_str(),
                     "caller denied: uid and groups not allowed");
             }
             AuditEvent::DenialsSuppressed { uid, count } => {
@@ -373,6 +378,48 @@ impl Audit {
     /// How many callers are tracked individually.
     pub fn tracked_callers(&self) -> usize {
         self.callers.len()
+    }
+
+    /// Whether serving `generation` (`None`: no credentials yet, so the first will be new) to
+    /// `caller` would be its first issuance of it ([`AuditEvent::Issued`], which names the
+    /// executable): the caller is not tracked with that generation.
+    pub fn would_be_first_issuance(&self, caller: &Caller, generation: Option<u64>) -> bool {
+        let key = (caller.pid.unwrap_or(0), caller.uid);
+        generation.is_none() || self.callers.get(&key).map(|c| c.generation) != generation
+    }
+
+    /// Whether denying `uid` at `now` would write [`AuditEvent::Denied`] (which names the
+    /// executable): the uid has no denial window open.
+    pub fn would_log_denial(&self, uid: u32, now: Instant) -> bool {
+        self.denials
+            .get(&uid)
+            .is_none_or(|d| now.duration_since(d.window_start) >= SUMMARY_INTERVAL)
+    }
+}
+
+/// At accept, before anything is read from the connection: reads `caller`'s executable now
+/// when the audit is to name it (an `allowed` caller's first issuance of the generation `state`
+/// holds now; a denied caller's logged denial), so that the event names the program the process ran when it was
+/// accepted. Read later, at the event, it would name whatever the process has exec'd since:
+/// a process could connect, fork a child that keeps the socket, exec `/usr/bin/sleep`, and
+/// have the child send the request. Reading only when the audit will name the executable keeps
+/// a new connection from a known caller (the same pid, uid and generation) at one lock and
+/// one lookup; the read itself (a `SO_PEERPIDFD`, a `readlink` and a `poll`, about 2 µs)
+/// only moves from the first request to the accept.
+pub(crate) fn read_exe_if_audited(
+    audit: &Mutex<Audit>,
+    caller: &Caller,
+    allowed: bool,
+    state: &StateReceiver,
+) {
+    // Read before the audit lock, so that the two locks are never held together.
+    let generation = allowed.then(|| state.borrow().credentials.as_ref().map(|c| c.generation));
+    let needed = audit.lock().map_or(true, |a| match allowed {
+        true => a.would_be_first_issuance(caller, generation.flatten()),
+        false => a.would_log_denial(caller.uid, Instant::now()),
+    });
+    if needed {
+        let _ = caller.exe();
     }
 }
 

@@ -37,7 +37,7 @@ use std::pin::pin;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::audit::Audit;
+use super::audit::{self, Audit};
 use super::listener::Stream;
 use super::service::{CatchUnwind, Service};
 use super::tally::Tally;
@@ -222,6 +222,7 @@ impl Ctx {
             watch,
         } = accepted;
         let Shared { state, common } = shared;
+        audit::read_exe_if_audited(&common.audit, &caller, decision != Decision::Denied, &state);
         Arc::new(Ctx {
             common,
             cfg,

@@ -297,3 +297,64 @@ fn a_forged_executable_name_cannot_forge_an_audit_line() {
     assert_eq!(logs.lines().count(), 2, "{logs}");
     assert!(logs.contains(r#"exe="/tmp/app\n2026-01-01"#), "{logs}");
 }
+
+#[test]
+fn values_from_the_caller_the_metadata_service_and_sts_are_quoted_and_escaped() {
+    // A role name and an AccessKeyId are validated where they arrive; the audit does not rely
+    // on it. Each value carries a complete forged line, a terminal escape and a forged field.
+    let forged = |what: &str| format!("{what}\nINFO audit: event=\"issued\" uid=0\x1b[2J x=y");
+    let event = AuditEvent::Issued {
+        pid: 7,
+        uid: 1000,
+        gid: 1000,
+        exe: forged("/tmp/app"),
+        role: forged("EcsRole"),
+        access_key_id: forged("STS.A"),
+        generation: 1,
+    };
+    let (buf, guard) = crate::test_logs::capture_logs();
+    event.emit();
+    drop(guard);
+    let logs = crate::test_logs::logs(&buf);
+    assert_eq!(logs.lines().count(), 1, "{logs}");
+    assert!(!logs.contains('\x1b'), "{logs:?}");
+    let escaped = r#"\nINFO audit: event=\"issued\" uid=0\u{1b}[2J x=y""#;
+    for field in [
+        r#"exe="/tmp/app"#,
+        r#"role="EcsRole"#,
+        r#"access_key_id="STS.A"#,
+    ] {
+        assert!(
+            logs.contains(&format!("{field}{escaped}")),
+            "{field}: {logs}"
+        );
+    }
+    assert!(logs.contains(" generation=1"), "{logs}");
+}
+
+#[test]
+fn the_executable_is_wanted_at_accept_only_when_an_event_will_name_it() {
+    let mut a = Audit::default();
+    let t0 = Instant::now();
+    let p = peer(100, 1000);
+    assert!(a.would_be_first_issuance(&p, None), "no credentials yet");
+    assert!(a.would_be_first_issuance(&p, Some(1)), "a new caller");
+    a.record_issuance(&p, &generation(1), t0);
+    assert!(
+        !a.would_be_first_issuance(&p, Some(1)),
+        "a repeat names no executable"
+    );
+    assert!(a.would_be_first_issuance(&p, Some(2)), "a new generation");
+    assert!(
+        a.would_be_first_issuance(&peer(101, 1000), Some(1)),
+        "another pid"
+    );
+    assert!(a.would_log_denial(1000, t0));
+    a.record_denial(&p, t0);
+    assert!(
+        !a.would_log_denial(1000, t0 + SEC),
+        "suppressed within the window"
+    );
+    assert!(a.would_log_denial(1000, t0 + SUMMARY_INTERVAL));
+    assert!(a.would_log_denial(1001, t0 + SEC));
+}

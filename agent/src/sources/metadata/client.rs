@@ -241,7 +241,7 @@ impl Client {
             Ok(token) => Ok(Some(token)),
             Err(error) if self.allow_imdsv1_fallback => {
                 tracing::warn!(
-                    %error,
+                    error = error.to_string().as_str(),
                     "metadata token PUT failed; falling back to GETs without a metadata token \
                      (allow_imdsv1_fallback = true)"
                 );
@@ -339,7 +339,8 @@ impl Client {
                 tracing::debug!(%method, path, status = a.status, latency_ms, "metadata request")
             }
             Err(error) => {
-                tracing::debug!(%method, path, %error, latency_ms, "metadata request failed")
+                tracing::debug!(%method, path, error = error.to_string().as_str(), latency_ms,
+                    "metadata request failed")
             }
         }
         result
