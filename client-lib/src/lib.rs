@@ -83,6 +83,7 @@ pub mod blocking;
 mod client;
 mod credentials;
 mod error;
+pub mod path_check;
 mod transport;
 
 #[cfg(test)]
@@ -97,6 +98,7 @@ pub use client::{
 };
 pub use credentials::{Credentials, Health};
 pub use error::Error;
+pub use path_check::{check_socket_path, UnsafeSocketPath};
 /// Re-exported so callers can read secrets without naming a matching `secrecy` version.
 pub use secrecy::{ExposeSecret, SecretString};
 
