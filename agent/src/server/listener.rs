@@ -403,8 +403,8 @@ impl Drop for PrivateDir {
 /// binds through `/proc/self/fd/N`, a short name for the same directory held open, as systemd
 /// does for long socket paths.
 fn bind_in(dir: &Path) -> io::Result<std::os::unix::net::UnixListener> {
-    use std::os::unix::ffi::OsStrExt;
     use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
     let temp = dir.join(TEMP_NAME);
     if temp.as_os_str().as_bytes().len() <= MAX_SOCKET_PATH_BYTES {
         return std::os::unix::net::UnixListener::bind(&temp);

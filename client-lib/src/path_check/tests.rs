@@ -71,7 +71,10 @@ fn symlink_owned_by_another_user_refused() {
     symlink(safe.join("agent.sock"), &sock_link).unwrap();
     lchown(&sock_link, Some(OTHER), None).unwrap();
     let err = check_socket_path(&sock_link).unwrap_err();
-    assert!(matches!(err, UnsafeSocketPath::ForeignOwner { .. }), "{err}");
+    assert!(
+        matches!(err, UnsafeSocketPath::ForeignOwner { .. }),
+        "{err}"
+    );
     // Trusted when it is this process's own user.
     check_as(&link.join("agent.sock"), OTHER).unwrap();
 }
@@ -177,11 +180,17 @@ fn relative_missing_non_directory_and_looping_paths_refused() {
     );
 
     let err = check_socket_path(&safe.join("agent.sock").join("x")).unwrap_err();
-    assert!(matches!(err, UnsafeSocketPath::NotADirectory { .. }), "{err}");
+    assert!(
+        matches!(err, UnsafeSocketPath::NotADirectory { .. }),
+        "{err}"
+    );
 
     let a = top.path().join("a");
     symlink(top.path().join("b"), &a).unwrap();
     symlink(&a, top.path().join("b")).unwrap();
     let err = check_socket_path(&a.join("agent.sock")).unwrap_err();
-    assert!(matches!(err, UnsafeSocketPath::TooManyLinks { .. }), "{err}");
+    assert!(
+        matches!(err, UnsafeSocketPath::TooManyLinks { .. }),
+        "{err}"
+    );
 }

@@ -416,7 +416,8 @@ fn check_eacces(path: &Path) {
 async fn socket_path_others_could_redirect_is_refused_before_connecting() {
     use std::os::unix::fs::{lchown, symlink, PermissionsExt};
 
-    let agent = FakeAgent::start(|_, _| (200, credentials_body("STS.fake", T0 + minutes(60)))).await;
+    let agent =
+        FakeAgent::start(|_, _| (200, credentials_body("STS.fake", T0 + minutes(60)))).await;
     let clock = TestClock::at(T0);
     let top = tempfile::tempdir().unwrap();
     let open = top.path().join("open");
@@ -437,7 +438,10 @@ async fn socket_path_others_could_redirect_is_refused_before_connecting() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(error_chain(&err).contains(&*open.to_string_lossy()), "{err}");
+    assert!(
+        error_chain(&err).contains(&*open.to_string_lossy()),
+        "{err}"
+    );
     assert_eq!(agent.hits(), 0);
 
     if !nix::unistd::geteuid().is_root() {

@@ -73,7 +73,10 @@ async fn agent_refuses_a_socket_directory_behind_another_users_link() {
         "the message names the link and its owner: {logs}"
     );
     let created: Vec<_> = std::fs::read_dir(scene.path("real")).unwrap().collect();
-    assert!(created.is_empty(), "nothing created behind the link: {created:?}");
+    assert!(
+        created.is_empty(),
+        "nothing created behind the link: {created:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

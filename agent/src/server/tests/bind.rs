@@ -234,16 +234,26 @@ async fn every_accepted_socket_path_length_binds() {
                 .unwrap()
                 .map(|e| e.unwrap().file_name())
                 .collect();
-            assert_eq!(names, vec![std::ffi::OsString::from(file)], "no temporary left");
+            assert_eq!(
+                names,
+                vec![std::ffi::OsString::from(file)],
+                "no temporary left"
+            );
             assert!(listener.remove_socket().unwrap());
             bound += 1;
         }
     }
-    assert!(bound >= 2 * 20, "only {bound} lengths tried: temporary directory too long?");
+    assert!(
+        bound >= 2 * 20,
+        "only {bound} lengths tried: temporary directory too long?"
+    );
 
     let too_long = PathBuf::from(format!("/{}", "a".repeat(MAX_SOCKET_PATH_BYTES)));
     let err = validate_socket_path(&too_long).unwrap_err();
-    assert!(err.contains("108 bytes") && err.contains("at most 107 bytes"), "{err}");
+    assert!(
+        err.contains("108 bytes") && err.contains("at most 107 bytes"),
+        "{err}"
+    );
 }
 
 /// Issue 10 item 4: root is asked to serve on `/tmp/ecsdir/agent.sock` where `/tmp/ecsdir` is
@@ -273,8 +283,15 @@ async fn socket_directory_behind_another_users_link_refused() {
         "{err}"
     );
     let text = err.to_string();
-    assert!(text.contains(&*ecsdir.to_string_lossy()) && text.contains("uid 65534"), "{text}");
-    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0, "nothing created");
+    assert!(
+        text.contains(&*ecsdir.to_string_lossy()) && text.contains("uid 65534"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&real).unwrap().count(),
+        0,
+        "nothing created"
+    );
 
     // A link of root's own (only root may repoint it, even in a sticky directory) is fine.
     let rootdir = tmp.join("rootdir");
