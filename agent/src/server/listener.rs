@@ -23,12 +23,17 @@
 //! ([`ecs_credential_client::path_check`]): nobody but root and the agent's own user may be able
 //! to make the path lead elsewhere.
 
+use std::ffi::OsString;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ecs_credential_client::path_check::{check_socket_path, UnsafeSocketPath};
-use nix::unistd::{Gid, Group, Uid};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::fstatat;
+use nix::unistd::{unlinkat, Gid, Group, Uid, UnlinkatFlags};
 
 use crate::identity::{Caller, LentSocket};
 use crate::server::config::{Config as ServerConfig, MAX_SOCKET_PATH_BYTES};
@@ -133,9 +138,22 @@ pub struct Listener {
     inner: tokio::net::UnixListener,
     /// Where it lives in the filesystem, if known.
     path: Option<PathBuf>,
-    /// `(st_dev, st_ino)` of the socket file when this process created it; `None` for a
-    /// handed-over socket, which is never unlinked.
-    created: Option<(u64, u64)>,
+    /// The socket file when this process created it; `None` for a handed-over socket, which
+    /// is never unlinked.
+    created: Option<Created>,
+}
+
+/// A socket file this process created, found again for removal through the directory it was
+/// created in (held open), not through the path: if the path leads elsewhere by then, nothing
+/// there is touched, and the agent's own file is still removed.
+#[derive(Debug)]
+struct Created {
+    /// The socket's directory (`O_PATH`).
+    dir: OwnedFd,
+    /// The socket's name in it.
+    name: OsString,
+    /// `(st_dev, st_ino)` of the file: another agent may have replaced it.
+    id: (u64, u64),
 }
 
 impl Listener {
@@ -157,21 +175,25 @@ impl Listener {
         ensure_parent(&path, &parent)?;
         clear_path(&path)?;
         let gid = resolve_group(cfg.socket_group.as_deref(), &path)?;
+        let fail = |step| {
+            let path = path.clone();
+            move |source| SocketBindError::Create { path, step, source }
+        };
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let dir = nix::fcntl::open(&parent, flags, nix::sys::stat::Mode::empty())
+            .map_err(|e| fail("open the socket's directory")(io::Error::from(e)))?;
         let std_listener = create_socket(&path, &parent, cfg.socket_mode & 0o777, gid)?;
-        let meta = std::fs::symlink_metadata(&path).map_err(|source| SocketBindError::Create {
-            path: path.clone(),
-            step: "stat",
-            source,
-        })?;
-        let inner = to_tokio(std_listener).map_err(|source| SocketBindError::Create {
-            path: path.clone(),
-            step: "register with the runtime",
-            source,
-        })?;
+        let meta = std::fs::symlink_metadata(&path).map_err(fail("stat"))?;
+        let inner = to_tokio(std_listener).map_err(fail("register with the runtime"))?;
+        let name = path.file_name().unwrap_or_default().to_owned();
         Ok(Listener {
             inner,
             path: Some(path),
-            created: Some((meta.dev(), meta.ino())),
+            created: Some(Created {
+                dir,
+                name,
+                id: (meta.dev(), meta.ino()),
+            }),
         })
     }
 
@@ -237,26 +259,28 @@ impl Listener {
         }
     }
 
-    /// Unlinks the socket file if this process created it and the file at the path is still
-    /// the same inode (another agent may have replaced it). Returns whether it removed it.
+    /// Unlinks the socket file if this process created it and the file of that name in the
+    /// directory it was created in is still the same inode (another agent may have replaced
+    /// it). The directory is the one opened at bind time, so a path that leads elsewhere by now
+    /// (a link repointed by root) changes nothing. Returns whether it removed the file.
     ///
     /// # Errors
     ///
-    /// The OS error of `lstat`/`unlink`, except that an already missing file is `Ok(false)`.
+    /// The OS error of `fstatat`/`unlinkat`, except that an already missing file is `Ok(false)`.
     pub fn remove_socket(&self) -> io::Result<bool> {
-        let (Some(path), Some((dev, ino))) = (&self.path, self.created) else {
+        let Some(created) = &self.created else {
             return Ok(false);
         };
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.dev() == dev && m.ino() == ino => {}
-            Ok(_) => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e),
+        let name = created.name.as_os_str();
+        match fstatat(&created.dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if (st.st_dev, st.st_ino) == created.id => {}
+            Ok(_) | Err(Errno::ENOENT) => return Ok(false),
+            Err(e) => return Err(e.into()),
         }
-        match std::fs::remove_file(path) {
+        match unlinkat(&created.dir, name, UnlinkatFlags::NoRemoveDir) {
             Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -409,7 +433,6 @@ fn bind_in(dir: &Path) -> io::Result<std::os::unix::net::UnixListener> {
     if temp.as_os_str().as_bytes().len() <= MAX_SOCKET_PATH_BYTES {
         return std::os::unix::net::UnixListener::bind(&temp);
     }
-    use nix::fcntl::OFlag;
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())?;
     let short = format!("/proc/self/fd/{}/{TEMP_NAME}", fd.as_raw_fd());
