@@ -425,7 +425,7 @@ impl Drop for PrivateDir {
 /// Binds [`TEMP_NAME`] in `dir`. When that path is longer than `bind(2)` takes (the socket
 /// path itself fits, by the configuration's rule, but the private directory adds a few bytes),
 /// binds through `/proc/self/fd/N`, a short name for the same directory held open, as systemd
-/// does for long socket paths.
+/// does for long socket paths (so such paths need `/proc` mounted).
 fn bind_in(dir: &Path) -> io::Result<std::os::unix::net::UnixListener> {
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
