@@ -55,7 +55,8 @@ enum Command {
     /// Fetch the credentials from a running agent and print them (for scripts).
     Get {
         /// Agent socket (default: $ECS_CREDENTIAL_AGENT_SOCKET, else
-        /// /run/ecs-credential-agent/agent.sock).
+        /// /run/ecs-credential-agent/agent.sock). Refused (exit 78) if a user other than root
+        /// and you owns a directory or link on it, or others may write to a directory on it.
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
         /// Output: the credential JSON, or shell `export` lines using the variable names the

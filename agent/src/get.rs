@@ -28,6 +28,10 @@ pub const EXIT_UNAVAILABLE: u8 = 69;
 pub const EXIT_PROTOCOL: u8 = 76;
 /// Exit status when the agent refused this caller (`EX_NOPERM`).
 pub const EXIT_NOPERM: u8 = 77;
+/// Exit status when the socket path could lead to another user's fake agent, so `get` did not
+/// connect (`EX_CONFIG`: the path, or the directories on it, must be fixed;
+/// [`ecs_credential_client::path_check`]).
+pub const EXIT_UNSAFE_SOCKET_PATH: u8 = 78;
 
 /// Runs `get`; prints the credentials to stdout or an error to stderr, and returns the exit
 /// status.
@@ -67,6 +71,7 @@ fn exit_status(e: &Error) -> u8 {
     match e {
         Error::AgentNotRunning { .. } | Error::Unavailable { .. } => EXIT_UNAVAILABLE,
         Error::PermissionDenied { .. } => EXIT_NOPERM,
+        Error::UnsafeSocketPath { .. } => EXIT_UNSAFE_SOCKET_PATH,
         _ => EXIT_PROTOCOL,
     }
 }

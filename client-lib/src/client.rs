@@ -75,7 +75,9 @@ impl Default for ClientBuilder {
 
 impl ClientBuilder {
     /// The agent's socket. When not set, [`SOCKET_ENV`] is used if set and non-empty, else
-    /// [`DEFAULT_SOCKET_PATH`](crate::DEFAULT_SOCKET_PATH).
+    /// [`DEFAULT_SOCKET_PATH`](crate::DEFAULT_SOCKET_PATH). Checked before every connection
+    /// ([`check_socket_path`](crate::check_socket_path)): a path another user could redirect
+    /// gives [`Error::UnsafeSocketPath`].
     pub fn socket_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.socket_path = Some(path.into());
         self
@@ -283,8 +285,8 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::AgentNotRunning`] and [`Error::PermissionDenied`] as for
-    /// [`credentials`](Client::credentials); [`Error::Protocol`] for another status or a body
+    /// [`Error::AgentNotRunning`], [`Error::PermissionDenied`] and [`Error::UnsafeSocketPath`]
+    /// as for [`credentials`](Client::credentials); [`Error::Protocol`] for another status or a body
     /// that is not JSON.
     pub async fn health(&self) -> Result<Health, Error> {
         let inner = &self.inner;

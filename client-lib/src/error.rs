@@ -16,6 +16,7 @@ const MAX_AGENT_MESSAGE_CHARS: usize = 300;
 /// | --- | --- | --- |
 /// | [`AgentNotRunning`](Error::AgentNotRunning) | socket missing, connection refused | start `ecs-credential-agent`, check the socket path |
 /// | [`PermissionDenied`](Error::PermissionDenied) | socket not accessible (`EACCES`), or the agent answered `403 Forbidden` | run as an allowed uid/gid, or allow this one in the agent's config |
+/// | [`UnsafeSocketPath`](Error::UnsafeSocketPath) | a directory or link on the socket path belongs to another non-root user, or others may write to a directory on it ([`crate::path_check`]) | fix the path's ownership and modes, or use the default path |
 /// | [`Unavailable`](Error::Unavailable) | the agent answered `503` (starting, no RAM role attached, metadata service unreachable, …) after the client's retries | read the message; retry later; check the RAM role |
 /// | [`Protocol`](Error::Protocol) | timeout, unexpected status, malformed JSON, missing field, expired credentials served | a bug or version mismatch between client and agent; report it |
 ///
@@ -46,6 +47,16 @@ pub enum Error {
         /// The `connect(2)` error, when the refusal came from the file system.
         #[source]
         source: Option<io::Error>,
+    },
+    /// The socket path could lead to another user's fake agent, so the client did not connect:
+    /// see [`crate::path_check`] for the rule. Not retried.
+    #[error("refusing the socket path {}: {source}", path.display())]
+    UnsafeSocketPath {
+        /// The socket path tried.
+        path: PathBuf,
+        /// Which component is unsafe, and why.
+        #[source]
+        source: crate::path_check::UnsafeSocketPath,
     },
     /// The agent answered `503` on every try: it has no valid credentials to give right now.
     #[error("credentials unavailable from ecs-credential-agent ({code}): {message}")]
@@ -95,7 +106,9 @@ impl Error {
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
             ),
             Error::Unavailable { .. } => true,
-            Error::PermissionDenied { .. } | Error::Protocol { .. } => false,
+            Error::PermissionDenied { .. }
+            | Error::UnsafeSocketPath { .. }
+            | Error::Protocol { .. } => false,
         }
     }
 }

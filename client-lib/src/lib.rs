@@ -47,6 +47,7 @@
 //! | --- | --- | --- |
 //! | [`Error::AgentNotRunning`] | no agent on the socket (after retries) | start the agent (`systemctl status ecs-credential-agent`), check the socket path |
 //! | [`Error::PermissionDenied`] | socket not accessible, or the agent refuses this uid/gid | run as an allowed user, or allow it in the agent's config |
+//! | [`Error::UnsafeSocketPath`] | another non-root user owns a directory or link on the socket path, or others may write to a directory on it, so it could lead to a fake agent | fix the path's ownership and modes (see [`path_check`]), or use the default path |
 //! | [`Error::Unavailable`] | agent up, but no valid credentials (starting, no RAM role attached, metadata service unreachable) | read the message; retry later; attach a RAM role |
 //! | [`Error::Protocol`] | timeout, or an answer this client does not understand | check client and agent versions; report a bug |
 //!
@@ -59,7 +60,11 @@
 //!
 //! In order: [`ClientBuilder::socket_path`], else the environment variable [`SOCKET_ENV`]
 //! (`ECS_CREDENTIAL_AGENT_SOCKET`) if set and non-empty, else [`DEFAULT_SOCKET_PATH`]. It is
-//! resolved once, when the client is built.
+//! resolved once, when the client is built. Before each connection the path is checked
+//! ([`check_socket_path`]): every directory and symbolic link on it must belong to root or to
+//! this process's user, and no directory on it may be writable by others without the sticky
+//! bit; otherwise [`Error::UnsafeSocketPath`], because another user could make the path lead to
+//! a fake agent serving credentials of their choosing.
 //!
 //! # Threads
 //!
@@ -74,6 +79,7 @@
 //! - `transport`: one HTTP/1.1 `GET` over the Unix socket (hyper).
 //! - `credentials`: [`Credentials`], [`Health`] and their parsing.
 //! - `error`: [`Error`].
+//! - [`path_check`]: whether a socket path can be trusted (shared with the agent).
 //! - [`blocking`]: the blocking client.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -83,6 +89,7 @@ pub mod blocking;
 mod client;
 mod credentials;
 mod error;
+pub mod path_check;
 mod transport;
 
 #[cfg(test)]
@@ -97,6 +104,7 @@ pub use client::{
 };
 pub use credentials::{Credentials, Health};
 pub use error::Error;
+pub use path_check::{check_socket_path, UnsafeSocketPath};
 /// Re-exported so callers can read secrets without naming a matching `secrecy` version.
 pub use secrecy::{ExposeSecret, SecretString};
 

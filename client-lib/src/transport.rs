@@ -27,6 +27,7 @@ use tokio::net::UnixStream;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, TimedOut};
+use crate::path_check::{check_socket_path, UnsafeSocketPath};
 
 /// Largest response body accepted, in bytes. A credential body is about 2 KB (the
 /// `SecurityToken` is the bulk of it).
@@ -44,8 +45,8 @@ pub(crate) struct Response {
 ///
 /// # Errors
 ///
-/// Connect failures map to [`Error::AgentNotRunning`] or (for `EACCES`/`EPERM`)
-/// [`Error::PermissionDenied`]; anything after connecting, including the timeout, to
+/// A socket path others could redirect is [`Error::UnsafeSocketPath`]. Connect failures map to
+/// [`Error::AgentNotRunning`] or (for `EACCES`/`EPERM`) [`Error::PermissionDenied`]; anything after connecting, including the timeout, to
 /// [`Error::Protocol`]. Any HTTP status is a successful [`Response`].
 pub(crate) async fn get(socket: &Path, path: &str, timeout: Duration) -> Result<Response, Error> {
     match tokio::time::timeout(timeout, exchange(socket, path)).await {
@@ -61,6 +62,7 @@ pub(crate) async fn get(socket: &Path, path: &str, timeout: Duration) -> Result<
 }
 
 async fn exchange(socket: &Path, path: &str) -> Result<Response, Error> {
+    trust(socket)?;
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|e| connect_error(socket, e))?;
@@ -213,6 +215,21 @@ async fn read_body(mut body: Incoming) -> Result<Zeroizing<Vec<u8>>, Error> {
         }
     }
     Ok(out)
+}
+
+/// Refuses a socket path that a user other than root and this process's could make lead to
+/// a fake agent ([`check_socket_path`]). A few `lstat(2)` calls, made inline: the client spawns
+/// nothing, and they do not block for long. A missing or unsearchable component is reported as
+/// `connect(2)` would report it (not running, or permission denied).
+fn trust(socket: &Path) -> Result<(), Error> {
+    match check_socket_path(socket) {
+        Ok(()) => Ok(()),
+        Err(UnsafeSocketPath::Inspect { source, .. }) => Err(connect_error(socket, source)),
+        Err(unsafe_path) => Err(Error::UnsafeSocketPath {
+            path: socket.to_owned(),
+            source: unsafe_path,
+        }),
+    }
 }
 
 /// Maps a `connect(2)` failure to what the application should do about it.

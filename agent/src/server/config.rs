@@ -7,6 +7,9 @@ use crate::settings::{section, Count, Ids, Millis, Optional, Text};
 
 /// `[server] socket_path` by default.
 pub const DEFAULT_SOCKET_PATH: &str = "/run/ecs-credential-agent/agent.sock";
+/// The longest `[server] socket_path`, in bytes: `bind(2)` takes a path in `sun_path`, which
+/// holds 108 bytes, the terminating NUL included.
+pub const MAX_SOCKET_PATH_BYTES: usize = 107;
 /// `[server] socket_mode` by default: root only.
 pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
 /// `[server] allowed_uids` by default: none besides root and the agent's own uid, which are
@@ -65,7 +68,8 @@ section! {
     }
 }
 
-/// Checks a socket path: absolute, and short enough for `sun_path` (107 bytes plus NUL).
+/// Checks a socket path: absolute, and at most [`MAX_SOCKET_PATH_BYTES`] long (what `sun_path`
+/// holds). Every path this accepts binds ([`crate::server::Listener::bind`]).
 ///
 /// # Errors
 /// What is wrong, e.g. `expected an absolute path, got "relative.sock"`.
@@ -77,9 +81,9 @@ pub fn validate_socket_path(p: &Path) -> Result<(), String> {
             "expected an absolute path, got {:?}",
             p.display().to_string()
         ))
-    } else if len > 107 {
+    } else if len > MAX_SOCKET_PATH_BYTES {
         Err(format!(
-            "path is {len} bytes; Unix socket paths are limited to 107 bytes"
+            "path is {len} bytes; a Unix socket path is at most {MAX_SOCKET_PATH_BYTES} bytes (sun_path holds 108 with the terminating NUL)"
         ))
     } else {
         Ok(())

@@ -8,23 +8,35 @@
 //! races with every other thread that creates files). Instead:
 //!
 //! 1. create a fresh private directory (`0700`, `mkdir(2)` fails if the name exists) next to the
-//!    target, so that nobody else can reach anything inside it;
-//! 2. bind the socket inside it, then `chown` it to `socket_group` and `chmod` it to
+//!    target, `.bind-` and 8 random hex digits, so that nobody else can reach anything inside it;
+//! 2. bind the socket inside it (as `s`; through `/proc/self/fd/N/s` when the whole temporary
+//!    path is longer than `bind(2)` takes, so that every socket path the configuration accepts
+//!    binds), then `chown` it to `socket_group` and `chmod` it to
 //!    `socket_mode` while it is still unreachable;
 //! 3. `link(2)` it onto the final path. A hard link keeps the inode (and so the bound socket),
 //!    appears atomically, and fails with `EEXIST` instead of replacing anything that appeared
 //!    at the path since the checks;
 //! 4. remove the private directory and the temporary name.
+//!
+//! Before any of this, the socket's directory and every directory and symbolic link on the way
+//! to it are checked as clients check them before connecting
+//! ([`ecs_credential_client::path_check`]): nobody but root and the agent's own user may be able
+//! to make the path lead elsewhere.
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{Gid, Group, Uid};
+use ecs_credential_client::path_check::{check_socket_path, UnsafeSocketPath};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::fstatat;
+use nix::unistd::{unlinkat, Gid, Group, Uid, UnlinkatFlags};
 
 use crate::identity::{Caller, LentSocket};
-use crate::server::config::Config as ServerConfig;
+use crate::server::config::{Config as ServerConfig, MAX_SOCKET_PATH_BYTES};
 
 /// An accepted connection's socket, lent to the [`Caller`] captured from it (which reads its
 /// groups and pidfd through it when first needed): use it as a `tokio::net::UnixStream`.
@@ -72,17 +84,15 @@ pub enum SocketBindError {
         /// Its owner.
         uid: u32,
     },
-    /// A directory above the socket's directory could let another user move or replace it:
-    /// owned by a user other than root and the agent, or writable by group or others without
-    /// the sticky bit.
-    #[error("directory {path:?} above the socket (owner uid {uid}, mode {mode:04o}) could let another user replace the socket's directory; refusing to use it")]
-    AncestorUnsafe {
-        /// The directory.
+    /// A directory or symbolic link on the way to the socket's directory could let another user
+    /// make the path lead elsewhere ([`ecs_credential_client::path_check`], the check clients
+    /// make before connecting): it names the component and what to do.
+    #[error("socket path {path:?} is unsafe: {source}")]
+    UnsafePath {
+        /// The socket path.
         path: PathBuf,
-        /// Its owner.
-        uid: u32,
-        /// Its permission bits.
-        mode: u32,
+        /// Which component, and why.
+        source: UnsafeSocketPath,
     },
     /// A symbolic link sits at the socket path.
     #[error("socket path {0:?} is a symbolic link; refusing to follow or replace it")]
@@ -128,9 +138,22 @@ pub struct Listener {
     inner: tokio::net::UnixListener,
     /// Where it lives in the filesystem, if known.
     path: Option<PathBuf>,
-    /// `(st_dev, st_ino)` of the socket file when this process created it; `None` for a
-    /// handed-over socket, which is never unlinked.
-    created: Option<(u64, u64)>,
+    /// The socket file when this process created it; `None` for a handed-over socket, which
+    /// is never unlinked.
+    created: Option<Created>,
+}
+
+/// A socket file this process created, found again for removal through the directory it was
+/// created in (held open), not through the path: if the path leads elsewhere by then, nothing
+/// there is touched, and the agent's own file is still removed.
+#[derive(Debug)]
+struct Created {
+    /// The socket's directory (`O_PATH`).
+    dir: OwnedFd,
+    /// The socket's name in it.
+    name: OsString,
+    /// `(st_dev, st_ino)` of the file: another agent may have replaced it.
+    id: (u64, u64),
 }
 
 impl Listener {
@@ -149,24 +172,28 @@ impl Listener {
             Some(p) if !p.as_os_str().is_empty() && path.file_name().is_some() => p.to_owned(),
             _ => return Err(SocketBindError::NoParent(path)),
         };
-        ensure_parent(&parent)?;
+        ensure_parent(&path, &parent)?;
         clear_path(&path)?;
         let gid = resolve_group(cfg.socket_group.as_deref(), &path)?;
+        let fail = |step| {
+            let path = path.clone();
+            move |source| SocketBindError::Create { path, step, source }
+        };
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let dir = nix::fcntl::open(&parent, flags, nix::sys::stat::Mode::empty())
+            .map_err(|e| fail("open the socket's directory")(io::Error::from(e)))?;
         let std_listener = create_socket(&path, &parent, cfg.socket_mode & 0o777, gid)?;
-        let meta = std::fs::symlink_metadata(&path).map_err(|source| SocketBindError::Create {
-            path: path.clone(),
-            step: "stat",
-            source,
-        })?;
-        let inner = to_tokio(std_listener).map_err(|source| SocketBindError::Create {
-            path: path.clone(),
-            step: "register with the runtime",
-            source,
-        })?;
+        let meta = std::fs::symlink_metadata(&path).map_err(fail("stat"))?;
+        let inner = to_tokio(std_listener).map_err(fail("register with the runtime"))?;
+        let name = path.file_name().unwrap_or_default().to_owned();
         Ok(Listener {
             inner,
             path: Some(path),
-            created: Some((meta.dev(), meta.ino())),
+            created: Some(Created {
+                dir,
+                name,
+                id: (meta.dev(), meta.ino()),
+            }),
         })
     }
 
@@ -232,26 +259,28 @@ impl Listener {
         }
     }
 
-    /// Unlinks the socket file if this process created it and the file at the path is still
-    /// the same inode (another agent may have replaced it). Returns whether it removed it.
+    /// Unlinks the socket file if this process created it and the file of that name in the
+    /// directory it was created in is still the same inode (another agent may have replaced
+    /// it). The directory is the one opened at bind time, so a path that leads elsewhere by now
+    /// (a link repointed by root) changes nothing. Returns whether it removed the file.
     ///
     /// # Errors
     ///
-    /// The OS error of `lstat`/`unlink`, except that an already missing file is `Ok(false)`.
+    /// The OS error of `fstatat`/`unlinkat`, except that an already missing file is `Ok(false)`.
     pub fn remove_socket(&self) -> io::Result<bool> {
-        let (Some(path), Some((dev, ino))) = (&self.path, self.created) else {
+        let Some(created) = &self.created else {
             return Ok(false);
         };
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.dev() == dev && m.ino() == ino => {}
-            Ok(_) => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e),
+        let name = created.name.as_os_str();
+        match fstatat(&created.dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if (st.st_dev, st.st_ino) == created.id => {}
+            Ok(_) | Err(Errno::ENOENT) => return Ok(false),
+            Err(e) => return Err(e.into()),
         }
-        match std::fs::remove_file(path) {
+        match unlinkat(&created.dir, name, UnlinkatFlags::NoRemoveDir) {
             Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -261,13 +290,18 @@ fn to_tokio(listener: std::os::unix::net::UnixListener) -> io::Result<tokio::net
     tokio::net::UnixListener::from_std(listener)
 }
 
-/// Creates `parent` (mode 0755) if missing; refuses one that others could write to or that
-/// belongs to another non-root user.
-fn ensure_parent(parent: &Path) -> Result<(), SocketBindError> {
+/// Creates `parent` (mode 0755) if missing; refuses one that others could write to (even
+/// with the sticky bit) or that belongs to another non-root user, and any path to it that
+/// another user could redirect ([`check_socket_path`], from `/` without following links; the
+/// directories above first, so nothing is created in an unsafe place).
+fn ensure_parent(path: &Path, parent: &Path) -> Result<(), SocketBindError> {
     let inspect = |source| SocketBindError::InspectParent {
         path: parent.to_owned(),
         source,
     };
+    if let Some(above) = parent.parent() {
+        trust(path, above)?;
+    }
     let meta = match std::fs::metadata(parent) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -305,40 +339,22 @@ fn ensure_parent(parent: &Path) -> Result<(), SocketBindError> {
             uid: meta.uid(),
         });
     }
-    check_ancestors(parent)
+    trust(path, parent)
 }
 
-/// Checks every directory above `parent`, both as written (so a symbolic link on the way lives
-/// in a safe directory) and after resolving links: each must be owned by root or the agent,
-/// and not writable by group or others unless sticky (like `/tmp`, where only an entry's owner
-/// may rename it). Otherwise its owner could rename the socket's directory and put their own
-/// socket, with credentials of their choosing, in its place (`sshd`'s StrictModes rule).
-fn check_ancestors(parent: &Path) -> Result<(), SocketBindError> {
-    let inspect = |source| SocketBindError::InspectParent {
-        path: parent.to_owned(),
-        source,
-    };
-    let real = std::fs::canonicalize(parent).map_err(inspect)?;
-    let me = Uid::effective().as_raw();
-    for dir in parent.ancestors().skip(1).chain(real.ancestors().skip(1)) {
-        if dir.as_os_str().is_empty() {
-            continue;
+/// [`check_socket_path`] on `dir`, a directory on the way to the socket `path`. It is the
+/// `sshd` StrictModes rule: a user who may rename or replace any directory or link on the way
+/// could put their own socket, with credentials of their choosing, where clients look.
+fn trust(path: &Path, dir: &Path) -> Result<(), SocketBindError> {
+    check_socket_path(dir).map_err(|e| match e {
+        UnsafeSocketPath::Inspect { path, source } => {
+            SocketBindError::InspectParent { path, source }
         }
-        let meta = std::fs::metadata(dir).map_err(|source| SocketBindError::InspectParent {
-            path: dir.to_owned(),
+        source => SocketBindError::UnsafePath {
+            path: path.to_owned(),
             source,
-        })?;
-        let mode = meta.mode() & 0o7777;
-        let open = mode & 0o022 != 0 && mode & 0o1000 == 0;
-        if open || (meta.uid() != 0 && meta.uid() != me) {
-            return Err(SocketBindError::AncestorUnsafe {
-                path: dir.to_owned(),
-                uid: meta.uid(),
-                mode,
-            });
-        }
-    }
-    Ok(())
+        },
+    })
 }
 
 /// Makes the socket path free: nothing there, or a stale socket that is removed.
@@ -393,14 +409,34 @@ fn resolve_group(group: Option<&str>, path: &Path) -> Result<Option<Gid>, Socket
     }
 }
 
+/// The temporary socket's name inside the private directory.
+const TEMP_NAME: &str = "s";
+
 /// Removes the private directory (and the temporary name in it) on every exit path.
 struct PrivateDir(PathBuf);
 
 impl Drop for PrivateDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.0.join("s"));
+        let _ = std::fs::remove_file(self.0.join(TEMP_NAME));
         let _ = std::fs::remove_dir(&self.0);
     }
+}
+
+/// Binds [`TEMP_NAME`] in `dir`. When that path is longer than `bind(2)` takes (the socket
+/// path itself fits, by the configuration's rule, but the private directory adds a few bytes),
+/// binds through `/proc/self/fd/N`, a short name for the same directory held open, as systemd
+/// does for long socket paths (so such paths need `/proc` mounted).
+fn bind_in(dir: &Path) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let temp = dir.join(TEMP_NAME);
+    if temp.as_os_str().as_bytes().len() <= MAX_SOCKET_PATH_BYTES {
+        return std::os::unix::net::UnixListener::bind(&temp);
+    }
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())?;
+    let short = format!("/proc/self/fd/{}/{TEMP_NAME}", fd.as_raw_fd());
+    std::os::unix::net::UnixListener::bind(short)
 }
 
 /// Steps 1–4 of the module docs.
@@ -417,21 +453,15 @@ fn create_socket(
             source,
         }
     };
-    let mut name = OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(format!(
-        ".{}.{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let dir = parent.join(name);
+    // Short, so that the temporary path is at most a few bytes longer than the socket path.
+    let dir = parent.join(format!(".bind-{:08x}", rand::random::<u32>()));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&dir)
         .map_err(fail("create private directory"))?;
     let dir = PrivateDir(dir);
-    let temp = dir.0.join("s");
-    let listener = std::os::unix::net::UnixListener::bind(&temp).map_err(fail("bind(2)"))?;
+    let temp = dir.0.join(TEMP_NAME);
+    let listener = bind_in(&dir.0).map_err(fail("bind(2)"))?;
     if let Some(gid) = gid {
         nix::unistd::chown(&temp, None, Some(gid))
             .map_err(|e| fail("chown to socket_group")(io::Error::from(e)))?;

@@ -448,3 +448,69 @@ fn check_eacces(path: &Path) {
         other => panic!("{other:?}"),
     }
 }
+
+/// Issue 10 item 4: a path another user could repoint (their link in a sticky directory like
+/// `/tmp`, or a directory anyone may write to) is refused before connecting, so a fake agent
+/// behind it serves nothing; a root-owned link in the same place is followed.
+#[tokio::test]
+async fn socket_path_others_could_redirect_is_refused_before_connecting() {
+    use std::os::unix::fs::{lchown, symlink, PermissionsExt};
+
+    let agent =
+        FakeAgent::start(|_, _| (200, credentials_body("STS.fake", T0 + minutes(60)))).await;
+    let clock = TestClock::at(T0);
+    let top = tempfile::tempdir().unwrap();
+    let open = top.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    symlink(&agent.path, open.join("agent.sock")).unwrap();
+    let err = client(&open.join("agent.sock"), &clock)
+        .credentials()
+        .await
+        .unwrap_err();
+    match &err {
+        Error::UnsafeSocketPath { path, source } => {
+            assert_eq!(path, &open.join("agent.sock"));
+            assert!(
+                matches!(source, crate::UnsafeSocketPath::OpenDirectory { path, .. } if path == &open),
+                "{source}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        error_chain(&err).contains(&*open.to_string_lossy()),
+        "{err}"
+    );
+    assert_eq!(agent.hits(), 0);
+
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED (the rest): needs root to give a link to uid 65534");
+        return;
+    }
+    let tmp = top.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let agent_dir = agent.path.parent().unwrap();
+    let ecsdir = tmp.join("ecsdir");
+    symlink(agent_dir, &ecsdir).unwrap();
+    lchown(&ecsdir, Some(65534), None).unwrap();
+    let err = client(&ecsdir.join("agent.sock"), &clock)
+        .credentials()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsafeSocketPath { source: crate::UnsafeSocketPath::ForeignOwner { path, uid: 65534, .. }, .. } if path == &ecsdir),
+        "{err:?}"
+    );
+    assert_eq!(agent.hits(), 0);
+
+    let rootdir = tmp.join("rootdir");
+    symlink(agent_dir, &rootdir).unwrap();
+    let creds = client(&rootdir.join("agent.sock"), &clock)
+        .credentials()
+        .await
+        .unwrap();
+    assert_eq!(creds.access_key_id, "STS.fake");
+    assert_eq!(agent.hits(), 1);
+}

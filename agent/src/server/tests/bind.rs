@@ -4,6 +4,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use super::*;
 use crate::server::SocketBindError;
+use ecs_credential_client::UnsafeSocketPath;
 
 fn cfg_in(dir: &Path) -> ServerConfig {
     test_config(dir)
@@ -170,7 +171,7 @@ async fn unsafe_ancestors_refused_even_through_a_symlink() {
     nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
     let err = Listener::bind(&cfg_in(&sub)).unwrap_err();
     assert!(
-        matches!(&err, SocketBindError::AncestorUnsafe { path, uid: 65534, .. } if path == &foreign),
+        matches!(&err, SocketBindError::UnsafePath { source: UnsafeSocketPath::ForeignOwner { path, uid: 65534, .. }, .. } if path == &foreign),
         "{err}"
     );
     // A group-writable grandparent without the sticky bit.
@@ -179,7 +180,7 @@ async fn unsafe_ancestors_refused_even_through_a_symlink() {
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o775)).unwrap();
     let err = Listener::bind(&cfg_in(&open.join("sub"))).unwrap_err();
     assert!(
-        matches!(err, SocketBindError::AncestorUnsafe { .. }),
+        matches!(&err, SocketBindError::UnsafePath { source: UnsafeSocketPath::OpenDirectory { path, .. }, .. } if path == &open),
         "{err}"
     );
     // A symlinked parent that lives in a foreign directory.
@@ -189,7 +190,7 @@ async fn unsafe_ancestors_refused_even_through_a_symlink() {
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let err = Listener::bind(&cfg_in(&link)).unwrap_err();
     assert!(
-        matches!(err, SocketBindError::AncestorUnsafe { .. }),
+        matches!(&err, SocketBindError::UnsafePath { source: UnsafeSocketPath::ForeignOwner { path, .. }, .. } if path == &foreign),
         "{err}"
     );
     // A sticky, world-writable ancestor (like /tmp) is fine, and so is a safe chain.
@@ -198,4 +199,115 @@ async fn unsafe_ancestors_refused_even_through_a_symlink() {
     std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let listener = Listener::bind(&cfg_in(&sticky.join("ok"))).unwrap();
     listener.remove_socket().unwrap();
+}
+
+/// Issue 10 item 6: every length the configuration accepts binds, up to the longest (107
+/// bytes, `sun_path` without its NUL), with long and one-byte file names; one byte more is
+/// refused by the configuration, saying why.
+#[tokio::test]
+async fn every_accepted_socket_path_length_binds() {
+    use crate::server::config::{validate_socket_path, MAX_SOCKET_PATH_BYTES};
+    use std::os::unix::ffi::OsStrExt;
+
+    let top = tempfile::tempdir().unwrap();
+    let mut bound = 0;
+    for file in ["agent.sock", "s"] {
+        for len in 80..=MAX_SOCKET_PATH_BYTES {
+            // top/FILE-LEN/ddd…d/FILE, `len` bytes in all.
+            let case = top.path().join(format!("{file}-{len}"));
+            let used = case.as_os_str().as_bytes().len() + 2 + file.len();
+            let Some(pad) = len.checked_sub(used).filter(|&p| p > 0) else {
+                continue;
+            };
+            let parent = case.join("d".repeat(pad));
+            std::fs::create_dir_all(parent.parent().unwrap()).unwrap();
+            let mut cfg = cfg_in(&parent);
+            cfg.socket_path = parent.join(file);
+            assert_eq!(cfg.socket_path.as_os_str().as_bytes().len(), len);
+            validate_socket_path(&cfg.socket_path).expect("accepted by the configuration");
+            let listener = Listener::bind(&cfg)
+                .unwrap_or_else(|e| panic!("{len} bytes ({file}) must bind: {e}"));
+            UnixStream::connect(&cfg.socket_path)
+                .await
+                .unwrap_or_else(|e| panic!("{len} bytes ({file}): connect: {e}"));
+            let names: Vec<_> = std::fs::read_dir(&parent)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                names,
+                vec![std::ffi::OsString::from(file)],
+                "no temporary left"
+            );
+            assert!(listener.remove_socket().unwrap());
+            bound += 1;
+        }
+    }
+    assert!(
+        bound >= 2 * 20,
+        "only {bound} lengths tried: temporary directory too long?"
+    );
+
+    let too_long = PathBuf::from(format!("/{}", "a".repeat(MAX_SOCKET_PATH_BYTES)));
+    let err = validate_socket_path(&too_long).unwrap_err();
+    assert!(
+        err.contains("108 bytes") && err.contains("at most 107 bytes"),
+        "{err}"
+    );
+}
+
+/// Issue 10 item 4: root is asked to serve on `/tmp/ecsdir/agent.sock` where `/tmp/ecsdir` is
+/// another user's link to a root-owned directory, which that user could later repoint at
+/// their own directory holding a fake agent. Refused, naming the link; nothing is created.
+/// A root-owned link in the same place is followed, and the socket is removed through it.
+#[tokio::test]
+async fn socket_directory_behind_another_users_link_refused() {
+    use std::os::unix::fs::{lchown, symlink};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to give a link to uid 65534");
+        return;
+    }
+    let top = tempfile::tempdir().unwrap();
+    let tmp = top.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let real = top.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ecsdir = tmp.join("ecsdir");
+    symlink(&real, &ecsdir).unwrap();
+    lchown(&ecsdir, Some(65534), None).unwrap();
+    let err = Listener::bind(&cfg_in(&ecsdir)).unwrap_err();
+    assert!(
+        matches!(&err, SocketBindError::UnsafePath { source: UnsafeSocketPath::ForeignOwner { path, kind: "symbolic link", uid: 65534, .. }, .. } if path == &ecsdir),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&*ecsdir.to_string_lossy()) && text.contains("uid 65534"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&real).unwrap().count(),
+        0,
+        "nothing created"
+    );
+
+    // A link of root's own (only root may repoint it, even in a sticky directory) is fine.
+    let rootdir = tmp.join("rootdir");
+    symlink(&real, &rootdir).unwrap();
+    let cfg = cfg_in(&rootdir);
+    let listener = Listener::bind(&cfg).unwrap();
+    UnixStream::connect(&cfg.socket_path).await.unwrap();
+    // Root repoints it while the agent runs: at shutdown, the socket the path now leads to is
+    // not touched, and the agent's own is removed from the directory it was created in.
+    let other = top.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let _theirs = std::os::unix::net::UnixListener::bind(other.join("agent.sock")).unwrap();
+    std::fs::remove_file(&rootdir).unwrap();
+    symlink(&other, &rootdir).unwrap();
+    assert!(listener.remove_socket().unwrap());
+    assert!(other.join("agent.sock").exists());
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+    assert!(!listener.remove_socket().unwrap(), "already gone");
 }
