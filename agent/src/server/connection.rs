@@ -26,6 +26,7 @@
 //! starts in between has a deadline no earlier than that check). Every deadline is thus
 //! enforced exactly, and moving a timer later is lock-free in tokio.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -87,6 +88,8 @@ pub(crate) struct Common {
     /// The uids always allowed (root and the agent's own; none under the test hook
     /// [`Supervision::judge_every_uid`](super::Supervision::judge_every_uid)).
     pub(crate) trusted: Trusted,
+    /// The server configuration as reloads publish it.
+    pub(crate) config: ConfigVersions,
 }
 
 /// What a connection was accepted with.
@@ -102,43 +105,60 @@ pub(crate) struct Accepted {
     pub(crate) watch: ConfigWatch,
 }
 
-/// The server configuration as reloads publish it, seen from one connection: finding out
-/// whether a reload happened since the connection last looked costs one atomic load (the
-/// channel's version), no lock and no write to memory other connections share.
+/// The server configuration as reloads publish it, shared by every connection: a generation
+/// number, bumped by [`ConfigVersions::follow`] after each publication, tells a connection
+/// with one atomic load whether to look again, and the configuration is read only then. A
+/// connection thus keeps no receiver of its own (whose clone and drop would write to memory
+/// every connection shares).
+#[derive(Debug)]
+pub(crate) struct ConfigVersions {
+    generation: AtomicU64,
+    /// Only read ([`watch::Receiver::borrow`]); [`ConfigVersions::follow`] has its own.
+    rx: ConfigReceiver,
+}
+
+impl ConfigVersions {
+    pub(crate) fn new(rx: ConfigReceiver) -> ConfigVersions {
+        ConfigVersions {
+            generation: AtomicU64::new(0),
+            rx,
+        }
+    }
+
+    /// Bumps the generation after each publication (the new value is in the channel before
+    /// the bump, so a connection that sees the bump reads it), until the sender is gone.
+    pub(crate) async fn follow(&self) {
+        let mut rx = self.rx.clone();
+        rx.mark_unchanged();
+        while rx.changed().await.is_ok() {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// [`ConfigVersions`] seen from one connection: the generation it last looked at.
 #[derive(Debug)]
 pub(crate) struct ConfigWatch {
-    /// `None` once the sender is gone and its last value seen: nothing can change any more.
-    rx: Option<ConfigReceiver>,
+    seen: u64,
 }
 
 impl ConfigWatch {
     /// The configuration in force now, and a watch that has seen it.
-    pub(crate) fn current(config: &ConfigReceiver) -> (Arc<ServerConfig>, ConfigWatch) {
-        let mut rx = config.clone();
-        // Closed before the read: the value read is the last one (a fixed configuration).
-        let last = rx.is_closed();
-        let cfg = Arc::clone(&rx.borrow_and_update());
-        (
-            cfg,
-            ConfigWatch {
-                rx: (!last).then_some(rx),
-            },
-        )
+    pub(crate) fn current(versions: &ConfigVersions) -> (Arc<ServerConfig>, ConfigWatch) {
+        // The generation first: the configuration read next is at least that new.
+        let seen = versions.generation.load(Ordering::Acquire);
+        let cfg = Arc::clone(&versions.rx.borrow());
+        (cfg, ConfigWatch { seen })
     }
 
     /// The configuration published since the last look, if any (marked seen).
-    pub(super) fn changed(&mut self) -> Option<Arc<ServerConfig>> {
-        let rx = self.rx.as_mut()?;
-        match rx.has_changed() {
-            Ok(false) => None,
-            Ok(true) => Some(Arc::clone(&rx.borrow_and_update())),
-            // The sender is gone: its last value, which may be newer than the one seen, is final.
-            Err(_) => {
-                let cfg = Arc::clone(&rx.borrow_and_update());
-                self.rx = None;
-                Some(cfg)
-            }
+    pub(super) fn changed(&mut self, versions: &ConfigVersions) -> Option<Arc<ServerConfig>> {
+        let now = versions.generation.load(Ordering::Acquire);
+        if now == self.seen {
+            return None;
         }
+        self.seen = now;
+        Some(Arc::clone(&versions.rx.borrow()))
     }
 }
 
@@ -181,8 +201,9 @@ pub(super) struct ConnState {
 impl ConnState {
     /// Judges `caller` again when a reload published a configuration since it was last
     /// judged (one atomic load finds out); returns the decision in force.
-    pub(super) fn judge(&mut self, caller: &Caller, trusted: Trusted) -> Decision {
-        if let Some(cfg) = self.watch.changed() {
+    pub(super) fn judge(&mut self, caller: &Caller, common: &Common) -> Decision {
+        let trusted = common.trusted;
+        if let Some(cfg) = self.watch.changed(&common.config) {
             self.decision = crate::policy::authorize(caller, rules(&cfg, trusted));
         }
         self.decision
@@ -448,12 +469,26 @@ pub(crate) async fn serve_catching_panics(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_config_watch_sees_each_publication_once_and_the_last_after_the_sender_is_gone() {
+    /// What `w` sees once the follower has run (a current-thread runtime: it runs when this
+    /// task yields).
+    async fn next_change(w: &mut ConfigWatch, v: &ConfigVersions) -> Option<Arc<ServerConfig>> {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        w.changed(v)
+    }
+
+    #[tokio::test]
+    async fn a_config_watch_sees_each_publication_once_and_the_last_after_the_sender_is_gone() {
         let (tx, rx) = watch::channel(Arc::new(ServerConfig::default()));
-        let (cfg, mut w) = ConfigWatch::current(&rx);
+        let versions = Arc::new(ConfigVersions::new(rx));
+        let follower = tokio::spawn({
+            let versions = Arc::clone(&versions);
+            async move { versions.follow().await }
+        });
+        let (cfg, mut w) = ConfigWatch::current(&versions);
         assert!(cfg.allowed_uids.is_empty());
-        assert!(w.changed().is_none());
+        assert!(next_change(&mut w, &versions).await.is_none());
         let allow = |uid| {
             Arc::new(ServerConfig {
                 allowed_uids: vec![uid],
@@ -461,16 +496,19 @@ mod tests {
             })
         };
         tx.send_replace(allow(7));
-        assert_eq!(w.changed().unwrap().allowed_uids, [7]);
-        assert!(w.changed().is_none());
+        let cfg = next_change(&mut w, &versions).await;
+        assert_eq!(cfg.unwrap().allowed_uids, [7]);
+        assert!(next_change(&mut w, &versions).await.is_none());
         // A last publication, then the sender is gone: seen once, then never again.
         tx.send_replace(allow(8));
         drop(tx);
-        assert_eq!(w.changed().unwrap().allowed_uids, [8]);
-        assert!(w.changed().is_none());
+        let cfg = next_change(&mut w, &versions).await;
+        assert_eq!(cfg.unwrap().allowed_uids, [8]);
+        assert!(next_change(&mut w, &versions).await.is_none());
+        follower.await.expect("the follower ends with the sender");
         // A watch made after the sender is gone has its last value and nothing to see.
-        let (cfg, mut w) = ConfigWatch::current(&rx);
+        let (cfg, mut w) = ConfigWatch::current(&versions);
         assert_eq!(cfg.allowed_uids, [8]);
-        assert!(w.changed().is_none());
+        assert!(w.changed(&versions).is_none());
     }
 }

@@ -90,7 +90,7 @@ use admission::Admission;
 use audit::emit_events;
 use audit::Audit;
 use chores::Chores;
-use connection::{Accepted, Common, ConfigWatch, Shared};
+use connection::{Accepted, Common, ConfigVersions, ConfigWatch, Shared};
 
 /// The server configuration as [`Server::run`] reads it: the current value of a `watch` channel, so a
 /// reload (SIGHUP) can replace it. Each connection uses the value current when it was accepted.
@@ -221,9 +221,9 @@ impl<'a> Server<'a> {
                     metrics,
                     panic_on_path: supervision.panic_on_path.clone().map(Arc::from),
                     trusted,
+                    config: ConfigVersions::new(config.clone()),
                 }),
             },
-            config: config.clone(),
             stop: stop_rx,
             admission: Admission::default(),
         };
@@ -233,6 +233,13 @@ impl<'a> Server<'a> {
             conns.admission.gauge()
         )));
         let mut wedge = pin!(sleep_for(supervision.wedge_after));
+        // Tells connections of each reload (polled as a chore: a publication wakes the loop).
+        let common = Arc::clone(&conns.shared.common);
+        let mut follow_config = pin!(async {
+            common.config.follow().await;
+            // The sender is gone: nothing to follow (and a finished future is not polled).
+            std::future::pending::<()>().await
+        });
         let mut shutdown = pin!(shutdown);
         // The listener is polled at every wake-up; the rest only when one of them woke the
         // loop ([`Chores`]).
@@ -256,6 +263,7 @@ impl<'a> Server<'a> {
                     return Poll::Ready(Event::Beat);
                 }
                 let _ = trimmer.as_mut().poll(&mut cx);
+                let _ = follow_config.as_mut().poll(&mut cx);
                 if wedge.as_mut().poll(&mut cx).is_ready() {
                     return Poll::Ready(Event::Wedge);
                 }
@@ -332,8 +340,6 @@ pub(crate) enum Stop {
 /// the [`Admission`]'s gauge counts them and tells the drain when the last one is gone.
 struct Connections {
     shared: Shared,
-    /// The server configuration, as reloads publish it.
-    config: ConfigReceiver,
     /// How far the server is in stopping.
     stop: watch::Receiver<Stop>,
     /// The connection limits.
@@ -344,7 +350,7 @@ impl Connections {
     /// Serves `stream` from `caller` under the configuration in force; or answers `Forbidden`
     /// when the caller is not allowed, `TooManyConnections` when full.
     fn start(&mut self, stream: Stream, caller: Caller) {
-        let (cfg, watch) = ConfigWatch::current(&self.config);
+        let (cfg, watch) = ConfigWatch::current(&self.shared.common.config);
         let common = &self.shared.common;
         let decision = policy::authorize(&caller, connection::rules(&cfg, common.trusted));
         if !decision.is_allowed() {

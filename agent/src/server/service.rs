@@ -107,7 +107,7 @@ fn respond_now(
     now: Instant,
 ) -> Option<Reply> {
     // Judged at accept; judged again only after a reload (one atomic load per request).
-    if !conn.judge(&ctx.caller, ctx.common.trusted).is_allowed() {
+    if !conn.judge(&ctx.caller, &ctx.common).is_allowed() {
         ctx.common.metrics.caller_denied();
         emit_events(
             ctx.common
