@@ -110,8 +110,9 @@ fn into_secret(mut s: String) -> SecretString {
     secret
 }
 
-/// Formats a time as RFC 3339 UTC, whole seconds: `2024-11-08T09:44:50Z`.
-pub(crate) fn format_utc(t: OffsetDateTime) -> String {
+/// Formats a time as RFC 3339 UTC, whole seconds (`2024-11-08T09:44:50Z`): the shape of
+/// `Expiration` and `LastUpdated` in the agent's answer, as the metadata service writes them.
+pub fn format_utc(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");

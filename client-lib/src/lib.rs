@@ -102,7 +102,7 @@ pub use client::{
     Client, ClientBuilder, DEFAULT_REFRESH_BEFORE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BACKOFF,
     DEFAULT_UNAVAILABLE_RETRIES,
 };
-pub use credentials::{Credentials, Health};
+pub use credentials::{format_utc, Credentials, Health};
 pub use error::Error;
 pub use path_check::{check_socket_path, UnsafeSocketPath};
 /// Re-exported so callers can read secrets without naming a matching `secrecy` version.

@@ -88,16 +88,6 @@ pub(crate) struct ResponseBody<'a> {
     pub(crate) last_updated: Option<&'a str>,
 }
 
-/// Formats a UTC time as the metadata service does: `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn format_utc(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
+/// Formats a UTC time as the metadata service does: `YYYY-MM-DDTHH:MM:SSZ` (the client
+/// library's, so the agent and its clients write one format).
+pub use ecs_credential_client::format_utc;

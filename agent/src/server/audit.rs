@@ -17,6 +17,7 @@
 //! without capturing logs. No event holds `AccessKeySecret`, `SecurityToken` or any token.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -397,6 +398,36 @@ impl Audit {
     }
 }
 
+/// The last caller (pid and uid) [`read_exe_if_audited`] found already tracked with the
+/// generation then held, and that generation: a new connection of the same caller with the
+/// same generation skips the audit lock (two atomic loads). The two words are written
+/// separately; a connection that reads a pair mixed from two callers, or whose caller the
+/// audit has forgotten since (idle), at worst has its executable read at its first request,
+/// as before this check existed.
+#[derive(Debug, Default)]
+pub(crate) struct KnownCaller {
+    caller: AtomicU64,
+    generation: AtomicU64,
+}
+
+impl KnownCaller {
+    /// `pid` and `uid` in one word (a pid is an `i32`, a uid a `u32`: no two callers share it).
+    fn key(caller: &Caller) -> u64 {
+        (u64::from(caller.pid.unwrap_or(0) as u32) << 32) | u64::from(caller.uid)
+    }
+
+    fn is(&self, caller: &Caller, generation: u64) -> bool {
+        self.caller.load(Ordering::Relaxed) == KnownCaller::key(caller)
+            && self.generation.load(Ordering::Relaxed) == generation
+    }
+
+    fn set(&self, caller: &Caller, generation: u64) {
+        self.generation.store(generation, Ordering::Relaxed);
+        self.caller
+            .store(KnownCaller::key(caller), Ordering::Relaxed);
+    }
+}
+
 /// At accept, before anything is read from the connection: reads `caller`'s executable now
 /// when the audit is to name it (an `allowed` caller's first issuance of the generation `state`
 /// holds now; a denied caller's logged denial), so that the event names the program the process ran when it was
@@ -404,22 +435,32 @@ impl Audit {
 /// a process could connect, fork a child that keeps the socket, exec `/usr/bin/sleep`, and
 /// have the child send the request. Reading only when the audit will name the executable keeps
 /// a new connection from a known caller (the same pid, uid and generation) at one lock and
-/// one lookup; the read itself (a `SO_PEERPIDFD`, a `readlink` and a `poll`, about 2 µs)
+/// one lookup, or none when it is the caller last found known ([`KnownCaller`]); the read itself (a `SO_PEERPIDFD`, a `readlink` and a `poll`, about 2 µs)
 /// only moves from the first request to the accept.
 pub(crate) fn read_exe_if_audited(
     audit: &Mutex<Audit>,
+    known: &KnownCaller,
     caller: &Caller,
     allowed: bool,
     state: &StateReceiver,
 ) {
     // Read before the audit lock, so that the two locks are never held together.
-    let generation = allowed.then(|| state.borrow().credentials.as_ref().map(|c| c.generation));
+    let generation = allowed
+        .then(|| state.borrow().credentials.as_ref().map(|c| c.generation))
+        .flatten();
+    if generation.is_some_and(|g| known.is(caller, g)) {
+        return;
+    }
     let needed = audit.lock().map_or(true, |a| match allowed {
-        true => a.would_be_first_issuance(caller, generation.flatten()),
+        true => a.would_be_first_issuance(caller, generation),
         false => a.would_log_denial(caller.uid, Instant::now()),
     });
-    if needed {
-        let _ = caller.exe();
+    match (needed, generation) {
+        (true, _) => {
+            let _ = caller.exe();
+        }
+        (false, Some(g)) => known.set(caller, g),
+        (false, None) => {}
     }
 }
 

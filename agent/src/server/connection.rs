@@ -90,6 +90,8 @@ pub(crate) struct Common {
     pub(crate) trusted: Trusted,
     /// The server configuration as reloads publish it.
     pub(crate) config: ConfigVersions,
+    /// The caller last found known to the audit ([`audit::read_exe_if_audited`]).
+    pub(crate) known_caller: audit::KnownCaller,
 }
 
 /// What a connection was accepted with.
@@ -243,7 +245,13 @@ impl Ctx {
             watch,
         } = accepted;
         let Shared { state, common } = shared;
-        audit::read_exe_if_audited(&common.audit, &caller, decision != Decision::Denied, &state);
+        audit::read_exe_if_audited(
+            &common.audit,
+            &common.known_caller,
+            &caller,
+            decision != Decision::Denied,
+            &state,
+        );
         Arc::new(Ctx {
             common,
             cfg,

@@ -222,6 +222,7 @@ impl<'a> Server<'a> {
                     panic_on_path: supervision.panic_on_path.clone().map(Arc::from),
                     trusted,
                     config: ConfigVersions::new(config.clone()),
+                    known_caller: Default::default(),
                 }),
             },
             stop: stop_rx,

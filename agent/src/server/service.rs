@@ -20,7 +20,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll};
 
 use http::Request;
@@ -62,11 +62,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
             }
             Err(panic) => internal_error(&*panic),
         };
-        conn.phase = conn.answered(now, ctx.cfg.header_timeout);
-        drop(conn);
-        ctx.common
-            .metrics
-            .socket_request(endpoint, reply.status().as_u16());
+        answered(ctx, conn, now, endpoint, &reply);
         Answer::Now(Some(reply))
     }
 }
@@ -169,12 +165,24 @@ async fn respond_later(ctx: Arc<Ctx>, rx: StateReceiver, endpoint: &'static str)
         Ok(Err(e)) => e.to_response(),
         Err(panic) => internal_error(&*panic),
     };
+    answered(&ctx, conn, now, endpoint, &reply);
+    reply
+}
+
+/// Ends a request answered with `reply` at `now`: the connection's phase moves on (idle, or
+/// a pipelined head due), its lock is released, and the answer is counted under `endpoint`.
+fn answered(
+    ctx: &Ctx,
+    mut conn: MutexGuard<'_, ConnState>,
+    now: Instant,
+    endpoint: &'static str,
+    reply: &Reply,
+) {
     conn.phase = conn.answered(now, ctx.cfg.header_timeout);
     drop(conn);
     ctx.common
         .metrics
         .socket_request(endpoint, reply.status().as_u16());
-    reply
 }
 
 fn panic_text(panic: &(dyn Any + Send)) -> &str {

@@ -3,7 +3,7 @@
 //! root.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::http::get_request;
@@ -25,6 +25,33 @@ pub fn setpriv() -> Command {
         "--",
     ]);
     cmd
+}
+
+/// Whether `setpriv` (util-linux, which `.ci/run` installs) can be run; prints a `SKIPPED`
+/// line for the calling test when not.
+pub fn have_setpriv() -> bool {
+    let found = Command::new("setpriv").arg("--version").output().is_ok();
+    if !found {
+        eprintln!("SKIPPED: no setpriv (util-linux); .ci/run installs it");
+    }
+    found
+}
+
+/// A socket path for an agent running as nobody: `run/agent.sock` in a new root-owned `0755`
+/// temporary directory (returned: it is removed when dropped), `run/` owned by nobody. The
+/// agent refuses a socket directory others can write or that another non-root user owns.
+///
+/// # Panics
+/// When the directory cannot be made (not root).
+pub fn socket_dir_for_nobody() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix("eca-").tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::os::unix::fs::chown(&run, Some(NOBODY), Some(NOBODY)).unwrap();
+    let socket = run.join("agent.sock");
+    (dir, socket)
 }
 
 /// Runs `BIN get --socket SOCKET` as uid and gid [`NOBODY`] and returns what it did.

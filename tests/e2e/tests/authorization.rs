@@ -236,23 +236,12 @@ async fn a_reload_revokes_a_group_member_on_its_open_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_root_operator_is_served_by_its_own_agent() {
     require_root!();
-    if std::process::Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: no setpriv (util-linux); .ci/run installs it");
+    if !nobody::have_setpriv() {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     let emu = emulator(Default::default()).await;
     // The agent runs as nobody, so it needs a socket directory nobody can write.
-    let dir = tempfile::Builder::new().prefix("eca-").tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let run = dir.path().join("run");
-    std::fs::create_dir(&run).unwrap();
-    std::os::unix::fs::chown(&run, Some(NOBODY), Some(NOBODY)).unwrap();
-    let socket = run.join("agent.sock");
+    let (dir, socket) = nobody::socket_dir_for_nobody();
     // The default rules: no `allowed_uids`, no `allowed_gids`.
     let config = AgentConfig::new(&emu.endpoint());
     let agent = TestAgent::builder(agent_bin(), &config)

@@ -234,23 +234,13 @@ fn core_limit(pid: u32) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_core_dumps_and_not_dumpable_seen_from_outside() {
     require_root!();
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if std::process::Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: no setpriv (util-linux); .ci/run installs it");
+    use std::os::unix::fs::MetadataExt;
+    if !nobody::have_setpriv() {
         return;
     }
     let emu = emulator(Default::default()).await;
     // The agent runs as nobody, so it needs a socket directory nobody can write.
-    let dir = tempfile::Builder::new().prefix("eca-").tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let run = dir.path().join("run");
-    std::fs::create_dir(&run).unwrap();
-    std::os::unix::fs::chown(&run, Some(NOBODY), Some(NOBODY)).unwrap();
-    let socket = run.join("agent.sock");
+    let (dir, socket) = nobody::socket_dir_for_nobody();
     let mut config = AgentConfig::new(&emu.endpoint());
     config.set("server", "allowed_uids", "[0]");
     // The builder writes the configuration file world-readable (0644), as nobody must read it.
@@ -281,8 +271,17 @@ async fn no_core_dumps_and_not_dumpable_seen_from_outside() {
         );
     }
     // The control: an ordinary process as nobody owns its /proc files.
-    let mut control = nobody::setpriv().args(["sleep", "5"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(200)); // let setpriv exec sleep
+    let mut control = nobody::setpriv().args(["sleep", "60"]).spawn().unwrap();
+    // setpriv drops to nobody, then execs sleep: once the process is `sleep`, it is nobody's.
+    let comm = format!("/proc/{}/comm", control.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "setpriv did not exec sleep within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let meta = std::fs::metadata(format!("/proc/{}/status", control.id())).unwrap();
     let _ = control.kill();
     let _ = control.wait();

@@ -358,3 +358,19 @@ fn the_executable_is_wanted_at_accept_only_when_an_event_will_name_it() {
     assert!(a.would_log_denial(1000, t0 + SUMMARY_INTERVAL));
     assert!(a.would_log_denial(1001, t0 + SEC));
 }
+
+#[test]
+fn a_known_caller_is_one_pid_uid_and_generation() {
+    let known = KnownCaller::default();
+    let (a, b) = (peer(10, 1000), peer(10, 1001));
+    assert!(!known.is(&a, 1), "nothing known at first");
+    known.set(&a, 1);
+    assert!(known.is(&a, 1));
+    assert!(!known.is(&a, 2), "another generation is not known");
+    assert!(!known.is(&b, 1), "same pid, another uid");
+    assert!(!known.is(&peer(11, 1000), 1), "same uid, another pid");
+    // A pid and a uid that would collide if packed carelessly stay apart.
+    let (c, d) = (peer(1, 0), peer(0, 1));
+    known.set(&c, 1);
+    assert!(known.is(&c, 1) && !known.is(&d, 1));
+}

@@ -80,16 +80,7 @@ mod tests {
     }
 
     fn served(t: SystemTime) -> String {
-        let t = OffsetDateTime::from(t);
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        )
+        ecs_credential_agent::credentials::format_utc(OffsetDateTime::from(t))
     }
 
     #[test]
