@@ -418,6 +418,50 @@ mod tests {
         }
     }
 
+    /// Format characters beyond the bidirectional overrides: the Arabic letter mark (a bidi
+    /// mark like U+200F), tag characters (invisible text, past the BMP), the soft hyphen and
+    /// the Mongolian vowel separator. None reaches a line raw in any style; JSON decodes them
+    /// back (tags as a surrogate pair).
+    #[test]
+    fn every_format_character_is_escaped_in_every_style() {
+        const HIDDEN: &str = "STS.ok\u{61c}\u{e0001}\u{e0041}\u{e007f}\u{ad}\u{180e}\u{fffb}";
+        let planted = [
+            '\u{61c}',
+            '\u{e0001}',
+            '\u{e0041}',
+            '\u{e007f}',
+            '\u{ad}',
+            '\u{180e}',
+            '\u{fffb}',
+        ];
+        let event = || {
+            tracing::info!(target: AUDIT_TARGET, exe = HIDDEN, shown = ?HIDDEN, error = %HIDDEN,
+                "issued to {HIDDEN}");
+        };
+        for style in [Style::Journal, Style::Text { ansi: false }, Style::Json] {
+            let lines = lines_under("info", style, |_| event());
+            assert_eq!(lines.len(), 1, "{style:?}: {lines:#?}");
+            assert!(
+                !lines[0].contains(planted),
+                "{style:?}: raw in {:?}",
+                lines[0]
+            );
+            if style == Style::Json {
+                let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+                assert_eq!(v["exe"], HIDDEN, "{}", lines[0]);
+                assert_eq!(v["error"], HIDDEN, "{}", lines[0]);
+                assert!(lines[0].contains(r"\udb40\udc41"), "{}", lines[0]);
+            } else {
+                assert!(
+                    lines[0].contains(r#"exe="STS.ok\u{61c}\u{e0001}\u{e0041}"#),
+                    "{}",
+                    lines[0]
+                );
+                assert!(lines[0].contains(r"error=STS.ok\u{61c}"), "{}", lines[0]);
+            }
+        }
+    }
+
     #[test]
     fn json_escapes_every_control_and_format_character() {
         let lines = lines_under("info", Style::Json, |_| hostile_event());

@@ -51,7 +51,8 @@ impl Credentials {
         self.expiration - now
     }
 
-    /// Parses the body of a `200` answer to `GET /v1/credentials`.
+    /// Parses the body of a `200` answer to `GET /v1/credentials`. `AccessKeyId` must be
+    /// visible ASCII (no space or control character), since errors and logs quote it.
     ///
     /// Errors never quote the body: a malformed body could hold a secret.
     pub(crate) fn from_body(body: &[u8]) -> Result<Credentials, Error> {
@@ -83,8 +84,17 @@ impl Credentials {
                 crate::error::sanitize_agent_message(code)
             )));
         }
+        let access_key_id = required(wire.access_key_id, "AccessKeyId")?;
+        // Quoted in errors and logged (`get` prints errors to a terminal): only visible ASCII,
+        // as every `AccessKeyId` is; anything else is described, never quoted.
+        if !access_key_id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::protocol(format!(
+                "credential response has an AccessKeyId ({} characters) that is not visible ASCII",
+                access_key_id.chars().count()
+            )));
+        }
         Ok(Credentials {
-            access_key_id: required(wire.access_key_id, "AccessKeyId")?,
+            access_key_id,
             access_key_secret: required(access_key_secret, "AccessKeySecret")?,
             security_token: required(security_token, "SecurityToken")?,
             expiration: parse_utc(&required(wire.expiration, "Expiration")?, "Expiration")?,

@@ -113,18 +113,39 @@ impl Error {
     }
 }
 
-/// An agent-supplied message, made safe to embed in a one-line error: control characters become
-/// spaces and the length is capped at [`MAX_AGENT_MESSAGE_CHARS`].
+/// An agent-supplied message, made safe to embed in a one-line error: control characters and
+/// [format characters](is_format) become spaces and the length is capped at
+/// [`MAX_AGENT_MESSAGE_CHARS`].
 pub(crate) fn sanitize_agent_message(message: &str) -> String {
     let mut out: String = message
         .chars()
         .take(MAX_AGENT_MESSAGE_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || is_format(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     if message.chars().count() > MAX_AGENT_MESSAGE_CHARS {
         out.push('…');
     }
     out
+}
+
+/// Whether `c` is a Unicode format character (general category `Cf`, Unicode 15) or a line or
+/// paragraph separator: invisible characters that reorder the text around them on a terminal
+/// (bidirectional overrides, isolates and marks), hide text (tag characters) or break lines.
+/// The agent's log escaping (`logging::escape`) refuses the same set.
+fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{AD}' | '\u{600}'..='\u{605}' | '\u{61C}' | '\u{6DD}' | '\u{70F}'
+        | '\u{890}'..='\u{891}' | '\u{8E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}' | '\u{13430}'..='\u{1343F}'
+        | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0001}'
+        | '\u{E0020}'..='\u{E007F}')
 }
 
 /// A timeout, as an error value to put behind [`Error::Protocol`]'s `source`.
@@ -150,6 +171,16 @@ mod tests {
         let got = sanitize_agent_message(&long);
         assert_eq!(got.chars().count(), MAX_AGENT_MESSAGE_CHARS + 1);
         assert!(got.ends_with('…'));
+    }
+
+    /// Bidirectional overrides, isolates and marks, tag characters (invisible text), zero-width
+    /// and line-separator characters cannot reorder or hide what `get` prints.
+    #[test]
+    fn agent_messages_lose_format_characters() {
+        let planted = "uid\u{202e}0001 \u{2066}x\u{2069}\u{61c}\u{e0041}\u{200b}\u{2028}\u{ad}end";
+        let got = sanitize_agent_message(planted);
+        assert_eq!(got, "uid 0001  x      end", "{got:?}");
+        assert!(!got.chars().any(is_format), "{got:?}");
     }
 
     #[test]

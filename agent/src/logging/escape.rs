@@ -8,8 +8,8 @@
 //!   `=` or quotes inside it cannot pass for another field. tracing-subscriber's own text
 //!   format escapes only some terminal controls, and only in the message.
 //! - **json** ([`JsonEscapes`]): serde_json escapes quotes, backslashes and C0 controls; the
-//!   writer escapes what it leaves (DEL, C1, the format characters) as `\u00XX`, which JSON
-//!   decodes to the same value.
+//!   writer escapes what it leaves (DEL, C1, the format characters) as `\uXXXX` (a surrogate
+//!   pair past the BMP), which JSON decodes to the same value.
 //!
 //! The journal gets the text lines on stderr (systemd's stream protocol: one record per line),
 //! so one event is one record as long as no value holds a line break, which the text escaping
@@ -25,14 +25,20 @@ use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 
 /// Whether `c` must not reach a log line as itself: a control character (C0 — line feed,
 /// carriage return, `ESC` — DEL, and C1, whose `U+009B` starts a terminal sequence too), or a
-/// Unicode format character that moves, hides or breaks text (bidirectional overrides and
-/// isolates, zero-width characters, the line and paragraph separators, the byte-order mark).
+/// Unicode format character that moves, hides or breaks text (general category `Cf`, Unicode
+/// 15: bidirectional overrides, isolates and marks, the Arabic letter mark `U+061C`
+/// included; zero-width characters; the tag characters `U+E0000..`, invisible text; the
+/// byte-order mark), or the line and paragraph separators. The client library's agent
+/// messages lose the same set.
 pub(crate) fn is_unsafe(c: char) -> bool {
     c.is_control()
-        || matches!(
-            c,
-            '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}'
-        )
+        || matches!(c,
+            '\u{AD}' | '\u{600}'..='\u{605}' | '\u{61C}' | '\u{6DD}' | '\u{70F}'
+            | '\u{890}'..='\u{891}' | '\u{8E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}' | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}')
 }
 
 /// A `fmt::Write` that writes every [unsafe](is_unsafe) character escaped (`\n`, `\r`, `\t`,
@@ -147,7 +153,8 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for JsonEscapes<M> {
 }
 
 /// What serde_json leaves raw that must not be: [`is_unsafe`] past the C0 controls (which
-/// serde_json escapes); all in the BMP, so `\u00XX` (four digits) writes each.
+/// serde_json escapes). Each is written `\uXXXX`, as a surrogate pair past the BMP (the tag
+/// characters).
 fn json_unsafe(c: char) -> bool {
     c >= ' ' && is_unsafe(c)
 }
@@ -168,7 +175,9 @@ impl<W: io::Write> io::Write for JsonEscaping<W> {
         let mut escaped = String::with_capacity(buf.len() + 16);
         for c in text.chars() {
             if json_unsafe(c) {
-                let _ = write!(escaped, "\\u{:04x}", u32::from(c));
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    let _ = write!(escaped, "\\u{unit:04x}");
+                }
             } else {
                 escaped.push(c);
             }

@@ -130,6 +130,29 @@ async fn expired_credentials_from_the_agent_are_refused() {
     assert_no_secret(&err);
 }
 
+/// An `AccessKeyId` with a line break and terminal escapes (a fake agent's) is refused without
+/// being quoted: errors are printed to terminals by `get` and logged by applications.
+#[tokio::test]
+async fn an_access_key_id_with_control_characters_is_refused_unquoted() {
+    let forged = "STS.x\n2030-01-01 forged line\u{1b}[2J\u{9b}31m";
+    for expiration in [T0 + minutes(60), T0 - minutes(1)] {
+        let body = credentials_body("STS.placeholder", expiration).replace(
+            "\"STS.placeholder\"",
+            &serde_json::to_string(forged).unwrap(),
+        );
+        let agent = FakeAgent::start(move |_, _| (200, body.clone())).await;
+        let clock = TestClock::at(T0);
+        let got = client(&agent.path, &clock).credentials().await;
+        let err = got.expect_err("an AccessKeyId with control characters");
+        assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+        let text = format!("{} {err:?}", error_chain(&err));
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(!text.contains("forged line"), "{text:?}");
+        assert!(text.contains("AccessKeyId"), "{text:?}");
+        assert_no_secret(&err);
+    }
+}
+
 #[tokio::test]
 async fn cached_credentials_cover_an_outage_until_they_expire() {
     let agent = FakeAgent::start(|n, _| match n {
