@@ -137,8 +137,8 @@ pub(crate) fn sanitize_agent_message(message: &str) -> String {
 /// Whether `c` is a Unicode format character (general category `Cf`, Unicode 15) or a line or
 /// paragraph separator: invisible characters that reorder the text around them on a terminal
 /// (bidirectional overrides, isolates and marks), hide text (tag characters) or break lines.
-/// The agent's log escaping (`logging::escape`) refuses the same set.
-fn is_format(c: char) -> bool {
+/// Public so that the agent's log escaping (`logging::escape`) refuses the same set.
+pub fn is_format(c: char) -> bool {
     matches!(c,
         '\u{AD}' | '\u{600}'..='\u{605}' | '\u{61C}' | '\u{6DD}' | '\u{70F}'
         | '\u{890}'..='\u{891}' | '\u{8E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}'

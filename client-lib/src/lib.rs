@@ -103,7 +103,7 @@ pub use client::{
     DEFAULT_UNAVAILABLE_RETRIES,
 };
 pub use credentials::{format_utc, Credentials, Health};
-pub use error::Error;
+pub use error::{is_format, Error};
 pub use path_check::{check_socket_path, UnsafeSocketPath};
 /// Re-exported so callers can read secrets without naming a matching `secrecy` version.
 pub use secrecy::{ExposeSecret, SecretString};

@@ -28,17 +28,10 @@ use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 /// Unicode format character that moves, hides or breaks text (general category `Cf`, Unicode
 /// 15: bidirectional overrides, isolates and marks, the Arabic letter mark `U+061C`
 /// included; zero-width characters; the tag characters `U+E0000..`, invisible text; the
-/// byte-order mark), or the line and paragraph separators. The client library's agent
-/// messages lose the same set.
+/// byte-order mark), or the line and paragraph separators: the client library's
+/// [`is_format`](ecs_credential_client::is_format), so its agent messages lose the same set.
 pub(crate) fn is_unsafe(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{AD}' | '\u{600}'..='\u{605}' | '\u{61C}' | '\u{6DD}' | '\u{70F}'
-            | '\u{890}'..='\u{891}' | '\u{8E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
-            | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}' | '\u{13430}'..='\u{1343F}'
-            | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0001}'
-            | '\u{E0020}'..='\u{E007F}')
+    c.is_control() || ecs_credential_client::is_format(c)
 }
 
 /// A `fmt::Write` that writes every [unsafe](is_unsafe) character escaped (`\n`, `\r`, `\t`,
