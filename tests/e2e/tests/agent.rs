@@ -634,8 +634,6 @@ async fn a_second_signal_ends_a_drain_held_up_by_a_stalled_client() {
     let mut config = AgentConfig::new(&emu.endpoint());
     config.set("server", "shutdown_grace_ms", "600000");
     config.set("server", "header_timeout_ms", "600000");
-    // One slot: a refused connection proves the stalled client's was accepted.
-    config.set("server", "max_connections", "1");
     let mut agent = TestAgent::builder(agent_bin!(), &config).start().await;
     agent.credentials().await;
     // A client that sends half a request head and stalls holds the drain open.
@@ -646,15 +644,10 @@ async fn a_second_signal_ends_a_drain_held_up_by_a_stalled_client() {
         .write_all(b"GET /v1/health HTTP/1.1\r\n")
         .await
         .unwrap();
-    let accepted = eventually(Duration::from_secs(30), || async {
-        (agent.get("/v1/health").await.code() == "TooManyConnections").then_some(())
-    })
-    .await;
-    assert!(
-        accepted.is_some(),
-        "stalled client never accepted; logs:\n{}",
-        agent.logs()
-    );
+    // Left a fixed wait: the agent exposes no sign that it accepted a connection that has not
+    // sent a whole request (no open-connections gauge, no log line). A max_connections = 1
+    // probe was tried and is racy: the harness's own earlier connections hold the slot a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let pid = nix::unistd::Pid::from_raw(agent.child.id() as i32);
     nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
     // Draining: the socket file is gone at once, so new clients fail fast.
