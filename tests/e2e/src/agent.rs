@@ -29,7 +29,7 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// `[server] first_credentials_wait_ms` of [`AgentConfig::new`].
 pub const FIRST_CREDENTIALS_WAIT: Duration = Duration::from_millis(5000);
 /// How long [`AgentBuilder::start`] waits for the socket to accept connections.
-pub const LISTENING_WITHIN: Duration = Duration::from_secs(10);
+pub const LISTENING_WITHIN: Duration = Duration::from_secs(30);
 
 /// The agent binary a suite that tests the shipped build runs: `ECS_AGENT_BIN` when set (CI
 /// points it at the one release build, `target/release/ecs-credential-agent`; a relative path
@@ -367,23 +367,23 @@ impl TestAgent {
         r.json()
     }
 
-    /// Sends `signal` and waits for the exit (up to 10 s).
+    /// Sends `signal` and waits for the exit (up to 30 s).
     ///
     /// # Panics
     /// When the process does not exit in time.
     pub fn stop(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
         nix::sys::signal::kill(self.nix_pid(), signal).unwrap();
-        self.wait_exit(Duration::from_secs(10))
+        self.wait_exit(Duration::from_secs(30))
             .expect("agent did not exit after the signal")
     }
 
-    /// Waits up to `within` for the process to exit on its own, then (up to 2 s more) for its
+    /// Waits up to `within` for the process to exit on its own, then (up to 10 s more) for its
     /// last log lines; `None` while it still runs.
     pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let drained = Instant::now() + Duration::from_secs(2);
+                let drained = Instant::now() + Duration::from_secs(10);
                 while !self.logs_ended.load(Ordering::SeqCst) && Instant::now() < drained {
                     std::thread::sleep(Duration::from_millis(5));
                 }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 /// How long one exchange ([`exchange`]) may take before the agent is deemed to hang on it.
-pub const EXCHANGE_DEADLINE: Duration = Duration::from_secs(5);
+pub const EXCHANGE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A parsed HTTP response.
 #[derive(Debug, Clone)]

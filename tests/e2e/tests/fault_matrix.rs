@@ -42,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ecs_credential_agent_e2e::agent::{CONNECT_TIMEOUT, EXPIRY_MARGIN, READ_TIMEOUT};
 use ecs_credential_agent_e2e::matrix::{
-    base_config, combine, parse_served_time, Expect, Run, Setup, Suite,
+    base_config, combine, parse_served_time, Expect, Run, Sample, Setup, Suite,
 };
 use ecs_credential_agent_e2e::*;
 use ecs_metadata_emulator::{Emulator, EmulatorConfig, Endpoint, Fault, Times};
@@ -53,7 +53,7 @@ const REQUEST_DEADLINE: Duration = CONNECT_TIMEOUT.saturating_add(READ_TIMEOUT.s
 /// Rows running at once (each is an emulator and an agent process).
 const PARALLEL: usize = 12;
 /// The longest a row may take.
-const ROW_BUDGET: Duration = Duration::from_secs(60);
+const ROW_BUDGET: Duration = Duration::from_secs(120);
 
 type RowFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
@@ -151,10 +151,10 @@ fn inject(emu: &Emulator, spec: &FaultSpec) {
 /// (a) during the fault, then clear and (c).
 async fn observe(run: &Run, spec: &FaultSpec) -> Result<(), String> {
     let shown = run
-        .wait_health_error(spec.reason, Duration::from_secs(14))
+        .wait_health_error(spec.reason, Duration::from_secs(30))
         .await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    run.wait_answered_since(shown).await;
+    // A fault window of 15 client requests (about 1.5 s on an idle machine).
+    run.wait_answered_since(shown, 15).await;
     let cleared = Instant::now();
     run.emu.clear_faults();
     if run.emu.role_name().is_none() {
@@ -567,13 +567,13 @@ async fn row_401_once(name: &'static str, suite: Arc<Suite>) -> Result<(), Strin
     run.emu.reset_counts();
     run.emu
         .set_fault(Endpoint::Credentials, Fault::Status(401), Times::Next(1));
-    let gets = eventually(Duration::from_secs(8), || async {
+    let gets = eventually(Duration::from_secs(30), || async {
         let c = run.emu.counts();
         (c.credential_gets >= 2).then_some(c)
     })
     .await
-    .ok_or("no refresh within 8 s")?;
-    let rotated = eventually(Duration::from_secs(3), || async {
+    .ok_or("no refresh within 30 s")?;
+    let rotated = eventually(Duration::from_secs(30), || async {
         let r = run.agent.get("/v1/credentials").await;
         (r.status == 200 && r.json()["AccessKeyId"] != first["AccessKeyId"]).then_some(())
     })
@@ -609,7 +609,7 @@ async fn row_role_replaced(name: &'static str, suite: Arc<Suite>) -> Result<(), 
     let replaced = Instant::now();
     run.emu.attach_role("OtherRole");
     let result = async {
-        let h = eventually(Duration::from_secs(12), || async {
+        let h = eventually(Duration::from_secs(30), || async {
             let h = run.health().await;
             (h["RoleName"] == "OtherRole").then_some(h)
         })
@@ -675,7 +675,7 @@ async fn row_years_ahead(name: &'static str, suite: Arc<Suite>) -> Result<(), St
         // The refresh must not be scheduled years away: the service rotates every few hours.
         // (The log line may reach the reader thread after the answer: wait for it.)
         run.agent
-            .wait_for_log("next_refresh_in_secs=", Duration::from_secs(5))
+            .wait_for_log("next_refresh_in_secs=", Duration::from_secs(30))
             .await;
         let logs = run.agent.logs();
         let next: u64 = logs
@@ -703,13 +703,22 @@ async fn row_short_lifetime(name: &'static str, suite: Arc<Suite>) -> Result<(),
     let run = Run::start(name, suite, Setup::new(short_lived(4, 2))).await?;
     let result = async {
         run.wait_served().await?;
-        tokio::time::sleep(Duration::from_secs(8)).await;
-        let samples = run.samples_between(Instant::now() - Duration::from_secs(8), Instant::now());
-        let generations: BTreeSet<_> = samples
-            .iter()
-            .filter(|s| s.status == 200)
-            .map(|s| s.access_key_id.clone())
-            .collect();
+        // Until the clients have seen three generations (about 8 s on an idle machine).
+        let from = Instant::now();
+        let served_generations = |samples: &[Sample]| -> BTreeSet<String> {
+            samples
+                .iter()
+                .filter(|s| s.status == 200)
+                .map(|s| s.access_key_id.clone())
+                .collect()
+        };
+        let _ = eventually(Duration::from_secs(60), || async {
+            let samples = run.samples_between(from, Instant::now());
+            (served_generations(&samples).len() >= 3).then_some(())
+        })
+        .await;
+        let samples = run.samples_between(from, Instant::now());
+        let generations = served_generations(&samples);
         let served = samples.iter().filter(|s| s.status == 200).count();
         if generations.len() < 3 || served * 10 < samples.len() * 8 {
             return Err(format!(
@@ -729,10 +738,11 @@ async fn row_lifetime_inside_margin(name: &'static str, suite: Arc<Suite>) -> Re
     // 1 s credentials: never more than the 1 s margin left, so never servable.
     let run = Run::start(name, suite, Setup::new(short_lived(1, 1))).await?;
     let result = async {
-        run.wait_health_error("already expired on arrival", Duration::from_secs(5))
+        run.wait_health_error("already expired on arrival", Duration::from_secs(30))
             .await?;
         let from = Instant::now();
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // A window of 20 client requests (about 2 s on an idle machine).
+        run.wait_answered_since(from, 20).await;
         run.check_during(
             from,
             Instant::now(),
@@ -752,7 +762,7 @@ async fn row_unchanged(name: &'static str, suite: Arc<Suite>) -> Result<(), Stri
     let run = Run::start(name, suite, Setup::new(short_lived(8, 8))).await?;
     let result = async {
         let first = run.wait_served().await?;
-        let rotated = eventually(Duration::from_secs(12), || async {
+        let rotated = eventually(Duration::from_secs(30), || async {
             let r = run.agent.get("/v1/credentials").await;
             (r.status == 200 && r.json()["AccessKeyId"] != first["AccessKeyId"]).then_some(())
         })
@@ -775,11 +785,12 @@ async fn row_rotation_mid_outage(name: &'static str, suite: Arc<Suite>) -> Resul
         run.emu
             .set_fault(Endpoint::Any, Fault::Status(503), Times::Always);
         let shown = run
-            .wait_health_error("HTTP 503", Duration::from_secs(12))
+            .wait_health_error("HTTP 503", Duration::from_secs(30))
             .await?;
         run.emu.rotate_now();
         let rotated = run.emu.current_credentials().unwrap().access_key_id;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Clients keep getting the cached credentials for 5 requests after the rotation.
+        run.wait_answered_since(Instant::now(), 5).await;
         let cleared = Instant::now();
         run.emu.clear_faults();
         run.check_during(shown, cleared, Expect::Cached, "")?;
@@ -808,7 +819,7 @@ async fn row_outage_past_expiry(name: &'static str, suite: Arc<Suite>) -> Result
             SystemTime::from(parse_served_time(first["Expiration"].as_str().unwrap()).unwrap());
         // Poll closely around the margin: the last 200 is checked by the shared checker; the
         // first 503 must come no later than the margin plus one poll.
-        let r = eventually(Duration::from_secs(8), || async {
+        let r = eventually(Duration::from_secs(30), || async {
             let r = run.agent.get("/v1/credentials").await;
             (r.status != 200).then(|| (r, SystemTime::now()))
         })
@@ -828,7 +839,8 @@ async fn row_outage_past_expiry(name: &'static str, suite: Arc<Suite>) -> Result
             return Err(format!("at the margin: {r:?}"));
         }
         let from = Instant::now();
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A window of 10 client requests (about 1 s on an idle machine).
+        run.wait_answered_since(from, 10).await;
         let cleared = Instant::now();
         run.emu.clear_faults();
         run.check_during(
@@ -862,7 +874,7 @@ async fn row_fallback_served(name: &'static str, suite: Arc<Suite>) -> Result<()
             .agent
             .wait_for_log(
                 "falling back to GETs without a metadata token",
-                Duration::from_secs(5),
+                Duration::from_secs(30),
             )
             .await
         {
@@ -896,7 +908,7 @@ async fn row_refused(name: &'static str, suite: Arc<Suite>) -> Result<(), String
             return Err("the first fetch did not fail fast".to_owned());
         }
         // Once failing longer than first_credentials_wait_ms, clients get the reason at once.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        run.wait_prompt_refusal(started, "Connection refused").await;
         let t = Instant::now();
         let r = run.agent.get("/v1/credentials").await;
         if t.elapsed() > Duration::from_millis(500)
@@ -906,7 +918,8 @@ async fn row_refused(name: &'static str, suite: Arc<Suite>) -> Result<(), String
             return Err(format!("after {:?}: {r:?}", t.elapsed()));
         }
         let from = Instant::now();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A window of 5 client requests (about 0.5 s on an idle machine).
+        run.wait_answered_since(from, 5).await;
         run.check_during(
             from,
             Instant::now(),
@@ -948,9 +961,20 @@ async fn row_clock_skewed(
     setup.clock_offset_secs = Some(offset);
     let run = Run::start(name, suite, setup).await?;
     let result = async {
-        run.wait_served().await?;
-        // Through the Expiration of short credentials and beyond: the checker sees every answer.
-        tokio::time::sleep(Duration::from_secs(if offset > 0 { 2 } else { 8 })).await;
+        let first = run.wait_served().await?;
+        // Through the Expiration of short credentials and beyond (2 s past it): the checker sees
+        // every answer. Long credentials: a window of 20 client requests.
+        if offset > 0 {
+            run.wait_answered_since(Instant::now(), 20).await;
+        } else {
+            let expiration = parse_served_time(first["Expiration"].as_str().unwrap())
+                .ok_or_else(|| format!("no Expiration in {first}"))?;
+            let left = SystemTime::from(expiration)
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            run.wait_answered_since(Instant::now() + left + Duration::from_secs(2), 1)
+                .await;
+        }
         let h = run.health().await;
         let skew = h["ClockSkewSeconds"]
             .as_i64()
@@ -984,11 +1008,13 @@ async fn row_clock_stepped(name: &'static str, suite: Arc<Suite>, step: i64) -> 
         let offset_file = run.agent.dir.path().join("clock-offset");
         std::fs::write(&offset_file, step.to_string()).unwrap();
         let from = Instant::now();
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // A window of 20 client requests (about 2 s on an idle machine) across the step.
+        run.wait_answered_since(from, 20).await;
         let after = run.health().await["SecondsLeft"]
             .as_u64()
             .unwrap_or_default();
-        if before.abs_diff(after + 2) > 2 {
+        let waited = from.elapsed().as_secs();
+        if before.abs_diff(after + waited) > 2 {
             return Err(format!(
                 "SecondsLeft went from {before} to {after} across the clock step"
             ));
@@ -1043,7 +1069,7 @@ exec \"$0\" \"$@\"";
                 run.agent.logs()
             ));
         }
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        run.wait_prompt_refusal(started, reason).await;
         let t = Instant::now();
         let r = run.agent.get("/v1/credentials").await;
         if t.elapsed() > Duration::from_millis(500)
@@ -1053,7 +1079,8 @@ exec \"$0\" \"$@\"";
             return Err(format!("after {:?}: {r:?}", t.elapsed()));
         }
         let from = Instant::now();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A window of 5 client requests (about 0.5 s on an idle machine).
+        run.wait_answered_since(from, 5).await;
         run.check_during(from, Instant::now(), Expect::Unavailable, reason)?;
         let out = Command::new("nsenter")
             .args([

@@ -85,14 +85,21 @@ async fn notify_ready_status_watchdog_stopping_in_order() {
     let mut config = AgentConfig::new(&emu.endpoint());
     with_notify(&mut config, &n, 400_000);
     let mut agent = TestAgent::builder(agent_bin!(), &config).start().await;
-    n.wait_for("READY=1", Duration::from_secs(10))
+    n.wait_for("READY=1", Duration::from_secs(30))
         .await
         .unwrap_or_else(|| panic!("no READY=1; logs:\n{}", agent.logs()));
     assert_eq!(agent.get("/v1/health").await.status, 200);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pinged = eventually(Duration::from_secs(30), || async {
+        let pings = n.all().iter().filter(|(_, m)| m == "WATCHDOG=1\n").count();
+        (pings >= 5).then_some(())
+    })
+    .await;
+    assert!(pinged.is_some(), "fewer than 5 pings: {:#?}", n.all());
     let status = agent.stop(Signal::SIGTERM);
     assert!(status.success(), "{status:?}\n{}", agent.logs());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    n.wait_for("STOPPING=1", Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("no STOPPING=1: {:#?}", n.all()));
 
     let msgs = n.all();
     let lines: Vec<&str> = msgs.iter().map(|(_, m)| m.as_str()).collect();
@@ -106,7 +113,7 @@ async fn notify_ready_status_watchdog_stopping_in_order() {
     let pings = lines.iter().filter(|m| **m == "WATCHDOG=1\n").count();
     assert!(
         pings >= 5,
-        "every 200 ms for 1.5 s: {pings} pings: {lines:#?}"
+        "every 200 ms until stopped: {pings} pings: {lines:#?}"
     );
     let last = msgs.last().unwrap();
     assert_eq!(
@@ -130,7 +137,7 @@ async fn ready_after_ready_timeout_when_the_metadata_service_fails() {
     let h = agent.get("/v1/health").await;
     assert_eq!(h.status, 503, "{h:?}");
     let at = n
-        .wait_for("READY=1", Duration::from_secs(10))
+        .wait_for("READY=1", Duration::from_secs(30))
         .await
         .unwrap_or_else(|| panic!("no READY=1; logs:\n{}", agent.logs()));
     assert!(at >= Duration::from_millis(1900), "READY at {at:?}");
@@ -153,7 +160,7 @@ async fn ready_after_ready_timeout_when_the_metadata_service_fails() {
     // Credentials arrive: STATUS follows within the status period.
     emu.clear_faults();
     let served = n
-        .wait_for("STATUS=serving role", Duration::from_secs(10))
+        .wait_for("STATUS=serving role", Duration::from_secs(30))
         .await;
     assert!(served.is_some(), "{:#?}", n.all());
 }
@@ -166,11 +173,32 @@ async fn watchdog_pings_stop_when_the_server_loop_is_wedged() {
     with_notify(&mut config, &n, 400_000);
     config.env("E2E_AGENT_WEDGE_SERVER_AFTER_MS", "1500");
     let agent = TestAgent::builder(agent_bin!(), &config).start().await;
-    n.wait_for("READY=1", Duration::from_secs(10))
+    n.wait_for("READY=1", Duration::from_secs(30))
         .await
         .unwrap();
-    // Wedged at 1.5 s; the server's heartbeat counts as stale 5 s after its last beat.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Wedged at 1.5 s; the server's heartbeat counts as stale 5 s after its last beat, when the
+    // agent says it withholds the pings.
+    assert!(
+        agent
+            .wait_for_log("withholding watchdog pings", Duration::from_secs(60))
+            .await,
+        "{}",
+        agent.logs()
+    );
+    // No event follows a withheld ping: look at a quiet window of 1.5 s (7 ping periods) after
+    // the last ping; a slow machine can only lengthen it.
+    let last_ping = || {
+        n.all()
+            .iter()
+            .rev()
+            .find(|(_, m)| m == "WATCHDOG=1\n")
+            .map(|(t, _)| *t)
+            .unwrap_or_default()
+    };
+    tokio::time::sleep(
+        (last_ping() + Duration::from_millis(1500)).saturating_sub(n.start.elapsed()),
+    )
+    .await;
     let msgs = n.all();
     let pings: Vec<Duration> = msgs
         .iter()
@@ -223,7 +251,7 @@ async fn systemd_socket_activate_starts_the_agent_on_its_socket() {
         .socket(socket.clone())
         .via(tool_cmd)
         .spawn();
-    let exists = eventually(Duration::from_secs(5), || async {
+    let exists = eventually(Duration::from_secs(30), || async {
         socket.exists().then_some(())
     });
     assert!(exists.await.is_some(), "no socket; logs:\n{}", agent.logs());
@@ -271,7 +299,7 @@ async fn sighup_reloads_allowed_uids_and_keeps_connections_and_credentials() {
     hup(&agent);
     assert!(
         agent
-            .wait_for_log("configuration reloaded", Duration::from_secs(5))
+            .wait_for_log("configuration reloaded", Duration::from_secs(30))
             .await,
         "{}",
         agent.logs()
@@ -297,7 +325,7 @@ async fn sighup_reloads_allowed_uids_and_keeps_connections_and_credentials() {
     hup(&agent);
     assert!(
         agent
-            .wait_for_log("reload (SIGHUP) rejected", Duration::from_secs(5))
+            .wait_for_log("reload (SIGHUP) rejected", Duration::from_secs(30))
             .await,
         "{}",
         agent.logs()
@@ -307,7 +335,7 @@ async fn sighup_reloads_allowed_uids_and_keeps_connections_and_credentials() {
     // Back to the original: allowed again, same cached credentials, no new metadata fetch.
     agent.rewrite_config(&config);
     hup(&agent);
-    let ok = eventually(Duration::from_secs(5), || async {
+    let ok = eventually(Duration::from_secs(30), || async {
         let r = agent.get("/v1/credentials").await;
         (r.status == 200).then_some(r)
     })
@@ -422,7 +450,16 @@ async fn restart_with_a_held_socket_loses_no_request() {
         )),
         tokio::spawn(keep_alive_loop(socket.clone(), stop.clone(), kept.clone())),
     ];
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // A serves both loops for a while before it stops.
+    let served_by = |at_least: u64| {
+        let (fresh, kept) = (fresh.clone(), kept.clone());
+        eventually(Duration::from_secs(60), move || {
+            let ok = fresh.ok.load(Ordering::Relaxed) >= at_least
+                && kept.ok.load(Ordering::Relaxed) >= at_least;
+            async move { ok.then_some(()) }
+        })
+    };
+    assert!(served_by(15).await.is_some(), "A served too little");
     let mut a = a;
     let status = tokio::task::block_in_place(|| a.stop(Signal::SIGTERM));
     assert!(status.success(), "A: {status:?}\n{}", a.logs());
@@ -430,7 +467,23 @@ async fn restart_with_a_held_socket_loses_no_request() {
         .socket(socket.clone())
         .activated(&listener)
         .spawn();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // B takes over the socket and serves both loops for a while.
+    let ok_at_handover = fresh
+        .ok
+        .load(Ordering::Relaxed)
+        .max(kept.ok.load(Ordering::Relaxed));
+    let b_up = eventually(Duration::from_secs(60), || async {
+        (b.logs()
+            .contains("listening on the socket passed by systemd")
+            && emu.counts().credential_gets >= 2)
+            .then_some(())
+    })
+    .await;
+    assert!(b_up.is_some(), "B never took over: {}", b.logs());
+    assert!(
+        served_by(ok_at_handover + 15).await.is_some(),
+        "B served too little"
+    );
     stop.store(true, Ordering::Relaxed);
     for l in loops {
         l.await.unwrap();

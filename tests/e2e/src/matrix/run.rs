@@ -173,16 +173,16 @@ impl Run {
         }
     }
 
-    /// Waits until credentials are served (up to 10 s) and returns them.
+    /// Waits until credentials are served (up to 30 s) and returns them.
     pub async fn wait_served(&self) -> Result<serde_json::Value, String> {
-        eventually(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(30), || async {
             let r = self.agent.get("/v1/credentials").await;
             (r.status == 200).then(|| r.json())
         })
         .await
         .ok_or_else(|| {
             format!(
-                "no credentials served within 10 s; logs:\n{}",
+                "no credentials served within 30 s; logs:\n{}",
                 self.agent.logs()
             )
         })
@@ -224,7 +224,7 @@ impl Run {
         extra: Duration,
     ) -> Result<Duration, String> {
         let bound = BACKOFF_MAX + Duration::from_secs(1) + extra;
-        let took = eventually(bound + Duration::from_secs(5), || async {
+        let took = eventually(bound + Duration::from_secs(30), || async {
             (self.health().await["Status"] == "Ok").then(|| cleared.elapsed())
         })
         .await
@@ -239,19 +239,39 @@ impl Run {
         Ok(took)
     }
 
-    /// Waits until every request sent before `until` has had time to be answered
-    /// (`first_credentials_wait_ms` plus slack).
+    /// Waits (up to 60 s) until every request the prober sent before `until` was answered: the
+    /// prober asks one request at a time, so once one sent at or after `until` was answered,
+    /// every earlier one was.
     pub async fn settle(&self, until: Instant) {
-        tokio::time::sleep_until((until + Duration::from_millis(1500)).into()).await;
+        self.wait_answered_since(until, 1).await;
     }
 
-    /// Waits (up to 5 s) until a client request sent at or after `since` was answered, so the
-    /// window checked by [`Run::check_during`] is never empty only because of the first
-    /// request's wait for credentials.
-    pub async fn wait_answered_since(&self, since: Instant) {
-        let _ = eventually(Duration::from_secs(5), || async {
+    /// Waits (up to 60 s) until `at_least` client requests sent at or after `since` were
+    /// answered, so the window checked by [`Run::check_during`] is never empty (or thin) only
+    /// because of the first request's wait for credentials or a slow machine.
+    pub async fn wait_answered_since(&self, since: Instant, at_least: usize) {
+        let _ = eventually(Duration::from_secs(60), || async {
             let samples = self.samples.lock().unwrap();
-            samples.iter().any(|s| s.sent >= since).then_some(())
+            (samples.iter().filter(|s| s.sent >= since).count() >= at_least).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits (up to 60 s) until a client request sent at or after `since` got a `503` naming
+    /// `reason` within 500 ms: the agent has been failing longer than
+    /// `first_credentials_wait_ms` and answers at once.
+    pub async fn wait_prompt_refusal(&self, since: Instant, reason: &str) {
+        let _ = eventually(Duration::from_secs(60), || async {
+            let samples = self.samples.lock().unwrap();
+            samples
+                .iter()
+                .any(|s| {
+                    s.sent >= since
+                        && s.status == 503
+                        && s.message.contains(reason)
+                        && s.received - s.sent < Duration::from_millis(500)
+                })
+                .then_some(())
         })
         .await;
     }
