@@ -152,6 +152,26 @@ impl Harness {
         UnixStream::connect(&self.path).await.unwrap()
     }
 
+    /// Sends a `GET /v1/credentials` on a new connection and waits (up to 60 s) until the
+    /// server holds it waiting for the first credentials: the connection and its waiting
+    /// request each hold a receiver of the refresher's state, so the sender counts two more.
+    pub(super) async fn request_waiting_for_credentials(&self) -> UnixStream {
+        let before = self.state.receiver_count();
+        let mut s = self.connect().await;
+        s.write_all(b"GET /v1/credentials HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.state.receiver_count() < before + 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the request is not waiting for credentials after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        s
+    }
+
     /// One request on a fresh connection with `Connection: close`.
     pub(super) async fn get(&self, path: &str) -> Response {
         let raw = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
