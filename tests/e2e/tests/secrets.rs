@@ -121,9 +121,12 @@ async fn no_secret_reaches_the_logs_on_any_path() {
         .set("metadata", "token_ttl_secs", "2");
     let mut a = TestAgent::builder(agent_bin!(), &allowed).start().await;
     // Every caller of this one is denied: no uid of ours is 4242, no gid is allowed, and root
-    // and the agent's own uid are judged by those rules too (a test hook).
+    // and the agent's own uid are judged by those rules too (a test hook). It has an emulator
+    // of its own, so every fault below is served to `a`.
+    let emu_b = emulator(short_lived(4, 1)).await;
     let mut denying = allowed.clone();
     denying
+        .set("metadata", "endpoint", &format!("{:?}", emu_b.endpoint()))
         .set("server", "allowed_uids", "[4242]")
         .env("E2E_AGENT_JUDGE_EVERY_UID", "1");
     let mut b = TestAgent::builder(agent_bin!(), &denying).start().await;
@@ -155,7 +158,14 @@ async fn no_secret_reaches_the_logs_on_any_path() {
     let mut secrets = Vec::new();
     let mut answers = String::new();
     for (endpoint, fault) in faults {
-        emu.set_fault(endpoint, fault, Times::Next(2));
+        let served = |c: &ecs_metadata_emulator::Counts| match endpoint {
+            Endpoint::Credentials => c.credential_gets,
+            Endpoint::Token => c.token_puts,
+            Endpoint::RoleList => c.role_list_gets,
+            _ => unreachable!("no fault on {endpoint:?} here"),
+        };
+        let before = served(&emu.counts());
+        emu.set_fault(endpoint, fault.clone(), Times::Next(2));
         for path in ["/v1/credentials", "/v1/health", "/metrics", "/nope"] {
             let r = a.get(path).await;
             if path == "/v1/credentials" && r.status == 200 {
@@ -172,16 +182,33 @@ async fn no_secret_reaches_the_logs_on_any_path() {
         let panicked = a.get(PANIC_PATH).await;
         assert_eq!(panicked.status, 500, "{panicked:?}");
         answers.push_str(&panicked.body);
-        emulator_secrets(&emu, &mut secrets);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Both faulty answers go to the agent's refresher (on its schedule and retries) before
+        // the next fault replaces them.
+        let taken = eventually(Duration::from_secs(60), || async {
+            (served(&emu.counts()) >= before + 2).then_some(())
+        })
+        .await;
+        assert!(
+            taken.is_some(),
+            "{fault:?} on {endpoint:?} not served twice within 60 s"
+        );
         emulator_secrets(&emu, &mut secrets);
     }
     emu.clear_faults();
-    // Still serving after all that.
-    a.credentials().await;
+    // Serving again after all that (the last faults may have outlived the credentials, so the
+    // refresher's next retry brings them back).
+    let served = eventually(Duration::from_secs(60), || async {
+        (a.get("/v1/credentials").await.status == 200).then_some(())
+    })
+    .await;
+    assert!(
+        served.is_some(),
+        "no credentials within 60 s of the faults ending"
+    );
     a.stop(Signal::SIGTERM);
     b.stop(Signal::SIGTERM);
     emulator_secrets(&emu, &mut secrets);
+    emulator_secrets(&emu_b, &mut secrets);
     let (logs_a, logs_b) = (a.logs(), b.logs());
 
     // Every path was taken.
