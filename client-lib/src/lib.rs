@@ -15,15 +15,22 @@
 //! # Example
 //!
 //! ```no_run
-//! use secrecy::ExposeSecret;
+//! use ecs_credential_client::{Client, Error, ExposeSecret};
 //!
-//! # async fn run() -> Result<(), ecs_credential_client::Error> {
-//! let client = ecs_credential_client::Client::new();
-//! // Before each request to sign: cheap while cached.
-//! let creds = client.credentials().await?;
-//! println!("signing as {}", creds.access_key_id);
-//! let _secret: &str = creds.access_key_secret.expose_secret(); // only where you sign
-//! # Ok(()) }
+//! /// Before each request to sign: cheap while cached.
+//! async fn sign_request(client: &Client) -> Result<(), Error> {
+//!     let creds = client.credentials().await?;
+//!     println!("signing as {}", creds.access_key_id);
+//!     let _secret: &str = creds.access_key_secret.expose_secret(); // only where you sign
+//!     Ok(())
+//! }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let client = Client::new(); // one per process; clones share the cache
+//! if let Err(e) = sign_request(&client).await {
+//!     eprintln!("{e}"); // Display: one line saying what failed and what to do
+//! }
+//! # }
 //! ```
 //!
 //! Without an async runtime, use [`blocking::Client`] the same way. A runnable example is
@@ -100,6 +107,9 @@
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
+// Doc tests (these docs' and the README's, below) fail on any warning, such as an unused
+// import: `cargo test --workspace` runs them, in CI too.
+#![doc(test(attr(deny(warnings))))]
 
 pub mod blocking;
 mod client;
@@ -110,6 +120,12 @@ mod transport;
 
 #[cfg(test)]
 mod tests;
+
+/// The repository's README, whose `rust` blocks run as this crate's doc tests, so its
+/// example compiles, without a warning, against this version of the crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+mod readme {}
 
 use std::ffi::OsString;
 use std::path::PathBuf;
