@@ -5,10 +5,10 @@
 //! [`DEV_ROTATE_AFTER`]), then runs the same daemon as `serve` against it, on a socket only the
 //! invoking user may use, and prints the `curl` command to try.
 //!
-//! The socket is `--socket PATH`, else [`default_socket`]. Missing directories on the way to a
+//! The socket is `--socket PATH`, else `default_socket`. Missing directories on the way to a
 //! `--socket` path are created (mode 0700) when the nearest existing one passes the socket
 //! path check ([`ecs_credential_client::path_check`]); a directory others may write to is
-//! refused with what to use instead ([`prepare_socket_dir`]).
+//! refused with what to use instead (`prepare_socket_dir`).
 //!
 //! `dev` stops on SIGTERM, SIGINT or SIGHUP (the terminal or ssh session closed), logging
 //! which, and removes what it made: the socket, and the directories it created.
