@@ -48,7 +48,7 @@ enum Command {
     #[cfg(feature = "dev")]
     Dev {
         /// Socket path (default: $XDG_RUNTIME_DIR/ecs-credential-agent-dev.sock, or a private
-        /// temporary directory).
+        /// temporary directory). Missing directories are created (0700) and removed at exit.
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },

@@ -14,7 +14,8 @@ use crate::credentials::{format_utc, ResponseBody};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// The credentials-URI JSON shape (`Code`, `AccessKeyId`, `AccessKeySecret`,
-    /// `SecurityToken`, `Expiration`).
+    /// `SecurityToken`, `Expiration`, `LastUpdated`): the socket's body byte for byte, then a
+    /// newline.
     Json,
     /// `export` lines with the variable names the Alibaba Cloud SDKs and CLI read:
     /// `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`,

@@ -97,9 +97,10 @@ impl ClientBuilder {
         self
     }
 
-    /// How many times to try again after a transient failure (socket missing, connection
-    /// refused, `503`), as happens while the agent restarts (default
-    /// [`DEFAULT_UNAVAILABLE_RETRIES`]; `0` tries once).
+    /// How many times to try again after a failure a restarting or starting agent explains
+    /// (connection refused, `503`; see the retry table in the [crate docs](crate#retries))
+    /// (default [`DEFAULT_UNAVAILABLE_RETRIES`]; `0` tries once). A missing socket is not
+    /// retried.
     pub fn unavailable_retries(mut self, retries: u32) -> Self {
         self.unavailable_retries = retries;
         self
@@ -217,6 +218,32 @@ pub(crate) fn backoff(first: Duration, retry: u32) -> Duration {
     first.saturating_mul(1u32 << retry.min(10))
 }
 
+/// Runs `attempt` until it succeeds, fails with an error that is not transient
+/// ([`Error::is_transient`]: the retry table in the [crate docs](crate#retries)), or has been
+/// retried `retries` times; before retry `n` (0-based) it sleeps [`backoff`]`(first, n)`.
+pub(crate) async fn with_retries<T, F, Fut>(
+    retries: u32,
+    first: Duration,
+    mut attempt: F,
+) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let mut retry = 0;
+    loop {
+        match attempt().await {
+            Err(e) if e.is_transient() && retry < retries => {
+                let pause = backoff(first, retry);
+                tracing::debug!(error = %e, retry, ?pause, "agent unavailable; retrying");
+                tokio::time::sleep(pause).await;
+                retry += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Client {
     /// A client with default options, at the socket named by [`SOCKET_ENV`] or else
     /// [`DEFAULT_SOCKET_PATH`](crate::DEFAULT_SOCKET_PATH).
@@ -246,8 +273,9 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// See [`Error`]: transient failures (socket missing, connection refused, `503`) are retried
-    /// [`unavailable_retries`](ClientBuilder::unavailable_retries) times first.
+    /// See [`Error`]: a refused connection and `503` are retried
+    /// [`unavailable_retries`](ClientBuilder::unavailable_retries) times first; everything else,
+    /// a missing socket included, fails at once (the [retry table](crate#retries)).
     pub async fn credentials(&self) -> Result<Credentials, Error> {
         if let Some(fresh) = self.cached_if(|f| f == Freshness::Fresh) {
             return Ok(fresh);
@@ -316,22 +344,14 @@ impl Client {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// One fetch with retries of transient failures; refuses expired credentials.
+    /// One fetch with retries of transient failures ([`with_retries`]); refuses expired
+    /// credentials.
     async fn fetch_credentials(&self) -> Result<Credentials, Error> {
         let inner = &self.inner;
-        let mut retry = 0;
-        loop {
-            let result = self.try_fetch_credentials().await;
-            match result {
-                Err(e) if e.is_transient() && retry < inner.unavailable_retries => {
-                    let pause = backoff(inner.retry_backoff, retry);
-                    tracing::debug!(error = %e, retry, ?pause, "agent unavailable; retrying");
-                    tokio::time::sleep(pause).await;
-                    retry += 1;
-                }
-                other => return other,
-            }
-        }
+        with_retries(inner.unavailable_retries, inner.retry_backoff, || {
+            self.try_fetch_credentials()
+        })
+        .await
     }
 
     async fn try_fetch_credentials(&self) -> Result<Credentials, Error> {
@@ -410,6 +430,90 @@ mod tests {
         }
         // A zero margin serves credentials until the last second.
         assert_eq!(freshness(now, at(1), Duration::ZERO), Freshness::Fresh);
+    }
+
+    /// How many attempts [`with_retries`] makes (3 retries allowed) when every attempt fails
+    /// with `error()`, on paused time: the count of "connections", not a duration.
+    async fn attempts_on(error: impl Fn() -> Error) -> usize {
+        let attempts = std::cell::Cell::new(0);
+        let result: Result<(), Error> = with_retries(3, Duration::from_millis(100), || {
+            attempts.set(attempts.get() + 1);
+            let e = error();
+            async move { Err(e) }
+        })
+        .await;
+        assert!(result.is_err());
+        attempts.get()
+    }
+
+    fn not_running(kind: std::io::ErrorKind) -> Error {
+        Error::AgentNotRunning {
+            path: PathBuf::from("/run/x/agent.sock"),
+            source: std::io::Error::from(kind),
+        }
+    }
+
+    /// Retry table, row 1: a missing socket (or directory) means no agent; one attempt.
+    #[tokio::test(start_paused = true)]
+    async fn no_retry_when_the_socket_does_not_exist() {
+        let attempts = attempts_on(|| not_running(std::io::ErrorKind::NotFound)).await;
+        assert_eq!(attempts, 1);
+    }
+
+    /// Retry table, row 2: a socket nobody listens on is what a crashed agent leaves until its
+    /// supervisor restarts it.
+    #[tokio::test(start_paused = true)]
+    async fn retry_connection_refused() {
+        let attempts = attempts_on(|| not_running(std::io::ErrorKind::ConnectionRefused)).await;
+        assert_eq!(attempts, 4, "one try and three retries");
+    }
+
+    /// Retry table, row 3: `503` while the agent starts or is full.
+    #[tokio::test(start_paused = true)]
+    async fn retry_503() {
+        let attempts = attempts_on(|| Error::Unavailable {
+            code: "CredentialsUnavailable".into(),
+            message: "agent is starting".into(),
+        })
+        .await;
+        assert_eq!(attempts, 4, "one try and three retries");
+    }
+
+    /// Retry table, row 4: refusals retrying cannot change.
+    #[tokio::test(start_paused = true)]
+    async fn no_retry_when_refused() {
+        let denied = attempts_on(|| Error::PermissionDenied {
+            path: PathBuf::from("/run/x/agent.sock"),
+            message: "no".into(),
+            source: None,
+        })
+        .await;
+        let eacces = attempts_on(|| not_running(std::io::ErrorKind::PermissionDenied)).await;
+        assert_eq!((denied, eacces), (1, 1));
+    }
+
+    /// Retry table, row 5: a timeout or an answer this client does not understand.
+    #[tokio::test(start_paused = true)]
+    async fn no_retry_on_protocol_errors() {
+        assert_eq!(attempts_on(|| Error::protocol("timed out")).await, 1);
+    }
+
+    /// A retried failure that clears: the next attempt's success is returned.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_connection_then_success_succeeds() {
+        let attempts = std::cell::Cell::new(0);
+        let got = with_retries(3, Duration::from_millis(100), || {
+            attempts.set(attempts.get() + 1);
+            let n = attempts.get();
+            async move {
+                match n {
+                    1 => Err(not_running(std::io::ErrorKind::ConnectionRefused)),
+                    _ => Ok(n),
+                }
+            }
+        })
+        .await;
+        assert_eq!(got.ok(), Some(2));
     }
 
     #[test]

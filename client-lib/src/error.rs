@@ -14,7 +14,7 @@ const MAX_AGENT_MESSAGE_CHARS: usize = 300;
 ///
 /// | variant | typical cause | what to do |
 /// | --- | --- | --- |
-/// | [`AgentNotRunning`](Error::AgentNotRunning) | socket missing, connection refused | start `ecs-credential-agent`, check the socket path |
+/// | [`AgentNotRunning`](Error::AgentNotRunning) | socket missing (not retried), connection refused (retried) | start `ecs-credential-agent`, check the socket path |
 /// | [`PermissionDenied`](Error::PermissionDenied) | socket not accessible (`EACCES`), or the agent answered `403 Forbidden` | run as an allowed uid/gid, or allow this one in the agent's config |
 /// | [`UnsafeSocketPath`](Error::UnsafeSocketPath) | a directory or link on the socket path belongs to another non-root user, or others may write to a directory on it ([`crate::path_check`]) | fix the path's ownership and modes, or use the default path |
 /// | [`Unavailable`](Error::Unavailable) | the agent answered `503` (starting, no RAM role attached, metadata service unreachable, …) after the client's retries | read the message; retry later; check the RAM role |
@@ -27,7 +27,8 @@ const MAX_AGENT_MESSAGE_CHARS: usize = 300;
 #[non_exhaustive]
 pub enum Error {
     /// The agent's socket could not be reached: it does not exist, nothing listens on it, or it
-    /// is not a socket. Transient cases (missing, refused) were retried first.
+    /// is not a socket. A refused connection was retried first; a missing socket was not (see
+    /// the [retry table](crate#retries)).
     #[error("cannot connect to socket {}: is ecs-credential-agent running?", path.display())]
     AgentNotRunning {
         /// The socket path tried.
@@ -97,14 +98,14 @@ impl Error {
         }
     }
 
-    /// Whether trying again shortly may help: the agent is restarting (socket missing or
-    /// refusing) or answered `503`.
+    /// Whether trying again shortly may help, because a restarting or starting agent explains
+    /// the failure: a socket nobody listens on (`ECONNREFUSED`) or a `503`. The
+    /// [retry table](crate#retries) says why each case is retried or not.
     pub(crate) fn is_transient(&self) -> bool {
         match self {
-            Error::AgentNotRunning { source, .. } => matches!(
-                source.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-            ),
+            Error::AgentNotRunning { source, .. } => {
+                source.kind() == io::ErrorKind::ConnectionRefused
+            }
             Error::Unavailable { .. } => true,
             Error::PermissionDenied { .. }
             | Error::UnsafeSocketPath { .. }
@@ -190,7 +191,8 @@ mod tests {
             path: path.clone(),
             source: io::Error::from(kind),
         };
-        assert!(not_running(io::ErrorKind::NotFound).is_transient());
+        // A missing socket means no agent (module docs of the crate, "Retries").
+        assert!(!not_running(io::ErrorKind::NotFound).is_transient());
         assert!(not_running(io::ErrorKind::ConnectionRefused).is_transient());
         assert!(!not_running(io::ErrorKind::InvalidInput).is_transient());
         assert!(Error::Unavailable {

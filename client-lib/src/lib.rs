@@ -15,15 +15,22 @@
 //! # Example
 //!
 //! ```no_run
-//! use secrecy::ExposeSecret;
+//! use ecs_credential_client::{Client, Error, ExposeSecret};
 //!
-//! # async fn run() -> Result<(), ecs_credential_client::Error> {
-//! let client = ecs_credential_client::Client::new();
-//! // Before each request to sign: cheap while cached.
-//! let creds = client.credentials().await?;
-//! println!("signing as {}", creds.access_key_id);
-//! let _secret: &str = creds.access_key_secret.expose_secret(); // only where you sign
-//! # Ok(()) }
+//! /// Before each request to sign: cheap while cached.
+//! async fn sign_request(client: &Client) -> Result<(), Error> {
+//!     let creds = client.credentials().await?;
+//!     println!("signing as {}", creds.access_key_id);
+//!     let _secret: &str = creds.access_key_secret.expose_secret(); // only where you sign
+//!     Ok(())
+//! }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let client = Client::new(); // one per process; clones share the cache
+//! if let Err(e) = sign_request(&client).await {
+//!     eprintln!("{e}"); // Display: one line saying what failed and what to do
+//! }
+//! # }
 //! ```
 //!
 //! Without an async runtime, use [`blocking::Client`] the same way. A runnable example is
@@ -45,16 +52,32 @@
 //!
 //! | [`Error`] | means | do |
 //! | --- | --- | --- |
-//! | [`Error::AgentNotRunning`] | no agent on the socket (after retries) | start the agent (`systemctl status ecs-credential-agent`), check the socket path |
+//! | [`Error::AgentNotRunning`] | no agent on the socket (see [Retries](#retries)) | start the agent (`systemctl status ecs-credential-agent`), check the socket path |
 //! | [`Error::PermissionDenied`] | socket not accessible, or the agent refuses this uid/gid | run as an allowed user, or allow it in the agent's config |
 //! | [`Error::UnsafeSocketPath`] | another non-root user owns a directory or link on the socket path, or others may write to a directory on it, so it could lead to a fake agent | fix the path's ownership and modes (see [`path_check`]), or use the default path |
 //! | [`Error::Unavailable`] | agent up, but no valid credentials (starting, no RAM role attached, metadata service unreachable) | read the message; retry later; attach a RAM role |
 //! | [`Error::Protocol`] | timeout, or an answer this client does not understand | check client and agent versions; report a bug |
 //!
-//! Transient failures (socket missing, connection refused, `503`) are retried
-//! [`ClientBuilder::unavailable_retries`] times with doubling pauses from
-//! [`ClientBuilder::retry_backoff`], which covers an agent restart. No error message ever
-//! contains a secret.
+//! No error message ever contains a secret.
+//!
+//! # Retries
+//!
+//! A fetch is retried only when a restarting or starting agent explains the failure:
+//! [`ClientBuilder::unavailable_retries`] times (default [`DEFAULT_UNAVAILABLE_RETRIES`]), with
+//! pauses doubling from [`ClientBuilder::retry_backoff`] (default [`DEFAULT_RETRY_BACKOFF`]).
+//!
+//! | failure | retried | why |
+//! | --- | --- | --- |
+//! | the socket, or a directory on its path, does not exist (`ENOENT`) | no: [`Error::AgentNotRunning`] at once | no agent is running: the agent removes its socket when it stops, so that clients fail fast, and under socket activation (the shipped units) systemd keeps the socket in place across restarts, with requests queued |
+//! | connection refused (`ECONNREFUSED`: a socket file nobody listens on) | yes | an agent that crashed or was killed left its socket; the next one, started by its supervisor, replaces it |
+//! | `503` (`CredentialsUnavailable`, `TooManyConnections`) | yes | the agent is starting and has no credentials yet, or is briefly full |
+//! | `EACCES`, `403`, an unsafe socket path | no | retrying cannot change who this process is or who owns the path |
+//! | timeout, malformed answer, other status | no | a bug or version mismatch; waiting again would double the delay |
+//!
+//! So `get` or an application started while no agent runs fails within a few system calls.
+//! One consequence: an agent restarted *without* socket activation (`serve` run by hand, or a
+//! unit without the `.socket`) has no socket between stopping and binding again, and requests
+//! made in that moment fail; run it socket-activated for restarts that lose no request.
 //!
 //! # Socket path
 //!
@@ -84,6 +107,9 @@
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
+// Doc tests (these docs' and the README's, below) fail on any warning, such as an unused
+// import: `cargo test --workspace` runs them, in CI too.
+#![doc(test(attr(deny(warnings))))]
 
 pub mod blocking;
 mod client;
@@ -94,6 +120,12 @@ mod transport;
 
 #[cfg(test)]
 mod tests;
+
+/// The repository's README, whose `rust` blocks run as this crate's doc tests, so its
+/// example compiles, without a warning, against this version of the crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+mod readme {}
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -1,7 +1,10 @@
 //! `ecs-metadata-emulator`: runs the ECS metadata service emulator until interrupted.
 //!
-//! Prints `listening on http://ADDR` on stdout once bound, so scripts can read the port. See the
-//! library docs for the protocol and the `/_emulator/` control API.
+//! Prints `listening on http://ADDR` on stdout once bound, so scripts can read the port, and
+//! runs until Ctrl-C (SIGINT). See the library docs for the protocol and the `/_emulator/`
+//! control API, and the README's "The emulator on its own" for running the agent against it
+//! (`cargo run -p ecs-metadata-emulator -- --listen 127.0.0.1:9100`, then
+//! `ecs-credential-agent serve --endpoint http://127.0.0.1:9100`).
 
 use std::io::Write;
 use std::net::SocketAddr;
