@@ -193,7 +193,10 @@ async fn watchdog_pings_stop_when_the_server_loop_is_wedged() {
     // agent says it withholds the pings.
     assert!(
         agent
-            .wait_for_log("test hook: wedging the accept loop", Duration::from_secs(60))
+            .wait_for_log(
+                "test hook: wedging the accept loop",
+                Duration::from_secs(60)
+            )
             .await,
         "{}",
         agent.logs()
