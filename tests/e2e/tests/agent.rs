@@ -644,10 +644,11 @@ async fn a_second_signal_ends_a_drain_held_up_by_a_stalled_client() {
         .write_all(b"GET /v1/health HTTP/1.1\r\n")
         .await
         .unwrap();
-    // Left a fixed wait: the agent exposes no sign that it accepted a connection that has not
-    // sent a whole request (no open-connections gauge, no log line). A max_connections = 1
-    // probe was tried and is racy: the harness's own earlier connections hold the slot a moment.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Accepted before the signal: one accept loop takes connections from the listener's queue
+    // in order, so once a request on a later connection is answered, the stalled one was
+    // accepted (and is tracked by the drain).
+    let probe = agent.get("/v1/health").await;
+    assert_eq!(probe.status, 200, "{probe:?}");
     let pid = nix::unistd::Pid::from_raw(agent.child.id() as i32);
     nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
     // Draining: the socket file is gone at once, so new clients fail fast.

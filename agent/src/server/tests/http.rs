@@ -237,7 +237,8 @@ async fn beyond_max_connections_gets_503_at_once() {
     r.assert_error(503, "TooManyConnections");
     assert_eq!(r.header("connection"), Some("close"));
     assert!(
-        started.elapsed() < Duration::from_millis(900),
+        // Well below the 5 s it would take to wait for a slot, a head or credentials.
+        started.elapsed() < Duration::from_secs(3),
         "answered at once"
     );
     assert!(h
@@ -246,13 +247,14 @@ async fn beyond_max_connections_gets_503_at_once() {
         .contains("ecs_credential_agent_connections_rejected_total 1\n"));
     drop(first);
     // The slot frees once the server notices the close.
-    for _ in 0..100 {
-        if h.get("/v1/health").await.status == 200 {
-            return;
-        }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while h.get("/v1/health").await.status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed connection's slot was not released within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("the closed connection's slot was never released");
 }
 
 /// Regression (hostile-clients suite): in a burst beyond `max_connections`, connections past
