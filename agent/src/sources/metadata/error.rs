@@ -62,8 +62,8 @@ pub enum MetadataError {
     /// `[metadata] endpoint`, or a proxy or captive portal in the way. `shape` describes what
     /// came (status, `Content-Type`, length), never its content. Not transient.
     #[error(
-        "{endpoint} does not answer like the ECS metadata service: {shape} (on {method} {path}); \
-         check [metadata] endpoint (on ECS it is {DEFAULT_ENDPOINT})"
+        "{endpoint} does not answer like the ECS metadata service: {shape} in answer to \
+         {method} {path}; check [metadata] endpoint (on ECS it is {DEFAULT_ENDPOINT})"
     )]
     NotMetadataService {
         /// The configured endpoint.

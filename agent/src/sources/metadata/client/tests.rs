@@ -448,7 +448,7 @@ fn assert_not_the_service(err: &MetadataError, endpoint: &str, shape: &str, requ
     let text = err.to_string();
     let expected = format!("{endpoint} does not answer like the ECS metadata service: {shape}");
     assert!(text.starts_with(&expected), "{text}\nexpected: {expected}");
-    assert!(text.contains(&format!("(on {request})")), "{text}");
+    assert!(text.contains(&format!(" in answer to {request}; ")), "{text}");
     assert!(
         text.ends_with("check [metadata] endpoint (on ECS it is http://100.100.100.200)"),
         "{text}"
