@@ -30,7 +30,7 @@ fuzz_target!(|body: &[u8]| {
             input.extend_from_slice(MARKER);
         }
         input.extend_from_slice(body);
-        match parse_token(&input, "/token") {
+        match parse_token(&input) {
             Ok(token) => {
                 let t = token.expose_secret();
                 assert_eq!(t.as_bytes(), input.trim_ascii());

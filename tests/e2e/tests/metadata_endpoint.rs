@@ -57,8 +57,14 @@ fn assert_says_what_to_do_and_quotes_nothing(logs: &str) {
         line.contains("check [metadata] endpoint (on ECS it is http://100.100.100.200)"),
         "{line}"
     );
-    assert!(!logs.contains(MARKER), "the peer's bytes reached the logs:\n{logs}");
-    assert!(!logs.contains("Welcome"), "the page reached the logs:\n{logs}");
+    assert!(
+        !logs.contains(MARKER),
+        "the peer's bytes reached the logs:\n{logs}"
+    );
+    assert!(
+        !logs.contains("Welcome"),
+        "the page reached the logs:\n{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,6 +87,9 @@ async fn an_html_page_answered_to_the_token_put_is_named_by_its_shape() {
     let shape = "HTTP 200 with Content-Type text/html";
     let logs = wait_not_the_service(&agent, &endpoint, shape).await;
     assert_says_what_to_do_and_quotes_nothing(&logs);
-    assert!(logs.contains("an HTML page instead of a metadata token"), "{logs}");
+    assert!(
+        logs.contains("an HTML page instead of a metadata token"),
+        "{logs}"
+    );
     assert!(!logs.contains("not allowed in a header"), "{logs}");
 }

@@ -184,7 +184,10 @@ impl Client {
             .build()
             .map_err(|e| MetadataError::Unreachable {
                 endpoint: endpoint.clone(),
-                reason: format!("cannot set up the HTTP client: {}", transport::innermost(&e)),
+                reason: format!(
+                    "cannot set up the HTTP client: {}",
+                    transport::innermost(&e)
+                ),
             })?;
         let ttl_secs = config.token_ttl.as_secs().clamp(1, MAX_TOKEN_TTL.as_secs());
         Ok(Client {

@@ -85,8 +85,10 @@ pub enum MetadataError {
         /// The limit that passed.
         after: Duration,
     },
-    /// The response was not what the protocol documents: HTML instead of JSON, a missing or
-    /// empty field, `Code` other than `Success`, a bad time format, a body over the size cap.
+    /// The response was not what the protocol documents: malformed JSON, a missing or empty
+    /// field, `Code` other than `Success`, a bad time format, a body over the size cap, a role
+    /// list that holds no role name. (An HTML page or an answer that is not HTTP is
+    /// [`NotMetadataService`](MetadataError::NotMetadataService).)
     #[error("invalid response from the metadata service on {path}: {what}")]
     InvalidResponse {
         /// Request path.

@@ -97,11 +97,7 @@ pub fn describe_answer(status: u16, content_type: Option<&str>, body_len: usize)
 ///
 /// # Errors
 /// The [`Shape`] "an HTML page instead of {expected}".
-pub fn reject_html(
-    content_type: Option<&str>,
-    body: &[u8],
-    expected: &str,
-) -> Result<(), Shape> {
+pub fn reject_html(content_type: Option<&str>, body: &[u8], expected: &str) -> Result<(), Shape> {
     let html_type = content_type.is_some_and(|t| {
         t.trim_start()
             .get(..9)

@@ -448,7 +448,10 @@ fn assert_not_the_service(err: &MetadataError, endpoint: &str, shape: &str, requ
     let text = err.to_string();
     let expected = format!("{endpoint} does not answer like the ECS metadata service: {shape}");
     assert!(text.starts_with(&expected), "{text}\nexpected: {expected}");
-    assert!(text.contains(&format!(" in answer to {request}; ")), "{text}");
+    assert!(
+        text.contains(&format!(" in answer to {request}; ")),
+        "{text}"
+    );
     assert!(
         text.ends_with("check [metadata] endpoint (on ECS it is http://100.100.100.200)"),
         "{text}"
@@ -495,7 +498,11 @@ async fn html_page_with_200_to_the_token_put_is_not_the_service() {
                  an HTML page instead of a metadata token";
     assert_not_the_service(&err, &server.endpoint(), shape, "PUT /latest/api/token");
     assert!(!err.to_string().contains("header"), "{err}");
-    assert_eq!(calls(&server), ["PUT /latest/api/token"], "never used as a token");
+    assert_eq!(
+        calls(&server),
+        ["PUT /latest/api/token"],
+        "never used as a token"
+    );
 }
 
 #[tokio::test]
@@ -530,7 +537,8 @@ async fn html_role_list_with_200_is_not_the_service() {
     let page = reply(200, "text/html", b"<html>MARKER portal</html>");
     let (result, server) = fetch_with(vec![token(TOKEN_1), page], |_| {}).await;
     let err = result.unwrap_err();
-    let shape = "HTTP 200 with Content-Type text/html, 26 bytes: an HTML page instead of a role name";
+    let shape =
+        "HTTP 200 with Content-Type text/html, 26 bytes: an HTML page instead of a role name";
     let list = "GET /latest/meta-data/ram/security-credentials/";
     assert_not_the_service(&err, &server.endpoint(), shape, list);
 }

@@ -69,9 +69,7 @@ pub(super) fn classify(
 
 /// The first [`hyper::Error`] in `e`'s source chain that is a parse error: the peer's bytes
 /// are not an HTTP/1.1 response (bad status line, version, header, or a head too large).
-pub(super) fn hyper_parse_error<'a>(
-    e: &'a (dyn StdError + 'static),
-) -> Option<&'a hyper::Error> {
+pub(super) fn hyper_parse_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a hyper::Error> {
     let mut cause = Some(e);
     while let Some(current) = cause {
         if let Some(hyper) = current.downcast_ref::<hyper::Error>() {

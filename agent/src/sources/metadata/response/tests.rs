@@ -406,14 +406,25 @@ fn answers_are_described_by_shape_never_content() {
         "HTTP 200 with no Content-Type, 0 bytes"
     );
     // A Content-Type is the peer's choice: anything but a plain media type is not repeated.
-    for odd in ["MARKER \u{1b}[31m", "text/html\r\nX: y", "", &"a".repeat(65)] {
+    for odd in [
+        "MARKER \u{1b}[31m",
+        "text/html\r\nX: y",
+        "",
+        &"a".repeat(65),
+    ] {
         let text = describe_answer(200, Some(odd), 1);
-        assert_eq!(text, "HTTP 200 with an unusual Content-Type, 1 byte", "{odd:?}");
+        assert_eq!(
+            text, "HTTP 200 with an unusual Content-Type, 1 byte",
+            "{odd:?}"
+        );
     }
 }
 
 #[test]
 fn html_shape_names_what_was_expected() {
     let shape = reject_html(Some("text/html"), b"<p>MARKER</p>", "a metadata token").unwrap_err();
-    assert_eq!(shape.to_string(), "an HTML page instead of a metadata token");
+    assert_eq!(
+        shape.to_string(),
+        "an HTML page instead of a metadata token"
+    );
 }
