@@ -61,7 +61,7 @@ use crate::time::SharedTimeSource;
 /// | `GET` | 429, 5xx | `Unavailable`, transient |
 /// | any | refused, unreachable, connect timeout, reset | [`Unreachable`](MetadataError::Unreachable), transient |
 /// | any | connected, but the answer is not HTTP | `NotMetadataService` |
-/// | `GET` | 200 with an HTML page | `NotMetadataService` |
+/// | `GET` | 200 with an HTML page, or a role list that is not a single role name | `NotMetadataService` |
 /// | any | no answer within `read_timeout` or the deadline | [`Timeout`](MetadataError::Timeout), transient |
 /// | any | body over 64 KiB, bad JSON or fields | [`InvalidResponse`](MetadataError::InvalidResponse) |
 #[derive(Debug)]
@@ -218,8 +218,8 @@ impl Client {
             None => {
                 let answer = self.get(ROLE_LIST_PATH, &mut token, None).await?;
                 response::reject_html(answer.content_type.as_deref(), &answer.body, "a role name")
-                    .map_err(|shape| self.not_the_service("GET", ROLE_LIST_PATH, &answer, shape))?;
-                response::parse_role_name(&answer.body, ROLE_LIST_PATH)?
+                    .and_then(|()| response::parse_role_name(&answer.body))
+                    .map_err(|shape| self.not_the_service("GET", ROLE_LIST_PATH, &answer, shape))?
             }
         };
         let path = format!("{ROLE_LIST_PATH}{role_name}");

@@ -140,29 +140,28 @@ pub fn parse_token(body: &[u8]) -> Result<SecretString, Shape> {
 }
 
 /// Parses the role list body: the first non-empty line, trimmed, checked by
-/// [`check_role_name`].
+/// [`check_role_name`]. (The service lists at most one role, and answers 404 when none is
+/// attached: `docs/metadata-service.md` §Paths.)
 ///
 /// # Errors
-/// [`MetadataError::InvalidResponse`] when the body is not UTF-8, holds no role name, or the
-/// name is not a plausible RAM role name.
-pub fn parse_role_name(body: &[u8], path: &str) -> Result<String, MetadataError> {
-    let text = std::str::from_utf8(body).map_err(|_| invalid(path, "role name is not UTF-8"))?;
+/// The [`Shape`] of the body when it is not UTF-8, holds no role name, or its first line is not
+/// a plausible RAM role name; described by length, never quoted.
+pub fn parse_role_name(body: &[u8]) -> Result<String, Shape> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Shape("a role list that is not UTF-8 text".to_owned()))?;
     let name = text
         .lines()
         .map(str::trim)
         .find(|line| !line.is_empty())
-        .ok_or_else(|| invalid(path, "empty role list: no RAM role attached?"))?;
+        .ok_or_else(|| Shape("an empty role list (no RAM role attached?)".to_owned()))?;
     // The line came from the network and could be anything (a page, a misrouted credential
     // body): describe it, never quote it.
     check_role_name(name).map_err(|_| {
-        invalid(
-            path,
-            format!(
-                "the first line of the role list ({} characters) is not a RAM role name \
-                 (1 to {MAX_ROLE_NAME_CHARS} letters, digits, '.', '-' or '_')",
-                name.chars().count()
-            ),
-        )
+        Shape(format!(
+            "a role list that is not a single role name: its first line ({} characters) is not \
+             a RAM role name (1 to {MAX_ROLE_NAME_CHARS} letters, digits, '.', '-' or '_')",
+            name.chars().count()
+        ))
     })?;
     Ok(name.to_owned())
 }

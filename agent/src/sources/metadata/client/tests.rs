@@ -561,14 +561,14 @@ async fn oversized_bodies_are_refused() {
 }
 
 #[tokio::test]
-async fn implausible_discovered_role_name_is_invalid_response() {
+async fn implausible_discovered_role_name_is_not_the_service() {
     let list = reply(200, "text/plain", b"../../api/token\n");
     let (result, server) = fetch_with(vec![token(TOKEN_1), list], |_| {}).await;
     let err = result.unwrap_err();
-    assert!(
-        matches!(err, MetadataError::InvalidResponse { .. }),
-        "{err:?}"
-    );
+    let shape = "HTTP 200 with Content-Type text/plain, 16 bytes: \
+                 a role list that is not a single role name: its first line (15 characters)";
+    let list = "GET /latest/meta-data/ram/security-credentials/";
+    assert_not_the_service(&err, &server.endpoint(), shape, list);
     assert_eq!(
         server.requests().len(),
         2,
