@@ -58,7 +58,7 @@ pub enum MetadataError {
         reason: String,
     },
     /// Connected, but the peer does not answer like the ECS metadata service: not HTTP at all,
-    /// an HTML page with 200, or a metadata token of the wrong shape. Usually a wrong
+    /// an HTML page with 200, a metadata token or role list of the wrong shape. Usually a wrong
     /// `[metadata] endpoint`, or a proxy or captive portal in the way. `shape` describes what
     /// came (status, `Content-Type`, length), never its content. Not transient.
     #[error(
@@ -86,9 +86,9 @@ pub enum MetadataError {
         after: Duration,
     },
     /// The response was not what the protocol documents: malformed JSON, a missing or empty
-    /// field, `Code` other than `Success`, a bad time format, a body over the size cap, a role
-    /// list that holds no role name. (An HTML page or an answer that is not HTTP is
-    /// [`NotMetadataService`](MetadataError::NotMetadataService).)
+    /// field, `Code` other than `Success`, a bad time format, a body over the size cap. (An
+    /// HTML page, an answer that is not HTTP, or a metadata token or role list of the wrong
+    /// shape is [`NotMetadataService`](MetadataError::NotMetadataService).)
     #[error("invalid response from the metadata service on {path}: {what}")]
     InvalidResponse {
         /// Request path.
