@@ -420,6 +420,16 @@ fn rows() -> Vec<Row> {
             ),
         ),
         fault_row(
+            "HTML page to the token PUT with 200",
+            spec(
+                tok,
+                Fault::HtmlWith200,
+                Cold,
+                Unavailable,
+                "does not answer like the ECS metadata service: HTTP 200 with Content-Type text/html",
+            ),
+        ),
+        fault_row(
             "HTML role list with 200",
             spec(
                 Endpoint::RoleList,

@@ -44,7 +44,8 @@ use crate::time::SharedTimeSource;
 ///
 /// | request | answer | outcome |
 /// |---|---|---|
-/// | token `PUT` | 200 | token cached for its TTL |
+/// | token `PUT` | 200 with a plain-text token | token cached for its TTL |
+/// | token `PUT` | 200 with an HTML page, an empty token, a token over 1 KiB or not printable ASCII | [`NotMetadataService`](MetadataError::NotMetadataService) |
 /// | token `PUT` | 400 | [`Rejected`](MetadataError::Rejected), no retry |
 /// | token `PUT` | 403 | [`TokenRefused`](MetadataError::TokenRefused) ("metadata token refused") |
 /// | token `PUT` | 405, other 3xx/4xx, 2xx other than 200 | `Rejected`, no retry |
@@ -59,8 +60,10 @@ use crate::time::SharedTimeSource;
 /// | `GET` | 400, 405, other 3xx/4xx, 2xx other than 200 | `Rejected` |
 /// | `GET` | 429, 5xx | `Unavailable`, transient |
 /// | any | refused, unreachable, connect timeout, reset | [`Unreachable`](MetadataError::Unreachable), transient |
+/// | any | connected, but the answer is not HTTP | `NotMetadataService` |
+/// | `GET` | 200 with an HTML page, or a role list that is not a single role name | `NotMetadataService` |
 /// | any | no answer within `read_timeout` or the deadline | [`Timeout`](MetadataError::Timeout), transient |
-/// | any | body over 64 KiB, HTML, bad JSON or fields | [`InvalidResponse`](MetadataError::InvalidResponse) |
+/// | any | body over 64 KiB, bad JSON or fields | [`InvalidResponse`](MetadataError::InvalidResponse) |
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
@@ -181,7 +184,10 @@ impl Client {
             .build()
             .map_err(|e| MetadataError::Unreachable {
                 endpoint: endpoint.clone(),
-                reason: format!("cannot set up the HTTP client: {}", innermost(&e)),
+                reason: format!(
+                    "cannot set up the HTTP client: {}",
+                    transport::innermost(&e)
+                ),
             })?;
         let ttl_secs = config.token_ttl.as_secs().clamp(1, MAX_TOKEN_TTL.as_secs());
         Ok(Client {
@@ -211,14 +217,15 @@ impl Client {
             Some(role) => role.clone(),
             None => {
                 let answer = self.get(ROLE_LIST_PATH, &mut token, None).await?;
-                let content_type = answer.content_type.as_deref();
-                response::reject_html(content_type, &answer.body, "a role name", ROLE_LIST_PATH)?;
-                response::parse_role_name(&answer.body, ROLE_LIST_PATH)?
+                response::reject_html(answer.content_type.as_deref(), &answer.body, "a role name")
+                    .and_then(|()| response::parse_role_name(&answer.body))
+                    .map_err(|shape| self.not_the_service("GET", ROLE_LIST_PATH, &answer, shape))?
             }
         };
         let path = format!("{ROLE_LIST_PATH}{role_name}");
         let answer = self.get(&path, &mut token, Some(&role_name)).await?;
-        response::reject_html(answer.content_type.as_deref(), &answer.body, "JSON", &path)?;
+        response::reject_html(answer.content_type.as_deref(), &answer.body, "JSON")
+            .map_err(|shape| self.not_the_service("GET", &path, &answer, shape))?;
         let credentials = response::parse_credentials(&answer.body, self.time.now(), &path)?;
         tracing::debug!(
             role_name,
@@ -257,7 +264,10 @@ impl Client {
         let header = (TOKEN_TTL_HEADER, HeaderValue::from(ttl_secs));
         let answer = self.send(Method::PUT, TOKEN_PATH, Some(header)).await?;
         classify_token_put(answer.status)?;
-        let token = response::parse_token(&answer.body, TOKEN_PATH)?;
+        let content_type = answer.content_type.as_deref();
+        let token = response::reject_html(content_type, &answer.body, "a metadata token")
+            .and_then(|()| response::parse_token(&answer.body))
+            .map_err(|shape| self.not_the_service("PUT", TOKEN_PATH, &answer, shape))?;
         tracing::debug!(
             token_len = token.expose_secret().len(),
             ttl_secs,
@@ -315,8 +325,8 @@ impl Client {
             let response = request
                 .send()
                 .await
-                .map_err(|e| self.transport_error(&e, path))?;
-            self.read_answer(response, path).await
+                .map_err(|e| self.transport_error(&e, &method, path))?;
+            self.read_answer(response, &method, path).await
         };
         let result = match tokio::time::timeout(self.deadline, exchange).await {
             Ok(result) => result,
@@ -349,6 +359,7 @@ impl Client {
     async fn read_answer(
         &self,
         mut response: reqwest::Response,
+        method: &Method,
         path: &str,
     ) -> Result<Answer, MetadataError> {
         let status = response.status().as_u16();
@@ -384,7 +395,7 @@ impl Client {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| self.transport_error(&e, path))?
+            .map_err(|e| self.transport_error(&e, method, path))?
         {
             response::append_capped(&mut body, &chunk, path)?;
         }
@@ -396,27 +407,30 @@ impl Client {
         })
     }
 
-    fn transport_error(&self, e: &reqwest::Error, path: &str) -> MetadataError {
-        if e.is_connect() {
-            let reason = if e.is_timeout() {
-                format!("no connection within {:?}", self.connect_timeout)
-            } else {
-                innermost(e)
-            };
-            MetadataError::Unreachable {
-                endpoint: self.endpoint.clone(),
-                reason,
-            }
-        } else if e.is_timeout() {
-            MetadataError::Timeout {
-                path: path.to_owned(),
-                after: self.read_timeout,
-            }
-        } else {
-            MetadataError::Unreachable {
-                endpoint: self.endpoint.clone(),
-                reason: format!("connection failed during {path}: {}", innermost(e)),
-            }
+    /// The error for a transport failure `e` of `method path` ([`transport::classify`]).
+    fn transport_error(&self, e: &reqwest::Error, method: &Method, path: &str) -> MetadataError {
+        let limits = transport::Limits {
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+        };
+        transport::classify(e, &self.endpoint, method, path, limits)
+    }
+
+    /// [`MetadataError::NotMetadataService`] for `answer` to `method path`, of `shape`.
+    fn not_the_service(
+        &self,
+        method: &'static str,
+        path: &str,
+        answer: &Answer,
+        shape: response::Shape,
+    ) -> MetadataError {
+        let content_type = answer.content_type.as_deref();
+        let answered = response::describe_answer(answer.status, content_type, answer.body.len());
+        MetadataError::NotMetadataService {
+            endpoint: self.endpoint.clone(),
+            method,
+            path: path.to_owned(),
+            shape: format!("{answered}: {shape}"),
         }
     }
 }
@@ -476,14 +490,7 @@ pub fn parse_endpoint(endpoint: &str) -> Result<String, MetadataError> {
     Ok(url.origin().ascii_serialization())
 }
 
-/// The innermost cause of `e` (e.g. "Connection refused (os error 111)").
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
+mod transport;
 
 #[cfg(test)]
 mod tests;

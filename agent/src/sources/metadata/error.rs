@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::config::DEFAULT_ENDPOINT;
 use crate::credentials::{SourceError, Unavailable};
 
 /// What went wrong talking to the metadata service. `Display` is one short line for logs and
@@ -47,13 +48,34 @@ pub enum MetadataError {
         /// HTTP status code.
         status: u16,
     },
-    /// Could not connect (refused, unreachable, connect timeout).
+    /// Could not connect (refused, unreachable, connect timeout), or the connection broke
+    /// before a whole answer came (reset, closed).
     #[error("cannot connect to the metadata service at {endpoint}: {reason}")]
     Unreachable {
         /// The configured endpoint.
         endpoint: String,
         /// What the connection attempt reported.
         reason: String,
+    },
+    /// Connected, but the peer does not answer like the ECS metadata service: not HTTP at all,
+    /// an HTML page with 200, a metadata token or role list of the wrong shape. Usually a wrong
+    /// `[metadata] endpoint`, or a proxy or captive portal in the way. `shape` describes what
+    /// came (status, `Content-Type`, length), never its content. Not transient.
+    #[error(
+        "{endpoint} does not answer like the ECS metadata service: {shape} in answer to \
+         {method} {path}; check [metadata] endpoint (on ECS it is {DEFAULT_ENDPOINT})"
+    )]
+    NotMetadataService {
+        /// The configured endpoint.
+        endpoint: String,
+        /// HTTP method of the request answered so.
+        method: &'static str,
+        /// Request path (the role name may appear; it is not secret).
+        path: String,
+        /// What the answer looked like, e.g. "not HTTP (invalid HTTP version parsed)" or
+        /// "HTTP 200 with Content-Type text/html, 35 bytes: an HTML page instead of a
+        /// metadata token".
+        shape: String,
     },
     /// Connected, but the response did not arrive in time.
     #[error("metadata service did not answer {path} within {0:?}", .after)]
@@ -63,8 +85,10 @@ pub enum MetadataError {
         /// The limit that passed.
         after: Duration,
     },
-    /// The response was not what the protocol documents: HTML instead of JSON, a missing or
-    /// empty field, `Code` other than `Success`, a bad time format, a body over the size cap.
+    /// The response was not what the protocol documents: malformed JSON, a missing or empty
+    /// field, `Code` other than `Success`, a bad time format, a body over the size cap. (An
+    /// HTML page, an answer that is not HTTP, or a metadata token or role list of the wrong
+    /// shape is [`NotMetadataService`](MetadataError::NotMetadataService).)
     #[error("invalid response from the metadata service on {path}: {what}")]
     InvalidResponse {
         /// Request path.
@@ -101,8 +125,8 @@ fn role_hint(role: &Option<String>) -> String {
 impl MetadataError {
     /// A fixed word per variant, for the `result` label of the refresh metric and for health
     /// output: `token_refused`, `hardened_mode_required`, `token_rejected`,
-    /// `role_not_attached`, `rejected`, `unavailable`, `unreachable`, `timeout`,
-    /// `invalid_response`, `invalid_config`, `expired_on_arrival`.
+    /// `role_not_attached`, `rejected`, `unavailable`, `unreachable`, `not_metadata_service`,
+    /// `timeout`, `invalid_response`, `invalid_config`, `expired_on_arrival`.
     pub fn kind(&self) -> &'static str {
         match self {
             MetadataError::TokenRefused { .. } => "token_refused",
@@ -112,6 +136,7 @@ impl MetadataError {
             MetadataError::Rejected { .. } => "rejected",
             MetadataError::Unavailable { .. } => "unavailable",
             MetadataError::Unreachable { .. } => "unreachable",
+            MetadataError::NotMetadataService { .. } => "not_metadata_service",
             MetadataError::Timeout { .. } => "timeout",
             MetadataError::InvalidResponse { .. } => "invalid_response",
             MetadataError::InvalidConfig { .. } => "invalid_config",

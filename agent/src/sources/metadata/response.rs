@@ -53,18 +53,51 @@ pub fn body_too_large(path: &str) -> MetadataError {
     invalid(path, format!("body larger than {MAX_BODY_BYTES} bytes"))
 }
 
+/// The longest metadata token accepted, in bytes. The documentation gives no length (tokens
+/// seen are tens of characters); this bound keeps a page answered as plain text from being sent
+/// back as a header.
+pub const MAX_TOKEN_BYTES: usize = 1_024;
+
+/// How an answer differs from what the metadata service sends, in words that never quote the
+/// answer, e.g. "an HTML page instead of JSON". [`describe_answer`] gives the rest of the
+/// picture (status, `Content-Type`, length).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape(pub String);
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Describes an answer by its shape alone: `HTTP 200 with Content-Type text/html, 35 bytes`.
+/// The `Content-Type` is shown without parameters, and only when it looks like a media type
+/// (at most 64 characters of letters, digits and `!#$&^_.+-/`); otherwise "an unusual
+/// Content-Type". The body is never quoted.
+pub fn describe_answer(status: u16, content_type: Option<&str>, body_len: usize) -> String {
+    let media_type = content_type.map(|t| t.split(';').next().unwrap_or("").trim());
+    let is_plain = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 64
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-/".contains(&b))
+    };
+    let content_type = match media_type {
+        None => "no Content-Type".to_owned(),
+        Some(t) if is_plain(t) => format!("Content-Type {t}"),
+        Some(_) => "an unusual Content-Type".to_owned(),
+    };
+    let unit = if body_len == 1 { "byte" } else { "bytes" };
+    format!("HTTP {status} with {content_type}, {body_len} {unit}")
+}
+
 /// Rejects an HTML page (a `Content-Type` of `text/html`, or a body whose first non-blank byte
-/// is `<`), as the metadata service sends for a 404 or from an intercepting proxy. `expected`
-/// names what was wanted instead, e.g. `"JSON"`.
+/// is `<`), as a captive portal, a proxy's error page or a web server sends. `expected` names
+/// what was wanted instead, e.g. `"JSON"`.
 ///
 /// # Errors
-/// [`MetadataError::InvalidResponse`] "HTML page instead of {expected}".
-pub fn reject_html(
-    content_type: Option<&str>,
-    body: &[u8],
-    expected: &str,
-    path: &str,
-) -> Result<(), MetadataError> {
+/// The [`Shape`] "an HTML page instead of {expected}".
+pub fn reject_html(content_type: Option<&str>, body: &[u8], expected: &str) -> Result<(), Shape> {
     let html_type = content_type.is_some_and(|t| {
         t.trim_start()
             .get(..9)
@@ -72,59 +105,63 @@ pub fn reject_html(
     });
     let html_body = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<');
     if html_type || html_body {
-        return Err(invalid(path, format!("HTML page instead of {expected}")));
+        return Err(Shape(format!("an HTML page instead of {expected}")));
     }
     Ok(())
 }
 
 /// Parses the body of a 200 on the token `PUT`: the metadata token as plain text, trimmed.
-/// It must be non-empty visible ASCII, since it is sent back in a header.
+/// It must be non-empty visible ASCII of at most [`MAX_TOKEN_BYTES`], since it is sent back in
+/// a header (`docs/metadata-service.md` §Token). HTML is checked apart ([`reject_html`]).
 ///
 /// # Errors
-/// [`MetadataError::InvalidResponse`] giving the token's length, never its value.
-pub fn parse_token(body: &[u8], path: &str) -> Result<SecretString, MetadataError> {
+/// The [`Shape`] of what came instead, giving the token's length, never its value.
+pub fn parse_token(body: &[u8]) -> Result<SecretString, Shape> {
     let trimmed = body.trim_ascii();
     if trimmed.is_empty() {
-        return Err(invalid(path, "empty metadata token"));
+        return Err(Shape("an empty metadata token".to_owned()));
+    }
+    if trimmed.len() > MAX_TOKEN_BYTES {
+        return Err(Shape(format!(
+            "a metadata token (token_len {}) longer than {MAX_TOKEN_BYTES} bytes",
+            trimmed.len()
+        )));
     }
     if !trimmed.iter().all(u8::is_ascii_graphic) {
-        return Err(invalid(
-            path,
-            format!(
-                "metadata token (token_len {}) has a character not allowed in a header",
-                trimmed.len()
-            ),
-        ));
+        return Err(Shape(format!(
+            "a metadata token (token_len {}) that is not printable ASCII",
+            trimmed.len()
+        )));
     }
     // Visible ASCII is UTF-8.
-    let text = std::str::from_utf8(trimmed).map_err(|_| invalid(path, "metadata token"))?;
+    let text = std::str::from_utf8(trimmed)
+        .map_err(|_| Shape("a metadata token that is not printable ASCII".to_owned()))?;
     Ok(SecretString::from(text))
 }
 
 /// Parses the role list body: the first non-empty line, trimmed, checked by
-/// [`check_role_name`].
+/// [`check_role_name`]. (The service lists at most one role, and answers 404 when none is
+/// attached: `docs/metadata-service.md` §Paths.)
 ///
 /// # Errors
-/// [`MetadataError::InvalidResponse`] when the body is not UTF-8, holds no role name, or the
-/// name is not a plausible RAM role name.
-pub fn parse_role_name(body: &[u8], path: &str) -> Result<String, MetadataError> {
-    let text = std::str::from_utf8(body).map_err(|_| invalid(path, "role name is not UTF-8"))?;
+/// The [`Shape`] of the body when it is not UTF-8, holds no role name, or its first line is not
+/// a plausible RAM role name; described by length, never quoted.
+pub fn parse_role_name(body: &[u8]) -> Result<String, Shape> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Shape("a role list that is not UTF-8 text".to_owned()))?;
     let name = text
         .lines()
         .map(str::trim)
         .find(|line| !line.is_empty())
-        .ok_or_else(|| invalid(path, "empty role list: no RAM role attached?"))?;
+        .ok_or_else(|| Shape("an empty role list (no RAM role attached?)".to_owned()))?;
     // The line came from the network and could be anything (a page, a misrouted credential
     // body): describe it, never quote it.
     check_role_name(name).map_err(|_| {
-        invalid(
-            path,
-            format!(
-                "the first line of the role list ({} characters) is not a RAM role name \
-                 (1 to {MAX_ROLE_NAME_CHARS} letters, digits, '.', '-' or '_')",
-                name.chars().count()
-            ),
-        )
+        Shape(format!(
+            "a role list that is not a single role name: its first line ({} characters) is not \
+             a RAM role name (1 to {MAX_ROLE_NAME_CHARS} letters, digits, '.', '-' or '_')",
+            name.chars().count()
+        ))
     })?;
     Ok(name.to_owned())
 }

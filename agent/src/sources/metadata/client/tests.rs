@@ -434,6 +434,115 @@ async fn html_page_with_200_is_invalid_response() {
     );
 }
 
+// ---- an endpoint that is not the metadata service ----
+
+/// Asserts `err` says `endpoint` is not the metadata service, with `shape`, the request, and
+/// what to do; and that it quotes nothing the peer sent (`MARKER`).
+fn assert_not_the_service(err: &MetadataError, endpoint: &str, shape: &str, request: &str) {
+    assert!(
+        matches!(err, MetadataError::NotMetadataService { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), "not_metadata_service");
+    assert!(!err.is_transient());
+    let text = err.to_string();
+    let expected = format!("{endpoint} does not answer like the ECS metadata service: {shape}");
+    assert!(text.starts_with(&expected), "{text}\nexpected: {expected}");
+    assert!(
+        text.contains(&format!(" in answer to {request}; ")),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("check [metadata] endpoint (on ECS it is http://100.100.100.200)"),
+        "{text}"
+    );
+    assert!(!text.contains("MARKER"), "the answer is quoted: {text}");
+    assert!(!text.contains("cannot connect"), "{text}");
+}
+
+#[tokio::test]
+async fn garbage_bytes_to_the_token_put_are_not_http() {
+    let garbage = Canned::Raw(b"SSH-2.0-MARKER_garbage \x01\x02\r\n");
+    let (result, server) = fetch_with(vec![garbage], |_| {}).await;
+    let err = result.unwrap_err();
+    let shape = "not HTTP (invalid HTTP version parsed)";
+    assert_not_the_service(&err, &server.endpoint(), shape, "PUT /latest/api/token");
+    assert_eq!(calls(&server), ["PUT /latest/api/token"]);
+}
+
+#[tokio::test]
+async fn garbage_bytes_to_a_get_are_not_http() {
+    let garbage = Canned::Raw(b"HTTP/1.1 MARKER\r\n\r\n");
+    let (result, server) = fetch_with(vec![token(TOKEN_1), garbage], |_| {}).await;
+    let err = result.unwrap_err();
+    let list = "GET /latest/meta-data/ram/security-credentials/";
+    assert_not_the_service(&err, &server.endpoint(), "not HTTP (", list);
+}
+
+#[tokio::test]
+async fn a_closed_connection_is_still_unreachable_not_garbage() {
+    // Nothing at all is not "not HTTP": the real service may reset a connection.
+    let (result, _server) = fetch_with(vec![Canned::Close], |_| {}).await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, MetadataError::Unreachable { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn html_page_with_200_to_the_token_put_is_not_the_service() {
+    let page = b"<html><body>MARKER hi</body></html>";
+    assert_eq!(page.len(), 35);
+    let script = vec![reply(200, "text/html", page), role(), credentials()];
+    let (result, server) = fetch_with(script, |_| {}).await;
+    let err = result.unwrap_err();
+    let shape = "HTTP 200 with Content-Type text/html, 35 bytes: \
+                 an HTML page instead of a metadata token";
+    assert_not_the_service(&err, &server.endpoint(), shape, "PUT /latest/api/token");
+    assert!(!err.to_string().contains("header"), "{err}");
+    assert_eq!(
+        calls(&server),
+        ["PUT /latest/api/token"],
+        "never used as a token"
+    );
+}
+
+#[tokio::test]
+async fn token_put_answers_of_the_wrong_shape_are_not_the_service() {
+    let long = vec![b'A'; 1_025];
+    let cases: [(Canned, &str); 3] = [
+        (
+            reply(200, "text/plain", b"MARKER is not a token"),
+            "HTTP 200 with Content-Type text/plain, 21 bytes: \
+             a metadata token (token_len 21) that is not printable ASCII",
+        ),
+        (
+            reply(200, "application/octet-stream", &long),
+            "HTTP 200 with Content-Type application/octet-stream, 1025 bytes: \
+             a metadata token (token_len 1025) longer than 1024 bytes",
+        ),
+        (
+            reply(200, "text/plain", b"\r\n"),
+            "HTTP 200 with Content-Type text/plain, 2 bytes: an empty metadata token",
+        ),
+    ];
+    for (canned, shape) in cases {
+        let (result, server) = fetch_with(vec![canned, role(), credentials()], |_| {}).await;
+        let err = result.unwrap_err();
+        assert_not_the_service(&err, &server.endpoint(), shape, "PUT /latest/api/token");
+        assert_eq!(server.requests().len(), 1, "{shape}");
+    }
+}
+
+#[tokio::test]
+async fn html_role_list_with_200_is_not_the_service() {
+    let page = reply(200, "text/html", b"<html>MARKER portal</html>");
+    let (result, server) = fetch_with(vec![token(TOKEN_1), page], |_| {}).await;
+    let err = result.unwrap_err();
+    let shape =
+        "HTTP 200 with Content-Type text/html, 26 bytes: an HTML page instead of a role name";
+    let list = "GET /latest/meta-data/ram/security-credentials/";
+    assert_not_the_service(&err, &server.endpoint(), shape, list);
+}
+
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
     let huge = 8 * 1024 * 1024;
@@ -452,14 +561,14 @@ async fn oversized_bodies_are_refused() {
 }
 
 #[tokio::test]
-async fn implausible_discovered_role_name_is_invalid_response() {
+async fn implausible_discovered_role_name_is_not_the_service() {
     let list = reply(200, "text/plain", b"../../api/token\n");
     let (result, server) = fetch_with(vec![token(TOKEN_1), list], |_| {}).await;
     let err = result.unwrap_err();
-    assert!(
-        matches!(err, MetadataError::InvalidResponse { .. }),
-        "{err:?}"
-    );
+    let shape = "HTTP 200 with Content-Type text/plain, 16 bytes: \
+                 a role list that is not a single role name: its first line (15 characters)";
+    let list = "GET /latest/meta-data/ram/security-credentials/";
+    assert_not_the_service(&err, &server.endpoint(), shape, list);
     assert_eq!(
         server.requests().len(),
         2,

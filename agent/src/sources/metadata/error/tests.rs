@@ -43,6 +43,15 @@ fn every_variant() -> Vec<(MetadataError, &'static str)> {
             "unreachable",
         ),
         (
+            MetadataError::NotMetadataService {
+                endpoint: "http://127.0.0.1:1".into(),
+                method: "PUT",
+                path: "/latest/api/token".into(),
+                shape: "not HTTP (invalid HTTP version parsed)".into(),
+            },
+            "not_metadata_service",
+        ),
+        (
             MetadataError::Timeout {
                 path: "/p".into(),
                 after: Duration::from_secs(1),

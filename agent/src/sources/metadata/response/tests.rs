@@ -259,21 +259,21 @@ fn times_outside_years_0000_to_9999_in_utc_are_rejected_not_a_panic() {
 #[test]
 fn html_is_rejected_by_content_type_or_body() {
     let page = b"<html><head><title>404 - Not Found</title></head></html>";
-    let err = reject_html(Some("text/html; charset=utf-8"), b"{}", "JSON", PATH).unwrap_err();
+    let err = reject_html(Some("text/html; charset=utf-8"), b"{}", "JSON").unwrap_err();
     assert!(
         err.to_string().contains("HTML page instead of JSON"),
         "{err}"
     );
-    let err = reject_html(Some("application/json"), page, "JSON", PATH).unwrap_err();
+    let err = reject_html(Some("application/json"), page, "JSON").unwrap_err();
     assert!(
         err.to_string().contains("HTML page instead of JSON"),
         "{err}"
     );
-    let err = reject_html(None, b"\r\n  <!DOCTYPE html>", "JSON", PATH).unwrap_err();
+    let err = reject_html(None, b"\r\n  <!DOCTYPE html>", "JSON").unwrap_err();
     assert!(err.to_string().contains("HTML page"), "{err}");
-    assert!(reject_html(Some("TEXT/HTML"), b"", "JSON", PATH).is_err());
-    assert!(reject_html(Some("text/plain"), b"{}", "JSON", PATH).is_ok());
-    assert!(reject_html(None, &valid_body(), "JSON", PATH).is_ok());
+    assert!(reject_html(Some("TEXT/HTML"), b"", "JSON").is_err());
+    assert!(reject_html(Some("text/plain"), b"{}", "JSON").is_ok());
+    assert!(reject_html(None, &valid_body(), "JSON").is_ok());
 }
 
 #[test]
@@ -297,18 +297,18 @@ fn body_cap_allows_exactly_the_cap_and_refuses_one_more() {
 
 #[test]
 fn role_name_is_first_non_empty_line_trimmed() {
-    assert_eq!(parse_role_name(b"EcsRole", PATH).unwrap(), "EcsRole");
+    assert_eq!(parse_role_name(b"EcsRole").unwrap(), "EcsRole");
     assert_eq!(
-        parse_role_name(b"\n  EcsRole \r\nOther\n", PATH).unwrap(),
+        parse_role_name(b"\n  EcsRole \r\nOther\n").unwrap(),
         "EcsRole"
     );
-    assert_eq!(parse_role_name(b"a.b-c_D9", PATH).unwrap(), "a.b-c_D9");
+    assert_eq!(parse_role_name(b"a.b-c_D9").unwrap(), "a.b-c_D9");
 }
 
 #[test]
 fn empty_role_list_is_invalid() {
     for body in [&b""[..], b"\n", b"  \r\n \n"] {
-        let err = parse_role_name(body, PATH).unwrap_err();
+        let err = parse_role_name(body).unwrap_err();
         assert!(err.to_string().contains("empty role list"), "{err}");
     }
 }
@@ -330,35 +330,40 @@ fn implausible_role_names_are_invalid() {
         let why = check_role_name(name).unwrap_err();
         assert!(why.contains(expect), "{name:?}: {why}");
         // ... but a discovered one came from the network: described, never quoted.
-        let err = parse_role_name(name.as_bytes(), PATH).unwrap_err();
-        assert!(matches!(err, MetadataError::InvalidResponse { .. }));
+        // (The client reports it as MetadataError::NotMetadataService, see client tests.)
+        let err = parse_role_name(name.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("a role list that is not a single role name"),
+            "{err}"
+        );
         assert!(err.to_string().contains("is not a RAM role name"), "{err}");
     }
     assert!(check_role_name(&"r".repeat(64)).is_ok());
-    assert!(parse_role_name(&[0xff, 0xfe], PATH).is_err());
+    assert!(parse_role_name(&[0xff, 0xfe]).is_err());
 }
 
 #[test]
 fn a_credential_body_on_the_role_list_path_is_never_quoted() {
     let body = br#"{"AccessKeyId":"STS.x","AccessKeySecret":"MARKER-SECRET-1234567890"}"#;
-    let err = parse_role_name(body, PATH).unwrap_err().to_string();
+    let err = parse_role_name(body).unwrap_err().to_string();
     assert!(!err.contains("MARKER"), "{err}");
     assert!(err.contains("characters"), "{err}");
 }
 
 #[test]
 fn metadata_token_is_trimmed_and_checked() {
-    let token = parse_token(b"AAEAAxyz-_=.\n", PATH).unwrap();
+    let token = parse_token(b"AAEAAxyz-_=.\n").unwrap();
     assert_eq!(token.expose_secret(), "AAEAAxyz-_=.");
-    let err = parse_token(b" \r\n", PATH).unwrap_err();
+    let err = parse_token(b" \r\n").unwrap_err();
     assert!(err.to_string().contains("empty metadata token"), "{err}");
-    let err = parse_token(b"MARKER tok\x01en", PATH).unwrap_err();
+    let err = parse_token(b"MARKER tok\x01en").unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("token_len 13") && !text.contains("MARKER"),
         "{text}"
     );
-    assert!(parse_token("tök".as_bytes(), PATH).is_err());
+    assert!(parse_token("tök".as_bytes()).is_err());
 }
 
 #[test]
@@ -382,4 +387,49 @@ fn a_leap_second_is_held_as_the_second_before_never_later() {
         let t = parse_time(text, "Expiration", PATH).unwrap();
         assert_eq!(crate::credentials::format_utc(t), served);
     }
+}
+
+#[test]
+fn metadata_token_over_the_cap_is_described_by_length() {
+    let body = vec![b'A'; MAX_TOKEN_BYTES + 1];
+    let err = parse_token(&body).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!("a metadata token (token_len 1025) longer than {MAX_TOKEN_BYTES} bytes")
+    );
+    assert!(parse_token(&vec![b'A'; MAX_TOKEN_BYTES]).is_ok());
+}
+
+#[test]
+fn answers_are_described_by_shape_never_content() {
+    assert_eq!(
+        describe_answer(200, Some("text/html; charset=utf-8"), 35),
+        "HTTP 200 with Content-Type text/html, 35 bytes"
+    );
+    assert_eq!(
+        describe_answer(200, None, 0),
+        "HTTP 200 with no Content-Type, 0 bytes"
+    );
+    // A Content-Type is the peer's choice: anything but a plain media type is not repeated.
+    for odd in [
+        "MARKER \u{1b}[31m",
+        "text/html\r\nX: y",
+        "",
+        &"a".repeat(65),
+    ] {
+        let text = describe_answer(200, Some(odd), 1);
+        assert_eq!(
+            text, "HTTP 200 with an unusual Content-Type, 1 byte",
+            "{odd:?}"
+        );
+    }
+}
+
+#[test]
+fn html_shape_names_what_was_expected() {
+    let shape = reject_html(Some("text/html"), b"<p>MARKER</p>", "a metadata token").unwrap_err();
+    assert_eq!(
+        shape.to_string(),
+        "an HTML page instead of a metadata token"
+    );
 }

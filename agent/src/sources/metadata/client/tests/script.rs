@@ -27,6 +27,8 @@ pub(super) enum Canned {
     Hang,
     /// Reads the request, then closes the connection without answering.
     Close,
+    /// Reads the request, then sends these bytes as they are (not HTTP) and closes.
+    Raw(&'static [u8]),
     /// A 200 head, then one body byte every `every`, for `bytes` bytes.
     Trickle { every: Duration, bytes: usize },
 }
@@ -150,6 +152,7 @@ async fn answer(stream: &mut TcpStream, canned: Canned) -> std::io::Result<()> {
         }
         Canned::Hang => tokio::time::sleep(Duration::from_secs(60)).await,
         Canned::Close => {}
+        Canned::Raw(bytes) => stream.write_all(bytes).await?,
         Canned::Trickle { every, bytes } => {
             let head =
                 format!("HTTP/1.1 200 OK\r\nContent-Length: {bytes}\r\nConnection: close\r\n\r\n");
