@@ -352,6 +352,21 @@ impl TestAgent {
         .is_some()
     }
 
+    /// How long after its first log line the agent logged the first line containing `needle`,
+    /// by the agent's own timestamps (text format, RFC 3339 at the start of each line), so the
+    /// time the process took to start on a loaded machine is not counted. `None` when no line
+    /// contains `needle` or a timestamp does not parse.
+    pub fn logged_after_start(&self, needle: &str) -> Option<Duration> {
+        let logs = self.logs.lock().unwrap();
+        let stamp = |line: &str| {
+            let ts = line.split_whitespace().next()?;
+            time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok()
+        };
+        let first = logs.iter().find_map(|l| stamp(l))?;
+        let hit = stamp(logs.iter().find(|l| l.contains(needle))?)?;
+        Some((hit - first).try_into().unwrap_or(Duration::ZERO))
+    }
+
     /// One `GET path` on a fresh connection.
     pub async fn get(&self, path: &str) -> Response {
         request(&self.socket, "GET", path, &[]).await

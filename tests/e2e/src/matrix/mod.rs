@@ -17,7 +17,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use checker::{parse_served_time, Checker, CLOCK_SLACK};
-pub use run::{base_config, combine, Run, Sample, Setup, PROBE_EVERY, RSS_CEILING_KIB};
+pub use run::{
+    base_config, combine, Run, Sample, Setup, LOAD_SLACK, PROBE_EVERY, PROMPT_ANSWER,
+    PROMPT_ROW_FIRST_WAIT_MS, RSS_CEILING_KIB,
+};
 
 /// What every row shares: the agent binary, the checker of served credentials and the count of
 /// secrets found in logs.

@@ -13,6 +13,19 @@ use crate::agent::{AgentConfig, TestAgent, BACKOFF_MAX};
 use crate::metadata::emulator;
 use crate::wait::eventually;
 
+/// What a loaded 2-core machine may add to a recovery measured in real time (scheduling delays
+/// of the agent, the prober and the test). The recovery bound stays far below what a backoff
+/// without the test-scale cap would take (the default cap is tens of seconds).
+pub const LOAD_SLACK: Duration = Duration::from_secs(3);
+
+/// An answer "at once" (a `503` from an agent failing longer than `first_credentials_wait_ms`),
+/// generous for a loaded machine; rows checking it wait [`PROMPT_ROW_FIRST_WAIT_MS`] for the
+/// first credentials, so an answer that waited for them is always slower.
+pub const PROMPT_ANSWER: Duration = Duration::from_secs(2);
+
+/// `first_credentials_wait_ms` for rows that check [`PROMPT_ANSWER`].
+pub const PROMPT_ROW_FIRST_WAIT_MS: &str = "5000";
+
 /// A generous ceiling for the agent's resident memory.
 pub const RSS_CEILING_KIB: u64 = 100 * 1024;
 /// How often a row's prober asks for credentials.
@@ -217,13 +230,13 @@ impl Run {
     }
 
     /// Waits until `/v1/health` is `Ok` again after a fault cleared at `cleared`, and checks it
-    /// took at most the backoff cap plus one second plus `extra`.
+    /// took at most the backoff cap plus one second plus `extra` (plus [`LOAD_SLACK`]).
     pub async fn wait_recovered(
         &self,
         cleared: Instant,
         extra: Duration,
     ) -> Result<Duration, String> {
-        let bound = BACKOFF_MAX + Duration::from_secs(1) + extra;
+        let bound = BACKOFF_MAX + Duration::from_secs(1) + extra + LOAD_SLACK;
         let took = eventually(bound + Duration::from_secs(30), || async {
             (self.health().await["Status"] == "Ok").then(|| cleared.elapsed())
         })
@@ -258,8 +271,9 @@ impl Run {
     }
 
     /// Waits (up to 60 s) until a client request sent at or after `since` got a `503` naming
-    /// `reason` within 500 ms: the agent has been failing longer than
-    /// `first_credentials_wait_ms` and answers at once.
+    /// `reason` within [`PROMPT_ANSWER`]: the agent has been failing longer than
+    /// `first_credentials_wait_ms` and answers at once. Rows using it set
+    /// `first_credentials_wait_ms` to [`PROMPT_ROW_FIRST_WAIT_MS`], well above the bound.
     pub async fn wait_prompt_refusal(&self, since: Instant, reason: &str) {
         let _ = eventually(Duration::from_secs(60), || async {
             let samples = self.samples.lock().unwrap();
@@ -269,7 +283,7 @@ impl Run {
                     s.sent >= since
                         && s.status == 503
                         && s.message.contains(reason)
-                        && s.received - s.sent < Duration::from_millis(500)
+                        && s.received - s.sent < PROMPT_ANSWER
                 })
                 .then_some(())
         })
