@@ -223,9 +223,9 @@ impl<'a> Server<'a> {
                     trusted,
                     config: ConfigVersions::new(config.clone()),
                     known_caller: Default::default(),
+                    stop: stop_rx,
                 }),
             },
-            stop: stop_rx,
             admission: Admission::default(),
         };
         let mut flush = tokio::time::interval(AUDIT_FLUSH_EVERY);
@@ -341,8 +341,6 @@ pub(crate) enum Stop {
 /// the [`Admission`]'s gauge counts them and tells the drain when the last one is gone.
 struct Connections {
     shared: Shared,
-    /// How far the server is in stopping.
-    stop: watch::Receiver<Stop>,
     /// The connection limits.
     admission: Admission,
 }
@@ -366,7 +364,7 @@ impl Connections {
                 return;
             }
         };
-        let (shared, stop) = (self.shared.clone(), self.stop.clone());
+        let (shared, stop) = (self.shared.clone(), common.stop.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let accepted = Accepted {
