@@ -25,6 +25,20 @@
 //! known to be the earliest one possible, else at most `header_timeout` later (a head that
 //! starts in between has a deadline no earlier than that check). Every deadline is thus
 //! enforced exactly, and moving a timer later is lock-free in tokio.
+//!
+//! # Shutdown
+//!
+//! At [`Stop::Graceful`] hyper is told to shut the connection down gracefully: a request in
+//! flight is answered (with `Connection: close`), an idle keep-alive connection is closed.
+//! hyper's graceful shutdown also closes at once a connection on which nothing has been read
+//! yet; but its client's `connect` succeeded, and it may be about to send its request: closed,
+//! it would write into a closed socket (`EPIPE`) and lose the request. A connection told to
+//! stop before its first byte arrived therefore waits for its first request (within its
+//! `header_timeout`, like any first request) and answers it with `Connection: close`
+//! ([`ConnState::last_answer`]): every connection the server accepted gets its request
+//! answered. A request waiting for the first credentials is answered `503` at once
+//! ([`service`](super::service)). At [`Stop::Now`] (the shutdown grace is over) the
+//! connection is closed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -92,6 +106,9 @@ pub(crate) struct Common {
     pub(crate) config: ConfigVersions,
     /// The caller last found known to the audit ([`audit::read_exe_if_audited`]).
     pub(crate) known_caller: audit::KnownCaller,
+    /// How far the server is in stopping (each connection and each request waiting for the
+    /// first credentials watches a clone).
+    pub(crate) stop: watch::Receiver<Stop>,
 }
 
 /// What a connection was accepted with.
@@ -198,6 +215,11 @@ pub(super) struct ConnState {
     /// Where the bytes read so far end: inside a request head, hyper holds the start of a
     /// head it has not received in full.
     pub(super) scan: HeadScan,
+    /// Whether a byte has been read on the connection (its first request has begun).
+    pub(super) begun: bool,
+    /// The next answer is the connection's last: it carries `Connection: close`, and hyper
+    /// closes the connection once it is written (module docs, "Shutdown").
+    pub(super) last_answer: bool,
 }
 
 impl ConnState {
@@ -264,6 +286,8 @@ impl Ctx {
                 cached: None,
                 tally: Tally::default(),
                 scan: HeadScan::default(),
+                begun: false,
+                last_answer: false,
             }),
         })
     }
@@ -331,8 +355,8 @@ fn next_check(
     })
 }
 
-/// Serves one accepted connection until it closes, times out, or `stop` turns true (then
-/// in-flight requests finish and the connection closes).
+/// Serves one accepted connection until it closes, times out, or `stop` says so (module
+/// docs, "Shutdown").
 pub(crate) async fn serve(
     stream: Stream,
     accepted: Accepted,
@@ -388,33 +412,28 @@ pub(crate) async fn serve(
                 }
                 return;
             }
-            Event::Timer => {
-                let now = Instant::now();
-                let mut c = ctx.lock();
-                if let Phase::Idle(_) = c.phase {
-                    c.cached = None;
-                    c.tally.report_old(&ctx.common.audit, &ctx.caller, now);
-                }
-                match next_check(c.phase, now, header_timeout, idle_timeout) {
-                    Ok(at) => timer.as_mut().reset(at),
-                    Err(()) => {
-                        tracing::debug!(
-                            ?header_timeout,
-                            ?idle_timeout,
-                            "connection timed out; closing"
-                        );
-                        return;
-                    }
-                }
+            Event::Timer => match check_timer(&ctx, Instant::now(), header_timeout, idle_timeout) {
+                Ok(at) => timer.as_mut().reset(at),
+                Err(()) => return,
+            },
+            Event::Stop if stopping => {
+                tracing::debug!("shutdown grace over; closing the connection");
+                return;
             }
             Event::Stop => {
-                if stopping {
-                    tracing::debug!("shutdown grace over; closing the connection");
-                    return;
-                }
                 stopping = true;
-                conn.as_mut().graceful_shutdown();
                 stop.set(stopped(later.clone(), Stop::Now));
+                let mut c = ctx.lock();
+                if c.begun {
+                    drop(c);
+                    conn.as_mut().graceful_shutdown();
+                } else {
+                    // Not hyper's graceful shutdown: it would close the connection at once.
+                    c.last_answer = true;
+                    tracing::debug!(
+                        "shutting down; the connection's first request is still to come"
+                    );
+                }
             }
         }
         // A reset timer or a new stop future must be polled (registered) again.
@@ -427,6 +446,31 @@ enum Event {
     Ended(hyper::Result<()>),
     Timer,
     Stop,
+}
+
+/// The connection's timer fired at `now`: an idle connection drops its cached generation and
+/// reports its old issuances; `Err` when the phase's deadline has passed (close the
+/// connection), else when to check again ([`next_check`]).
+fn check_timer(
+    ctx: &Ctx,
+    now: Instant,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+) -> Result<Instant, ()> {
+    let mut c = ctx.lock();
+    if let Phase::Idle(_) = c.phase {
+        c.cached = None;
+        c.tally.report_old(&ctx.common.audit, &ctx.caller, now);
+    }
+    let next = next_check(c.phase, now, header_timeout, idle_timeout);
+    if next.is_err() {
+        tracing::debug!(
+            ?header_timeout,
+            ?idle_timeout,
+            "connection timed out; closing"
+        );
+    }
+    next
 }
 
 /// The waker the timer and the stop signal were last polled with, in [`serve`]'s loop.
@@ -451,7 +495,7 @@ impl Wakes {
 }
 
 /// Completes when `stop` reaches `level`; never, if its sender is gone first.
-async fn stopped(mut stop: watch::Receiver<Stop>, level: Stop) {
+pub(super) async fn stopped(mut stop: watch::Receiver<Stop>, level: Stop) {
     if stop.wait_for(|stop| *stop >= level).await.is_err() {
         std::future::pending::<()>().await;
     }

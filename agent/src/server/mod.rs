@@ -45,12 +45,18 @@
 //!
 //! # Shutdown
 //!
-//! When the `shutdown` future passed to [`Server::run`] completes, the server stops accepting,
-//! removes the socket file it created (a socket passed by systemd stays), asks every
-//! connection to finish (hyper's graceful shutdown: in-flight requests complete, their
-//! responses carry `Connection: close`), waits up to `shutdown_grace`, drops what is left,
-//! flushes the audit counts, and returns. [`Server`] only borrows the listener; the caller may
-//! call [`Listener::remove_socket`] again after an error (it removes only its own inode).
+//! When the `shutdown` future passed to [`Server::run`] completes, the server stops accepting
+//! (connections still in the backlog of a socket passed by systemd wait there for the next
+//! instance), removes the socket file it created (a socket passed by systemd stays), and asks
+//! every connection to finish: every connection it accepted gets its request answered, with
+//! `Connection: close`. A request in flight completes; a connection accepted before its first
+//! request arrived waits for it (within `header_timeout`), since its client, whose `connect`
+//! succeeded, is about to send it; a request waiting for the first credentials is answered
+//! `503` ("agent is shutting down") at once; an idle keep-alive connection is closed (see
+//! `connection`, "Shutdown"). The server waits up to `shutdown_grace` for them, drops what is
+//! left, flushes the audit counts, and returns. [`Server`] only borrows the listener; the
+//! caller may call [`Listener::remove_socket`] again after an error (it removes only its own
+//! inode).
 
 mod admission;
 pub mod audit;
@@ -223,9 +229,9 @@ impl<'a> Server<'a> {
                     trusted,
                     config: ConfigVersions::new(config.clone()),
                     known_caller: Default::default(),
+                    stop: stop_rx,
                 }),
             },
-            stop: stop_rx,
             admission: Admission::default(),
         };
         let mut flush = tokio::time::interval(AUDIT_FLUSH_EVERY);
@@ -341,8 +347,6 @@ pub(crate) enum Stop {
 /// the [`Admission`]'s gauge counts them and tells the drain when the last one is gone.
 struct Connections {
     shared: Shared,
-    /// How far the server is in stopping.
-    stop: watch::Receiver<Stop>,
     /// The connection limits.
     admission: Admission,
 }
@@ -366,7 +370,7 @@ impl Connections {
                 return;
             }
         };
-        let (shared, stop) = (self.shared.clone(), self.stop.clone());
+        let (shared, stop) = (self.shared.clone(), common.stop.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let accepted = Accepted {

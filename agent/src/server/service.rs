@@ -28,8 +28,9 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::audit::emit_events;
-use super::connection::{ConnState, Ctx, Phase};
+use super::connection::{stopped, ConnState, Ctx, Phase};
 use super::routes::{self, route, ApiError, Reply, Route};
+use super::Stop;
 use crate::credentials::state::StateReceiver;
 
 /// The connection's hyper service: each request is answered within the call when it can be
@@ -62,7 +63,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
             }
             Err(panic) => internal_error(&*panic),
         };
-        answered(ctx, conn, now, endpoint, &reply);
+        let reply = answered(ctx, conn, now, endpoint, reply);
         Answer::Now(Some(reply))
     }
 }
@@ -149,40 +150,63 @@ fn respond_now(
     })
 }
 
+/// The `Message` of the `503` a request waiting for the first credentials gets when the
+/// server begins to shut down.
+pub(super) const SHUTTING_DOWN: &str = "agent is shutting down: no credentials fetched yet";
+
 /// `GET /v1/credentials` when the connection holds nothing servable: waits for the first
-/// credentials ([`routes::credentials`]) or answers why there are none.
+/// credentials ([`routes::credentials`]) or answers why there are none; answers
+/// `503` [`SHUTTING_DOWN`] (with `Connection: close`) as soon as the server begins to shut
+/// down instead of waiting on.
 async fn respond_later(ctx: Arc<Ctx>, rx: StateReceiver, endpoint: &'static str) -> Reply {
     let wait = ctx.cfg.first_credentials_wait;
-    let answer = CatchUnwind(Box::pin(routes::credentials(rx, wait))).await;
+    let answer = tokio::select! {
+        biased;
+        answer = CatchUnwind(Box::pin(routes::credentials(rx, wait))) => Some(answer),
+        () = stopped(ctx.common.stop.clone(), Stop::Graceful) => None,
+    };
     let now = Instant::now();
     let mut conn = ctx.lock();
     let reply = match answer {
-        Ok(Ok((reply, issued))) => {
+        Some(Ok(Ok((reply, issued)))) => {
             conn.tally
                 .count(&ctx.common.audit, &ctx.caller, &issued, now);
             reply
         }
-        Ok(Err(e)) => e.to_response(),
-        Err(panic) => internal_error(&*panic),
+        Some(Ok(Err(e))) => e.to_response(),
+        Some(Err(panic)) => internal_error(&*panic),
+        None => {
+            // The connection closes after this answer, whether it has begun to stop yet or not.
+            conn.last_answer = true;
+            ApiError::CredentialsUnavailable(SHUTTING_DOWN.to_owned()).to_response()
+        }
     };
-    answered(&ctx, conn, now, endpoint, &reply);
-    reply
+    answered(&ctx, conn, now, endpoint, reply)
 }
 
 /// Ends a request answered with `reply` at `now`: the connection's phase moves on (idle, or
 /// a pipelined head due), its lock is released, and the answer is counted under `endpoint`.
+/// The connection's last answer ([`ConnState::last_answer`]) gets `Connection: close`.
 fn answered(
     ctx: &Ctx,
     mut conn: MutexGuard<'_, ConnState>,
     now: Instant,
     endpoint: &'static str,
-    reply: &Reply,
-) {
+    mut reply: Reply,
+) -> Reply {
     conn.phase = conn.answered(now, ctx.cfg.header_timeout);
+    let last = conn.last_answer;
     drop(conn);
+    if last {
+        reply.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     ctx.common
         .metrics
         .socket_request(endpoint, reply.status().as_u16());
+    reply
 }
 
 fn panic_text(panic: &(dyn Any + Send)) -> &str {

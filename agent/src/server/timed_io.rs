@@ -104,6 +104,7 @@ impl AsyncRead for TimedIo {
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             let mut conn = self.ctx.lock();
             conn.scan.scan(&buf.filled()[before..]);
+            conn.begun = true;
             if let Phase::Idle(_) = conn.phase {
                 conn.phase = Phase::Head(Instant::now() + self.header_timeout);
             }

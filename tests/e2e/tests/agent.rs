@@ -671,3 +671,57 @@ async fn a_second_signal_ends_a_drain_held_up_by_a_stalled_client() {
     assert!(agent.logs().contains("second signal"), "{}", agent.logs());
     drop(stalled);
 }
+
+/// Regression (issue 11, item 13): SIGTERM while a request waited for the first credentials
+/// took the whole `first_credentials_wait_ms` (the old agent answered it only then, or was
+/// killed by the harness). Now the request gets `503` "agent is shutting down" and the agent
+/// exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_a_request_waiting_for_the_first_credentials_at_once() {
+    use ecs_credential_agent_e2e::host::{fd_count, settled_fd_count};
+    if !is_root() {
+        eprintln!("skipped: telling when the agent accepted the request reads its /proc/<pid>/fd");
+        return;
+    }
+    let emu = emulator(Default::default()).await;
+    let gate = emu.gate(Endpoint::Credentials);
+    let mut config = AgentConfig::new(&emu.endpoint());
+    config.set("server", "first_credentials_wait_ms", "600000");
+    config.set("server", "shutdown_grace_ms", "600000");
+    let mut agent = TestAgent::builder(agent_bin!(), &config).start().await;
+    // The first credentials are held at the emulator: the request below can only wait.
+    let held = eventually(Duration::from_secs(60), || async {
+        (gate.waiting() == 1).then_some(())
+    })
+    .await;
+    assert!(held.is_some(), "no credential GET held: {}", agent.logs());
+    let pid = agent.pid();
+    let before = settled_fd_count(pid).await;
+    let socket = agent.socket.clone();
+    let waiting =
+        tokio::spawn(async move { request(&socket, "GET", "/v1/credentials", &[]).await });
+    // Accepted (a request on an accepted connection is answered even when it is read after
+    // the signal).
+    let accepted = eventually(Duration::from_secs(60), || async {
+        (fd_count(pid) > before).then_some(())
+    })
+    .await;
+    assert!(accepted.is_some(), "the agent never accepted the request");
+    let started = std::time::Instant::now();
+    // `stop` panics unless the agent exits within 30 s (the old agent waited 600 s).
+    let status = tokio::task::block_in_place(|| agent.stop(Signal::SIGTERM));
+    assert!(status.success(), "{status:?}\n{}", agent.logs());
+    let r = waiting.await.unwrap();
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.code(), "CredentialsUnavailable");
+    assert_eq!(
+        r.message(),
+        "agent is shutting down: no credentials fetched yet"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    gate.release();
+}

@@ -319,15 +319,20 @@ async fn idle_keep_alive_closed_after_idle_timeout_not_header_timeout() {
     );
 }
 
+/// A request in flight when the shutdown begins (its head begun, here) is answered, with
+/// `Connection: close`, before `run` returns. (A request waiting for the first credentials is
+/// answered `503` at once instead: `tests/shutdown.rs`.)
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_request() {
-    let mut h = Harness::start(State::default(), |c| {
-        c.first_credentials_wait = Duration::from_secs(10)
-    });
-    let mut s = h.request_waiting_for_credentials().await;
+    let (state, issued) = valid_state();
+    let mut h = Harness::start(state, |c| c.header_timeout = Duration::from_secs(60));
+    let mut s = h.connect().await;
+    s.write_all(b"GET /v1/credentials HTTP/1.1\r\n")
+        .await
+        .unwrap();
     let done = h.shutdown();
     // The stop is seen at once (the socket is removed first); the drain then waits for the
-    // request, which cannot end before the credentials below arrive.
+    // request, which cannot end before the rest of its head below arrives.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while h.path.exists() {
         assert!(
@@ -337,8 +342,7 @@ async fn graceful_shutdown_finishes_in_flight_request() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(!done.is_finished(), "waits for the in-flight request");
-    let (state, issued) = valid_state();
-    h.state.send_replace(state);
+    s.write_all(b"Host: x\r\n\r\n").await.unwrap();
     let r = read_response(&mut s).await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body, issued.body.as_ref());
@@ -355,13 +359,19 @@ async fn graceful_shutdown_finishes_in_flight_request() {
     assert!(!listener.remove_socket().unwrap(), "nothing left to remove");
 }
 
+/// A request that never completes (its head begun, the rest never sent, `header_timeout`
+/// far away) holds the drain only `shutdown_grace`; then its connection is dropped.
 #[tokio::test]
 async fn shutdown_grace_bounds_the_wait() {
-    let mut h = Harness::start(State::default(), |c| {
-        c.first_credentials_wait = Duration::from_secs(30);
+    let (state, _) = valid_state();
+    let mut h = Harness::start(state, |c| {
+        c.header_timeout = Duration::from_secs(600);
         c.shutdown_grace = Duration::from_millis(200);
     });
-    let mut s = h.request_waiting_for_credentials().await;
+    let mut s = h.connect().await;
+    s.write_all(b"GET /v1/credentials HTTP/1.1\r\n")
+        .await
+        .unwrap();
     let done = h.shutdown();
     let (_, result) = tokio::time::timeout(Duration::from_secs(30), done)
         .await

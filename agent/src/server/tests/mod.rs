@@ -5,6 +5,7 @@ mod bind;
 mod http;
 mod keepalive;
 mod scrape;
+mod shutdown;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
