@@ -130,7 +130,9 @@ fn configuration_errors_say_what_to_write() {
     let line = fatal_line(&out);
     assert_eq!(out.status.code(), Some(EXIT_CONFIG), "{line}");
     assert!(
-        line.contains("[server] socket_mode: expected a quoted octal string, got 600; write \"0600\""),
+        line.contains(
+            "[server] socket_mode: expected a quoted octal string, got 600; write \"0600\""
+        ),
         "{line}"
     );
 
