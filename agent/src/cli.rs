@@ -1,4 +1,10 @@
 //! The command line: `serve`, `dev` and `get` (clap). The binary's `main` calls [`main`].
+//!
+//! A fatal error of `serve` or `dev` prints one line on stderr, `ecs-credential-agent: <what
+//! failed>: <cause>; <what to do>` (module `fatal`), then the process exits with the status
+//! [`daemon`] documents.
+
+mod fatal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,7 +42,9 @@ enum Command {
         /// Socket path, overriding [server] socket_path.
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
-        /// Log filter, overriding [log] level (RUST_LOG overrides both).
+        /// Log filter, overriding [log] level: trace, debug, info, warn, error or off, or
+        /// target=level directives such as hyper=warn,info; any other word is refused (exit
+        /// 78). A valid RUST_LOG overrides both; an invalid one is ignored with a warning.
         #[arg(long, value_name = "FILTER")]
         log_level: Option<String>,
         /// Log line format, overriding [log] format.
@@ -110,7 +118,7 @@ pub fn main_with_test_hooks(hooks: TestHooks) -> ExitCode {
             serve(config, overrides, hooks)
         }
         #[cfg(feature = "dev")]
-        Command::Dev { socket } => exit(run_on_worker(crate::dev::run(socket))),
+        Command::Dev { socket } => exit(run_on_worker(crate::dev::run(socket)), false),
         Command::Get { socket, format } => {
             let format = match format {
                 GetFormat::Json => crate::get::Format::Json,
@@ -125,15 +133,17 @@ fn serve(path: Option<PathBuf>, overrides: Overrides, hooks: TestHooks) -> ExitC
     let config = match Config::load(path.as_deref(), &overrides) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ecs-credential-agent: {e}");
+            let e = daemon::AgentError::Config(e);
+            eprintln!("{}", fatal::line(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let log = crate::logging::init(&config.log);
+    let json = config.log.format == LogFormat::Json;
     // Before the runtime starts threads: this removes LISTEN_* from the environment.
     let inherited = match crate::systemd::activation::take_listener() {
         Ok(i) => i,
-        Err(e) => return exit(Err(e.into())),
+        Err(e) => return exit(Err(e.into()), json),
     };
     let time: SharedTimeSource = hooks.time.clone().unwrap_or_else(|| Arc::new(SystemClock));
     let options = daemon::Options {
@@ -146,10 +156,11 @@ fn serve(path: Option<PathBuf>, overrides: Overrides, hooks: TestHooks) -> ExitC
         announce: None,
         test_hooks: hooks,
     };
-    exit(run_on_worker(async {
+    let result = run_on_worker(async {
         let shutdown = daemon::signal_shutdown()?;
         daemon::serve_with(config, time, shutdown, options).await
-    }))
+    });
+    exit(result, json)
 }
 
 /// Runs `daemon` to completion as a task on a runtime of two worker threads, not in
@@ -172,11 +183,16 @@ fn run_on_worker(
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
-fn exit(result: Result<(), daemon::AgentError>) -> ExitCode {
+/// The exit status for `result`; an error first prints its [`fatal::line`] on stderr, and is
+/// also logged as an event when the log is JSON (`json`), for log shippers.
+fn exit(result: Result<(), daemon::AgentError>, json: bool) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "ecs-credential-agent stopped");
+            if json {
+                tracing::error!(error = %e, "ecs-credential-agent stopped");
+            }
+            eprintln!("{}", fatal::line(&e));
             ExitCode::from(e.exit_status().max(EXIT_FAILURE))
         }
     }

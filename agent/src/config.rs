@@ -32,6 +32,17 @@ macro_rules! sections {
                 vec![$( <$ty as Section>::NAME, )*]
             }
 
+            /// The sections that declare a key named `key`, in declaration order.
+            pub fn sections_declaring(key: &str) -> Vec<&'static str> {
+                let mut out = Vec::new();
+                $(
+                    if <$ty as Section>::keys().iter().any(|k| k.name == key) {
+                        out.push(<$ty as Section>::NAME);
+                    }
+                )*
+                out
+            }
+
             /// Reads section `name` from `table`: `None` when no section has that name.
             fn read_section(&mut self, name: &str, table: &toml::Table) -> Option<Vec<String>> {
                 $(
@@ -92,8 +103,11 @@ sections! {
 }
 
 /// A configuration that could not be used: every problem found, each naming its key.
+///
+/// `Display` is one line: `invalid configuration in FILE: [section] key: problem; [section]
+/// key: problem` (each problem starts with the key it names).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration in {source_name}:\n  {}", .problems.join("\n  "))]
+#[error("invalid configuration in {source_name}: {}", .problems.join("; "))]
 pub struct ConfigError {
     /// Where the configuration came from (a file path, or "command line").
     pub source_name: String,
@@ -165,9 +179,7 @@ impl Config {
         let mut problems = Vec::new();
         for (section, value) in &table {
             let Some(keys) = value.as_table() else {
-                problems.push(format!(
-                    "[{section}]: expected a section ([name]), got a plain key"
-                ));
+                problems.push(key_outside_sections(section));
                 continue;
             };
             match config.read_section(section, keys) {
@@ -222,6 +234,31 @@ impl Config {
             Err(problems)
         }
     }
+}
+
+/// The problem for `key = …` written before any `[section]` line: the section it belongs in
+/// (found in the sections' declarations), else the sections there are.
+fn key_outside_sections(key: &str) -> String {
+    let owners = Config::sections_declaring(key);
+    if owners.is_empty() {
+        let known = Config::section_names();
+        return format!(
+            "{key}: a key outside any section, and no section has it; keys go below a section \
+             line ({}){}",
+            known
+                .iter()
+                .map(|s| format!("[{s}]"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            settings::did_you_mean(key, &known)
+        );
+    }
+    let owners: Vec<String> = owners.iter().map(|s| format!("[{s}]")).collect();
+    format!(
+        "{key}: a key outside its section; it belongs in {}: move it below the {} line",
+        owners.join(" or "),
+        owners[0]
+    )
 }
 
 /// A TOML syntax error with its line and column (1-based).

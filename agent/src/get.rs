@@ -62,7 +62,7 @@ pub fn run(socket: Option<PathBuf>, format: Format) -> u8 {
             0
         }
         Err(e) => {
-            eprintln!("ecs-credential-agent get: {e}");
+            eprintln!("ecs-credential-agent get: {}", explain(&e));
             exit_status(&e)
         }
     }
@@ -74,6 +74,24 @@ fn exit_status(e: &Error) -> u8 {
         Error::PermissionDenied { .. } => EXIT_NOPERM,
         Error::UnsafeSocketPath { .. } => EXIT_UNSAFE_SOCKET_PATH,
         _ => EXIT_PROTOCOL,
+    }
+}
+
+/// The error as `get` prints it. A `403` already names the refused uid and gid and the keys
+/// that would allow them (the agent's message); a socket this process may not open (`EACCES`)
+/// gets the same: this process's uid and gid, and the keys to change.
+fn explain(e: &Error) -> String {
+    match e {
+        Error::PermissionDenied {
+            source: Some(_), ..
+        } => format!(
+            "{e}; this process is uid {} (gid {}): the agent's [server] socket_group and \
+             socket_mode decide who may open the socket, [server] allowed_uids and \
+             allowed_gids who is served",
+            nix::unistd::geteuid(),
+            nix::unistd::getegid()
+        ),
+        _ => e.to_string(),
     }
 }
 
@@ -112,6 +130,32 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 11, item 7): a socket this process may not open said only "run as a
+    /// user the agent allows".
+    #[test]
+    fn a_socket_this_process_may_not_open_names_its_ids_and_the_keys() {
+        let e = Error::PermissionDenied {
+            path: PathBuf::from("/run/a.sock"),
+            message: "this process may not open the socket".to_owned(),
+            source: Some(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+        };
+        let text = explain(&e);
+        let ids = format!(
+            "uid {} (gid {})",
+            nix::unistd::geteuid(),
+            nix::unistd::getegid()
+        );
+        for needle in [ids.as_str(), "socket_group", "socket_mode", "allowed_uids"] {
+            assert!(text.contains(needle), "{needle:?} not in {text:?}");
+        }
+        let refused = Error::PermissionDenied {
+            path: PathBuf::from("/run/a.sock"),
+            message: "caller uid 7 (gid 7) is not allowed".to_owned(),
+            source: None,
+        };
+        assert_eq!(explain(&refused), refused.to_string());
+    }
 
     #[test]
     fn shell_quote_survives_quotes() {

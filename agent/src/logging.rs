@@ -14,12 +14,14 @@
 //! forge a field or reach a terminal as an escape sequence. Log such a value as a string field
 //! (`exe = exe.as_str()`), which the text styles quote, not with `%` (written unquoted).
 //!
-//! The filter is `RUST_LOG` if set, else `[log] level`; [`LogReload::set_level`] replaces it
+//! The filter is `RUST_LOG` if set and valid, else `[log] level`; both are checked by
+//! [`parse_level`] (every directive names a level; see module `level`); [`LogReload::set_level`] replaces it
 //! (unless `RUST_LOG` is set, which keeps precedence). The audit trail ([`AUDIT_TARGET`] at
 //! `info` and above) is written whatever the filter says: neither `[log] level` (at start or
 //! after `SIGHUP`) nor `RUST_LOG` can silence it, only raise its detail (`audit=debug`).
 
 mod escape;
+mod level;
 
 use std::os::fd::AsFd;
 
@@ -31,7 +33,9 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
+pub(crate) use escape::escape_line;
 use escape::{EscapedFields, JsonEscapes};
+pub use level::{parse_level, LEVELS};
 
 use crate::settings::{section, Text};
 
@@ -166,15 +170,30 @@ impl LogReload {
 
 /// Installs the global subscriber on stderr in the style [`Style::for_stderr`] picks, with
 /// a reloadable filter. Returns `None` when a global subscriber was already installed.
+///
+/// `RUST_LOG`, when set, replaces `[log] level` if [`parse_level`] accepts it; otherwise it is
+/// ignored (`[log] level` applies) and a warning naming it is logged: a stray `RUST_LOG` meant
+/// for another program must neither stop the agent nor silence its log.
 pub fn init(log: &Config) -> Option<LogReload> {
-    let env = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok());
-    let rust_log = env.is_some();
-    let filter = env.unwrap_or_else(|| EnvFilter::new(&log.level));
+    let env = std::env::var("RUST_LOG").ok();
+    let checked = env.as_deref().map(parse_level);
+    let filter = match &checked {
+        Some(Ok(v)) => EnvFilter::new(v),
+        _ => EnvFilter::new(&log.level),
+    };
+    let rust_log = matches!(checked, Some(Ok(_)));
     let style = Style::for_stderr(log.format);
     let (subscriber, reload) = subscriber(filter, rust_log, style, std::io::stderr);
-    subscriber.try_init().ok().map(|()| reload)
+    let installed = subscriber.try_init().ok().map(|()| reload);
+    if let (Some(value), Some(Err(problem))) = (env.as_deref(), &checked) {
+        tracing::warn!(
+            rust_log = value,
+            problem = problem.as_str(),
+            level = log.level.as_str(),
+            "RUST_LOG ignored: not a valid log filter; [log] level applies"
+        );
+    }
+    installed
 }
 
 /// `[log] level` by default.
@@ -183,8 +202,10 @@ pub const DEFAULT_LEVEL: &str = "info";
 section! {
     /// `[log]`: what is logged and how lines look.
     pub struct Config["log"] {
-        /// log filter (`info`, `debug`, `info,audit=debug`); `RUST_LOG` overrides it; the
-        /// audit trail is written whatever it says
+        /// log filter: a level (`trace`, `debug`, `info`, `warn`, `error`, `off`) or
+        /// comma-separated `target=level` directives with an optional default level
+        /// (`info,audit=debug`); any other word is a configuration error; a valid `RUST_LOG`
+        /// overrides it; the audit trail is written whatever it says
         level: String = DEFAULT_LEVEL.to_owned(), "level",
             Text { parse: parse_level, print: String::clone }, Live;
         /// `text` or `json` (text lines lose their timestamp and colour when stderr is the
@@ -220,17 +241,6 @@ impl std::fmt::Display for LogFormat {
             LogFormat::Json => "json",
         })
     }
-}
-
-/// Checks a log filter (`tracing_subscriber`'s `EnvFilter` syntax).
-///
-/// # Errors
-/// `not a valid log filter (…), got "…"`.
-pub fn parse_level(l: &str) -> Result<String, String> {
-    EnvFilter::builder()
-        .parse(l)
-        .map(|_| l.to_owned())
-        .map_err(|e| format!("not a valid log filter ({e}), got {l:?}"))
 }
 
 #[cfg(test)]

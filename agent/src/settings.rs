@@ -14,6 +14,10 @@
 use std::fmt;
 use std::time::Duration;
 
+mod mode;
+
+pub use mode::{parse_mode, Mode};
+
 /// When a changed key takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reload {
@@ -235,12 +239,24 @@ impl<T> Codec<T> for Text<T> {
     fn decode(&self, v: &toml::Value) -> Result<T, String> {
         match v.as_str() {
             Some(s) => (self.parse)(s),
-            None => Err(format!("expected a string, got {}", show(v))),
+            None => Err(not_a_string(v)),
         }
     }
     fn encode(&self, t: &T) -> Option<String> {
         Some(toml::Value::String((self.print)(t)).to_string())
     }
+}
+
+/// "expected a string, got …", with the quoted spelling when the value was a bare number or
+/// word (`got 8080; write it in quotes: "8080"`).
+pub(crate) fn not_a_string(v: &toml::Value) -> String {
+    let bare = match v {
+        toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+            format!("; write it in quotes: \"{v}\"")
+        }
+        _ => String::new(),
+    };
+    format!("expected a string, got {}{bare}", show(v))
 }
 
 /// A key that may be left unset (`None`); a value in the file is read by the inner codec.

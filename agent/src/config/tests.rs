@@ -207,3 +207,87 @@ fn missing_explicit_file_is_an_error() {
     .unwrap_err();
     assert!(e.to_string().contains("cannot read the file"), "{e}");
 }
+
+/// Regression (issue 11, item 3): a word that is not a level was read as a target name and
+/// silenced every line; from the file and from `--log-level` alike it is an error naming the
+/// key and the levels.
+#[test]
+fn a_log_level_that_is_not_a_level_is_an_error() {
+    let e = Config::parse("t", "[log]\nlevel = \"warning\"\n").unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert!(
+        e.problems[0].starts_with("[log] level: \"warning\" is not a log level; expected one of trace, debug, info, warn, error, off"),
+        "{e}"
+    );
+    let mut c = Config::default();
+    let flag = Overrides {
+        log_level: Some("verbose".into()),
+        ..Overrides::default()
+    };
+    let problems = c.apply(&flag).unwrap_err();
+    assert!(
+        problems[0].starts_with("[log] level (--log-level): \"verbose\" is not a log level"),
+        "{problems:?}"
+    );
+    let ok = Config::parse("t", "[log]\nlevel = \"hyper=warn,info\"\n").unwrap();
+    assert_eq!(ok.log.level, "hyper=warn,info");
+}
+
+/// Regression (issue 11, item 10): `socket_mode = 600` said only "expected a string".
+#[test]
+fn a_bare_socket_mode_says_to_write_quoted_octal() {
+    let e = Config::parse("t", "[server]\nsocket_mode = 600\n").unwrap_err();
+    assert_eq!(
+        e.problems,
+        ["[server] socket_mode: expected a quoted octal string, got 600; write \"0600\" (with the quotes)"]
+    );
+    let e = Config::parse("t", "[server]\nsocket_mode = 660\n").unwrap_err();
+    assert!(e.problems[0].contains("write \"0660\""), "{e}");
+    let e = Config::parse("t", "[server]\nsocket_mode = 999\n").unwrap_err();
+    assert!(
+        e.problems[0].contains("expected an octal permission string"),
+        "{e}"
+    );
+    let e = Config::parse("t", "[metadata]\nrole_name = 42\n").unwrap_err();
+    assert!(
+        e.problems[0].ends_with("expected a string, got 42; write it in quotes: \"42\""),
+        "{e}"
+    );
+    let c = Config::parse("t", "[server]\nsocket_mode = \"0640\"\n").unwrap();
+    assert_eq!(c.server.socket_mode, 0o640);
+    assert_eq!(Config::parse("t", &c.to_toml()).unwrap(), c);
+}
+
+/// Regression (issue 11, item 10): a key above every section line said "expected a section";
+/// it names the section the key is declared in.
+#[test]
+fn a_key_outside_its_section_names_the_section() {
+    let e = Config::parse(
+        "t",
+        "endpoint = \"http://127.0.0.1:9\"\n[log]\nlevel = \"info\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.problems,
+        ["endpoint: a key outside its section; it belongs in [metadata]: move it below the [metadata] line"]
+    );
+    let e = Config::parse("t", "max_connections = 5\nlevel = \"info\"\n").unwrap_err();
+    assert!(
+        e.problems
+            .iter()
+            .any(|p| p
+                .contains("max_connections: a key outside its section; it belongs in [server]")),
+        "{e}"
+    );
+    assert!(
+        e.problems
+            .iter()
+            .any(|p| p.contains("level: a key outside its section; it belongs in [log]")),
+        "{e}"
+    );
+    let e = Config::parse("t", "colour = 1\n").unwrap_err();
+    assert!(
+        e.problems[0].starts_with("colour: a key outside any section, and no section has it"),
+        "{e}"
+    );
+}

@@ -26,6 +26,6 @@ mod value;
 pub use policy::RefreshPolicy;
 pub use refresher::{RecordRefresh, RefreshError, Refresher};
 pub use source::{Fetched, Source, SourceError};
-pub use state::{Issued, State, Unavailable};
+pub use state::{Issued, NearExpiry, State, Unavailable};
 pub(crate) use value::ResponseBody;
 pub use value::{format_utc, Credentials};

@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::schedule;
-use super::state::{Issued, State, StateReceiver, Unavailable};
+use super::state::{Issued, NearExpiry, State, StateReceiver, Unavailable};
 use super::{format_utc, Credentials, Fetched, Source, SourceError};
 use crate::credentials::RefreshPolicy;
 use crate::time::SharedTimeSource;
@@ -332,14 +332,19 @@ impl<S: Source> Task<S> {
 
     /// Drops the held credentials once they reach `serve_until` while refreshing fails.
     fn drop_if_unservable(&mut self, now: Instant) {
-        if self.current.as_ref().is_some_and(|c| now >= c.serve_until) {
+        if let Some(expiry) = self
+            .current
+            .as_ref()
+            .filter(|c| now >= c.serve_until)
+            .map(|c| NearExpiry::of(c, now))
+        {
             let error = self.tx.borrow().last_error.clone();
             tracing::warn!(
                 error = error.as_deref().unwrap_or("none"),
                 "credentials reached Expiration minus the expiry margin while refresh fails: \
                  no longer served"
             );
-            self.drop_credentials(Unavailable::ExpiredRefreshFailing { error });
+            self.drop_credentials(Unavailable::ExpiredRefreshFailing { error, expiry });
         }
     }
 
@@ -369,9 +374,12 @@ fn reason_after_failure(
 ) -> Unavailable {
     match (withdrawn, previous) {
         (Some(reason), _) => reason,
-        (None, Unavailable::ExpiredRefreshFailing { .. }) => Unavailable::ExpiredRefreshFailing {
-            error: Some(error.to_owned()),
-        },
+        (None, Unavailable::ExpiredRefreshFailing { expiry, .. }) => {
+            Unavailable::ExpiredRefreshFailing {
+                error: Some(error.to_owned()),
+                expiry: expiry.clone(),
+            }
+        }
         (None, _) => Unavailable::MetadataUnreachable {
             since,
             error: error.to_owned(),

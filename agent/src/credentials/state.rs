@@ -135,13 +135,69 @@ pub enum Unavailable {
         error: String,
     },
     /// The held credentials reached `Expiration` minus the margin and refreshing keeps failing.
+    /// They may not have expired yet: the message says which ([`NearExpiry`]).
     ExpiredRefreshFailing {
         /// The last error, in words, if any.
         error: Option<String>,
+        /// When the credentials that are no longer served expire, seen from when this was read.
+        expiry: NearExpiry,
     },
 }
 
+/// The expiry of credentials no longer served, for [`Unavailable::ExpiredRefreshFailing`]'s
+/// message: still inside the margin (`Expiration` ahead), or past `Expiration`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NearExpiry {
+    /// `Expiration` as the metadata service sent it.
+    pub expiration: OffsetDateTime,
+    /// `Expiration` on the monotonic clock ([`Issued::expires_at`]).
+    pub expires_at: Instant,
+    /// `[credentials] expiry_margin_secs`: `expires_at` minus [`Issued::serve_until`].
+    pub margin: Duration,
+    /// The monotonic time the message speaks of ([`State::credentials_at`] sets it).
+    pub seen_at: Instant,
+}
+
+impl NearExpiry {
+    /// The expiry of `issued`, seen at `now`.
+    pub fn of(issued: &Issued, now: Instant) -> NearExpiry {
+        NearExpiry {
+            expiration: issued.expiration,
+            expires_at: issued.expires_at,
+            margin: issued
+                .expires_at
+                .saturating_duration_since(issued.serve_until),
+            seen_at: now,
+        }
+    }
+
+    /// "within the expiry margin (…)" or "expired at … (N s ago)".
+    fn describe(&self) -> String {
+        let expiration = crate::credentials::format_utc(self.expiration);
+        if self.seen_at < self.expires_at {
+            let left = self.expires_at.duration_since(self.seen_at).as_secs();
+            format!(
+                "credentials are within the expiry margin (Expiration {expiration}, in {left} s; \
+                 not served in the last {} s before it)",
+                self.margin.as_secs()
+            )
+        } else {
+            let ago = self.seen_at.duration_since(self.expires_at).as_secs();
+            format!("credentials expired at {expiration} ({ago} s ago)")
+        }
+    }
+}
+
 impl Unavailable {
+    /// This reason as seen at monotonic `now` (how far `Expiration` is moves on).
+    fn seen_at(&self, now: Instant) -> Unavailable {
+        let mut reason = self.clone();
+        if let Unavailable::ExpiredRefreshFailing { expiry, .. } = &mut reason {
+            expiry.seen_at = now;
+        }
+        reason
+    }
+
     /// A one-line explanation for callers and operators.
     pub fn message(&self) -> String {
         match self {
@@ -156,12 +212,14 @@ impl Unavailable {
                 "metadata service unreachable since {}: {error}",
                 crate::credentials::format_utc(OffsetDateTime::from(*since))
             ),
-            Unavailable::ExpiredRefreshFailing { error: Some(e) } => {
-                format!("credentials expired and refresh failing: {e}")
-            }
-            Unavailable::ExpiredRefreshFailing { error: None } => {
-                "credentials expired and refresh failing".to_owned()
-            }
+            Unavailable::ExpiredRefreshFailing {
+                error: Some(e),
+                expiry,
+            } => format!("{} and refresh is failing: {e}", expiry.describe()),
+            Unavailable::ExpiredRefreshFailing {
+                error: None,
+                expiry,
+            } => format!("{} and refresh is failing", expiry.describe()),
         }
     }
 }
@@ -209,10 +267,11 @@ impl State {
     pub fn credentials_at(&self, now: Instant) -> Result<&Arc<Issued>, Unavailable> {
         match &self.credentials {
             Some(c) if now < c.serve_until => Ok(c),
-            Some(_) => Err(Unavailable::ExpiredRefreshFailing {
+            Some(c) => Err(Unavailable::ExpiredRefreshFailing {
                 error: self.last_error.clone(),
+                expiry: NearExpiry::of(c, now),
             }),
-            None => Err(self.reason.clone()),
+            None => Err(self.reason.seen_at(now)),
         }
     }
 

@@ -60,6 +60,20 @@ impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
     }
 }
 
+/// `text` with every [unsafe](is_unsafe) character escaped as in a log line (`\n`, `\u{1b}`),
+/// for text written to stderr outside the log (the fatal-error line).
+pub(crate) fn escape_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut escaping = Escaping {
+        inner: &mut out,
+        quoting: false,
+    };
+    escaping
+        .write_str(text)
+        .expect("writing to a String cannot fail");
+    out
+}
+
 fn is_quote(c: char) -> bool {
     c == '"' || c == '\\'
 }

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::settings::{section, Count, Ids, Millis, Optional, Text};
+pub use crate::settings::parse_mode;
+use crate::settings::{section, Count, Ids, Millis, Mode, Optional, Text};
 
 /// `[server] socket_path` by default.
 pub const DEFAULT_SOCKET_PATH: &str = "/run/ecs-credential-agent/agent.sock";
@@ -35,9 +36,8 @@ section! {
         socket_path: PathBuf = PathBuf::from(DEFAULT_SOCKET_PATH), "socket_path",
             Text { parse: parse_socket_path, print: |p: &PathBuf| p.display().to_string() },
             Restart;
-        /// permission bits of the socket file, octal string
-        socket_mode: u32 = DEFAULT_SOCKET_MODE, "socket_mode",
-            Text { parse: parse_mode, print: |m: &u32| format!("{m:04o}") }, Restart;
+        /// permission bits of the socket file, a quoted octal string (`"0660"`, not `660`)
+        socket_mode: u32 = DEFAULT_SOCKET_MODE, "socket_mode", Mode, Restart;
         /// group owner of the socket file (name or number), for `"0660"`; unset: the owner's
         /// group
         socket_group: Option<String> = None, "socket_group",
@@ -102,21 +102,6 @@ impl Config {
 fn parse_socket_path(s: &str) -> Result<PathBuf, String> {
     let p = PathBuf::from(s);
     validate_socket_path(&p).map(|()| p)
-}
-
-/// Parses an octal permission string such as `"0600"` or `"660"`.
-///
-/// # Errors
-/// Anything but 1 to 4 octal digits (an optional `0o` prefix) up to `0777`.
-pub fn parse_mode(m: &str) -> Result<u32, String> {
-    let digits = m.strip_prefix("0o").unwrap_or(m);
-    let octal = !digits.is_empty() && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
-    match u32::from_str_radix(digits, 8) {
-        Ok(v) if octal && v <= 0o777 => Ok(v),
-        _ => Err(format!(
-            "expected an octal permission string from \"0000\" to \"0777\" such as \"0600\", got {m:?}"
-        )),
-    }
 }
 
 /// Checks `socket_group`: a group number, or a group name known to this system (looked up in

@@ -395,7 +395,7 @@ impl Connections {
                 .lock()
                 .map(|mut a| a.record_denial(caller, now)),
         );
-        self.admission.deny(stream);
+        self.admission.deny(stream, caller);
     }
 
     /// Waits up to `grace` for every connection to finish, then tells the rest to close and

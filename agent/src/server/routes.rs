@@ -6,7 +6,7 @@
 //! | `GET /v1/health` | 200 while servable credentials are held, else 503; [`Health`] JSON, never a secret |
 //! | `GET /metrics` | 200, Prometheus metrics as OpenMetrics text ([`crate::metrics`]), never a secret |
 //! | carrying `X-Forwarded-For`, `Forwarded` or `Via`, or a request body | 400 `BadRequest` |
-//! | caller's uid/groups not allowed | 403 `Forbidden` |
+//! | caller's uid/groups not allowed | 403 `Forbidden`, naming the uid and gid and the keys that would allow them |
 //! | another path | 404 `NotFound` |
 //! | another method on a known path | 405 `MethodNotAllowed`, `Allow: GET` |
 //!
@@ -48,8 +48,15 @@ pub enum Route {
 pub enum ApiError {
     /// 400: the request carries a proxy header or a body.
     BadRequest(&'static str),
-    /// 403: the caller's uid and groups are not allowed.
-    Forbidden,
+    /// 403: the caller's uid and groups are not allowed. The message names the caller's uid
+    /// and primary gid (numbers only, as the kernel reported them) and the keys that would
+    /// allow it.
+    Forbidden {
+        /// The caller's effective uid.
+        uid: u32,
+        /// The caller's effective (primary) gid.
+        gid: u32,
+    },
     /// 404: unknown path.
     NotFound,
     /// 405: known path, method other than `GET`.
@@ -67,7 +74,7 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "Forbidden"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
             ApiError::CredentialsUnavailable(_) => {
@@ -92,7 +99,7 @@ impl ApiError {
     pub fn message(&self) -> Cow<'static, str> {
         match self {
             ApiError::BadRequest(why) => Cow::Borrowed(why),
-            ApiError::Forbidden => "caller's uid and groups are not allowed".into(),
+            ApiError::Forbidden { uid, gid } => forbidden_message(*uid, *gid).into(),
             ApiError::NotFound => {
                 "unknown path; use /v1/credentials, /v1/health or /metrics".into()
             }
@@ -135,6 +142,17 @@ impl ApiError {
         out.extend_from_slice(&body);
         out
     }
+}
+
+/// The `Message` of a `403`: who was refused (numbers only) and which keys would allow it.
+/// At most about 250 characters, so clients that cap the messages they keep (the client
+/// library keeps 300) show all of it.
+fn forbidden_message(uid: u32, gid: u32) -> String {
+    format!(
+        "caller uid {uid} (gid {gid}) is not allowed: add the uid to [server] allowed_uids, or \
+         one of its groups to [server] allowed_gids, in the agent's configuration; the \
+         socket's [server] socket_group and socket_mode decide who may connect"
+    )
 }
 
 /// Whether a header is one a forwarding proxy adds (`X-Forwarded-*`, `X-Real-IP`,
@@ -422,7 +440,14 @@ mod tests {
     fn error_codes_are_stable() {
         let rows = [
             (ApiError::BadRequest("x"), 400, "BadRequest"),
-            (ApiError::Forbidden, 403, "Forbidden"),
+            (
+                ApiError::Forbidden {
+                    uid: 1000,
+                    gid: 100,
+                },
+                403,
+                "Forbidden",
+            ),
             (ApiError::NotFound, 404, "NotFound"),
             (ApiError::MethodNotAllowed, 405, "MethodNotAllowed"),
             (
@@ -444,6 +469,37 @@ mod tests {
             ApiError::MethodNotAllowed.to_response().headers()[ALLOW],
             "GET"
         );
+    }
+
+    /// Regression (issue 11, item 7): the `403` named neither the caller nor what to change.
+    #[test]
+    fn forbidden_names_the_caller_and_the_keys_to_change() {
+        let e = ApiError::Forbidden {
+            uid: 65534,
+            gid: 4243,
+        };
+        let message = e.message();
+        for needle in [
+            "caller uid 65534 (gid 4243) is not allowed",
+            "[server] allowed_uids",
+            "[server] allowed_gids",
+            "socket_group",
+            "socket_mode",
+        ] {
+            assert!(message.contains(needle), "{needle:?} not in {message:?}");
+        }
+        let widest = ApiError::Forbidden {
+            uid: u32::MAX,
+            gid: u32::MAX,
+        };
+        assert!(
+            widest.message().chars().count() <= 250,
+            "{}",
+            widest.message()
+        );
+        let raw = String::from_utf8(e.to_raw_http()).unwrap();
+        assert!(raw.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{raw}");
+        assert!(raw.contains("caller uid 65534 (gid 4243)"), "{raw}");
     }
 
     #[test]

@@ -114,7 +114,11 @@ fn respond_now(
         );
         // A reload revoked the caller: close the connection after the 403, so it holds none of
         // the `max_connections` slots allowed callers need.
-        let mut reply = ApiError::Forbidden.to_response();
+        let mut reply = ApiError::Forbidden {
+            uid: ctx.caller.uid,
+            gid: ctx.caller.gid,
+        }
+        .to_response();
         reply.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),

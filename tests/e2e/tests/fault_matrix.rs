@@ -844,7 +844,11 @@ async fn row_outage_past_expiry(name: &'static str, suite: Arc<Suite>) -> Result
             ));
         }
         if r.status != 503
-            || !r.message().contains("expired and refresh failing")
+            || !r.message().contains("and refresh is failing")
+            || !(r
+                .message()
+                .starts_with("credentials are within the expiry margin")
+                || r.message().starts_with("credentials expired at"))
             || !r.message().contains("HTTP 500")
         {
             return Err(format!("at the margin: {r:?}"));
@@ -854,12 +858,7 @@ async fn row_outage_past_expiry(name: &'static str, suite: Arc<Suite>) -> Result
         run.wait_answered_since(from, 10).await;
         let cleared = Instant::now();
         run.emu.clear_faults();
-        run.check_during(
-            from,
-            cleared,
-            Expect::Unavailable,
-            "expired and refresh failing",
-        )?;
+        run.check_during(from, cleared, Expect::Unavailable, "and refresh is failing")?;
         run.wait_recovered(cleared, Duration::ZERO).await?;
         Ok(())
     }

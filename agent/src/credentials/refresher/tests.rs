@@ -240,7 +240,7 @@ async fn outage_past_expiry_stops_serving_exactly_at_serve_until_then_recovers()
         .is_ok());
     assert!(matches!(
         state.credentials_at(serve_until),
-        Err(Unavailable::ExpiredRefreshFailing { error: Some(_) })
+        Err(Unavailable::ExpiredRefreshFailing { error: Some(_), .. })
     ));
     drop(state);
 
@@ -253,7 +253,7 @@ async fn outage_past_expiry_stops_serving_exactly_at_serve_until_then_recovers()
     let state = rx.borrow().clone();
     assert!(state.credentials.is_none());
     assert!(
-        matches!(&state.reason, Unavailable::ExpiredRefreshFailing { error: Some(e) } if e.contains("cannot connect"))
+        matches!(&state.reason, Unavailable::ExpiredRefreshFailing { error: Some(e), .. } if e.contains("cannot connect"))
     );
     assert!(
         first.upgrade().is_none(),

@@ -189,7 +189,11 @@ async fn never_served_past_serve_until() {
     assert!(r.json()["Message"]
         .as_str()
         .unwrap()
-        .starts_with("credentials expired and refresh failing"));
+        .starts_with("credentials are within the expiry margin (Expiration "));
+    assert!(r.json()["Message"]
+        .as_str()
+        .unwrap()
+        .ends_with("and refresh is failing: metadata service unavailable: HTTP 503"));
     assert!(!r.text().contains(SECRET));
     assert!(
         started.elapsed() < Duration::from_secs(5),
