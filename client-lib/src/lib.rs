@@ -36,6 +36,10 @@
 //! Without an async runtime, use [`blocking::Client`] the same way. A runnable example is
 //! `examples/print_identity.rs`.
 //!
+//! With the cargo feature `reqsign`, `reqsign::AgentCredentialProvider` lets
+//! `reqsign-aliyun-oss` (and so OpenDAL's OSS service) sign with the agent's credentials;
+//! example: `examples/oss_sign.rs`.
+//!
 //! # Caching
 //!
 //! [`Client::credentials`] returns the cached credentials while more than
@@ -104,6 +108,8 @@
 //! - `error`: [`Error`].
 //! - [`path_check`]: whether a socket path can be trusted (shared with the agent).
 //! - [`blocking`]: the blocking client.
+//! - `reqsign` (feature `reqsign`): a credential provider for `reqsign-aliyun-oss`, the OSS
+//!   signer of OpenDAL.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
@@ -116,6 +122,8 @@ mod client;
 mod credentials;
 mod error;
 pub mod path_check;
+#[cfg(feature = "reqsign")]
+pub mod reqsign;
 mod transport;
 
 #[cfg(test)]

@@ -3,4 +3,6 @@
 mod blocking;
 mod client;
 mod fake_agent;
+#[cfg(feature = "reqsign")]
+mod reqsign;
 mod resolve;
