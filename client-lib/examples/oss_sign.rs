@@ -43,10 +43,17 @@ async fn main() -> ExitCode {
         }
     };
     if let Err(e) = signer.sign(&mut request, None).await {
-        // reqsign's message is the client's one-line error; the cause follows.
+        // reqsign's message is the client's one-line error, whose source is that error.
         eprintln!("signing failed: {e}");
-        if let Some(cause) = std::error::Error::source(&e) {
-            eprintln!("  caused by: {cause}");
+        let mut previous = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            let message = cause.to_string();
+            if message != previous {
+                eprintln!("  caused by: {message}");
+            }
+            previous = message;
+            source = cause.source();
         }
         return ExitCode::FAILURE;
     }

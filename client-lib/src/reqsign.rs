@@ -13,7 +13,8 @@
 //! use reqsign_aliyun_oss::RequestSigner;
 //! use reqsign_core::{Context, Signer};
 //!
-//! # async fn sign() -> reqsign_core::Result<()> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> reqsign_core::Result<()> {
 //! let signer = Signer::new(
 //!     Context::new(),
 //!     AgentCredentialProvider::new(),
