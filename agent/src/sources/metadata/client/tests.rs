@@ -35,10 +35,18 @@ fn config(endpoint: String) -> MetadataConfig {
     MetadataConfig {
         // Unchecked, so the client's own check is tested too (`setup`).
         endpoint: crate::sources::metadata::config::Endpoint::unchecked(&endpoint),
-        read_timeout: Duration::from_millis(200),
-        connect_timeout: Duration::from_millis(500),
+        // Generous: on a loaded machine the local test server may take seconds to answer. The
+        // timeout tests set short ones (`short_timeouts`).
+        read_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(10),
         ..MetadataConfig::default()
     }
+}
+
+/// Read timeout 200 ms, connect timeout 500 ms: for the tests of the timeouts themselves.
+fn short_timeouts(c: &mut MetadataConfig) {
+    c.read_timeout = Duration::from_millis(200);
+    c.connect_timeout = Duration::from_millis(500);
 }
 
 fn client(config: &MetadataConfig) -> Client {
@@ -209,7 +217,7 @@ async fn token_put_connection_refused_is_unreachable() {
 #[tokio::test]
 async fn token_put_hanging_server_is_timeout() {
     let started = std::time::Instant::now();
-    let (result, _server) = fetch_with(vec![Canned::Hang], |_| {}).await;
+    let (result, _server) = fetch_with(vec![Canned::Hang], short_timeouts).await;
     let err = result.unwrap_err();
     assert!(
         matches!(err, MetadataError::Timeout { after, .. } if after == Duration::from_millis(200)),
@@ -217,7 +225,7 @@ async fn token_put_hanging_server_is_timeout() {
     );
     assert!(err.is_transient());
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
@@ -393,7 +401,7 @@ async fn get_connection_closed_is_unreachable() {
 
 #[tokio::test]
 async fn get_hanging_server_is_timeout() {
-    let (result, _server) = fetch_with(vec![token(TOKEN_1), Canned::Hang], |_| {}).await;
+    let (result, _server) = fetch_with(vec![token(TOKEN_1), Canned::Hang], short_timeouts).await;
     let err = result.unwrap_err();
     assert!(matches!(err, MetadataError::Timeout { .. }), "{err:?}");
     assert!(err.is_transient());
@@ -403,10 +411,11 @@ async fn get_hanging_server_is_timeout() {
 async fn trickling_body_hits_the_overall_deadline() {
     let trickle = Canned::Trickle {
         every: Duration::from_millis(50),
-        bytes: 100,
+        // 20 s of trickle: far longer than the deadline and the bound below.
+        bytes: 400,
     };
     let started = std::time::Instant::now();
-    let (result, _server) = fetch_with(vec![token(TOKEN_1), trickle], |_| {}).await;
+    let (result, _server) = fetch_with(vec![token(TOKEN_1), trickle], short_timeouts).await;
     let err = result.unwrap_err();
     // connect 500 ms + 2 × read 200 ms.
     let deadline = Duration::from_millis(900);
@@ -415,7 +424,7 @@ async fn trickling_body_hits_the_overall_deadline() {
         "{err:?}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
