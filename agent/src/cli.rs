@@ -67,8 +67,10 @@ enum Command {
         /// and you owns a directory or link on it, or others may write to a directory on it.
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
-        /// Output: the credential JSON, or shell `export` lines using the variable names the
-        /// Alibaba Cloud SDKs read.
+        /// Output: `json`, the credential JSON the socket serves; `env`, shell `export` lines
+        /// using the variable names the Alibaba Cloud SDKs read; `aliyun-cli`, the aliyun CLI's
+        /// External-mode JSON (`aliyun configure set --mode External --process-command
+        /// "ecs-credential-agent get --format aliyun-cli"`).
         #[arg(long, value_enum, default_value = "json")]
         format: GetFormat,
     },
@@ -84,6 +86,7 @@ enum FormatArg {
 enum GetFormat {
     Json,
     Env,
+    AliyunCli,
 }
 
 /// Parses the command line and runs the chosen command; returns the process exit status
@@ -123,6 +126,7 @@ pub fn main_with_test_hooks(hooks: TestHooks) -> ExitCode {
             let format = match format {
                 GetFormat::Json => crate::get::Format::Json,
                 GetFormat::Env => crate::get::Format::Env,
+                GetFormat::AliyunCli => crate::get::Format::AliyunCli,
             };
             ExitCode::from(crate::get::run(socket, format))
         }

@@ -21,6 +21,24 @@ pub enum Format {
     /// `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`,
     /// `ALIBABA_CLOUD_SECURITY_TOKEN`.
     Env,
+    /// The aliyun CLI's External-mode answer (`aliyun configure set --mode External
+    /// --process-command "ecs-credential-agent get --format aliyun-cli"`): one JSON object,
+    /// `{"mode":"StsToken","access_key_id":…,"access_key_secret":…,"sts_token":…,"expiration":…}`,
+    /// then a newline. `expiration` is RFC 3339 UTC (`2024-11-08T09:44:50Z`); the CLI itself
+    /// ignores it (docs/aliyun-cli.md).
+    AliyunCli,
+}
+
+/// The aliyun CLI's External-mode JSON: the CLI decodes the command's stdout into its profile
+/// (aliyun-cli `config/profile.go`: field names are the profile's JSON keys, and `mode` must be
+/// `StsToken` for an AccessKey pair with a SecurityToken; docs/aliyun-cli.md).
+#[derive(serde::Serialize)]
+struct AliyunCliProfile<'a> {
+    mode: &'static str,
+    access_key_id: &'a str,
+    access_key_secret: &'a str,
+    sts_token: &'a str,
+    expiration: &'a str,
 }
 
 /// Exit status when the agent is not running or has no credentials (`EX_UNAVAILABLE`).
@@ -113,6 +131,20 @@ fn render(c: &Credentials, format: Format) -> Zeroizing<String> {
             out.push('\n');
             out
         }
+        Format::AliyunCli => {
+            let expiration = format_utc(c.expiration);
+            let profile = AliyunCliProfile {
+                mode: "StsToken",
+                access_key_id: &c.access_key_id,
+                access_key_secret: c.access_key_secret.expose_secret(),
+                sts_token: c.security_token.expose_secret(),
+                expiration: &expiration,
+            };
+            let mut out =
+                Zeroizing::new(serde_json::to_string(&profile).expect("serialise strings"));
+            out.push('\n');
+            out
+        }
         Format::Env => Zeroizing::new(format!(
             "export ALIBABA_CLOUD_ACCESS_KEY_ID={}\nexport ALIBABA_CLOUD_ACCESS_KEY_SECRET={}\nexport ALIBABA_CLOUD_SECURITY_TOKEN={}\n",
             shell_quote(&c.access_key_id),
@@ -155,6 +187,33 @@ mod tests {
             source: None,
         };
         assert_eq!(explain(&refused), refused.to_string());
+    }
+
+    fn sample() -> Credentials {
+        Credentials {
+            access_key_id: "STS.id\"1".to_owned(),
+            access_key_secret: "secret'2".into(),
+            security_token: "token\\3".into(),
+            expiration: time::macros::datetime!(2024-11-08 09:44:50 UTC),
+            last_updated: None,
+        }
+    }
+
+    /// The aliyun CLI reads exactly these keys (`config/profile.go`, `Profile`'s JSON tags) and
+    /// accepts only the mode spelled `StsToken` in its `switch`.
+    #[test]
+    fn aliyun_cli_format_has_the_profile_keys_and_the_sts_token_mode() {
+        let text = render(&sample(), Format::AliyunCli);
+        assert!(text.ends_with("}\n"), "{:?}", text.as_str());
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let expected = serde_json::json!({
+            "mode": "StsToken",
+            "access_key_id": "STS.id\"1",
+            "access_key_secret": "secret'2",
+            "sts_token": "token\\3",
+            "expiration": "2024-11-08T09:44:50Z",
+        });
+        assert_eq!(v, expected);
     }
 
     #[test]
