@@ -1,4 +1,4 @@
-//! The command line: `serve`, `dev` and `get` (clap). The binary's `main` calls [`main`].
+//! The command line: `serve`, `dev`, `get` and `exec` (clap). The binary's `main` calls [`main`].
 //!
 //! A fatal error of `serve` or `dev` prints one line on stderr, `ecs-credential-agent: <what
 //! failed>: <cause>; <what to do>` (module `fatal`), then the process exits with the status
@@ -6,6 +6,7 @@
 
 mod fatal;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -74,6 +75,34 @@ enum Command {
         #[arg(long, value_enum, default_value = "json")]
         format: GetFormat,
     },
+    /// Run CMD with the credentials in its environment (for short jobs).
+    ///
+    /// Fetches the credentials from a running agent as `get` does, then replaces this process
+    /// with CMD (same pid; its exit status and signals
+    /// are CMD's) with ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET,
+    /// ALIBABA_CLOUD_SECURITY_TOKEN and ALIBABA_CLOUD_ECS_METADATA_DISABLED=true set. The
+    /// credentials are not refreshed while CMD runs: for jobs shorter than their lifetime.
+    /// Exit statuses before CMD starts: get's (69, 76, 77, 78), 75 too little lifetime left,
+    /// 126 CMD cannot be run, 127 CMD not found.
+    #[command(after_help = "Example: ecs-credential-agent exec -- aliyun oss ls")]
+    Exec {
+        /// Agent socket, as for `get`.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Refuse to start CMD (exit 75) when the credentials expire in less than this many
+        /// seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = crate::exec::DEFAULT_MIN_LIFETIME.as_secs())]
+        min_lifetime: u64,
+        /// The command and its arguments: everything from CMD on is CMD's (`--` before CMD is
+        /// accepted, and needed only when CMD's name starts with `-`).
+        #[arg(
+            value_name = "CMD",
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        command: Vec<OsString>,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -130,6 +159,15 @@ pub fn main_with_test_hooks(hooks: TestHooks) -> ExitCode {
             };
             ExitCode::from(crate::get::run(socket, format))
         }
+        Command::Exec {
+            socket,
+            min_lifetime,
+            command,
+        } => ExitCode::from(crate::exec::run(crate::exec::Options {
+            socket,
+            min_lifetime: std::time::Duration::from_secs(min_lifetime),
+            command,
+        })),
     }
 }
 

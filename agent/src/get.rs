@@ -55,6 +55,30 @@ pub const EXIT_UNSAFE_SOCKET_PATH: u8 = 78;
 /// Runs `get`; prints the credentials to stdout or an error to stderr, and returns the exit
 /// status.
 pub fn run(socket: Option<PathBuf>, format: Format) -> u8 {
+    let creds = match fetch("get", socket) {
+        Ok(c) => c,
+        Err(status) => return status,
+    };
+    let text = render(&creds, format);
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        return 1;
+    }
+    0
+}
+
+/// Fetches the credentials from the agent at `socket` (else `$ECS_CREDENTIAL_AGENT_SOCKET`,
+/// else the default path) through the client library, for the command named `command`.
+///
+/// # Errors
+/// The exit status to return, after printing `ecs-credential-agent COMMAND: <what failed>` on
+/// stderr: 1 when the client cannot start, else [`EXIT_UNAVAILABLE`], [`EXIT_NOPERM`],
+/// [`EXIT_UNSAFE_SOCKET_PATH`] or [`EXIT_PROTOCOL`].
+pub(crate) fn fetch(command: &str, socket: Option<PathBuf>) -> Result<Credentials, u8> {
     let mut builder = ecs_credential_client::blocking::Client::builder();
     if let Some(path) = socket {
         builder = builder.socket_path(path);
@@ -62,28 +86,14 @@ pub fn run(socket: Option<PathBuf>, format: Format) -> u8 {
     let client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ecs-credential-agent get: cannot start the client: {e}");
-            return 1;
+            eprintln!("ecs-credential-agent {command}: cannot start the client: {e}");
+            return Err(1);
         }
     };
-    match client.credentials() {
-        Ok(creds) => {
-            let text = render(&creds, format);
-            let mut out = std::io::stdout().lock();
-            if out
-                .write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .is_err()
-            {
-                return 1;
-            }
-            0
-        }
-        Err(e) => {
-            eprintln!("ecs-credential-agent get: {}", explain(&e));
-            exit_status(&e)
-        }
-    }
+    client.credentials().map_err(|e| {
+        eprintln!("ecs-credential-agent {command}: {}", explain(&e));
+        exit_status(&e)
+    })
 }
 
 fn exit_status(e: &Error) -> u8 {

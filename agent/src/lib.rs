@@ -46,6 +46,8 @@
 //! - [`systemd`]: readiness, status and watchdog notifications, socket activation;
 //!   [`heartbeat`]: the loops' liveness; [`reload`]: `SIGHUP`; [`logging`]: stderr, the journal.
 //! - [`time`]: the injected wall clock.
+//! - [`cli`]: the command line; [`get`] prints the credentials for scripts and the aliyun CLI,
+//!   [`exec`] runs a command with them in its environment.
 //! - `dev` (feature `dev`): the agent against the built-in metadata emulator.
 //! - `test_support` (tests only): fixtures shared by several modules' unit tests.
 //!
@@ -76,6 +78,7 @@ pub mod credentials;
 pub mod daemon;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod exec;
 pub mod get;
 pub mod heartbeat;
 pub mod identity;
