@@ -60,6 +60,7 @@
 
 mod admission;
 pub mod audit;
+pub mod bridge;
 mod chores;
 pub mod config;
 mod connection;
