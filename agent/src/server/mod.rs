@@ -16,6 +16,9 @@
 //! - [`audit`]: who received which credential generation; who was denied.
 //! - `memory` (private): freed memory given back to the kernel after a burst of connections.
 //! - [`metrics_listener`]: the optional loopback TCP listener serving only `GET /metrics`.
+//! - [`bridge`]: the optional loopback TCP listener for credentials URIs (`[bridge] listen`),
+//!   accepted by the same [`Server`] ([`Server::bridge`]); `stream` (private): [`Stream`], a
+//!   connection from either listener.
 //!
 //! Unit tests sit at the bottom of their file (`#[cfg(test)] mod tests`); the larger suites
 //! in a sibling `x/tests.rs` (`audit/tests.rs`), and the tests of the whole server over real
