@@ -19,7 +19,7 @@
 //!
 //! What the kernel does not say is not made up: a TCP caller has no pid and no process (so no
 //! executable), and its gid and groups are those the user database gives its uid
-//! ([`user_groups`]), which is weaker than `SO_PEERGROUPS` (a process may have dropped or
+//! (`getgrouplist(3)`), which is weaker than `SO_PEERGROUPS` (a process may have dropped or
 //! gained groups since login).
 
 use std::io;

@@ -200,7 +200,7 @@ impl<'a> Server<'a> {
         }
     }
 
-    /// Also accepts on the loopback TCP listener `bridge` ([`bridge`](self::bridge)): same
+    /// Also accepts on the loopback TCP listener `bridge` ([`mod@bridge`]): same
     /// routes, limits, audit and drain as the socket.
     pub fn bridge(mut self, bridge: &'a bridge::BridgeListener) -> Server<'a> {
         self.bridge = Some(bridge);
