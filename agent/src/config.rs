@@ -100,6 +100,8 @@ sections! {
     systemd: crate::systemd::config::Config,
     /// `[metrics]`.
     metrics: crate::metrics::config::Config,
+    /// `[bridge]`.
+    bridge: crate::server::bridge::config::Config,
 }
 
 /// A configuration that could not be used: every problem found, each naming its key.

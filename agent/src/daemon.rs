@@ -10,6 +10,7 @@ use crate::heartbeat::{Heartbeat, Watched};
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::reload::{Reloader, Source};
+use crate::server::bridge::BridgeListener;
 use crate::server::metrics_listener::{self, MetricsBindError, MetricsListener};
 use crate::server::{self, ConfigReceiver, Listener, Server, SocketBindError};
 use crate::sources::metadata;
@@ -47,6 +48,10 @@ pub enum AgentError {
     /// The `[metrics] listen` address could not be bound.
     #[error(transparent)]
     MetricsBind(#[from] MetricsBindError),
+    /// The `[bridge] listen` address could not be bound (or callers there could not be
+    /// identified).
+    #[error(transparent)]
+    BridgeBind(#[from] crate::server::bridge::BridgeBindError),
     /// Process hardening failed.
     #[error("cannot harden the process (disable core dumps / ptrace): {0}")]
     Harden(#[source] nix::Error),
@@ -71,6 +76,7 @@ impl AgentError {
             AgentError::Bind(SocketBindError::AlreadyServing { .. }) => EXIT_UNAVAILABLE,
             AgentError::Bind(_)
             | AgentError::MetricsBind(_)
+            | AgentError::BridgeBind(_)
             | AgentError::Harden(_)
             | AgentError::Io { .. } => EXIT_FAILURE,
         }
@@ -188,6 +194,16 @@ pub async fn serve_with(
             return Err(e);
         }
     };
+    let bridge = match config.bridge.listen.map(BridgeListener::bind).transpose() {
+        Ok(bridge) => bridge,
+        Err(e) => {
+            let _ = listener.remove_socket();
+            return Err(e.into());
+        }
+    };
+    if let Some(b) = &bridge {
+        tracing::info!(addr = %b.local_addr(), "serving credentials URIs on loopback TCP ([bridge] listen)");
+    }
     let server_config = match options.reload {
         Some(source) => start_reloading(source, config.clone())?,
         None => server::fixed_config(config.server.clone()),
@@ -211,10 +227,12 @@ pub async fn serve_with(
         shutdown.await;
         notifier.stopping();
     };
-    let result = Server::new(&listener, server_config, refresher.subscribe(), metrics)
-        .supervision(supervision)
-        .run(shutdown)
-        .await;
+    let mut server = Server::new(&listener, server_config, refresher.subscribe(), metrics)
+        .supervision(supervision);
+    if let Some(b) = &bridge {
+        server = server.bridge(b);
+    }
+    let result = server.run(shutdown).await;
     drop(metrics_server);
     match listener.remove_socket() {
         Ok(_) => {}

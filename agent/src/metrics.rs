@@ -26,10 +26,15 @@
 //! | `refreshes_total` | counter | `result` | refresh attempts by outcome: `success` (new generation), `unchanged`, or the error's kind (a fixed word, e.g. `timeout`) |
 //! | `metadata_requests_total` | counter | `endpoint`, `status` | metadata service requests; `endpoint` is `token`, `role_list` or `credentials`; `status` the HTTP status or `error` |
 //! | `metadata_request_duration_seconds` | histogram | `endpoint` | metadata service request latency |
-//! | `socket_requests_total` | counter | `endpoint`, `status` | socket requests; `endpoint` is `credentials`, `health`, `metrics` or `other` |
+//! | `socket_requests_total` | counter | `endpoint`, `status` | Unix socket requests; `endpoint` is `credentials`, `health`, `metrics` or `other` |
+//! | `bridge_requests_total` | counter | `endpoint`, `status` | requests on the loopback TCP listener (`[bridge] listen`), labelled as `socket_requests_total` |
+//! | `bridge_callers_unidentified_total` | counter | | loopback TCP connections refused (403) because their caller's socket was not found open in the kernel's socket table |
 //! | `callers_denied_total` | counter | | callers refused because their uid and groups are not allowed: a connection at accept, or a request on a connection whose caller a reload revoked |
 //! | `connections_rejected_total` | counter | | connections refused beyond `max_connections` |
 //! | `connections_rejected_per_uid_total` | counter | | connections refused beyond `max_connections_per_uid` (their uid held its share) |
+//!
+//! `callers_denied_total` and the `connections_rejected` counters count both transports (one
+//! `max_connections` and one set of per-uid shares covers both).
 //!
 //! The outcomes `success` and `unchanged` and the three latency histograms are exposed (at 0)
 //! from the start; other labelled series appear with their first sample.
@@ -105,6 +110,8 @@ struct Inner {
     /// The `socket_requests` series of `GET /v1/credentials` answered 200 (the hot path), taken
     /// from the family on first use, so counting it needs no label hashing or lock.
     credentials_ok: OnceLock<Counter>,
+    bridge_requests: Family<RequestLabels, Counter>,
+    bridge_callers_unidentified: Counter,
     callers_denied: Counter,
     connections_rejected: Counter,
     connections_rejected_per_uid: Counter,
@@ -126,6 +133,8 @@ impl Metrics {
         let metadata_requests = Family::<RequestLabels, Counter>::default();
         let metadata_latency = HistogramFamily::new_with_constructor(latency_histogram);
         let socket_requests = Family::<RequestLabels, Counter>::default();
+        let bridge_requests = Family::<RequestLabels, Counter>::default();
+        let bridge_callers_unidentified = Counter::default();
         let callers_denied = Counter::default();
         let connections_rejected = Counter::default();
         let connections_rejected_per_uid = Counter::default();
@@ -150,6 +159,16 @@ impl Metrics {
             "socket_requests",
             "Requests on the agent socket by endpoint (credentials, health, metrics, other) and HTTP status",
             socket_requests.clone(),
+        );
+        registry.register(
+            "bridge_requests",
+            "Requests on the loopback TCP listener by endpoint (credentials, health, metrics, other) and HTTP status",
+            bridge_requests.clone(),
+        );
+        registry.register(
+            "bridge_callers_unidentified",
+            "Loopback TCP connections refused because their caller's socket was not found open in the kernel's socket table",
+            bridge_callers_unidentified.clone(),
         );
         registry.register(
             "callers_denied",
@@ -181,6 +200,8 @@ impl Metrics {
                 metadata_latency,
                 socket_requests,
                 credentials_ok: OnceLock::new(),
+                bridge_requests,
+                bridge_callers_unidentified,
                 callers_denied,
                 connections_rejected,
                 connections_rejected_per_uid,
@@ -261,6 +282,20 @@ impl Metrics {
             status: status.to_string(),
         };
         self.inner.socket_requests.get_or_create(&labels).inc();
+    }
+
+    /// Records one request on the loopback TCP listener, labelled as [`Metrics::socket_request`].
+    pub fn bridge_request(&self, endpoint: &'static str, status: u16) {
+        let labels = RequestLabels {
+            endpoint,
+            status: status.to_string(),
+        };
+        self.inner.bridge_requests.get_or_create(&labels).inc();
+    }
+
+    /// Records a loopback TCP connection refused because its caller could not be identified.
+    pub fn bridge_caller_unidentified(&self) {
+        self.inner.bridge_callers_unidentified.inc();
     }
 
     /// Records a caller refused because it is not allowed (a connection at accept, or a

@@ -11,6 +11,7 @@
 
 use crate::daemon::AgentError;
 use crate::logging::escape_line;
+use crate::server::bridge::BridgeBindError;
 use crate::server::SocketBindError;
 
 /// The line for `e` (without the trailing newline): what failed and why ([`AgentError`]'s
@@ -50,6 +51,12 @@ fn what_to_do(e: &AgentError) -> &'static str {
         AgentError::Metadata(_) => "check [metadata] endpoint (--endpoint)",
         AgentError::MetricsBind(_) => {
             "set [metrics] listen to a free loopback address, or leave it unset"
+        }
+        AgentError::BridgeBind(BridgeBindError::Bind { .. }) => {
+            "set [bridge] listen to a free port on 127.0.0.1, or leave it unset"
+        }
+        AgentError::BridgeBind(BridgeBindError::SockDiag(_)) => {
+            "allow AF_NETLINK (systemd RestrictAddressFamilies=), or leave [bridge] listen unset"
         }
         AgentError::Harden(_) => {
             "run the agent where setrlimit(2) and prctl(2) are allowed (the shipped systemd \

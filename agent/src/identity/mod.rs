@@ -2,8 +2,9 @@
 //! accepts, before anything is read from the connection.
 //!
 //! A leaf module: it imports no other module of the crate. The transports make a `Caller`
-//! ([`Caller::of_unix_peer`] for the Unix socket), [`policy`](crate::policy) judges it, the
-//! server routes and audits with it.
+//! ([`Caller::of_unix_peer`] for the Unix socket, [`Caller::of_tcp_owner`] for the loopback
+//! TCP listener, from a [`SockDiag`] lookup), [`policy`](crate::policy) judges it, the server
+//! routes and audits with it, naming its [`Transport`].
 //!
 //! - uid, gid, supplementary groups and pid are what the kernel recorded when the process
 //!   called `connect(2)` (`SO_PEERCRED`, `SO_PEERGROUPS`, see `socket(7)`); the peer cannot
@@ -18,9 +19,15 @@
 //!   accept. Those reads are lazy: a connection pays for them only when an audit event (or,
 //!   later, a selector) needs them; the server reads the executable as soon as it accepts a
 //!   connection the audit will name, so that a later `exec` does not change it.
+//! - A TCP caller ([`Transport::Tcp`]) is known by less: the uid that owns its socket and
+//!   the socket's cgroup, from the kernel's socket table ([`tcp`]); its gid and groups come
+//!   from the user database for that uid (weaker than `SO_PEERGROUPS`: they are the groups the
+//!   user would get at login, not those of the process that connected); it has no pid and no
+//!   process, so nothing that needs its executable matches it.
 
 mod lent;
 mod process;
+pub mod tcp;
 mod unix;
 
 use std::path::Path;
@@ -28,6 +35,28 @@ use std::sync::OnceLock;
 
 pub use lent::LentSocket;
 pub use process::Process;
+pub use tcp::{SockDiag, TcpLookupError, TcpOwner};
+
+/// How a caller reached the agent: named in audit events and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// The Unix socket: the kernel recorded the caller's uid, gid, groups and pid at
+    /// `connect(2)`.
+    Unix,
+    /// The loopback TCP listener: uid (and cgroup) of the caller's socket from the kernel's
+    /// socket table; gid and groups from the user database.
+    Tcp,
+}
+
+impl Transport {
+    /// `"unix"` or `"tcp"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Unix => "unix",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
 
 /// The process on the other end of a connection, as the kernel saw it when it connected.
 #[derive(Debug)]
@@ -44,6 +73,12 @@ pub struct Caller {
     /// A handle on that process, when one could be taken (`None`: the process had already
     /// exited, or there is no pid).
     process: Option<Process>,
+    /// How the caller connected.
+    pub transport: Transport,
+    /// The cgroup v2 id of the caller's socket (the inode number of its cgroup directory under
+    /// `/sys/fs/cgroup`), where the transport learns it (TCP, when the kernel reports
+    /// `INET_DIAG_CGROUP_ID`).
+    pub cgroup_id: Option<u64>,
 }
 
 impl Caller {
@@ -55,6 +90,8 @@ impl Caller {
             groups: OnceLock::from(groups),
             pid,
             process: None,
+            transport: Transport::Unix,
+            cgroup_id: None,
         }
     }
 
@@ -71,6 +108,9 @@ impl Caller {
     /// authorization asks at accept).
     pub fn groups(&self) -> &[u32] {
         self.groups.get_or_init(|| {
+            if self.transport == Transport::Tcp {
+                return tcp::user_groups(self.uid, self.gid);
+            }
             self.process
                 .as_ref()
                 .and_then(Process::socket)

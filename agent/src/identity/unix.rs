@@ -75,6 +75,8 @@ fn capture_lent(socket: BorrowedFd<'_>, lease: Arc<Lease>, hold: Hold) -> io::Re
         groups: OnceLock::new(),
         pid,
         process,
+        transport: super::Transport::Unix,
+        cgroup_id: None,
     };
     // Held through the lent socket, the groups can be read when first needed
     // ([`Caller::groups`]); otherwise now, while the socket is at hand.

@@ -30,7 +30,7 @@ use super::audit::SUMMARY_INTERVAL;
 use super::connection::MAX_BUF_SIZE;
 use super::memory::TRIM_AFTER_CONNECTIONS;
 use super::routes::ApiError;
-use crate::identity::Caller;
+use crate::identity::{Caller, TcpLookupError};
 use crate::metrics::Metrics;
 use crate::server::config::Config as ServerConfig;
 
@@ -65,6 +65,9 @@ pub(super) struct Admission {
     rejected: (u64, u64),
     /// When the last warning about rejected connections was logged.
     rejected_logged: Option<Instant>,
+    /// Loopback TCP connections refused since the last warning because their caller could not
+    /// be identified, and when that warning was logged.
+    unidentified: (u64, Option<Instant>),
 }
 
 impl Admission {
@@ -132,6 +135,27 @@ impl Admission {
             gid: caller.gid,
         };
         answer(stream, refused, &self.denying);
+    }
+
+    /// Answers `stream`, a loopback TCP connection whose caller could not be identified
+    /// (`why`), with `403 Forbidden` in the background, like a denied caller; logs at most once
+    /// per [`SUMMARY_INTERVAL`] (a client that closes at once can make many).
+    pub(super) fn unidentified(&mut self, stream: Stream, why: &TcpLookupError) {
+        self.unidentified.0 += 1;
+        let now = Instant::now();
+        if self
+            .unidentified
+            .1
+            .is_none_or(|t| now.duration_since(t) >= SUMMARY_INTERVAL)
+        {
+            tracing::warn!(
+                error = %why,
+                refused = std::mem::take(&mut self.unidentified.0),
+                "[bridge] caller not identified; answering 403"
+            );
+            self.unidentified.1 = Some(now);
+        }
+        answer(stream, ApiError::Unidentified, &self.denying);
     }
 
     /// The connections being served.
@@ -318,7 +342,5 @@ async fn linger(mut stream: Stream, raw: &[u8]) {
 /// the runtime has seen the new socket's first readiness event, which a just-accepted one may
 /// not have had yet.
 fn answer_at_once(stream: Stream, raw: &[u8]) {
-    if let Ok(mut stream) = stream.into_inner().into_std() {
-        let _ = io::Write::write(&mut stream, raw);
-    }
+    stream.write_at_once(raw);
 }

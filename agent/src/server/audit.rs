@@ -49,6 +49,8 @@ pub enum AuditEvent {
         gid: u32,
         /// Caller executable, or `"unknown"`.
         exe: String,
+        /// How the caller connected: `"unix"` or `"tcp"`.
+        transport: &'static str,
         /// RAM role name.
         role: String,
         /// `AccessKeyId` of the generation.
@@ -79,6 +81,8 @@ pub enum AuditEvent {
         gid: u32,
         /// Caller executable, or `"unknown"`.
         exe: String,
+        /// How the caller connected: `"unix"` or `"tcp"`.
+        transport: &'static str,
     },
     /// Denials of a uid not logged individually.
     DenialsSuppressed {
@@ -110,11 +114,13 @@ impl AuditEvent {
                 uid,
                 gid,
                 exe,
+                transport,
                 role,
                 access_key_id,
                 generation,
             } => {
                 tracing::info!(target: "audit", event = "issued", pid, uid, gid, exe = exe.as_str(),
+                    transport = *transport,
                     role = role.as_str(), access_key_id = access_key_id.as_str(), generation,
                     "credentials issued to caller");
             }
@@ -129,8 +135,15 @@ impl AuditEvent {
                     access_key_id = access_key_id.as_str(), generation, count,
                     "credentials issued again to caller");
             }
-            AuditEvent::Denied { pid, uid, gid, exe } => {
+            AuditEvent::Denied {
+                pid,
+                uid,
+                gid,
+                exe,
+                transport,
+            } => {
                 tracing::warn!(target: "audit", event = "denied", pid, uid, gid, exe = exe.as_str(),
+                    transport = *transport,
                     "caller denied: uid and groups not allowed");
             }
             AuditEvent::DenialsSuppressed { uid, count } => {
@@ -231,6 +244,7 @@ impl Audit {
             uid: caller.uid,
             gid: caller.gid,
             exe: caller.exe_or_unknown(),
+            transport: caller.transport.as_str(),
             role: issued.role_name.clone(),
             access_key_id: issued.access_key_id.clone(),
             generation: issued.generation,
@@ -286,6 +300,7 @@ impl Audit {
             uid: caller.uid,
             gid: caller.gid,
             exe: caller.exe_or_unknown(),
+            transport: caller.transport.as_str(),
         };
         let Some(d) = self.denials.get_mut(&caller.uid) else {
             if self.denials.len() >= self.max_denied_uids {

@@ -35,12 +35,10 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::fstatat;
 use nix::unistd::{unlinkat, Gid, Group, Uid, UnlinkatFlags};
 
-use crate::identity::{Caller, LentSocket};
+use crate::identity::Caller;
 use crate::server::config::{Config as ServerConfig, MAX_SOCKET_PATH_BYTES};
 
-/// An accepted connection's socket, lent to the [`Caller`] captured from it (which reads its
-/// groups and pidfd through it when first needed): use it as a `tokio::net::UnixStream`.
-pub type Stream = LentSocket<tokio::net::UnixStream>;
+pub use super::stream::Stream;
 
 /// The mode of a parent directory the agent creates (`/run/ecs-credential-agent`): callers
 /// must be able to traverse it to reach the socket, whose own mode decides access.
@@ -250,7 +248,9 @@ impl Listener {
         loop {
             let (stream, _) = std::task::ready!(self.inner.poll_accept(cx))?;
             match Caller::of_unix_peer(stream) {
-                Ok((caller, stream)) => return std::task::Poll::Ready(Ok((stream, caller))),
+                Ok((caller, stream)) => {
+                    return std::task::Poll::Ready(Ok((Stream::Unix(stream), caller)))
+                }
                 Err(e) => tracing::warn!(
                     error = %e,
                     "cannot read the caller's credentials (SO_PEERCRED); closing"

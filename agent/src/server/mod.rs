@@ -16,6 +16,9 @@
 //! - [`audit`]: who received which credential generation; who was denied.
 //! - `memory` (private): freed memory given back to the kernel after a burst of connections.
 //! - [`metrics_listener`]: the optional loopback TCP listener serving only `GET /metrics`.
+//! - [`bridge`]: the optional loopback TCP listener for credentials URIs (`[bridge] listen`),
+//!   accepted by the same [`Server`] ([`Server::bridge`]); `stream` (private): [`Stream`], a
+//!   connection from either listener.
 //!
 //! Unit tests sit at the bottom of their file (`#[cfg(test)] mod tests`); the larger suites
 //! in a sibling `x/tests.rs` (`audit/tests.rs`), and the tests of the whole server over real
@@ -60,6 +63,7 @@
 
 mod admission;
 pub mod audit;
+pub mod bridge;
 mod chores;
 pub mod config;
 mod connection;
@@ -68,6 +72,7 @@ mod memory;
 pub mod metrics_listener;
 pub mod routes;
 mod service;
+mod stream;
 mod tally;
 mod timed_io;
 
@@ -88,7 +93,7 @@ pub use listener::{Listener, SocketBindError, Stream};
 
 use crate::credentials::state::StateReceiver;
 use crate::heartbeat::Heartbeat;
-use crate::identity::Caller;
+use crate::identity::{self, Caller};
 use crate::metrics::Metrics;
 use crate::policy::{self, Trusted};
 use crate::server::config::Config as ServerConfig;
@@ -167,6 +172,7 @@ pub struct Supervision {
 #[derive(Debug)]
 pub struct Server<'a> {
     listener: &'a Listener,
+    bridge: Option<&'a bridge::BridgeListener>,
     config: ConfigReceiver,
     state: StateReceiver,
     metrics: Metrics,
@@ -186,11 +192,19 @@ impl<'a> Server<'a> {
     ) -> Server<'a> {
         Server {
             listener,
+            bridge: None,
             config,
             state,
             metrics,
             supervision: Supervision::default(),
         }
+    }
+
+    /// Also accepts on the loopback TCP listener `bridge` ([`mod@bridge`]): same
+    /// routes, limits, audit and drain as the socket.
+    pub fn bridge(mut self, bridge: &'a bridge::BridgeListener) -> Server<'a> {
+        self.bridge = Some(bridge);
+        self
     }
 
     /// Beats `supervision.heartbeat` from the accept loop and arms its test hooks.
@@ -208,6 +222,7 @@ impl<'a> Server<'a> {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let Server {
             listener,
+            bridge,
             config,
             state,
             metrics,
@@ -256,6 +271,9 @@ impl<'a> Server<'a> {
                 if let Poll::Ready(accepted) = listener.poll_accept(cx) {
                     return Poll::Ready(Event::Accepted(accepted));
                 }
+                if let Some(Poll::Ready(bridged)) = bridge.map(|b| b.poll_accept(cx)) {
+                    return Poll::Ready(Event::Bridged(bridged));
+                }
                 let Some(waker) = chores.waker(cx.waker()) else {
                     return Poll::Pending;
                 };
@@ -277,7 +295,7 @@ impl<'a> Server<'a> {
                 Poll::Pending
             })
             .await;
-            if !matches!(event, Event::Accepted(_)) {
+            if !matches!(event, Event::Accepted(_) | Event::Bridged(_)) {
                 chores.mark_due();
             }
             match event {
@@ -285,11 +303,13 @@ impl<'a> Server<'a> {
                 Event::Accepted(Ok((stream, caller))) => {
                     conns.start(stream, caller);
                 }
-                Event::Accepted(Err(e)) if is_transient(&e) => {
+                Event::Bridged(Ok((stream, Ok(caller)))) => conns.start(stream, caller),
+                Event::Bridged(Ok((stream, Err(why)))) => conns.unidentified(stream, &why),
+                Event::Accepted(Err(e)) | Event::Bridged(Err(e)) if is_transient(&e) => {
                     tracing::warn!(error = %e, "accept failed; retrying");
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 }
-                Event::Accepted(Err(e)) => break Err(e),
+                Event::Accepted(Err(e)) | Event::Bridged(Err(e)) => break Err(e),
                 Event::Flush => flush_audit(&conns.shared.common.audit, false),
                 Event::Beat => supervision.heartbeat.beat(),
                 Event::Wedge => {
@@ -318,6 +338,7 @@ impl<'a> Server<'a> {
 #[allow(clippy::large_enum_variant)]
 enum Event {
     Accepted(io::Result<(Stream, Caller)>),
+    Bridged(io::Result<bridge::Bridged>),
     Shutdown,
     Flush,
     Beat,
@@ -396,6 +417,14 @@ impl Connections {
                 .map(|mut a| a.record_denial(caller, now)),
         );
         self.admission.deny(stream, caller);
+    }
+
+    /// A loopback TCP connection whose caller could not be identified (`why`): counted,
+    /// logged (at most once per summary interval) and answered `403` like a denied caller,
+    /// never taken for anyone.
+    fn unidentified(&mut self, stream: Stream, why: &identity::TcpLookupError) {
+        self.shared.common.metrics.bridge_caller_unidentified();
+        self.admission.unidentified(stream, why);
     }
 
     /// Waits up to `grace` for every connection to finish, then tells the rest to close and

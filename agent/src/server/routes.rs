@@ -7,6 +7,8 @@
 //! | `GET /metrics` | 200, Prometheus metrics as OpenMetrics text ([`crate::metrics`]), never a secret |
 //! | carrying `X-Forwarded-For`, `Forwarded` or `Via`, or a request body | 400 `BadRequest` |
 //! | caller's uid/groups not allowed | 403 `Forbidden`, naming the uid and gid and the keys that would allow them |
+//! | loopback TCP caller not identified in the kernel's socket table | 403 `Forbidden` ([`UNIDENTIFIED`]) |
+//! | loopback TCP request whose `Host` is not `127.0.0.1` or `localhost` (with or without a port) | 400 `BadRequest` |
 //! | another path | 404 `NotFound` |
 //! | another method on a known path | 405 `MethodNotAllowed`, `Allow: GET` |
 //!
@@ -57,6 +59,10 @@ pub enum ApiError {
         /// The caller's effective (primary) gid.
         gid: u32,
     },
+    /// 403: the caller of a loopback TCP connection could not be identified (its socket was
+    /// not found open in the kernel's socket table, or the lookup failed): never taken for
+    /// anyone, least of all root.
+    Unidentified,
     /// 404: unknown path.
     NotFound,
     /// 405: known path, method other than `GET`.
@@ -74,7 +80,9 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
-            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "Forbidden"),
+            ApiError::Forbidden { .. } | ApiError::Unidentified => {
+                (StatusCode::FORBIDDEN, "Forbidden")
+            }
             ApiError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
             ApiError::CredentialsUnavailable(_) => {
@@ -100,6 +108,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(why) => Cow::Borrowed(why),
             ApiError::Forbidden { uid, gid } => forbidden_message(*uid, *gid).into(),
+            ApiError::Unidentified => UNIDENTIFIED.into(),
             ApiError::NotFound => {
                 "unknown path; use /v1/credentials, /v1/health or /metrics".into()
             }
@@ -143,6 +152,11 @@ impl ApiError {
         out
     }
 }
+
+/// The `Message` of the `403` for a TCP caller that could not be identified.
+pub const UNIDENTIFIED: &str = "the caller could not be identified: its connection was not \
+     found open in the kernel's socket table (a client must keep its connection open until it \
+     has read the answer)";
 
 /// The `Message` of a `403`: who was refused (numbers only) and which keys would allow it.
 /// At most about 250 characters, so clients that cap the messages they keep (the client

@@ -30,8 +30,9 @@ use tokio::time::Instant;
 use super::audit::emit_events;
 use super::connection::{stopped, ConnState, Ctx, Phase};
 use super::routes::{self, route, ApiError, Reply, Route};
-use super::Stop;
+use super::{bridge, Stop};
 use crate::credentials::state::StateReceiver;
+use crate::identity::Transport;
 
 /// The connection's hyper service: each request is answered within the call when it can be
 /// (every request once credentials are held), so the usual request allocates nothing of its
@@ -131,6 +132,11 @@ fn respond_now(
                 .to_response(),
         );
     }
+    if ctx.caller.transport == Transport::Tcp
+        && !bridge::host_allowed(req.headers().get(http::header::HOST))
+    {
+        return Some(ApiError::BadRequest(bridge::WRONG_HOST).to_response());
+    }
     if ctx.common.panic_on_path.as_deref() == Some(req.uri().path()) {
         panic!(
             "test hook: panicking while holding {:?}",
@@ -207,9 +213,11 @@ fn answered(
             http::HeaderValue::from_static("close"),
         );
     }
-    ctx.common
-        .metrics
-        .socket_request(endpoint, reply.status().as_u16());
+    let status = reply.status().as_u16();
+    match ctx.caller.transport {
+        Transport::Unix => ctx.common.metrics.socket_request(endpoint, status),
+        Transport::Tcp => ctx.common.metrics.bridge_request(endpoint, status),
+    }
     reply
 }
 

@@ -31,6 +31,7 @@ fn first_issuance_logged_then_repeats_summarised_once_a_minute() {
             uid: 1000,
             gid: 1000,
             exe: "/usr/bin/app".to_owned(),
+            transport: "unix",
             role: "EcsRole".to_owned(),
             access_key_id: "STS.gen1".to_owned(),
             generation: 1,
@@ -131,6 +132,7 @@ fn denials_first_at_once_then_suppressed_for_a_minute() {
         uid: 65534,
         gid: 65534,
         exe: "/usr/bin/app".to_owned(),
+        transport: "unix",
     };
     assert_eq!(a.record_denial(&p, t0), vec![denied.clone()]);
     for i in 1..=3 {
@@ -308,6 +310,7 @@ fn values_from_the_caller_the_metadata_service_and_sts_are_quoted_and_escaped() 
         uid: 1000,
         gid: 1000,
         exe: forged("/tmp/app"),
+        transport: "unix",
         role: forged("EcsRole"),
         access_key_id: forged("STS.A"),
         generation: 1,

@@ -1,0 +1,277 @@
+//! The loopback TCP listener (`[bridge] listen`, issue 12): the same JSON as the socket to an
+//! allowed caller, identified from the kernel's socket table; `403` naming the uid to a caller
+//! that is not allowed; never served to a client that closed right after sending (its
+//! TIME-WAIT socket reads as uid 0); `Host` other than the listener's refused. Loopback only.
+//! The tests that connect as another user need root.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ecs_credential_agent_e2e::http::{parse_response, Response};
+use ecs_credential_agent_e2e::*;
+
+fn agent_bin() -> PathBuf {
+    agent_bin_under_test(agent_bin!())
+}
+
+/// A free loopback port (bound then released; the agent binds it right after).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An agent with `[bridge] listen` on a free port, holding credentials; and its address.
+async fn bridged_agent(
+    emu_endpoint: &str,
+    tweak: impl FnOnce(&mut AgentConfig),
+) -> (TestAgent, SocketAddr) {
+    let port = free_port();
+    let mut config = AgentConfig::new(emu_endpoint);
+    config.set("bridge", "listen", &format!("\"127.0.0.1:{port}\""));
+    tweak(&mut config);
+    let agent = TestAgent::builder(agent_bin(), &config).start().await;
+    agent.credentials().await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let up = eventually(Duration::from_secs(30), || async {
+        TcpStream::connect(addr).ok().map(drop)
+    })
+    .await;
+    assert!(
+        up.is_some(),
+        "bridge never listened; logs:\n{}",
+        agent.logs()
+    );
+    (agent, addr)
+}
+
+/// `raw` sent on `stream`, the answer read to the end (the requests say `Connection: close`).
+fn exchange_on(mut stream: TcpStream, raw: &str) -> Response {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(raw.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).unwrap();
+    parse_response(&out)
+}
+
+/// `GET path` with `Host: host` on a new connection to `addr`.
+fn get_with_host(addr: SocketAddr, path: &str, host: &str) -> Response {
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    exchange_on(TcpStream::connect(addr).unwrap(), &raw)
+}
+
+/// Runs `f` on a thread of its own whose credentials (raw system calls: this thread only) are
+/// uid and gid `uid`, no supplementary groups: a socket it makes is owned by `uid`. Needs root.
+fn as_uid<T: Send + 'static>(uid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: plain system calls on this thread's own credentials.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>()),
+                0
+            );
+            assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+        }
+        f()
+    })
+    .join()
+    .expect("the thread running as another uid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_caller_gets_exactly_what_the_socket_serves() {
+    let emu = emulator(Default::default()).await;
+    let (agent, addr) = bridged_agent(&emu.endpoint(), |_| {}).await;
+    let socket = agent.get("/v1/credentials").await;
+    assert_eq!(socket.status, 200);
+    // Python sends the Host without the port; Node and Go with it.
+    for host in ["127.0.0.1".to_owned(), format!("127.0.0.1:{}", addr.port())] {
+        let tcp =
+            tokio::task::spawn_blocking(move || get_with_host(addr, "/v1/credentials", &host))
+                .await
+                .unwrap();
+        assert_eq!(tcp.status, 200, "{tcp:?}\nlogs:\n{}", agent.logs());
+        assert_eq!(tcp.body, socket.body);
+        assert_eq!(tcp.header("content-type"), socket.header("content-type"));
+        assert_eq!(tcp.header("cache-control"), Some("no-store"));
+    }
+    let health =
+        tokio::task::spawn_blocking(move || get_with_host(addr, "/v1/health", "localhost"))
+            .await
+            .unwrap();
+    assert_eq!(health.status, 200, "{health:?}");
+    assert_eq!(health.body, agent.get("/v1/health").await.body);
+    assert!(
+        agent
+            .wait_for_log("transport=\"tcp\"", Duration::from_secs(30))
+            .await
+            || agent
+                .wait_for_log("transport=tcp", Duration::from_secs(1))
+                .await,
+        "the issuance over TCP is audited naming the transport; logs:\n{}",
+        agent.logs()
+    );
+    let metrics = agent.get("/metrics").await.body;
+    assert!(
+        metrics.contains(
+            "ecs_credential_agent_bridge_requests_total{endpoint=\"credentials\",status=\"200\"} 2"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_host_is_refused() {
+    let emu = emulator(Default::default()).await;
+    let (_agent, addr) = bridged_agent(&emu.endpoint(), |_| {}).await;
+    for host in [
+        "attacker.example".to_owned(),
+        format!("attacker.example:{}", addr.port()),
+        "127.0.0.2".to_owned(),
+    ] {
+        let r = tokio::task::spawn_blocking({
+            let host = host.clone();
+            move || get_with_host(addr, "/v1/credentials", &host)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "BadRequest".to_owned()),
+            "{host}: {r:?}"
+        );
+        assert!(r.message().contains("Host"), "{r:?}");
+    }
+    // Proxy requests (absolute-form) and proxy headers, as on the socket.
+    let r = tokio::task::spawn_blocking(move || {
+        let raw = format!(
+            "GET http://127.0.0.1:{}/v1/credentials HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Connection: close\r\n\r\n",
+            addr.port()
+        );
+        exchange_on(TcpStream::connect(addr).unwrap(), &raw)
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400, "{r:?}");
+    let r = tokio::task::spawn_blocking(move || {
+        let raw =
+            "GET /v1/credentials HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 10.0.0.1\r\n\
+                   Connection: close\r\n\r\n";
+        exchange_on(TcpStream::connect(addr).unwrap(), raw)
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_whose_uid_is_not_allowed_gets_403_naming_it() {
+    require_root!();
+    let emu = emulator(Default::default()).await;
+    let (agent, addr) = bridged_agent(&emu.endpoint(), |_| {}).await;
+    let r = tokio::task::spawn_blocking(move || {
+        as_uid(NOBODY, move || {
+            get_with_host(addr, "/v1/credentials", "127.0.0.1")
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!((r.status, r.code()), (403, "Forbidden".to_owned()), "{r:?}");
+    assert!(r.message().contains("uid 65534"), "{r:?}");
+    assert!(
+        agent
+            .wait_for_log("event=\"denied\"", Duration::from_secs(30))
+            .await
+            || agent.logs().contains("event=denied"),
+        "{}",
+        agent.logs()
+    );
+}
+
+/// The inode-0 pitfall: a client that sends its request and closes at once leaves a TIME-WAIT
+/// socket that reports uid 0. Thousands of such clients, as a uid that is not allowed, get
+/// nothing issued: each is refused, as not allowed or as unidentified, never taken for root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_closes_at_once_is_never_served() {
+    require_root!();
+    const CLIENTS: usize = 3000;
+    let emu = emulator(Default::default()).await;
+    let (agent, addr) = bridged_agent(&emu.endpoint(), |_| {}).await;
+    let made = tokio::task::spawn_blocking(move || {
+        as_uid(NOBODY, move || {
+            let raw = b"GET /v1/credentials HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+            let mut made = 0;
+            for _ in 0..CLIENTS {
+                let Ok(mut s) = TcpStream::connect(addr) else {
+                    continue;
+                };
+                if s.write_all(raw).is_ok() {
+                    made += 1;
+                }
+                drop(s);
+            }
+            made
+        })
+    })
+    .await
+    .unwrap();
+    assert!(made > CLIENTS / 2, "only {made} clients connected");
+    // Every connection accepted, looked up and refused: the counters account for them all.
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("ecs_credential_agent_{name} "))?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let settled = eventually(Duration::from_secs(60), || async {
+        let text = agent.get("/metrics").await.body;
+        let refused = metric(&text, "callers_denied_total")
+            + metric(&text, "bridge_callers_unidentified_total");
+        (refused >= made as f64).then_some(text)
+    })
+    .await;
+    let text = settled.unwrap_or_else(|| {
+        panic!(
+            "not every closed client was refused within 60 s; logs:\n{}",
+            agent.logs()
+        )
+    });
+    assert!(
+        !text.contains("bridge_requests_total{endpoint=\"credentials\",status=\"200\"}"),
+        "a closed client was served:\n{text}"
+    );
+    let logs = agent.logs();
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains("event=\"issued\"") && l.contains("transport=\"tcp\"")),
+        "an issuance over TCP was audited:\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_already_taken_stops_the_agent_with_exit_1() {
+    let emu = emulator(Default::default()).await;
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut config = AgentConfig::new(&emu.endpoint());
+    config.set("bridge", "listen", &format!("\"127.0.0.1:{port}\""));
+    let mut agent = TestAgent::builder(agent_bin(), &config).spawn();
+    let status = agent
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the agent kept running; logs:\n{}", agent.logs()));
+    assert_eq!(status.code(), Some(1), "logs:\n{}", agent.logs());
+    assert!(agent.logs().contains("[bridge] listen"), "{}", agent.logs());
+    let _ = io::stderr().flush();
+}
