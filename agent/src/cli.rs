@@ -1,4 +1,4 @@
-//! The command line: `serve`, `dev`, `get` and `exec` (clap). The binary's `main` calls [`main`].
+//! The command line: `serve`, `dev`, `get`, `exec` and `env` (clap). The binary's `main` calls [`main`].
 //!
 //! A fatal error of `serve` or `dev` prints one line on stderr, `ecs-credential-agent: <what
 //! failed>: <cause>; <what to do>` (module `fatal`), then the process exits with the status
@@ -103,6 +103,31 @@ enum Command {
         )]
         command: Vec<OsString>,
     },
+    /// Print the environment that points an application's SDK at the loopback listener.
+    ///
+    /// What an application needs to fetch the credentials through the loopback listener with
+    /// its SDK's default credential chain: ALIBABA_CLOUD_CREDENTIALS_URI=http://127.0.0.1:<port>/v1/credentials (the port of
+    /// [bridge] listen) and ALIBABA_CLOUD_ECS_METADATA_DISABLED=true (the Python, Node, Java and
+    /// Go chains try the metadata service first and would bypass the agent). Neither value is
+    /// secret. Exit 78 when the configuration is invalid or [bridge] listen is unset.
+    #[command(after_help = "Example: eval \"$(ecs-credential-agent env)\"")]
+    Env {
+        /// The agent's configuration file, read as `serve` reads it (default:
+        /// /etc/ecs-credential-agent/config.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Output: `shell` export lines, `systemd` Environment= lines for a unit or drop-in,
+        /// `dockerfile` ENV lines (the container must use the host's network).
+        #[arg(long, value_enum, default_value = "shell")]
+        format: EnvFormat,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum EnvFormat {
+    Shell,
+    Systemd,
+    Dockerfile,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -168,6 +193,14 @@ pub fn main_with_test_hooks(hooks: TestHooks) -> ExitCode {
             min_lifetime: std::time::Duration::from_secs(min_lifetime),
             command,
         })),
+        Command::Env { config, format } => {
+            let format = match format {
+                EnvFormat::Shell => crate::env_cmd::Format::Shell,
+                EnvFormat::Systemd => crate::env_cmd::Format::Systemd,
+                EnvFormat::Dockerfile => crate::env_cmd::Format::Dockerfile,
+            };
+            ExitCode::from(crate::env_cmd::run(config.as_deref(), format))
+        }
     }
 }
 

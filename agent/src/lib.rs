@@ -47,7 +47,8 @@
 //!   [`heartbeat`]: the loops' liveness; [`reload`]: `SIGHUP`; [`logging`]: stderr, the journal.
 //! - [`time`]: the injected wall clock.
 //! - [`cli`]: the command line; [`get`] prints the credentials for scripts and the aliyun CLI,
-//!   [`exec`] runs a command with them in its environment.
+//!   [`exec`] runs a command with them in its environment, [`env_cmd`] prints the environment
+//!   that points an SDK at the loopback listener.
 //! - `dev` (feature `dev`): the agent against the built-in metadata emulator.
 //! - `test_support` (tests only): fixtures shared by several modules' unit tests.
 //!
@@ -78,6 +79,7 @@ pub mod credentials;
 pub mod daemon;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod env_cmd;
 pub mod exec;
 pub mod get;
 pub mod heartbeat;

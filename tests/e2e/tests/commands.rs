@@ -196,3 +196,60 @@ async fn exec_fails_like_a_shell_for_missing_or_unrunnable_commands_and_like_get
     assert_eq!(out.status.code(), Some(69), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing.sock"));
 }
+
+/// `env --config DIR/config.toml ARGS…` with `toml` as the file.
+fn env_with_config(toml: &str, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut all = vec!["env", "--config", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+#[test]
+fn env_prints_the_uri_of_bridge_listen_in_each_format() {
+    let toml = "[bridge]\nlisten = \"127.0.0.1:17301\"\n";
+    let uri = "ALIBABA_CLOUD_CREDENTIALS_URI=http://127.0.0.1:17301/v1/credentials";
+    let disabled = "ALIBABA_CLOUD_ECS_METADATA_DISABLED=true";
+    for (args, prefix) in [
+        (&[][..], "export "),
+        (&["--format", "shell"][..], "export "),
+        (&["--format", "systemd"][..], "Environment="),
+        (&["--format", "dockerfile"][..], "ENV "),
+    ] {
+        let out = env_with_config(toml, args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert_eq!(
+            String::from_utf8(out.stdout.clone()).unwrap(),
+            format!("{prefix}{uri}\n{prefix}{disabled}\n"),
+            "{args:?}"
+        );
+        assert!(out.stderr.is_empty(), "{:?}", out.stderr);
+    }
+    // The shell lines work as they are.
+    let out = env_with_config(toml, &[]);
+    let script = format!(
+        "{}\nprintf '%s %s' \"$ALIBABA_CLOUD_CREDENTIALS_URI\" \"$ALIBABA_CLOUD_ECS_METADATA_DISABLED\"",
+        String::from_utf8(out.stdout).unwrap()
+    );
+    let sh = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    assert_eq!(sh.stdout, b"http://127.0.0.1:17301/v1/credentials true");
+}
+
+#[test]
+fn env_without_bridge_listen_exits_78_saying_what_to_set() {
+    let out = env_with_config("[server]\nallowed_uids = [1000]\n", &[]);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for needle in [
+        "[bridge] listen is not set",
+        "listen = \"127.0.0.1:17301\" under [bridge]",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    }
+    let out = env_with_config("[bridge]\nlisten = \"0.0.0.0:17301\"\n", &[]);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[bridge] listen"));
+}
