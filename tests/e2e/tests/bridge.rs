@@ -196,6 +196,78 @@ async fn a_caller_whose_uid_is_not_allowed_gets_403_naming_it() {
     );
 }
 
+/// A relay (as `socat`, an HTTP proxy or `docker-proxy` would be) run as a uid that is not
+/// allowed, forwarding the request of root (allowed): the agent sees the relay's own socket,
+/// owned by 65534, and refuses it; the caller behind the relay does not lend it its identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_run_as_a_user_not_allowed_is_refused_for_an_allowed_caller() {
+    require_root!();
+    let emu = emulator(Default::default()).await;
+    let (agent, addr) = bridged_agent(&emu.endpoint(), |_| {}).await;
+    // Root itself, straight to the listener: served (so what the relay forwards is allowed).
+    let direct =
+        tokio::task::spawn_blocking(move || get_with_host(addr, "/v1/credentials", "127.0.0.1"))
+            .await
+            .unwrap();
+    assert_eq!(direct.status, 200, "{direct:?}");
+    let relay = relay_as_uid(NOBODY, addr);
+    let r =
+        tokio::task::spawn_blocking(move || get_with_host(relay, "/v1/credentials", "127.0.0.1"))
+            .await
+            .unwrap();
+    assert_eq!((r.status, r.code()), (403, "Forbidden".to_owned()), "{r:?}");
+    assert!(r.message().contains("uid 65534"), "{r:?}");
+    assert!(
+        agent
+            .wait_for_log("uid=65534", Duration::from_secs(30))
+            .await,
+        "the denial names the relay's uid; logs:\n{}",
+        agent.logs()
+    );
+}
+
+/// Starts a one-connection TCP relay to `upstream` on a thread whose credentials are `uid`
+/// (as [`as_uid`]): it accepts one client on a new loopback port (returned), opens its own
+/// connection to `upstream` (so that socket is owned by `uid`), passes the client's request
+/// on, and the answer back until `upstream` closes. Needs root.
+fn relay_as_uid(uid: u32, upstream: SocketAddr) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: plain system calls on this thread's own credentials.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>()),
+                0
+            );
+            assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        tx.send(listener.local_addr().unwrap()).unwrap();
+        let (mut client, _) = listener.accept().unwrap();
+        let mut server = TcpStream::connect(upstream).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        // The request head, passed on as it arrives.
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = client.read(&mut buf).unwrap();
+            assert!(n > 0, "the client closed before its request was whole");
+            head.extend_from_slice(&buf[..n]);
+            server.write_all(&buf[..n]).unwrap();
+        }
+        // The answer, back to the client until the agent closes.
+        let _ = io::copy(&mut server, &mut client);
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the relay's port")
+}
+
 /// The inode-0 pitfall: a client that sends its request and closes at once leaves a TIME-WAIT
 /// socket that reports uid 0. Thousands of such clients, as a uid that is not allowed, get
 /// nothing issued: each is refused, as not allowed or as unidentified, never taken for root.
