@@ -133,6 +133,7 @@ impl Admission {
         let refused = ApiError::Forbidden {
             uid: caller.uid,
             gid: caller.gid,
+            transport: caller.transport,
         };
         answer(stream, refused, &self.denying);
     }

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::credentials::state::{wait_for_credentials, StateReceiver};
 use crate::credentials::{format_utc, Issued, State};
+use crate::identity::Transport;
 use crate::metrics::{self, Metrics};
 
 /// The response type of every route.
@@ -58,6 +59,9 @@ pub enum ApiError {
         uid: u32,
         /// The caller's effective (primary) gid.
         gid: u32,
+        /// How it connected: the keys that would allow it differ (a TCP caller's groups come
+        /// from the user database; the socket's mode and group do not apply to it).
+        transport: Transport,
     },
     /// 403: the caller of a loopback TCP connection could not be identified (its socket was
     /// not found open in the kernel's socket table, or the lookup failed): never taken for
@@ -107,7 +111,11 @@ impl ApiError {
     pub fn message(&self) -> Cow<'static, str> {
         match self {
             ApiError::BadRequest(why) => Cow::Borrowed(why),
-            ApiError::Forbidden { uid, gid } => forbidden_message(*uid, *gid).into(),
+            ApiError::Forbidden {
+                uid,
+                gid,
+                transport,
+            } => forbidden_message(*uid, *gid, *transport).into(),
             ApiError::Unidentified => UNIDENTIFIED.into(),
             ApiError::NotFound => {
                 "unknown path; use /v1/credentials, /v1/health or /metrics".into()
@@ -158,14 +166,21 @@ pub const UNIDENTIFIED: &str = "the caller could not be identified: its connecti
      found open in the kernel's socket table (a client must keep its connection open until it \
      has read the answer)";
 
-/// The `Message` of a `403`: who was refused (numbers only) and which keys would allow it.
-/// At most about 250 characters, so clients that cap the messages they keep (the client
-/// library keeps 300) show all of it.
-fn forbidden_message(uid: u32, gid: u32) -> String {
+/// The `Message` of a `403`: who was refused (numbers only) and which keys would allow it
+/// over `transport` (the socket's `socket_group` and `socket_mode` decide who may connect to
+/// the socket, not to the loopback listener, whose callers' groups come from the user
+/// database). At most about 250 characters, so clients that cap the messages they keep (the
+/// client library keeps 300) show all of it.
+fn forbidden_message(uid: u32, gid: u32, transport: Transport) -> String {
+    let why = match transport {
+        Transport::Unix => {
+            "the socket's [server] socket_group and socket_mode decide who may connect"
+        }
+        Transport::Tcp => "a TCP caller's groups are those the user database gives its uid",
+    };
     format!(
         "caller uid {uid} (gid {gid}) is not allowed: add the uid to [server] allowed_uids, or \
-         one of its groups to [server] allowed_gids, in the agent's configuration; the \
-         socket's [server] socket_group and socket_mode decide who may connect"
+         one of its groups to [server] allowed_gids, in the agent's configuration; {why}"
     )
 }
 
@@ -458,6 +473,7 @@ mod tests {
                 ApiError::Forbidden {
                     uid: 1000,
                     gid: 100,
+                    transport: Transport::Unix,
                 },
                 403,
                 "Forbidden",
@@ -491,6 +507,7 @@ mod tests {
         let e = ApiError::Forbidden {
             uid: 65534,
             gid: 4243,
+            transport: Transport::Unix,
         };
         let message = e.message();
         for needle in [
@@ -502,18 +519,44 @@ mod tests {
         ] {
             assert!(message.contains(needle), "{needle:?} not in {message:?}");
         }
-        let widest = ApiError::Forbidden {
-            uid: u32::MAX,
-            gid: u32::MAX,
-        };
-        assert!(
-            widest.message().chars().count() <= 250,
-            "{}",
-            widest.message()
-        );
+        for transport in [Transport::Unix, Transport::Tcp] {
+            let widest = ApiError::Forbidden {
+                uid: u32::MAX,
+                gid: u32::MAX,
+                transport,
+            };
+            assert!(
+                widest.message().chars().count() <= 250,
+                "{}",
+                widest.message()
+            );
+        }
         let raw = String::from_utf8(e.to_raw_http()).unwrap();
         assert!(raw.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{raw}");
         assert!(raw.contains("caller uid 65534 (gid 4243)"), "{raw}");
+    }
+
+    /// Regression (issue 12): a TCP caller was told to change `socket_group` and
+    /// `socket_mode`, which decide who may connect to the socket, not to the listener.
+    #[test]
+    fn forbidden_over_tcp_names_the_keys_that_apply_to_tcp() {
+        let e = ApiError::Forbidden {
+            uid: 65534,
+            gid: 65534,
+            transport: Transport::Tcp,
+        };
+        let message = e.message();
+        for needle in [
+            "caller uid 65534 (gid 65534) is not allowed",
+            "[server] allowed_uids",
+            "[server] allowed_gids",
+            "user database",
+        ] {
+            assert!(message.contains(needle), "{needle:?} not in {message:?}");
+        }
+        for wrong in ["socket_group", "socket_mode"] {
+            assert!(!message.contains(wrong), "{wrong:?} in {message:?}");
+        }
     }
 
     #[test]

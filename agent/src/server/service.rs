@@ -118,6 +118,7 @@ fn respond_now(
         let mut reply = ApiError::Forbidden {
             uid: ctx.caller.uid,
             gid: ctx.caller.gid,
+            transport: ctx.caller.transport,
         }
         .to_response();
         reply.headers_mut().insert(

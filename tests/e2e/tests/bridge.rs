@@ -186,6 +186,13 @@ async fn a_caller_whose_uid_is_not_allowed_gets_403_naming_it() {
     .unwrap();
     assert_eq!((r.status, r.code()), (403, "Forbidden".to_owned()), "{r:?}");
     assert!(r.message().contains("uid 65534"), "{r:?}");
+    // The keys that apply to a TCP caller, not the socket's mode and group.
+    for needle in ["allowed_uids", "allowed_gids", "user database"] {
+        assert!(r.message().contains(needle), "{needle:?} not in {r:?}");
+    }
+    for wrong in ["socket_group", "socket_mode"] {
+        assert!(!r.message().contains(wrong), "{wrong:?} in {r:?}");
+    }
     assert!(
         agent
             .wait_for_log("event=\"denied\"", Duration::from_secs(30))
