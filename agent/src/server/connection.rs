@@ -104,6 +104,9 @@ pub(crate) struct Common {
     pub(crate) trusted: Trusted,
     /// The server configuration as reloads publish it.
     pub(crate) config: ConfigVersions,
+    /// The loopback listener's port, when there is one: the only port a `Host` may name
+    /// ([`bridge::host_allowed`](super::bridge::host_allowed)).
+    pub(crate) bridge_port: Option<u16>,
     /// The caller last found known to the audit ([`audit::read_exe_if_audited`]).
     pub(crate) known_caller: audit::KnownCaller,
     /// How far the server is in stopping (each connection and each request waiting for the

@@ -243,6 +243,7 @@ impl<'a> Server<'a> {
                     panic_on_path: supervision.panic_on_path.clone().map(Arc::from),
                     trusted,
                     config: ConfigVersions::new(config.clone()),
+                    bridge_port: bridge.map(|b| b.local_addr().port()),
                     known_caller: Default::default(),
                     stop: stop_rx,
                 }),

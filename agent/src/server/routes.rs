@@ -8,7 +8,7 @@
 //! | carrying `X-Forwarded-For`, `Forwarded` or `Via`, or a request body | 400 `BadRequest` |
 //! | caller's uid/groups not allowed | 403 `Forbidden`, naming the uid and gid and the keys that would allow them |
 //! | loopback TCP caller not identified in the kernel's socket table | 403 `Forbidden` ([`UNIDENTIFIED`]) |
-//! | loopback TCP request whose `Host` is not `127.0.0.1` or `localhost` (with or without a port) | 400 `BadRequest` |
+//! | loopback TCP request whose `Host` is not `127.0.0.1` or `localhost` (without a port, or with the listener's) | 400 `BadRequest` |
 //! | another path | 404 `NotFound` |
 //! | another method on a known path | 405 `MethodNotAllowed`, `Allow: GET` |
 //!

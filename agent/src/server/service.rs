@@ -134,7 +134,10 @@ fn respond_now(
         );
     }
     if ctx.caller.transport == Transport::Tcp
-        && !bridge::host_allowed(req.headers().get(http::header::HOST))
+        && !bridge::host_allowed(
+            req.headers().get(http::header::HOST),
+            ctx.common.bridge_port,
+        )
     {
         return Some(ApiError::BadRequest(bridge::WRONG_HOST).to_response());
     }

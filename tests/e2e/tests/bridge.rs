@@ -135,6 +135,9 @@ async fn a_wrong_host_is_refused() {
         "attacker.example".to_owned(),
         format!("attacker.example:{}", addr.port()),
         "127.0.0.2".to_owned(),
+        // A port other than the listener's: a name for another loopback service.
+        "127.0.0.1:1".to_owned(),
+        format!("localhost:{}", addr.port() ^ 1),
     ] {
         let r = tokio::task::spawn_blocking({
             let host = host.clone();

@@ -19,16 +19,18 @@ pub use listener::{BridgeBindError, BridgeListener, Bridged};
 
 use http::HeaderValue;
 
-/// Whether a request's `Host` names the loopback listener: `127.0.0.1` or `localhost`, with
-/// or without a port (the Python SDK sends `127.0.0.1` without one). Anything else, or no
-/// `Host` at all, is refused (`400 BadRequest`): a web page whose name was rebound to
-/// 127.0.0.1 (DNS rebinding) sends its own name.
-pub fn host_allowed(host: Option<&HeaderValue>) -> bool {
+/// Whether a request's `Host` names the loopback listener: `127.0.0.1` or `localhost`, without
+/// a port (the Python SDK sends `127.0.0.1` without one) or with the listener's own `port`
+/// (written as the decimal number, as clients write it). Anything else, or no `Host` at all,
+/// is refused (`400 BadRequest`): a web page whose name was rebound to 127.0.0.1 (DNS
+/// rebinding) sends its own name, and a request meant for another loopback service (another
+/// port) is not this listener's. `port` `None` (no listener known) accepts no port at all.
+pub fn host_allowed(host: Option<&HeaderValue>, port: Option<u16>) -> bool {
     let Some(host) = host.and_then(|h| h.to_str().ok()) else {
         return false;
     };
     let name = match host.rsplit_once(':') {
-        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        Some((name, given)) if port.is_some_and(|p| given == p.to_string()) => name,
         Some(_) => return false,
         None => host,
     };
@@ -37,8 +39,8 @@ pub fn host_allowed(host: Option<&HeaderValue>) -> bool {
 
 /// The `Message` of the `400` for a `Host` other than the listener's.
 pub const WRONG_HOST: &str =
-    "Host must be 127.0.0.1 or localhost (with or without the port): the credentials URI is \
-     http://127.0.0.1:PORT/v1/credentials";
+    "Host must be 127.0.0.1 or localhost (without a port, or with the listener's): the \
+     credentials URI is http://127.0.0.1:PORT/v1/credentials";
 
 #[cfg(test)]
 mod tests {
@@ -60,12 +62,21 @@ mod tests {
             (Some("127.0.0.1.nip.io:17301"), false),
             (Some("127.0.0.2:17301"), false),
             (Some("[::1]:17301"), false),
+            // Another port: another loopback service's name, not this listener's.
+            (Some("127.0.0.1:1"), false),
+            (Some("localhost:8080"), false),
+            (Some("127.0.0.1:017301"), false),
+            (Some("127.0.0.1:+17301"), false),
             (Some("localhost.:17301"), false),
             (Some("0x7f000001"), false),
         ];
         for &(host, want) in rows {
             let value = host.map(|h| HeaderValue::from_str(h).unwrap());
-            assert_eq!(host_allowed(value.as_ref()), want, "{host:?}");
+            assert_eq!(host_allowed(value.as_ref(), Some(17301)), want, "{host:?}");
         }
+        let bare = HeaderValue::from_static("127.0.0.1");
+        assert!(host_allowed(Some(&bare), None));
+        let with_port = HeaderValue::from_static("127.0.0.1:17301");
+        assert!(!host_allowed(Some(&with_port), None));
     }
 }
