@@ -3,7 +3,7 @@
 //! Events go to the `tracing` target `"audit"` with structured fields. Every issuance is
 //! accounted for without a line per request:
 //!
-//! - a caller (pid, uid) gets one `info` event ([`AuditEvent::Issued`]) the first time it
+//! - a caller gets one `info` event ([`AuditEvent::Issued`]) the first time it
 //!   receives a credential generation;
 //! - its further requests within that generation are counted and reported in one
 //!   [`AuditEvent::Repeats`] at most once per [`SUMMARY_INTERVAL`] (on its next request, by the
@@ -13,23 +13,24 @@
 //! - memory is bounded ([`MAX_CALLERS`], [`MAX_DENIED_UIDS`]): beyond it, requests are still
 //!   counted, in aggregate ([`AuditEvent::Untracked`]).
 //!
+//! A caller is told apart by its uid and, on the socket, its pid; over the loopback listener,
+//! which has no pid, by the cgroup v2 id of its socket ([`Origin`]), written as `cgroup_id`
+//! in its events (so two services of one user are two callers).
+//!
 //! [`Audit`] is plain state driven by explicit `now` values, so the rules are unit-tested
 //! without capturing logs. No event holds `AccessKeySecret`, `SecurityToken` or any token.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::credentials::state::StateReceiver;
 use crate::credentials::Issued;
-use crate::identity::Caller;
+use crate::identity::{Caller, Transport};
 
 /// The shortest time between two summary events for the same caller or uid.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
-/// How many (pid, uid) callers are tracked individually.
+/// How many callers ([`Origin`] and uid) are tracked individually.
 pub const MAX_CALLERS: usize = 4_096;
 /// How many denied uids are tracked individually.
 pub const MAX_DENIED_UIDS: usize = 1_024;
@@ -41,8 +42,11 @@ pub const FORGET_AFTER: Duration = Duration::from_secs(600);
 pub enum AuditEvent {
     /// A caller received a credential generation for the first time.
     Issued {
-        /// Caller pid (0 when unknown).
+        /// Caller pid (0 when unknown: always over the loopback listener).
         pid: i32,
+        /// The cgroup v2 id of a loopback TCP caller's socket (0 when the kernel sent none);
+        /// `None` for socket callers.
+        cgroup_id: Option<u64>,
         /// Caller uid.
         uid: u32,
         /// Caller primary gid.
@@ -60,8 +64,11 @@ pub enum AuditEvent {
     },
     /// Further issuances of the same generation to the same caller.
     Repeats {
-        /// Caller pid (0 when unknown).
+        /// Caller pid (0 when unknown: always over the loopback listener).
         pid: i32,
+        /// The cgroup v2 id of a loopback TCP caller's socket (0 when the kernel sent none);
+        /// `None` for socket callers.
+        cgroup_id: Option<u64>,
         /// Caller uid.
         uid: u32,
         /// `AccessKeyId` of the generation.
@@ -73,8 +80,11 @@ pub enum AuditEvent {
     },
     /// The first denial of a uid (within a summary interval).
     Denied {
-        /// Caller pid (0 when unknown).
+        /// Caller pid (0 when unknown: always over the loopback listener).
         pid: i32,
+        /// The cgroup v2 id of a loopback TCP caller's socket (0 when the kernel sent none);
+        /// `None` for socket callers.
+        cgroup_id: Option<u64>,
         /// Caller uid.
         uid: u32,
         /// Caller primary gid.
@@ -111,6 +121,7 @@ impl AuditEvent {
         match self {
             AuditEvent::Issued {
                 pid,
+                cgroup_id,
                 uid,
                 gid,
                 exe,
@@ -119,30 +130,32 @@ impl AuditEvent {
                 access_key_id,
                 generation,
             } => {
-                tracing::info!(target: "audit", event = "issued", pid, uid, gid, exe = exe.as_str(),
+                tracing::info!(target: "audit", event = "issued", pid, cgroup_id = *cgroup_id, uid, gid, exe = exe.as_str(),
                     transport = *transport,
                     role = role.as_str(), access_key_id = access_key_id.as_str(), generation,
                     "credentials issued to caller");
             }
             AuditEvent::Repeats {
                 pid,
+                cgroup_id,
                 uid,
                 access_key_id,
                 generation,
                 count,
             } => {
-                tracing::info!(target: "audit", event = "repeats", pid, uid,
+                tracing::info!(target: "audit", event = "repeats", pid, cgroup_id = *cgroup_id, uid,
                     access_key_id = access_key_id.as_str(), generation, count,
                     "credentials issued again to caller");
             }
             AuditEvent::Denied {
                 pid,
+                cgroup_id,
                 uid,
                 gid,
                 exe,
                 transport,
             } => {
-                tracing::warn!(target: "audit", event = "denied", pid, uid, gid, exe = exe.as_str(),
+                tracing::warn!(target: "audit", event = "denied", pid, cgroup_id = *cgroup_id, uid, gid, exe = exe.as_str(),
                     transport = *transport,
                     "caller denied: uid and groups not allowed");
             }
@@ -158,7 +171,39 @@ impl AuditEvent {
     }
 }
 
-/// What the audit remembers of one (pid, uid) caller.
+/// What tells a caller apart besides its uid: its pid on the socket; over the loopback
+/// listener, which reports no pid, its socket's cgroup v2 id (0 when the kernel sent none,
+/// so such callers of one uid are one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A socket caller's pid (0 when unknown).
+    Pid(i32),
+    /// A loopback TCP caller's cgroup v2 id.
+    Cgroup(u64),
+}
+
+impl Origin {
+    /// `caller`'s origin.
+    pub fn of(caller: &Caller) -> Origin {
+        match caller.transport {
+            Transport::Unix => Origin::Pid(caller.pid.unwrap_or(0)),
+            Transport::Tcp => Origin::Cgroup(caller.cgroup_id.unwrap_or(0)),
+        }
+    }
+
+    /// The `pid` and `cgroup_id` fields of its events.
+    fn fields(self) -> (i32, Option<u64>) {
+        match self {
+            Origin::Pid(pid) => (pid, None),
+            Origin::Cgroup(id) => (0, Some(id)),
+        }
+    }
+}
+
+/// A tracked caller: where from, and its uid.
+type Key = (Origin, u32);
+
+/// What the audit remembers of one caller.
 #[derive(Debug)]
 struct Tracked {
     generation: u64,
@@ -177,7 +222,7 @@ struct Denials {
 /// The audit state: which caller has seen which generation, pending counts, denials.
 #[derive(Debug)]
 pub struct Audit {
-    callers: HashMap<(i32, u32), Tracked>,
+    callers: HashMap<Key, Tracked>,
     denials: HashMap<u32, Denials>,
     untracked_issuances: u64,
     untracked_denials: u64,
@@ -211,7 +256,7 @@ impl Audit {
         issued: &Issued,
         now: Instant,
     ) -> Vec<AuditEvent> {
-        let key = (caller.pid.unwrap_or(0), caller.uid);
+        let key = (Origin::of(caller), caller.uid);
         let mut events = Vec::new();
         if let Some(c) = self.callers.get_mut(&key) {
             c.last_seen = now;
@@ -239,8 +284,10 @@ impl Audit {
             last_seen: now,
         };
         self.callers.insert(key, tracked);
+        let (pid, cgroup_id) = key.0.fields();
         events.push(AuditEvent::Issued {
-            pid: key.0,
+            pid,
+            cgroup_id,
             uid: caller.uid,
             gid: caller.gid,
             exe: caller.exe_or_unknown(),
@@ -269,7 +316,7 @@ impl Audit {
         if count == 0 {
             return Vec::new();
         }
-        let key = (caller.pid.unwrap_or(0), caller.uid);
+        let key = (Origin::of(caller), caller.uid);
         match self.callers.get_mut(&key) {
             Some(c) if c.generation == generation => {
                 c.last_seen = now;
@@ -280,7 +327,8 @@ impl Audit {
                 Vec::new()
             }
             Some(_) => vec![AuditEvent::Repeats {
-                pid: key.0,
+                pid: key.0.fields().0,
+                cgroup_id: key.0.fields().1,
                 uid: key.1,
                 access_key_id: access_key_id.to_owned(),
                 generation,
@@ -296,7 +344,8 @@ impl Audit {
     /// Records that `caller` was denied at `now`; returns the events to emit now.
     pub fn record_denial(&mut self, caller: &Caller, now: Instant) -> Vec<AuditEvent> {
         let denied = || AuditEvent::Denied {
-            pid: caller.pid.unwrap_or(0),
+            pid: Origin::of(caller).fields().0,
+            cgroup_id: Origin::of(caller).fields().1,
             uid: caller.uid,
             gid: caller.gid,
             exe: caller.exe_or_unknown(),
@@ -400,7 +449,7 @@ impl Audit {
     /// `caller` would be its first issuance of it ([`AuditEvent::Issued`], which names the
     /// executable): the caller is not tracked with that generation.
     pub fn would_be_first_issuance(&self, caller: &Caller, generation: Option<u64>) -> bool {
-        let key = (caller.pid.unwrap_or(0), caller.uid);
+        let key = (Origin::of(caller), caller.uid);
         generation.is_none() || self.callers.get(&key).map(|c| c.generation) != generation
     }
 
@@ -410,72 +459,6 @@ impl Audit {
         self.denials
             .get(&uid)
             .is_none_or(|d| now.duration_since(d.window_start) >= SUMMARY_INTERVAL)
-    }
-}
-
-/// The last caller (pid and uid) [`read_exe_if_audited`] found already tracked with the
-/// generation then held, and that generation: a new connection of the same caller with the
-/// same generation skips the audit lock (two atomic loads). The two words are written
-/// separately; a connection that reads a pair mixed from two callers, or whose caller the
-/// audit has forgotten since (idle), at worst has its executable read at its first request,
-/// as before this check existed.
-#[derive(Debug, Default)]
-pub(crate) struct KnownCaller {
-    caller: AtomicU64,
-    generation: AtomicU64,
-}
-
-impl KnownCaller {
-    /// `pid` and `uid` in one word (a pid is an `i32`, a uid a `u32`: no two callers share it).
-    fn key(caller: &Caller) -> u64 {
-        (u64::from(caller.pid.unwrap_or(0) as u32) << 32) | u64::from(caller.uid)
-    }
-
-    fn is(&self, caller: &Caller, generation: u64) -> bool {
-        self.caller.load(Ordering::Relaxed) == KnownCaller::key(caller)
-            && self.generation.load(Ordering::Relaxed) == generation
-    }
-
-    fn set(&self, caller: &Caller, generation: u64) {
-        self.generation.store(generation, Ordering::Relaxed);
-        self.caller
-            .store(KnownCaller::key(caller), Ordering::Relaxed);
-    }
-}
-
-/// At accept, before anything is read from the connection: reads `caller`'s executable now
-/// when the audit is to name it (an `allowed` caller's first issuance of the generation `state`
-/// holds now; a denied caller's logged denial), so that the event names the program the process ran when it was
-/// accepted. Read later, at the event, it would name whatever the process has exec'd since:
-/// a process could connect, fork a child that keeps the socket, exec `/usr/bin/sleep`, and
-/// have the child send the request. Reading only when the audit will name the executable keeps
-/// a new connection from a known caller (the same pid, uid and generation) at one lock and
-/// one lookup, or none when it is the caller last found known ([`KnownCaller`]); the read itself (a `SO_PEERPIDFD`, a `readlink` and a `poll`, about 2 µs)
-/// only moves from the first request to the accept.
-pub(crate) fn read_exe_if_audited(
-    audit: &Mutex<Audit>,
-    known: &KnownCaller,
-    caller: &Caller,
-    allowed: bool,
-    state: &StateReceiver,
-) {
-    // Read before the audit lock, so that the two locks are never held together.
-    let generation = allowed
-        .then(|| state.borrow().credentials.as_ref().map(|c| c.generation))
-        .flatten();
-    if generation.is_some_and(|g| known.is(caller, g)) {
-        return;
-    }
-    let needed = audit.lock().map_or(true, |a| match allowed {
-        true => a.would_be_first_issuance(caller, generation),
-        false => a.would_log_denial(caller.uid, Instant::now()),
-    });
-    match (needed, generation) {
-        (true, _) => {
-            let _ = caller.exe();
-        }
-        (false, Some(g)) => known.set(caller, g),
-        (false, None) => {}
     }
 }
 
@@ -491,11 +474,12 @@ pub(crate) fn emit_events<E>(events: Result<Vec<AuditEvent>, E>) {
 }
 
 /// The pending repeat count of a caller as an event (if any), starting a new window.
-fn take_repeats(key: (i32, u32), c: &mut Tracked, now: Instant) -> Option<AuditEvent> {
+fn take_repeats(key: Key, c: &mut Tracked, now: Instant) -> Option<AuditEvent> {
     c.window_start = now;
     let count = std::mem::take(&mut c.pending);
     (count > 0).then(|| AuditEvent::Repeats {
-        pid: key.0,
+        pid: key.0.fields().0,
+        cgroup_id: key.0.fields().1,
         uid: key.1,
         access_key_id: c.access_key_id.clone(),
         generation: c.generation,
@@ -503,5 +487,8 @@ fn take_repeats(key: (i32, u32), c: &mut Tracked, now: Instant) -> Option<AuditE
     })
 }
 
+mod known;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use known::{read_exe_if_audited, KnownCaller};

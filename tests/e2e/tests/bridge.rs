@@ -118,6 +118,13 @@ async fn an_allowed_caller_gets_exactly_what_the_socket_serves() {
         "the issuance over TCP is audited naming the transport; logs:\n{}",
         agent.logs()
     );
+    // With no pid, the caller is named by its socket's cgroup (where the kernel reports it).
+    let logs = agent.logs();
+    let issued = logs
+        .lines()
+        .find(|l| l.contains("event=\"issued\"") && l.contains("transport=\"tcp\""))
+        .unwrap_or_else(|| panic!("no issuance over TCP audited:\n{logs}"));
+    assert!(issued.contains("cgroup_id"), "{issued}");
     let metrics = agent.get("/metrics").await.body;
     assert!(
         metrics.contains(

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::identity::TcpOwner;
 use crate::test_support::issued;
 
 fn peer(pid: i32, uid: u32) -> Caller {
@@ -28,6 +29,7 @@ fn first_issuance_logged_then_repeats_summarised_once_a_minute() {
         first,
         vec![AuditEvent::Issued {
             pid: 100,
+            cgroup_id: None,
             uid: 1000,
             gid: 1000,
             exe: "/usr/bin/app".to_owned(),
@@ -43,6 +45,7 @@ fn first_issuance_logged_then_repeats_summarised_once_a_minute() {
     assert!(a.flush(t0 + 30 * SEC).is_empty(), "not yet a minute");
     let repeats = |count| AuditEvent::Repeats {
         pid: 100,
+        cgroup_id: None,
         uid: 1000,
         access_key_id: "STS.gen1".to_owned(),
         generation: 1,
@@ -96,6 +99,76 @@ fn callers_are_told_apart_by_pid_and_uid() {
     assert_eq!(a.record_issuance(&peer(1, 0), &g, t0).len(), 0);
 }
 
+/// Regression (issue 12): TCP callers have no pid, so every TCP caller of a uid was one
+/// (pid 0, uid) caller: a second service of the same user got no `issued` event. They are
+/// told apart by their socket's cgroup id, which their events name.
+#[test]
+fn tcp_callers_are_told_apart_by_cgroup_and_uid() {
+    let tcp = |uid, cgroup_id| {
+        Caller::of_tcp_owner(&TcpOwner {
+            uid,
+            inode: 1,
+            cgroup_id,
+        })
+    };
+    let mut a = Audit::default();
+    let t0 = Instant::now();
+    let g = generation(1);
+    let first = a.record_issuance(&tcp(1000, Some(7)), &g, t0);
+    assert!(
+        matches!(
+            first.as_slice(),
+            [AuditEvent::Issued {
+                pid: 0,
+                cgroup_id: Some(7),
+                uid: 1000,
+                transport: "tcp",
+                ..
+            }]
+        ),
+        "{first:?}"
+    );
+    assert_eq!(
+        a.record_issuance(&tcp(1000, Some(8)), &g, t0).len(),
+        1,
+        "another cgroup"
+    );
+    assert_eq!(
+        a.record_issuance(&tcp(1001, Some(7)), &g, t0).len(),
+        1,
+        "another uid"
+    );
+    assert!(
+        a.record_issuance(&tcp(1000, Some(7)), &g, t0).is_empty(),
+        "a repeat"
+    );
+    // A socket caller with pid 0 is not a TCP caller.
+    assert_eq!(a.record_issuance(&peer(0, 1000), &g, t0).len(), 1);
+    let summary = a.flush_all(t0 + SEC);
+    assert!(
+        summary.contains(&AuditEvent::Repeats {
+            pid: 0,
+            cgroup_id: Some(7),
+            uid: 1000,
+            access_key_id: g.access_key_id.clone(),
+            generation: 1,
+            count: 1,
+        }),
+        "{summary:?}"
+    );
+    let denied = a.record_denial(&tcp(1002, Some(9)), t0);
+    assert!(
+        matches!(
+            denied.as_slice(),
+            [AuditEvent::Denied {
+                cgroup_id: Some(9),
+                ..
+            }]
+        ),
+        "{denied:?}"
+    );
+}
+
 #[test]
 fn shutdown_flush_reports_every_pending_count() {
     let mut a = Audit::default();
@@ -129,6 +202,7 @@ fn denials_first_at_once_then_suppressed_for_a_minute() {
     let p = peer(50, 65534);
     let denied = AuditEvent::Denied {
         pid: 50,
+        cgroup_id: None,
         uid: 65534,
         gid: 65534,
         exe: "/usr/bin/app".to_owned(),
@@ -203,6 +277,7 @@ fn memory_is_bounded_and_overflow_counted() {
     let events = a.record_issuance(&peer(4, 0), &g2, t0 + 2 * SEC);
     assert!(events.contains(&AuditEvent::Repeats {
         pid: 1,
+        cgroup_id: None,
         uid: 0,
         access_key_id: "STS.gen1".to_owned(),
         generation: 1,
@@ -212,6 +287,7 @@ fn memory_is_bounded_and_overflow_counted() {
         events.last(),
         Some(AuditEvent::Issued {
             pid: 4,
+            cgroup_id: None,
             generation: 2,
             ..
         })
@@ -258,6 +334,7 @@ fn batched_repeats_are_all_accounted_for() {
     let due = a.record_repeats(&p, 1, "STS.gen1", 3, t0 + 61 * SEC);
     let repeats = |generation: u64, count: u64| AuditEvent::Repeats {
         pid: 100,
+        cgroup_id: None,
         uid: 1000,
         access_key_id: format!("STS.gen{generation}"),
         generation,
@@ -307,6 +384,7 @@ fn values_from_the_caller_the_metadata_service_and_sts_are_quoted_and_escaped() 
     let forged = |what: &str| format!("{what}\nINFO audit: event=\"issued\" uid=0\x1b[2J x=y");
     let event = AuditEvent::Issued {
         pid: 7,
+        cgroup_id: None,
         uid: 1000,
         gid: 1000,
         exe: forged("/tmp/app"),
@@ -376,4 +454,19 @@ fn a_known_caller_is_one_pid_uid_and_generation() {
     let (c, d) = (peer(1, 0), peer(0, 1));
     known.set(&c, 1);
     assert!(known.is(&c, 1) && !known.is(&d, 1));
+    // TCP callers (no pid) of one uid in two cgroups are two callers, neither a pid-0 one.
+    let tcp = |cgroup_id| {
+        Caller::of_tcp_owner(&TcpOwner {
+            uid: 1000,
+            inode: 1,
+            cgroup_id: Some(cgroup_id),
+        })
+    };
+    known.set(&tcp(7), 1);
+    assert!(known.is(&tcp(7), 1));
+    assert!(!known.is(&tcp(8), 1), "same uid, another cgroup");
+    assert!(
+        !known.is(&peer(0, 1000), 1),
+        "a socket caller without a pid"
+    );
 }
