@@ -234,3 +234,31 @@ pub async fn fresh_get(socket: &Path) -> Result<Response, String> {
         .map_err(|e| format!("connect: {e}"))?;
     keep_alive_get(&mut s).await
 }
+
+/// A free loopback TCP port (bound, then released for the agent to bind right after).
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// One `GET path` over loopback TCP to `addr` (the agent's `[bridge] listen`), `Host: 127.0.0.1`,
+/// on a fresh connection closed after the answer.
+pub async fn tcp_get(addr: std::net::SocketAddr, path: &str) -> Response {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(raw.as_bytes()).await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    let out = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .expect("an answer over TCP within 30 s")
+        .expect("a TCP exchange");
+    parse_response(&out)
+}

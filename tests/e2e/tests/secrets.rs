@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use ecs_credential_agent::credentials::{Issued, Source, State};
 use ecs_credential_agent::sources::metadata::token::TokenCache;
+use ecs_credential_agent_e2e::http::tcp_get;
 use ecs_credential_agent_e2e::*;
 use ecs_metadata_emulator::{Endpoint, Fault, Times};
 use nix::sys::signal::Signal;
@@ -115,7 +116,10 @@ async fn no_secret_reaches_the_logs_on_any_path() {
     // Rotates every second, so many generations pass through every path.
     let emu = emulator(short_lived(4, 1)).await;
     let mut allowed = AgentConfig::new(&emu.endpoint());
+    // Both transports: the socket and the loopback listener.
+    let port_a = ecs_credential_agent_e2e::http::free_loopback_port();
     allowed
+        .set("bridge", "listen", &format!("\"127.0.0.1:{port_a}\""))
         .env("RUST_LOG", "trace")
         .env("E2E_AGENT_PANIC_ON_PATH", PANIC_PATH)
         .set("metadata", "token_ttl_secs", "2");
@@ -125,11 +129,15 @@ async fn no_secret_reaches_the_logs_on_any_path() {
     // of its own, so every fault below is served to `a`.
     let emu_b = emulator(short_lived(4, 1)).await;
     let mut denying = allowed.clone();
+    let port_b = ecs_credential_agent_e2e::http::free_loopback_port();
     denying
+        .set("bridge", "listen", &format!("\"127.0.0.1:{port_b}\""))
         .set("metadata", "endpoint", &format!("{:?}", emu_b.endpoint()))
         .set("server", "allowed_uids", "[4242]")
         .env("E2E_AGENT_JUDGE_EVERY_UID", "1");
     let mut b = TestAgent::builder(agent_bin!(), &denying).start().await;
+    let tcp_a: std::net::SocketAddr = format!("127.0.0.1:{port_a}").parse().unwrap();
+    let tcp_b: std::net::SocketAddr = format!("127.0.0.1:{port_b}").parse().unwrap();
 
     let faults = [
         (Endpoint::Credentials, Fault::MalformedJson),
@@ -177,6 +185,18 @@ async fn no_secret_reaches_the_logs_on_any_path() {
             }
             let denied = b.get(path).await;
             assert_eq!(denied.status, 403, "{denied:?}");
+            answers.push_str(&denied.body);
+            // The same over the loopback listener.
+            let r = tcp_get(tcp_a, path).await;
+            if path == "/v1/credentials" && r.status == 200 {
+                let v = r.json();
+                secrets.push(v["AccessKeySecret"].as_str().unwrap().to_owned());
+                secrets.push(v["SecurityToken"].as_str().unwrap().to_owned());
+            } else {
+                answers.push_str(&r.body);
+            }
+            let denied = tcp_get(tcp_b, path).await;
+            assert_eq!(denied.status, 403, "over TCP: {denied:?}");
             answers.push_str(&denied.body);
         }
         let panicked = a.get(PANIC_PATH).await;
