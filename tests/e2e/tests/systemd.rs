@@ -367,7 +367,11 @@ async fn systemd_socket_activate_passes_the_socket_and_the_bridge_by_name() {
     let held = eventually(Duration::from_secs(30), || async {
         (socket.exists() && std::net::TcpStream::connect(addr).is_ok()).then_some(())
     });
-    assert!(held.await.is_some(), "sockets not held; logs:\n{}", agent.logs());
+    assert!(
+        held.await.is_some(),
+        "sockets not held; logs:\n{}",
+        agent.logs()
+    );
     // That probe started the agent; it serves both sockets systemd passed.
     let tcp = tokio::task::spawn_blocking(move || tcp_credentials(addr))
         .await
@@ -415,9 +419,8 @@ async fn a_passed_bridge_socket_on_another_port_than_bridge_listen_stops_the_age
     let _client = started.await.expect("no socket");
     let status = agent.wait_exit(Duration::from_secs(60));
     assert_eq!(status.and_then(|s| s.code()), Some(78), "{}", agent.logs());
-    let want = format!(
-        "listens on 127.0.0.1:{port}, but [bridge] listen is 127.0.0.1:{configured}"
-    );
+    let want =
+        format!("listens on 127.0.0.1:{port}, but [bridge] listen is 127.0.0.1:{configured}");
     assert!(agent.logs().contains(&want), "{want}\n{}", agent.logs());
 }
 
