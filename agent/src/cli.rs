@@ -216,13 +216,13 @@ fn serve(path: Option<PathBuf>, overrides: Overrides, hooks: TestHooks) -> ExitC
     let log = crate::logging::init(&config.log);
     let json = config.log.format == LogFormat::Json;
     // Before the runtime starts threads: this removes LISTEN_* from the environment.
-    let inherited = match crate::systemd::activation::take_listener() {
-        Ok(i) => i,
+    let passed = match crate::systemd::activation::take_sockets() {
+        Ok(p) => p,
         Err(e) => return exit(Err(e.into()), json),
     };
     let time: SharedTimeSource = hooks.time.clone().unwrap_or_else(|| Arc::new(SystemClock));
     let options = daemon::Options {
-        inherited,
+        passed,
         reload: Some(crate::reload::Source {
             path,
             overrides,

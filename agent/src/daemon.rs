@@ -2,6 +2,7 @@
 //! server together, and maps failures to exit statuses.
 
 use std::future::Future;
+use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
@@ -14,7 +15,7 @@ use crate::server::bridge::BridgeListener;
 use crate::server::metrics_listener::{self, MetricsBindError, MetricsListener};
 use crate::server::{self, ConfigReceiver, Listener, Server, SocketBindError};
 use crate::sources::metadata;
-use crate::systemd::activation::{self, ActivationError, Inherited};
+use crate::systemd::activation::{self, ActivationError, Inherited, Passed};
 use crate::systemd::Notifier;
 use crate::time::SharedTimeSource;
 
@@ -117,9 +118,10 @@ const SERVER_MISSED_BEATS: u32 = 5;
 /// What [`serve_with`] takes besides the configuration.
 #[derive(Debug, Default)]
 pub struct Options {
-    /// A socket handed over by systemd ([`activation::take_listener`]); `None` binds
-    /// `socket_path`.
-    pub inherited: Option<Inherited>,
+    /// The sockets handed over by systemd ([`activation::take_sockets`]): without a Unix
+    /// socket the agent binds `socket_path`; without a bridge socket it binds `[bridge] listen`
+    /// when set.
+    pub passed: Passed,
     /// Where the configuration came from, to reload it on `SIGHUP`; `None` leaves `SIGHUP`
     /// alone.
     pub reload: Option<Source>,
@@ -164,7 +166,7 @@ pub async fn serve(
     serve_with(config, time, shutdown, Options::default()).await
 }
 
-/// [`serve`] under systemd: serves on `options.inherited` when systemd passed a socket, tells
+/// [`serve`] under systemd: serves on `options.passed` when systemd passed sockets, tells
 /// systemd about readiness, status and liveness ([`crate::systemd`]), and reloads on `SIGHUP`
 /// when `options.reload` is set ([`crate::reload`]).
 ///
@@ -181,7 +183,7 @@ pub async fn serve_with(
     let metrics = Metrics::new();
     let client =
         metadata::Client::new(&config.metadata, time.clone())?.with_metrics(metrics.clone());
-    let listener = listen(&config, options.inherited)?;
+    let listener = listen(&config, options.passed.socket)?;
     if let Some(text) = &options.announce {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -194,16 +196,13 @@ pub async fn serve_with(
             return Err(e);
         }
     };
-    let bridge = match config.bridge.listen.map(BridgeListener::bind).transpose() {
+    let bridge = match listen_bridge(&config, options.passed.bridge) {
         Ok(bridge) => bridge,
         Err(e) => {
             let _ = listener.remove_socket();
-            return Err(e.into());
+            return Err(e);
         }
     };
-    if let Some(b) = &bridge {
-        tracing::info!(addr = %b.local_addr(), "serving credentials URIs on loopback TCP ([bridge] listen)");
-    }
     let server_config = match options.reload {
         Some(source) => start_reloading(source, config.clone())?,
         None => server::fixed_config(config.server.clone()),
@@ -316,6 +315,38 @@ fn listen(config: &Config, inherited: Option<Inherited>) -> Result<Listener, Age
         "ecs-credential-agent listening on the socket passed by systemd"
     );
     Ok(listener)
+}
+
+/// The loopback listener: the `bridge` socket systemd passed (which must agree with
+/// `[bridge] listen` when that is set, [`activation::bridge_address`]), else a newly bound
+/// `[bridge] listen`, else none.
+fn listen_bridge(
+    config: &Config,
+    passed: Option<std::net::TcpListener>,
+) -> Result<Option<BridgeListener>, AgentError> {
+    let configured = config.bridge.listen;
+    let Some(passed) = passed else {
+        let bridge = configured.map(BridgeListener::bind).transpose()?;
+        if let Some(b) = &bridge {
+            tracing::info!(addr = %b.local_addr(), "serving credentials URIs on loopback TCP ([bridge] listen)");
+        }
+        return Ok(bridge);
+    };
+    let addr = match passed.local_addr() {
+        Ok(std::net::SocketAddr::V4(a)) => activation::bridge_address(a, configured)?,
+        // take_sockets checked it is 127.0.0.1; from_std says what is wrong otherwise.
+        _ => SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+    };
+    let bridge = BridgeListener::from_std(passed)?;
+    if configured.is_none() {
+        tracing::warn!(
+            %addr,
+            "systemd passed a bridge socket but [bridge] listen is unset: serving it; set \
+             [bridge] listen to this address so `ecs-credential-agent env` prints the URI"
+        );
+    }
+    tracing::info!(%addr, "serving credentials URIs on the loopback socket passed by systemd");
+    Ok(Some(bridge))
 }
 
 /// Installs the `SIGHUP` handler and starts the task that reloads on it.

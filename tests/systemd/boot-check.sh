@@ -31,7 +31,8 @@ mkdir -p "$payload/target/release" "$payload/systemd" "$out"
 # commands run unchanged from /payload.
 install -m 0755 "$agent" "$payload/target/release/ecs-credential-agent"
 install -m 0755 "$emulator" "$payload/ecs-metadata-emulator"
-cp systemd/ecs-credential-agent.service systemd/ecs-credential-agent.socket systemd/config.toml "$payload/systemd/"
+cp systemd/ecs-credential-agent.service systemd/ecs-credential-agent.socket \
+    systemd/ecs-credential-agent-bridge.socket systemd/loopback.conf systemd/config.toml "$payload/systemd/"
 install -m 0755 tests/systemd/check.sh "$payload/check.sh"
 if [ -n "${BOOT_CHECK_DROPIN:-}" ]; then cp "$BOOT_CHECK_DROPIN" "$payload/extra-dropin.conf"; fi
 

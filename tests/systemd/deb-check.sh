@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Checks the .deb built by `cargo deb -p ecs-credential-agent`: it installs the binary, both
-# units and the example configuration, the configuration is a conffile, and the packaged units
+# Checks the .deb built by `cargo deb -p ecs-credential-agent`: it installs the binary, the
+# three units, the loopback drop-in (not in a drop-in directory: the operator links it) and the
+# example configuration, enables nothing, the configuration is a conffile, and the packaged units
 # and configuration are the ones in systemd/.
 # Usage: tests/systemd/deb-check.sh PACKAGE.deb
 set -euo pipefail
@@ -16,6 +17,8 @@ failed=0
 for want in "-rwxr-xr-x ./usr/bin/ecs-credential-agent" \
     "-rw-r--r-- ./lib/systemd/system/ecs-credential-agent.service" \
     "-rw-r--r-- ./lib/systemd/system/ecs-credential-agent.socket" \
+    "-rw-r--r-- ./lib/systemd/system/ecs-credential-agent-bridge.socket" \
+    "-rw-r--r-- ./usr/share/ecs-credential-agent/loopback.conf" \
     "-rw-r--r-- ./etc/ecs-credential-agent/config.toml"; do
     mode=${want%% *} path=${want#* }
     if printf '%s\n' "$contents" | awk -v m="$mode" -v p="$path" '$1 == m && $NF == p { found = 1 } END { exit !found }'; then
@@ -24,6 +27,18 @@ for want in "-rwxr-xr-x ./usr/bin/ecs-credential-agent" \
         echo "deb-check.sh: FAIL: $path with mode $mode is not in the package" >&2; failed=1
     fi
 done
+# Shipped disabled: nothing under a .wants directory, no drop-in directory, no maintainer
+# script that enables or starts a unit.
+if printf '%s\n' "$contents" | grep -Eq '\.wants/|\.service\.d/|\.socket\.d/'; then
+    echo "deb-check.sh: FAIL: the package enables a unit or ships a drop-in directory" >&2; failed=1
+else
+    echo "ok: no unit enabled, no drop-in directory"
+fi
+if dpkg-deb --ctrl-tarfile "$deb" | tar -xO 2>/dev/null | grep -Eq 'systemctl|deb-systemd-helper'; then
+    echo "deb-check.sh: FAIL: a maintainer script enables or starts units" >&2; failed=1
+else
+    echo "ok: no maintainer script runs systemctl"
+fi
 conffiles=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles 2>/dev/null || true)
 if printf '%s\n' "$conffiles" | grep -qx /etc/ecs-credential-agent/config.toml; then
     echo "ok: /etc/ecs-credential-agent/config.toml is a conffile"
@@ -34,6 +49,8 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 dpkg-deb -x "$deb" "$tmp"
 for pair in "systemd/ecs-credential-agent.service lib/systemd/system/ecs-credential-agent.service" \
     "systemd/ecs-credential-agent.socket lib/systemd/system/ecs-credential-agent.socket" \
+    "systemd/ecs-credential-agent-bridge.socket lib/systemd/system/ecs-credential-agent-bridge.socket" \
+    "systemd/loopback.conf usr/share/ecs-credential-agent/loopback.conf" \
     "systemd/config.toml etc/ecs-credential-agent/config.toml"; do
     set -- $pair
     cmp -s "$1" "$tmp/$2" && echo "ok: /$2 is $1" || { echo "deb-check.sh: FAIL: /$2 differs from $1" >&2; failed=1; }

@@ -1,15 +1,27 @@
-//! Socket activation: the listening socket handed over by systemd (`sd_listen_fds(3)`).
+//! Socket activation: the listening sockets handed over by systemd (`sd_listen_fds(3)`,
+//! `sd_listen_fds_with_names(3)`).
 //!
-//! With a `.socket` unit, systemd creates and owns the socket: it exists before the agent runs
-//! (early clients queue instead of failing), it survives agent restarts (none is lost), and its
-//! mode and group are the unit's `SocketMode=`/`SocketGroup=`. The manager passes it as fd 3
-//! with `LISTEN_FDS=1` and `LISTEN_PID=<our pid>`. [`take_listener`] takes it, checks that it is
-//! a listening stream `AF_UNIX` socket, and removes `LISTEN_FDS`, `LISTEN_PID` and
-//! `LISTEN_FDNAMES` from the environment. The agent never unlinks such a socket
-//! ([`Listener::from_std`](crate::server::Listener::from_std)); [`mismatches`] compares its
-//! mode and group with `socket_mode`/`socket_group` so a mismatch is logged.
+//! With `.socket` units, systemd creates and owns the sockets: they exist before the agent runs
+//! (early clients queue instead of failing), they survive agent restarts (none is lost), and
+//! their mode, group and address are the units'. The manager passes them from fd 3 on with
+//! `LISTEN_FDS=<count>`, `LISTEN_PID=<our pid>` and `LISTEN_FDNAMES=<name>:<name>…` (each unit's
+//! `FileDescriptorName=`, by default the unit's name). [`take_sockets`] takes them and removes
+//! the three variables from the environment. Each descriptor's role comes from its name
+//! ([`roles`]):
+//!
+//! | name | role | checked |
+//! |---|---|---|
+//! | [`BRIDGE_FD_NAME`] (`bridge`) | the `[bridge]` loopback listener | listening stream `AF_INET` socket on `127.0.0.1` |
+//! | any other, or none (`LISTEN_FDNAMES` unset, as from older managers) | the Unix socket (`ecs-credential-agent.socket` names it [`SOCKET_FD_NAME`]) | listening stream `AF_UNIX` socket |
+//!
+//! At most one of each; anything else is an [`ActivationError`] (exit 78). So a single unnamed
+//! fd is the Unix socket, as before names existed. The agent never unlinks a passed Unix socket
+//! ([`Listener::from_std`](crate::server::Listener::from_std)); [`mismatches`] compares its mode
+//! and group with `socket_mode`/`socket_group` so a mismatch is logged. How a passed `bridge`
+//! socket meets `[bridge] listen` is [`bridge_address`]'s rule.
 
 use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -21,24 +33,65 @@ use crate::server::config::Config as ServerConfig;
 /// The environment variables of the protocol, removed once read.
 const LISTEN_VARS: [&str; 3] = ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
 
-/// Why the socket systemd passed cannot be used. Each message names fd 3 and the problem.
+/// `FileDescriptorName=` of the bridge socket unit (`ecs-credential-agent-bridge.socket`): the
+/// passed descriptor with this name is the `[bridge]` loopback TCP listener.
+pub const BRIDGE_FD_NAME: &str = "bridge";
+
+/// `FileDescriptorName=` of the Unix socket unit (`ecs-credential-agent.socket`). Any name
+/// other than [`BRIDGE_FD_NAME`] is taken for the Unix socket, so this one is for people
+/// reading the units.
+pub const SOCKET_FD_NAME: &str = "socket";
+
+/// Why the sockets systemd passed cannot be used. Each message names the descriptor (fd number
+/// and name) and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivationError {
-    /// `LISTEN_FDS`/`LISTEN_PID` are malformed, or fd 3 is not open.
+    /// `LISTEN_FDS`/`LISTEN_PID` are malformed, or a passed fd is not open.
     #[error("socket activation: LISTEN_FDS/LISTEN_PID: {0}")]
     Env(#[source] io::Error),
-    /// More than one socket was passed.
-    #[error("socket activation: systemd passed {0} sockets; the agent serves exactly one (one ListenStream= in the .socket unit)")]
-    Count(usize),
-    /// The socket could not be inspected.
-    #[error("socket activation: cannot inspect fd 3: {0}")]
-    Inspect(#[source] nix::Error),
-    /// The socket is of the wrong kind.
-    #[error("socket activation: fd 3 is not {0} (the .socket unit needs ListenStream=/path)")]
-    Unusable(&'static str),
+    /// Two descriptors claim the same role.
+    #[error("socket activation: systemd passed more than one {role} (fds {first} and {second}, LISTEN_FDNAMES={names:?}); the agent serves one Unix socket and at most one FileDescriptorName=bridge listener")]
+    Duplicate {
+        /// "Unix socket" or "bridge listener".
+        role: &'static str,
+        /// The first fd.
+        first: RawFd,
+        /// The second fd.
+        second: RawFd,
+        /// `LISTEN_FDNAMES` as passed.
+        names: String,
+    },
+    /// A socket could not be inspected.
+    #[error("socket activation: cannot inspect fd {fd} ({name}): {source}")]
+    Inspect {
+        /// The fd.
+        fd: RawFd,
+        /// Its name.
+        name: String,
+        /// The error.
+        source: nix::Error,
+    },
+    /// A socket is of the wrong kind.
+    #[error("socket activation: fd {fd} ({name}) is not {what} (the Unix socket unit needs ListenStream=/path, the bridge unit ListenStream=127.0.0.1:PORT)")]
+    Unusable {
+        /// The fd.
+        fd: RawFd,
+        /// Its name.
+        name: String,
+        /// What it should be.
+        what: &'static str,
+    },
+    /// The bridge socket's address is not the one `[bridge] listen` names.
+    #[error("socket activation: the bridge socket systemd passed listens on {passed}, but [bridge] listen is {configured}; make ListenStream= in ecs-credential-agent-bridge.socket and [bridge] listen agree (applications are given the configured address)")]
+    BridgeAddress {
+        /// The passed socket's address.
+        passed: SocketAddrV4,
+        /// `[bridge] listen`.
+        configured: SocketAddrV4,
+    },
 }
 
-/// A listening socket handed over by systemd.
+/// A Unix listening socket handed over by systemd.
 #[derive(Debug)]
 pub struct Inherited {
     /// The socket (close-on-exec, blocking; [`Listener::from_std`](crate::server::Listener::from_std) makes it non-blocking).
@@ -47,17 +100,27 @@ pub struct Inherited {
     pub path: Option<PathBuf>,
 }
 
-/// Takes the socket passed by systemd, if `LISTEN_PID` names this process and `LISTEN_FDS` is
+/// Everything systemd passed, by role.
+#[derive(Debug, Default)]
+pub struct Passed {
+    /// The Unix socket, if one was passed.
+    pub socket: Option<Inherited>,
+    /// The bridge listener (named [`BRIDGE_FD_NAME`]), checked to listen on `127.0.0.1`.
+    pub bridge: Option<std::net::TcpListener>,
+}
+
+/// Takes the sockets passed by systemd, if `LISTEN_PID` names this process and `LISTEN_FDS` is
 /// set; removes the `LISTEN_*` variables either way.
 ///
 /// Call it before starting threads (it changes the environment) and at most once.
 ///
 /// # Errors
-/// [`ActivationError`] when the variables are malformed, more than one socket was passed, or
-/// fd 3 is not a listening stream Unix socket.
-pub fn take_listener() -> Result<Option<Inherited>, ActivationError> {
+/// [`ActivationError`] when the variables are malformed, two descriptors claim one role, or a
+/// descriptor is not the kind of socket its name says.
+pub fn take_sockets() -> Result<Passed, ActivationError> {
     let listen_pid = std::env::var("LISTEN_PID").ok();
     let listen_fds = std::env::var("LISTEN_FDS").ok();
+    let names = std::env::var("LISTEN_FDNAMES").ok();
     for var in LISTEN_VARS {
         // The one place the agent changes its environment (clippy.toml bans it elsewhere):
         // sd_listen_fds(3) asks for the variables to be unset once read, so that nothing the
@@ -65,36 +128,111 @@ pub fn take_listener() -> Result<Option<Inherited>, ActivationError> {
         #[allow(clippy::disallowed_methods)]
         std::env::remove_var(var);
     }
-    take_passed(listen_pid.as_deref(), listen_fds.as_deref())
+    take_passed(
+        listen_pid.as_deref(),
+        listen_fds.as_deref(),
+        names.as_deref(),
+    )
 }
 
-/// [`take_listener`] given the values of `LISTEN_PID` and `LISTEN_FDS` (`None` when unset).
+/// [`take_sockets`] given the values of `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`
+/// (`None` when unset).
 fn take_passed(
     listen_pid: Option<&str>,
     listen_fds: Option<&str>,
-) -> Result<Option<Inherited>, ActivationError> {
+    listen_fdnames: Option<&str>,
+) -> Result<Passed, ActivationError> {
     let count =
         passed_count(listen_pid, listen_fds, std::process::id()).map_err(ActivationError::Env)?;
     // As sd_listen_fds(3) does: every passed descriptor becomes close-on-exec (and one that is
-    // not open is an error), before the count is judged.
+    // not open is an error), before anything else is judged.
     for fd in SD_LISTEN_FDS_START..SD_LISTEN_FDS_START.saturating_add(count) {
         set_cloexec(fd).map_err(ActivationError::Env)?;
     }
-    let fd = match count {
-        0 => return Ok(None),
-        1 => SD_LISTEN_FDS_START,
-        more => return Err(ActivationError::Count(more as usize)),
+    let roles = roles(count, listen_fdnames)?;
+    let take = |fd: RawFd| {
+        // SAFETY: sd_listen_fds(3): the manager passed this fd to this process (LISTEN_PID is
+        // ours), `set_cloexec` checked it is open, and nothing else in this process owns it:
+        // `roles` hands each fd out at most once, here, before other threads exist.
+        #[allow(unsafe_code)]
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        (fd, owned)
     };
-    // SAFETY: sd_listen_fds(3): the manager passed fd 3 to this process (LISTEN_PID is ours),
-    // `set_cloexec` checked it is open, and nothing else in this process owns it: it is taken
-    // here once, before other threads exist.
-    #[allow(unsafe_code)]
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let path = check(&owned)?;
-    Ok(Some(Inherited {
-        listener: std::os::unix::net::UnixListener::from(owned),
-        path,
-    }))
+    let mut passed = Passed::default();
+    if let Some((fd, name)) = roles.socket {
+        let (fd, owned) = take(fd);
+        let path = check_unix(fd, &name, &owned)?;
+        passed.socket = Some(Inherited {
+            listener: std::os::unix::net::UnixListener::from(owned),
+            path,
+        });
+    }
+    if let Some(fd) = roles.bridge {
+        let (fd, owned) = take(fd);
+        passed.bridge = Some(check_bridge(fd, owned)?);
+    }
+    Ok(passed)
+}
+
+/// Which passed fd plays which role: the Unix socket (with its name, for messages) and the
+/// bridge listener.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Roles {
+    socket: Option<(RawFd, String)>,
+    bridge: Option<RawFd>,
+}
+
+/// Assigns the `count` descriptors from fd 3 on to roles by their names in `LISTEN_FDNAMES`
+/// (colon-separated, in fd order; a missing or short list leaves the rest unnamed): see the
+/// module docs' table.
+///
+/// # Errors
+/// [`ActivationError::Duplicate`] when two descriptors claim one role.
+fn roles(count: RawFd, listen_fdnames: Option<&str>) -> Result<Roles, ActivationError> {
+    let mut names = listen_fdnames.map(|n| n.split(':'));
+    let mut out = Roles::default();
+    for fd in SD_LISTEN_FDS_START..SD_LISTEN_FDS_START.saturating_add(count) {
+        let name = names.as_mut().and_then(Iterator::next).unwrap_or("");
+        let duplicate = |role, first| ActivationError::Duplicate {
+            role,
+            first,
+            second: fd,
+            names: listen_fdnames.unwrap_or("").to_owned(),
+        };
+        if name == BRIDGE_FD_NAME {
+            if let Some(first) = out.bridge {
+                return Err(duplicate("bridge listener", first));
+            }
+            out.bridge = Some(fd);
+        } else {
+            if let Some((first, _)) = out.socket {
+                return Err(duplicate("Unix socket", first));
+            }
+            let shown = if name.is_empty() { "unnamed" } else { name };
+            out.socket = Some((fd, shown.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// The address to serve the passed bridge socket on, given `[bridge] listen`: the passed
+/// address when it is the configured one, or when `[bridge] listen` is unset (enabling the
+/// bridge socket unit is the operator's choice; the agent serves it and says that `env` needs
+/// the key).
+///
+/// # Errors
+/// [`ActivationError::BridgeAddress`] when both are set and differ: applications are given the
+/// configured address (`env`), and serving another would leave it to whoever binds it next.
+pub fn bridge_address(
+    passed: SocketAddrV4,
+    configured: Option<SocketAddrV4>,
+) -> Result<SocketAddrV4, ActivationError> {
+    match configured {
+        Some(configured) if configured != passed => {
+            Err(ActivationError::BridgeAddress { passed, configured })
+        }
+        _ => Ok(passed),
+    }
 }
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
@@ -140,27 +278,66 @@ fn set_cloexec(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Checks `SO_TYPE` (stream), `SO_ACCEPTCONN` (listening) and the address family (`AF_UNIX`);
-/// returns the socket's path.
-fn check(fd: &OwnedFd) -> Result<Option<PathBuf>, ActivationError> {
-    let kind = getsockopt(&fd.as_fd(), sockopt::SockType).map_err(ActivationError::Inspect)?;
+/// Checks `SO_TYPE` (stream) and `SO_ACCEPTCONN` (listening); returns the bound address.
+fn check_listening(
+    fd: RawFd,
+    name: &str,
+    owned: &OwnedFd,
+) -> Result<nix::sys::socket::SockaddrStorage, ActivationError> {
+    let inspect = |source| ActivationError::Inspect {
+        fd,
+        name: name.to_owned(),
+        source,
+    };
+    let unusable = |what| ActivationError::Unusable {
+        fd,
+        name: name.to_owned(),
+        what,
+    };
+    let kind = getsockopt(&owned.as_fd(), sockopt::SockType).map_err(inspect)?;
     if kind != SockType::Stream {
-        return Err(ActivationError::Unusable("a stream socket"));
+        return Err(unusable("a stream socket"));
     }
-    let listening =
-        getsockopt(&fd.as_fd(), sockopt::AcceptConn).map_err(ActivationError::Inspect)?;
-    if !listening {
-        return Err(ActivationError::Unusable("listening"));
+    if !getsockopt(&owned.as_fd(), sockopt::AcceptConn).map_err(inspect)? {
+        return Err(unusable("listening"));
     }
-    let addr: nix::sys::socket::SockaddrStorage =
-        getsockname(fd.as_raw_fd()).map_err(ActivationError::Inspect)?;
+    getsockname(owned.as_raw_fd()).map_err(inspect)
+}
+
+/// [`check_listening`], and the address family `AF_UNIX`; returns the socket's path.
+fn check_unix(fd: RawFd, name: &str, owned: &OwnedFd) -> Result<Option<PathBuf>, ActivationError> {
+    let addr = check_listening(fd, name, owned)?;
     if addr.family() != Some(AddressFamily::Unix) {
-        return Err(ActivationError::Unusable("a Unix socket"));
+        return Err(ActivationError::Unusable {
+            fd,
+            name: name.to_owned(),
+            what: "a Unix socket",
+        });
     }
     Ok(addr
         .as_unix_addr()
         .and_then(|a| a.path())
         .map(Path::to_path_buf))
+}
+
+/// [`check_listening`], and an `AF_INET` address on `127.0.0.1` (the caller lookup covers IPv4
+/// loopback only, and any other address would serve credentials beyond this host); returns the
+/// listener.
+fn check_bridge(fd: RawFd, owned: OwnedFd) -> Result<std::net::TcpListener, ActivationError> {
+    let addr = check_listening(fd, BRIDGE_FD_NAME, &owned)?;
+    let unusable = || ActivationError::Unusable {
+        fd,
+        name: BRIDGE_FD_NAME.to_owned(),
+        what: "a TCP socket on 127.0.0.1",
+    };
+    if addr.family() != Some(AddressFamily::Inet) {
+        return Err(unusable());
+    }
+    let listener = std::net::TcpListener::from(owned);
+    match listener.local_addr() {
+        Ok(SocketAddr::V4(a)) if *a.ip() == Ipv4Addr::LOCALHOST => Ok(listener),
+        _ => Err(unusable()),
+    }
 }
 
 /// Differences between the socket file at `path` and what `cfg` asks for (`socket_path`,
@@ -206,122 +383,4 @@ pub fn mismatches(path: &Path, cfg: &ServerConfig) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn checks_accept_a_listening_unix_stream_socket_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let fd = OwnedFd::from(l);
-        assert_eq!(check(&fd).unwrap(), Some(path.clone()));
-
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let e = check(&OwnedFd::from(tcp)).unwrap_err();
-        assert!(e.to_string().contains("is not a Unix socket"), "{e}");
-
-        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let e = check(&OwnedFd::from(a)).unwrap_err();
-        assert!(e.to_string().contains("is not listening"), "{e}");
-
-        let d = std::os::unix::net::UnixDatagram::unbound().unwrap();
-        let e = check(&OwnedFd::from(d)).unwrap_err();
-        assert!(e.to_string().contains("is not a stream socket"), "{e}");
-    }
-
-    #[test]
-    fn mode_group_and_path_mismatches_are_described() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        let _l = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
-        let gid = std::fs::metadata(&path).unwrap().gid();
-        let mut cfg = ServerConfig {
-            socket_path: path.clone(),
-            socket_mode: 0o660,
-            socket_group: Some(gid.to_string()),
-            ..ServerConfig::default()
-        };
-        assert!(
-            mismatches(&path, &cfg).is_empty(),
-            "{:?}",
-            mismatches(&path, &cfg)
-        );
-        cfg.socket_mode = 0o600;
-        cfg.socket_group = Some((gid + 1).to_string());
-        cfg.socket_path = dir.path().join("other.sock");
-        let m = mismatches(&path, &cfg);
-        assert_eq!(m.len(), 3, "{m:?}");
-        assert!(m[0].contains("not socket_path"), "{m:?}");
-        assert!(
-            m[1].contains("socket mode is 0660 but socket_mode is 0600"),
-            "{m:?}"
-        );
-        assert!(
-            m[2].contains(&format!("socket group is gid {gid}")),
-            "{m:?}"
-        );
-    }
-
-    #[test]
-    fn no_listen_fds_means_no_socket() {
-        // LISTEN_PID names another process: not for us.
-        assert!(take_passed(Some("1"), Some("1")).unwrap().is_none());
-        assert!(take_passed(None, None).unwrap().is_none());
-    }
-
-    #[test]
-    fn listen_pid_and_listen_fds_are_read_as_sd_listen_fds_does() {
-        let me = 4242;
-        assert_eq!(passed_count(Some("4242"), Some("1"), me).unwrap(), 1);
-        assert_eq!(passed_count(Some("4242"), Some("2"), me).unwrap(), 2);
-        assert_eq!(passed_count(Some("1"), Some("1"), me).unwrap(), 0);
-        assert_eq!(passed_count(None, Some("1"), me).unwrap(), 0);
-        assert_eq!(passed_count(Some("4242"), None, me).unwrap(), 0);
-        for (pid, fds, what) in [
-            (Some("me"), Some("1"), "invalid LISTEN_PID"),
-            (Some("4242"), Some("-1"), "invalid LISTEN_FDS"),
-            (Some("4242"), Some("4294967295"), "invalid LISTEN_FDS"),
-        ] {
-            let e = passed_count(pid, fds, me).unwrap_err();
-            assert_eq!(e.to_string(), what, "{pid:?} {fds:?}");
-        }
-    }
-
-    /// The removal of the variables, seen in a child process (this test binary running only
-    /// [`take_listener_in_a_child`] with `LISTEN_PID=1 LISTEN_FDS=1`), so that no test changes
-    /// this process's environment (`std::env::set_var` is banned, see clippy.toml).
-    #[test]
-    fn no_listen_fds_means_no_socket_and_the_variables_are_removed() {
-        let name = concat!(module_path!(), "::take_listener_in_a_child");
-        let name = name.split_once("::").unwrap().1; // test names start below the crate
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([name, "--exact", "--ignored", "--test-threads=1"])
-            .env("LISTEN_PID", "1")
-            .env("LISTEN_FDS", "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("1 passed"),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    #[test]
-    #[ignore = "run in a child process by the test above"]
-    fn take_listener_in_a_child() {
-        assert_eq!(
-            std::env::var("LISTEN_PID").as_deref(),
-            Ok("1"),
-            "run by no_listen_fds_means_no_socket_and_the_variables_are_removed, not alone"
-        );
-        // LISTEN_PID names another process: not for us.
-        assert!(take_listener().unwrap().is_none());
-        assert!(std::env::var_os("LISTEN_PID").is_none());
-        assert!(std::env::var_os("LISTEN_FDS").is_none());
-    }
-}
+mod tests;

@@ -308,6 +308,122 @@ async fn systemd_socket_activate_starts_the_agent_on_its_socket() {
     );
 }
 
+/// A free loopback port (bound then released; systemd-socket-activate binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET /v1/credentials` over a new TCP connection to `addr`, the answer read to the end.
+fn tcp_credentials(addr: std::net::SocketAddr) -> http::Response {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"GET /v1/credentials HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).unwrap();
+    http::parse_response(&out)
+}
+
+/// systemd-socket-activate holding the Unix socket and the loopback listener, named as the
+/// units name them (`socket`, `bridge`), for the agent started at the first connection.
+fn activate_both(socket: &Path, port: u16) -> std::process::Command {
+    let mut cmd = std::process::Command::new("/usr/bin/systemd-socket-activate");
+    cmd.arg("-l")
+        .arg(socket)
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--fdname=socket:bridge")
+        .arg("-E")
+        .arg("RUST_LOG=info");
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_socket_activate_passes_the_socket_and_the_bridge_by_name() {
+    if !Path::new("/usr/bin/systemd-socket-activate").exists() {
+        eprintln!("SKIPPED: systemd-socket-activate is not installed");
+        return;
+    }
+    let emu = emulator(Default::default()).await;
+    let dir = tempfile::Builder::new().prefix("eca-").tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let port = free_port();
+    let mut config = AgentConfig::new(&emu.endpoint());
+    config.set("bridge", "listen", &format!("\"127.0.0.1:{port}\""));
+    let mut agent = TestAgent::builder(agent_bin!(), &config)
+        .dir(dir)
+        .socket(socket.clone())
+        .via(activate_both(&socket, port))
+        .spawn();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let held = eventually(Duration::from_secs(30), || async {
+        (socket.exists() && std::net::TcpStream::connect(addr).is_ok()).then_some(())
+    });
+    assert!(
+        held.await.is_some(),
+        "sockets not held; logs:\n{}",
+        agent.logs()
+    );
+    // That probe started the agent; it serves both sockets systemd passed.
+    let tcp = tokio::task::spawn_blocking(move || tcp_credentials(addr))
+        .await
+        .unwrap();
+    assert_eq!(tcp.status, 200, "{tcp:?}\n{}", agent.logs());
+    let served = agent.credentials().await;
+    assert_eq!(tcp.json()["AccessKeyId"], served["AccessKeyId"]);
+    let logs = agent.logs();
+    assert!(
+        logs.contains("listening on the socket passed by systemd"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("serving credentials URIs on the loopback socket passed by systemd"),
+        "{logs}"
+    );
+    assert!(logs.contains(r#"transport="tcp""#), "{logs}");
+    let status = agent.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status:?}\n{}", agent.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_bridge_socket_on_another_port_than_bridge_listen_stops_the_agent_with_78() {
+    if !Path::new("/usr/bin/systemd-socket-activate").exists() {
+        eprintln!("SKIPPED: systemd-socket-activate is not installed");
+        return;
+    }
+    let emu = emulator(Default::default()).await;
+    let dir = tempfile::Builder::new().prefix("eca-").tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let (port, configured) = (free_port(), free_port());
+    let mut config = AgentConfig::new(&emu.endpoint());
+    config.set("bridge", "listen", &format!("\"127.0.0.1:{configured}\""));
+    let mut agent = TestAgent::builder(agent_bin!(), &config)
+        .dir(dir)
+        .socket(socket.clone())
+        .via(activate_both(&socket, port))
+        .spawn();
+    let started = eventually(Duration::from_secs(30), || async {
+        socket
+            .exists()
+            .then(|| std::os::unix::net::UnixStream::connect(&socket).ok())
+            .flatten()
+    });
+    let _client = started.await.expect("no socket");
+    let status = agent.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.and_then(|s| s.code()), Some(78), "{}", agent.logs());
+    let want =
+        format!("listens on 127.0.0.1:{port}, but [bridge] listen is 127.0.0.1:{configured}");
+    assert!(agent.logs().contains(&want), "{want}\n{}", agent.logs());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_allowed_uids_and_keeps_connections_and_credentials() {
     let emu = emulator(Default::default()).await;
