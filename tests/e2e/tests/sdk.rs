@@ -90,6 +90,16 @@ impl Sdk {
                         python.display()
                     ));
                 }
+                let imports = std::process::Command::new(&python)
+                    .args(["-c", "import alibabacloud_credentials"])
+                    .output()
+                    .map_err(|e| format!("{}: {e}", python.display()))?;
+                if !imports.status.success() {
+                    return Err(format!(
+                        "{} cannot import alibabacloud_credentials",
+                        python.display()
+                    ));
+                }
                 let mode = if matches!(self, Sdk::PythonSync) {
                     "sync"
                 } else {
