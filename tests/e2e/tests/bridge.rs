@@ -16,13 +16,18 @@ fn agent_bin() -> PathBuf {
     agent_bin_under_test(agent_bin!())
 }
 
-/// A free loopback port (bound then released; the agent binds it right after).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// This thread's credentials (raw system calls: this thread only, not the process) become uid
+/// and gid `uid`, with no supplementary groups. Needs root.
+fn become_uid_on_this_thread(uid: u32) {
+    // SAFETY: plain system calls on this thread's own credentials.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>()),
+            0
+        );
+        assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
+        assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+    }
 }
 
 /// An agent with `[bridge] listen` on a free port, holding credentials; and its address.
@@ -30,7 +35,7 @@ async fn bridged_agent(
     emu_endpoint: &str,
     tweak: impl FnOnce(&mut AgentConfig),
 ) -> (TestAgent, SocketAddr) {
-    let port = free_port();
+    let port = ecs_credential_agent_e2e::http::free_loopback_port();
     let mut config = AgentConfig::new(emu_endpoint);
     config.set("bridge", "listen", &format!("\"127.0.0.1:{port}\""));
     tweak(&mut config);
@@ -70,15 +75,7 @@ fn get_with_host(addr: SocketAddr, path: &str, host: &str) -> Response {
 /// uid and gid `uid`, no supplementary groups: a socket it makes is owned by `uid`. Needs root.
 fn as_uid<T: Send + 'static>(uid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
-        // SAFETY: plain system calls on this thread's own credentials.
-        unsafe {
-            assert_eq!(
-                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>()),
-                0
-            );
-            assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
-            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
-        }
+        become_uid_on_this_thread(uid);
         f()
     })
     .join()
@@ -250,15 +247,7 @@ async fn a_relay_run_as_a_user_not_allowed_is_refused_for_an_allowed_caller() {
 fn relay_as_uid(uid: u32, upstream: SocketAddr) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        // SAFETY: plain system calls on this thread's own credentials.
-        unsafe {
-            assert_eq!(
-                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>()),
-                0
-            );
-            assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
-            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
-        }
+        become_uid_on_this_thread(uid);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         tx.send(listener.local_addr().unwrap()).unwrap();
         let (mut client, _) = listener.accept().unwrap();
