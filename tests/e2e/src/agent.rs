@@ -146,6 +146,7 @@ pub struct AgentBuilder<'a> {
     socket: Option<PathBuf>,
     via: Option<Command>,
     activated: Option<&'a std::os::unix::net::UnixListener>,
+    bridge_activated: Option<&'a std::net::TcpListener>,
 }
 
 impl<'a> AgentBuilder<'a> {
@@ -177,6 +178,14 @@ impl<'a> AgentBuilder<'a> {
     /// builder's socket path; the test keeps owning it, so it outlives the agent.
     pub fn activated(mut self, listener: &'a std::os::unix::net::UnixListener) -> Self {
         self.activated = Some(listener);
+        self
+    }
+
+    /// With [`AgentBuilder::activated`]: also passes `listener` (the `[bridge] listen`
+    /// address, bound by the test) as fd 4, as systemd passes both socket units' sockets:
+    /// `LISTEN_FDS=2`, `LISTEN_FDNAMES=socket:bridge`. The test keeps owning it too.
+    pub fn bridge_activated(mut self, listener: &'a std::net::TcpListener) -> Self {
+        self.bridge_activated = Some(listener);
         self
     }
 
@@ -213,7 +222,15 @@ impl<'a> AgentBuilder<'a> {
             }
         };
         if let Some(listener) = self.activated {
-            pass_as_fd_3(&mut cmd, listener);
+            use std::os::fd::AsRawFd;
+            match self.bridge_activated {
+                None => pass_from_fd_3(&mut cmd, vec![listener.as_raw_fd()], None),
+                Some(tcp) => pass_from_fd_3(
+                    &mut cmd,
+                    vec![listener.as_raw_fd(), tcp.as_raw_fd()],
+                    Some("socket:bridge"),
+                ),
+            }
         }
         TestAgent::launch(cmd, dir, socket, self.config)
     }
@@ -230,26 +247,33 @@ impl<'a> AgentBuilder<'a> {
     }
 }
 
-/// Makes `listener` fd 3 of the child, not close-on-exec, and sets `LISTEN_FDS=1`.
-fn pass_as_fd_3(cmd: &mut Command, listener: &std::os::unix::net::UnixListener) {
-    use std::os::fd::AsRawFd;
+/// Makes `fds` fds 3, 4, … of the child, not close-on-exec, and sets `LISTEN_FDS` (and
+/// `LISTEN_FDNAMES` to `names`, if given).
+fn pass_from_fd_3(cmd: &mut Command, fds: Vec<std::os::fd::RawFd>, names: Option<&str>) {
     use std::os::unix::process::CommandExt;
-    cmd.env("LISTEN_FDS", "1");
-    let fd = listener.as_raw_fd();
+    cmd.env("LISTEN_FDS", fds.len().to_string());
+    if let Some(names) = names {
+        cmd.env("LISTEN_FDNAMES", names);
+    }
     // SAFETY: the closure runs in the forked child before exec and only calls the
-    // async-signal-safe dup2(2)/fcntl(2) on descriptors that exist in the child.
+    // async-signal-safe fcntl(2)/dup2(2) on descriptors that exist in the child. Each is first
+    // copied above the target range, so moving one into place never clobbers another.
     unsafe {
         cmd.pre_exec(move || {
-            let ok = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0) == 0
-            } else {
-                libc::dup2(fd, 3) == 3
-            };
-            if ok {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
+            let mut high = [0; 8];
+            for (i, &fd) in fds.iter().enumerate() {
+                high[i] = libc::fcntl(fd, libc::F_DUPFD, 100);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
+            for (i, &fd) in high[..fds.len()].iter().enumerate() {
+                if libc::dup2(fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            Ok(())
         });
     }
 }
@@ -279,6 +303,7 @@ impl TestAgent {
             socket: None,
             via: None,
             activated: None,
+            bridge_activated: None,
         }
     }
 

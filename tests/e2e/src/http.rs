@@ -182,12 +182,16 @@ pub async fn read_until_closed(stream: &mut UnixStream, within: Duration) -> Opt
     read.is_ok().then_some(raw)
 }
 
-/// One `GET /v1/credentials` on a kept-alive connection, read to `Content-Length` (up to 20 s).
+/// One `GET /v1/credentials` on a kept-alive connection (to the Unix socket or the loopback
+/// listener: `Host: localhost` suits both), read to `Content-Length` (up to 20 s).
 ///
 /// # Errors
 /// A description when writing fails, no answer comes in time, or the agent closes the
 /// connection before the whole answer.
-pub async fn keep_alive_get(s: &mut UnixStream) -> Result<Response, String> {
+pub async fn keep_alive_get<S>(s: &mut S) -> Result<Response, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     s.write_all(b"GET /v1/credentials HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .map_err(|e| format!("write: {e}"))?;

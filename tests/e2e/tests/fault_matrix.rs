@@ -1,16 +1,20 @@
 //! The metadata fault matrix: one row per way the metadata service (or the network, or the
 //! local clock) misbehaves, each injected with the emulator against a real agent process.
 //!
-//! Every row runs its own emulator and agent, concurrently with the others, and asserts:
+//! Every row runs its own emulator and agent, concurrently with the others. Each agent also
+//! listens on loopback TCP (`[bridge] listen`), and two probers ask it for credentials
+//! throughout, one over the Unix socket and one over TCP (the blackholed row's from inside the
+//! agent's network namespace). Every row asserts:
 //!
-//! - (a) what a client gets during the fault: the cached credentials, or a `503
-//!   CredentialsUnavailable` whose `Message` names the fault (and `/v1/health` names it in
-//!   `LastError` either way);
+//! - (a) what a client gets during the fault, over either transport alike: the cached
+//!   credentials, or a `503 CredentialsUnavailable` whose `Message` names the fault (and
+//!   `/v1/health` names it in `LastError` either way); and, in every row, no answer over TCP
+//!   that the socket did not give too (no refusal of the transport);
 //! - (b) through one shared [`Checker`](matrix::Checker): no `200` the suite ever sees, in any
 //!   row, carries credentials whose `Expiration` has passed or is inside the expiry margin, and
 //!   every served `Expiration` is `YYYY-MM-DDTHH:MM:SSZ`;
-//! - (c) recovery: `/v1/health` is `Ok` again within the backoff cap plus one second after the
-//!   fault clears (plus one request deadline for faults that hold a request open: a request
+//! - (c) recovery: `/v1/health` is `Ok` again (and both transports serve the same credentials)
+//!   within the backoff cap plus one second after the fault clears (plus one request deadline for faults that hold a request open: a request
 //!   already hanging when the fault clears still runs into its deadline);
 //! - (d) the process is still up at the end and its `VmRSS` stayed under
 //!   [`RSS_CEILING_KIB`](matrix::RSS_CEILING_KIB);
@@ -18,7 +22,7 @@
 //!   agent logs at `debug`).
 //!
 //! The suite prints one line: `fault matrix: N scenarios, N passed, expired served 0, secrets
-//! in logs 0`.
+//! in logs 0, answers over the socket N and over TCP N`.
 //!
 //! Clock rows skew the *agent's* wall clock (the `e2e-agent` test binary's
 //! `E2E_AGENT_CLOCK_OFFSET_FILE` hook, unreachable from the production binary), not the
@@ -42,8 +46,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ecs_credential_agent_e2e::agent::{CONNECT_TIMEOUT, EXPIRY_MARGIN, READ_TIMEOUT};
 use ecs_credential_agent_e2e::matrix::{
-    base_config, combine, parse_served_time, Expect, Run, Sample, Setup, Suite, PROMPT_ANSWER,
-    PROMPT_ROW_FIRST_WAIT_MS,
+    base_config, combine, listen_on_bridge, parse_served_time, Bridge, Expect, Run, Sample, Setup,
+    Suite, Transport, PROMPT_ANSWER, PROMPT_ROW_FIRST_WAIT_MS,
 };
 use ecs_credential_agent_e2e::*;
 use ecs_metadata_emulator::{Emulator, EmulatorConfig, Endpoint, Fault, Times};
@@ -903,6 +907,7 @@ async fn row_refused(name: &'static str, suite: Arc<Suite>) -> Result<(), String
     let addr = emu.addr();
     emu.shutdown().await;
     let mut config = base_config(&format!("http://{addr}"));
+    let bridge = Bridge::Loopback(listen_on_bridge(&mut config));
     config.set(
         "server",
         "first_credentials_wait_ms",
@@ -912,7 +917,7 @@ async fn row_refused(name: &'static str, suite: Arc<Suite>) -> Result<(), String
     let agent = TestAgent::builder(suite.bin(), &config).start().await;
     // A placeholder emulator (never reached) for the prober; replaced below.
     let placeholder = Arc::new(emulator(EmulatorConfig::default()).await);
-    let mut run = Run::probe(name, suite, placeholder, agent);
+    let mut run = Run::probe(name, suite, placeholder, agent, bridge);
     let result = async {
         // Fast by the agent's own clock: the process start on a loaded machine is not counted.
         let failed = "credential refresh failed";
@@ -1061,6 +1066,9 @@ exec \"$0\" \"$@\"";
         .tempdir()
         .unwrap();
     let mut config = base_config("http://100.100.100.200");
+    // The namespace has a loopback of its own: any port is free there.
+    let bridge_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 17301));
+    config.set("bridge", "listen", &format!("\"{bridge_addr}\""));
     config.set(
         "server",
         "first_credentials_wait_ms",
@@ -1079,7 +1087,11 @@ exec \"$0\" \"$@\"";
     let emu = Arc::new(
         Emulator::from_listener(listener, EmulatorConfig::default()).map_err(|e| e.to_string())?,
     );
-    let run = Run::probe(name, suite, emu, agent);
+    let bridge = Bridge::InNetns {
+        pid,
+        addr: bridge_addr,
+    };
+    let run = Run::probe(name, suite, emu, agent, bridge);
     let result = async {
         let reason = "no connection within 500ms";
         run.agent
@@ -1184,8 +1196,13 @@ async fn fault_matrix() {
     }
     let expired = suite.checker().expired();
     let leaks = suite.leaks();
+    let (socket, tcp) = (
+        suite.answers(Transport::Socket),
+        suite.answers(Transport::Tcp),
+    );
     let line = format!(
-        "fault matrix: {total} scenarios, {passed} passed, expired served {expired}, secrets in logs {leaks}\n"
+        "fault matrix: {total} scenarios, {passed} passed, expired served {expired}, secrets in logs {leaks}, \
+         answers over the socket {socket} and over TCP {tcp}\n"
     );
     // Straight to stdout, past the test harness's capture: CI shows this line.
     let _ = std::io::stdout().write_all(line.as_bytes());

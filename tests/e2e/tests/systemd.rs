@@ -3,6 +3,7 @@
 //! the listening socket as systemd does (fd 3, `LISTEN_FDS`, `LISTEN_PID`) or systemd's own
 //! `systemd-socket-activate`.
 
+use std::net::SocketAddr;
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,7 +14,7 @@ use ecs_credential_agent_e2e::http::{fresh_get, keep_alive_get};
 use ecs_credential_agent_e2e::*;
 use ecs_metadata_emulator::{Endpoint, Fault, Times};
 use nix::sys::signal::Signal;
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// A `NOTIFY_SOCKET` stand-in: every datagram with the time it arrived since `start`.
 struct NotifySocket {
@@ -538,10 +539,32 @@ async fn new_connection_loop(socket: PathBuf, stop: Arc<AtomicBool>, tally: Arc<
     }
 }
 
-/// Keep-alive requests; when the server has closed the idle connection (no byte of an answer),
-/// one retry on a new connection.
+/// [`new_connection_loop`] over loopback TCP to `addr`.
+async fn tcp_new_connection_loop(addr: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+    while !stop.load(Ordering::Relaxed) {
+        let r = match TcpStream::connect(addr).await {
+            Ok(mut s) => keep_alive_get(&mut s).await,
+            Err(e) => Err(format!("connect: {e}")),
+        };
+        tally.record(r);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Keep-alive requests on the Unix socket; see [`keep_alive_loop_on`].
 async fn keep_alive_loop(socket: PathBuf, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
-    let mut conn: Option<UnixStream> = None;
+    keep_alive_loop_on(move || UnixStream::connect(socket.clone()), stop, tally).await;
+}
+
+/// Keep-alive requests on connections made by `connect`; when the server has closed the idle
+/// connection (no byte of an answer), one retry on a new connection.
+async fn keep_alive_loop_on<S, C, F>(connect: C, stop: Arc<AtomicBool>, tally: Arc<Tally>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    C: Fn() -> F,
+    F: std::future::Future<Output = std::io::Result<S>>,
+{
+    let mut conn: Option<S> = None;
     while !stop.load(Ordering::Relaxed) {
         let first = match conn.as_mut() {
             Some(s) => keep_alive_get(s).await,
@@ -553,7 +576,7 @@ async fn keep_alive_loop(socket: PathBuf, stop: Arc<AtomicBool>, tally: Arc<Tall
                 if conn.is_some() {
                     tally.retried.fetch_add(1, Ordering::Relaxed);
                 }
-                match UnixStream::connect(&socket).await {
+                match connect().await {
                     Ok(mut s) => {
                         let r = keep_alive_get(&mut s).await;
                         conn = Some(s);
@@ -673,4 +696,124 @@ async fn restart_with_a_held_socket_loses_no_request() {
     );
     assert!(socket.exists(), "neither agent may remove the held socket");
     drop(listener);
+}
+
+/// How many times [`restart_over_the_held_listener_loses_no_request`] replaces the agent.
+const RESTARTS: usize = 5;
+
+/// As [`restart_with_a_held_socket_loses_no_request`], over the loopback listener: the test
+/// holds both sockets as systemd's two socket units do (the Unix socket and the
+/// `[bridge] listen` address, passed as fds 3 and 4 named `socket:bridge`), a new-connection
+/// and a keep-alive client loop ask over TCP, and the agent is stopped (`SIGTERM`) and started
+/// again [`RESTARTS`] times. No request fails; a keep-alive request on a connection the
+/// stopping agent closed while idle is retried once on a new connection and counted apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_over_the_held_listener_loses_no_request() {
+    let emu = emulator(Default::default()).await;
+    let dir = tempfile::Builder::new().prefix("eca-").tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let unix = UnixListener::bind(&socket).unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let mut config = AgentConfig::new(&emu.endpoint());
+    config.set("bridge", "listen", &format!("\"{addr}\""));
+    let start = || {
+        TestAgent::builder(agent_bin!(), &config)
+            .socket(socket.clone())
+            .activated(&unix)
+            .bridge_activated(&tcp)
+            .spawn()
+    };
+    let on_bridge = "serving credentials URIs on the loopback socket passed by systemd";
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (fresh, kept) = (Arc::new(Tally::default()), Arc::new(Tally::default()));
+    let mut agent = start();
+    let loops = [
+        tokio::spawn(tcp_new_connection_loop(addr, stop.clone(), fresh.clone())),
+        tokio::spawn(keep_alive_loop_on(
+            move || TcpStream::connect(addr),
+            stop.clone(),
+            kept.clone(),
+        )),
+    ];
+    // Each loop got at least `at_least` answers.
+    let served_by = |at_least: u64| {
+        let (fresh, kept) = (fresh.clone(), kept.clone());
+        eventually(Duration::from_secs(60), move || {
+            let ok = fresh.ok.load(Ordering::Relaxed) >= at_least
+                && kept.ok.load(Ordering::Relaxed) >= at_least;
+            async move { ok.then_some(()) }
+        })
+    };
+    let mut logs = Vec::new();
+    for restart in 0..=RESTARTS {
+        let ok_before = fresh
+            .ok
+            .load(Ordering::Relaxed)
+            .max(kept.ok.load(Ordering::Relaxed));
+        let up = eventually(Duration::from_secs(60), || async {
+            agent.logs().contains(on_bridge).then_some(())
+        })
+        .await;
+        assert!(
+            up.is_some(),
+            "agent {restart} never took over: {}",
+            agent.logs()
+        );
+        // This agent serves both loops for a while before it stops.
+        assert!(
+            served_by(ok_before + 15).await.is_some(),
+            "agent {restart} served too little: {}",
+            agent.logs()
+        );
+        let status = tokio::task::block_in_place(|| agent.stop(Signal::SIGTERM));
+        assert!(
+            status.success(),
+            "agent {restart}: {status:?}\n{}",
+            agent.logs()
+        );
+        logs.push(agent.logs());
+        if restart < RESTARTS {
+            agent = start();
+        }
+    }
+    // The last agent stopped: no loop may be left waiting for an answer.
+    stop.store(true, Ordering::Relaxed);
+    let last = start();
+    for l in loops {
+        l.await.unwrap();
+    }
+    drop(last);
+
+    let failures = fresh.failed.load(Ordering::Relaxed) + kept.failed.load(Ordering::Relaxed);
+    println!(
+        "over TCP, {RESTARTS} restarts: new-connection loop: {} ok, {} failed; keep-alive loop: \
+         {} ok, {} failed, {} retried, {} answers with Connection: close; failures: {failures}",
+        fresh.ok.load(Ordering::Relaxed),
+        fresh.failed.load(Ordering::Relaxed),
+        kept.ok.load(Ordering::Relaxed),
+        kept.failed.load(Ordering::Relaxed),
+        kept.retried.load(Ordering::Relaxed),
+        kept.closed_by_server.load(Ordering::Relaxed),
+    );
+    assert_eq!(
+        failures,
+        0,
+        "errors: {:?} {:?}\n{}",
+        fresh.errors.lock().unwrap(),
+        kept.errors.lock().unwrap(),
+        logs.join("\n---\n")
+    );
+    let agents = RESTARTS as u64 + 1;
+    assert!(fresh.ok.load(Ordering::Relaxed) >= 15 * agents);
+    assert!(kept.ok.load(Ordering::Relaxed) >= 15 * agents);
+    for (i, l) in logs.iter().enumerate() {
+        assert!(
+            l.contains(r#"transport="tcp""#),
+            "agent {i} served TCP: {l}"
+        );
+    }
+    assert!(socket.exists(), "no agent may remove the held socket");
+    drop((unix, tcp));
 }

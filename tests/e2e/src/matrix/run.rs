@@ -1,5 +1,6 @@
-//! A running row of the fault matrix ([`Run`]): its emulator, its agent, and the prober that
-//! asks for credentials every [`PROBE_EVERY`] meanwhile, with what a row checks on them.
+//! A running row of the fault matrix ([`Run`]): its emulator, its agent, and the two probers
+//! that ask for credentials every [`PROBE_EVERY`] meanwhile, one over the agent's Unix socket
+//! and one over its loopback TCP listener, with what a row checks on their answers.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,8 +9,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ecs_metadata_emulator::{Emulator, EmulatorConfig};
 
+use super::probe::{Bridge, Transport};
 use super::{Expect, Suite};
 use crate::agent::{AgentConfig, TestAgent, BACKOFF_MAX};
+use crate::http::{free_loopback_port, Response};
 use crate::metadata::emulator;
 use crate::wait::eventually;
 
@@ -28,18 +31,20 @@ pub const PROMPT_ROW_FIRST_WAIT_MS: &str = "5000";
 
 /// A generous ceiling for the agent's resident memory.
 pub const RSS_CEILING_KIB: u64 = 100 * 1024;
-/// How often a row's prober asks for credentials.
+/// How often each of a row's probers asks for credentials.
 pub const PROBE_EVERY: Duration = Duration::from_millis(100);
 
-/// One answer to `GET /v1/credentials` seen by a row's prober.
+/// One answer to `GET /v1/credentials` seen by one of a row's probers.
 #[derive(Debug, Clone)]
 pub struct Sample {
+    /// The listener it was asked over.
+    pub transport: Transport,
     /// When the request was sent.
     pub sent: Instant,
     /// When the answer arrived: a request sent just before the fault cleared may be answered
     /// after it (it waited for the first credentials), so it does not belong to the fault.
     pub received: Instant,
-    /// The answer's status.
+    /// The answer's status (`0`: no HTTP answer; `message` says why).
     pub status: u16,
     /// `Code` of the JSON body (empty when absent).
     pub code: String,
@@ -49,7 +54,7 @@ pub struct Sample {
     pub access_key_id: String,
 }
 
-/// A running row: its emulator, its agent, and the prober asking for credentials meanwhile.
+/// A running row: its emulator, its agent, and the probers asking for credentials meanwhile.
 #[derive(Debug)]
 pub struct Run {
     name: &'static str,
@@ -58,11 +63,13 @@ pub struct Run {
     pub emu: Arc<Emulator>,
     /// The row's agent.
     pub agent: Arc<TestAgent>,
+    /// Its loopback TCP listener.
+    pub bridge: Bridge,
     samples: Arc<Mutex<Vec<Sample>>>,
     secrets: Arc<Mutex<BTreeSet<String>>>,
     max_rss_kib: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-    prober: tokio::task::JoinHandle<()>,
+    probers: Vec<tokio::task::JoinHandle<()>>,
     problems: Arc<Mutex<Vec<String>>>,
 }
 
@@ -101,11 +108,20 @@ impl Setup {
 
 /// The agent configuration every row starts from: [`AgentConfig::new`] with
 /// `first_credentials_wait_ms = 1000` and log level `debug` (so the secret scan sees the most).
+/// Add the loopback listener with [`listen_on_bridge`].
 pub fn base_config(endpoint: &str) -> AgentConfig {
     let mut c = AgentConfig::new(endpoint);
     c.set("server", "first_credentials_wait_ms", "1000");
     c.set("log", "level", "\"debug\"");
     c
+}
+
+/// Sets `[bridge] listen` to a free loopback port of the test's network namespace; returns the
+/// address.
+pub fn listen_on_bridge(config: &mut AgentConfig) -> std::net::SocketAddr {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_loopback_port()));
+    config.set("bridge", "listen", &format!("\"{addr}\""));
+    addr
 }
 
 impl Run {
@@ -118,6 +134,7 @@ impl Run {
         let emu = Arc::new(emulator(setup.emulator).await);
         (setup.before_start)(&emu);
         let mut config = base_config(&emu.endpoint());
+        let bridge = Bridge::Loopback(listen_on_bridge(&mut config));
         (setup.agent)(&mut config);
         let dir = tempfile::Builder::new()
             .prefix("eca-fm-")
@@ -132,56 +149,64 @@ impl Run {
             .dir(dir)
             .start()
             .await;
-        Ok(Run::probe(name, suite, emu, agent))
+        Ok(Run::probe(name, suite, emu, agent, bridge))
     }
 
-    /// Starts the prober: a `GET /v1/credentials` every [`PROBE_EVERY`], each `200` checked;
-    /// the agent's `VmRSS` and the emulator's current secrets noted on every round.
+    /// Starts the probers: a `GET /v1/credentials` every [`PROBE_EVERY`] over the Unix socket,
+    /// and another over `bridge` (once it accepts connections), each `200` checked; the
+    /// agent's `VmRSS` and the emulator's current secrets noted on every round.
     pub fn probe(
         name: &'static str,
         suite: Arc<Suite>,
         emu: Arc<Emulator>,
         agent: TestAgent,
+        bridge: Bridge,
     ) -> Run {
-        let agent = Arc::new(agent);
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let secrets = Arc::new(Mutex::new(BTreeSet::new()));
-        let max_rss_kib = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let problems = Arc::new(Mutex::new(Vec::new()));
-        let prober = tokio::spawn({
-            let (agent, samples, secrets, rss, stop, problems, suite, emu) = (
-                Arc::clone(&agent),
-                Arc::clone(&samples),
-                Arc::clone(&secrets),
-                Arc::clone(&max_rss_kib),
-                Arc::clone(&stop),
-                Arc::clone(&problems),
-                Arc::clone(&suite),
-                Arc::clone(&emu),
-            );
-            async move {
-                while !stop.load(Ordering::Relaxed) {
-                    note_emulator_secrets(&emu, &secrets);
-                    if let Some(kib) = agent.vm_rss_kib() {
-                        rss.fetch_max(kib, Ordering::Relaxed);
+        let prober = Prober {
+            transport: Transport::Socket,
+            agent: Arc::new(agent),
+            bridge,
+            suite,
+            emu,
+            samples: Arc::default(),
+            secrets: Arc::default(),
+            max_rss_kib: Arc::default(),
+            stop: Arc::default(),
+            problems: Arc::default(),
+        };
+        let probers = Transport::ALL
+            .map(|transport| {
+                tokio::spawn(
+                    Prober {
+                        transport,
+                        ..prober.clone()
                     }
-                    let sample = ask(&agent, &suite, &secrets, &problems).await;
-                    samples.lock().unwrap().push(sample);
-                    tokio::time::sleep(PROBE_EVERY).await;
-                }
-            }
-        });
+                    .run(),
+                )
+            })
+            .into();
+        let Prober {
+            agent,
+            suite,
+            emu,
+            samples,
+            secrets,
+            max_rss_kib,
+            stop,
+            problems,
+            ..
+        } = prober;
         Run {
             name,
             suite,
             emu,
             agent,
+            bridge,
             samples,
             secrets,
             max_rss_kib,
             stop,
-            prober,
+            probers,
             problems,
         }
     }
@@ -230,7 +255,8 @@ impl Run {
     }
 
     /// Waits until `/v1/health` is `Ok` again after a fault cleared at `cleared`, and checks it
-    /// took at most the backoff cap plus one second plus `extra` (plus [`LOAD_SLACK`]).
+    /// took at most the backoff cap plus one second plus `extra` (plus [`LOAD_SLACK`]), and that
+    /// then both the socket and the loopback listener serve the same credentials.
     pub async fn wait_recovered(
         &self,
         cleared: Instant,
@@ -249,10 +275,21 @@ impl Run {
         if r.status != 200 {
             return Err(format!("health Ok but credentials answered {r:?}"));
         }
+        let tcp = self.bridge.get("/v1/credentials").await?;
+        // A refresh between the two requests may rotate them: compare with a socket answer
+        // taken after the TCP one too.
+        let after = self.agent.get("/v1/credentials").await;
+        let id = |r: &Response| r.json()["AccessKeyId"].clone();
+        if tcp.status != 200 || (id(&tcp) != id(&r) && id(&tcp) != id(&after)) {
+            return Err(format!(
+                "health Ok, the socket served {}, but over TCP: {tcp:?}",
+                id(&r)
+            ));
+        }
         Ok(took)
     }
 
-    /// Waits (up to 60 s) until every request the prober sent before `until` was answered: the
+    /// Waits (up to 60 s) until every request the probers sent before `until` was answered: each
     /// prober asks one request at a time, so once one sent at or after `until` was answered,
     /// every earlier one was.
     pub async fn settle(&self, until: Instant) {
@@ -260,30 +297,42 @@ impl Run {
     }
 
     /// Waits (up to 60 s) until `at_least` client requests sent at or after `since` were
-    /// answered, so the window checked by [`Run::check_during`] is never empty (or thin) only
-    /// because of the first request's wait for credentials or a slow machine.
+    /// answered over each transport, so the window checked by [`Run::check_during`] is never
+    /// empty (or thin) only because of the first request's wait for credentials or a slow
+    /// machine.
     pub async fn wait_answered_since(&self, since: Instant, at_least: usize) {
         let _ = eventually(Duration::from_secs(60), || async {
             let samples = self.samples.lock().unwrap();
-            (samples.iter().filter(|s| s.sent >= since).count() >= at_least).then_some(())
+            Transport::ALL
+                .iter()
+                .all(|&t| {
+                    let n = samples
+                        .iter()
+                        .filter(|s| s.transport == t && s.sent >= since);
+                    n.count() >= at_least
+                })
+                .then_some(())
         })
         .await;
     }
 
     /// Waits (up to 60 s) until a client request sent at or after `since` got a `503` naming
-    /// `reason` within [`PROMPT_ANSWER`]: the agent has been failing longer than
-    /// `first_credentials_wait_ms` and answers at once. Rows using it set
+    /// `reason` within [`PROMPT_ANSWER`], over each transport: the agent has been failing
+    /// longer than `first_credentials_wait_ms` and answers at once. Rows using it set
     /// `first_credentials_wait_ms` to [`PROMPT_ROW_FIRST_WAIT_MS`], well above the bound.
     pub async fn wait_prompt_refusal(&self, since: Instant, reason: &str) {
         let _ = eventually(Duration::from_secs(60), || async {
             let samples = self.samples.lock().unwrap();
-            samples
+            Transport::ALL
                 .iter()
-                .any(|s| {
-                    s.sent >= since
-                        && s.status == 503
-                        && s.message.contains(reason)
-                        && s.received - s.sent < PROMPT_ANSWER
+                .all(|&t| {
+                    samples.iter().any(|s| {
+                        s.transport == t
+                            && s.sent >= since
+                            && s.status == 503
+                            && s.message.contains(reason)
+                            && s.received - s.sent < PROMPT_ANSWER
+                    })
                 })
                 .then_some(())
         })
@@ -301,8 +350,8 @@ impl Run {
             .collect()
     }
 
-    /// (a): every sample in `[from, to)` is the cached credentials, or every one is a 503
-    /// naming `reason`; at least one sample.
+    /// (a): every sample in `[from, to)`, over either transport, is the cached credentials, or
+    /// every one is a 503 naming `reason`; at least one sample over each transport.
     pub fn check_during(
         &self,
         from: Instant,
@@ -311,6 +360,15 @@ impl Run {
         reason: &str,
     ) -> Result<(), String> {
         let samples = self.samples_between(from, to);
+        if let Some(t) = Transport::ALL
+            .into_iter()
+            .find(|&t| !samples.is_empty() && samples.iter().all(|s| s.transport != t))
+        {
+            return Err(format!(
+                "no client request over {t:?} during the fault ({:?} long)",
+                to - from
+            ));
+        }
         if samples.is_empty() {
             let all = self.samples.lock().unwrap();
             let around: Vec<String> = all
@@ -343,12 +401,20 @@ impl Run {
         }
     }
 
-    /// (d) and the secret scan; stops the prober. Returns every problem found.
+    /// (d), the secret scan and [`Run::tcp_outcomes`]; stops the probers. Returns every problem
+    /// found.
     pub async fn finish(self) -> Result<(), String> {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.prober.await;
+        for prober in self.probers {
+            let _ = prober.await;
+        }
         note_emulator_secrets(&self.emu, &self.secrets);
         let mut problems = std::mem::take(&mut *self.problems.lock().unwrap());
+        let samples = std::mem::take(&mut *self.samples.lock().unwrap());
+        for s in &samples {
+            self.suite.answers[s.transport as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        problems.extend(tcp_outcomes(&samples).err());
         let mut agent = Arc::try_unwrap(self.agent).map_err(|_| "agent still shared".to_owned())?;
         if !agent.is_running() {
             problems.push(format!("the agent exited; logs:\n{}", agent.logs()));
@@ -376,6 +442,34 @@ impl Run {
     }
 }
 
+/// Every row, whatever it checks itself: the TCP prober was answered, and each TCP answer other
+/// than `200` or `503 CredentialsUnavailable` (a refusal of the transport: a caller not found,
+/// a `Host` refused, no answer) is one the socket prober got too.
+///
+/// # Errors
+/// The first TCP answer the socket never gave, and how many there were.
+pub fn tcp_outcomes(samples: &[Sample]) -> Result<(), String> {
+    let outcome = |s: &Sample| (s.status, s.code.clone());
+    let over = |t| samples.iter().filter(move |s: &&Sample| s.transport == t);
+    let socket: BTreeSet<_> = over(Transport::Socket).map(outcome).collect();
+    if over(Transport::Tcp).next().is_none() {
+        return Err("no answer over TCP".to_owned());
+    }
+    let odd: Vec<&Sample> = over(Transport::Tcp)
+        .filter(|s| {
+            s.status != 200 && (s.status, s.code.as_str()) != (503, "CredentialsUnavailable")
+        })
+        .filter(|s| !socket.contains(&outcome(s)))
+        .collect();
+    match odd.first() {
+        None => Ok(()),
+        Some(first) => Err(format!(
+            "{} answers over TCP that the socket never gave (socket: {socket:?}), first: {first:?}",
+            odd.len()
+        )),
+    }
+}
+
 /// Both results' errors, if any.
 ///
 /// # Errors
@@ -388,34 +482,88 @@ pub fn combine(a: Result<(), String>, b: Result<(), String>) -> Result<(), Strin
     }
 }
 
-/// One `GET /v1/credentials`; a `200` is checked and its secrets noted.
-async fn ask(
-    agent: &TestAgent,
-    suite: &Suite,
-    secrets: &Mutex<BTreeSet<String>>,
-    problems: &Mutex<Vec<String>>,
-) -> Sample {
-    let sent = Instant::now();
-    let sent_wall = SystemTime::now();
-    let r = agent.get("/v1/credentials").await;
-    let received_wall = SystemTime::now();
-    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
-    let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
-    if r.status == 200 {
-        if let Err(e) = suite.checker.check(&v, sent_wall, received_wall) {
-            problems.lock().unwrap().push(e);
+/// One prober of a row: what it asks over and where it records.
+#[derive(Debug, Clone)]
+struct Prober {
+    transport: Transport,
+    agent: Arc<TestAgent>,
+    bridge: Bridge,
+    suite: Arc<Suite>,
+    emu: Arc<Emulator>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    secrets: Arc<Mutex<BTreeSet<String>>>,
+    max_rss_kib: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    problems: Arc<Mutex<Vec<String>>>,
+}
+
+impl Prober {
+    /// Asks every [`PROBE_EVERY`] until stopped. The TCP prober starts once the listener
+    /// accepts connections (up to 30 s; the Unix socket, waited on by the agent's start, may
+    /// come up first).
+    async fn run(self) {
+        if self.transport == Transport::Tcp {
+            let up = eventually(Duration::from_secs(30), || async {
+                self.bridge.connect().await.ok().map(drop)
+            })
+            .await;
+            if up.is_none() {
+                let addr = self.bridge.addr();
+                self.problem(format!("the loopback listener {addr} never accepted"));
+                return;
+            }
         }
-        let mut s = secrets.lock().unwrap();
-        s.insert(text("AccessKeySecret"));
-        s.insert(text("SecurityToken"));
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.transport == Transport::Socket {
+                note_emulator_secrets(&self.emu, &self.secrets);
+                if let Some(kib) = self.agent.vm_rss_kib() {
+                    self.max_rss_kib.fetch_max(kib, Ordering::Relaxed);
+                }
+            }
+            let sample = self.ask().await;
+            self.samples.lock().unwrap().push(sample);
+            tokio::time::sleep(PROBE_EVERY).await;
+        }
     }
-    Sample {
-        sent,
-        received: Instant::now(),
-        status: r.status,
-        code: text("Code"),
-        message: text("Message"),
-        access_key_id: text("AccessKeyId"),
+
+    fn problem(&self, problem: String) {
+        self.problems.lock().unwrap().push(problem);
+    }
+
+    /// One `GET /v1/credentials`; a `200` is checked and its secrets noted. A TCP request that
+    /// got no HTTP answer is a sample of status `0` with the error as its `message`.
+    async fn ask(&self) -> Sample {
+        let sent = Instant::now();
+        let sent_wall = SystemTime::now();
+        let r = match self.transport {
+            Transport::Socket => Ok(self.agent.get("/v1/credentials").await),
+            Transport::Tcp => self.bridge.get("/v1/credentials").await,
+        };
+        let received_wall = SystemTime::now();
+        let r = r.unwrap_or_else(|e| Response {
+            status: 0,
+            headers: Vec::new(),
+            body: serde_json::json!({ "Message": e }).to_string(),
+        });
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        if r.status == 200 {
+            if let Err(e) = self.suite.checker.check(&v, sent_wall, received_wall) {
+                self.problem(format!("over {:?}: {e}", self.transport));
+            }
+            let mut s = self.secrets.lock().unwrap();
+            s.insert(text("AccessKeySecret"));
+            s.insert(text("SecurityToken"));
+        }
+        Sample {
+            transport: self.transport,
+            sent,
+            received: Instant::now(),
+            status: r.status,
+            code: text("Code"),
+            message: text("Message"),
+            access_key_id: text("AccessKeyId"),
+        }
     }
 }
 
