@@ -353,3 +353,53 @@ async fn a_port_already_taken_stops_the_agent_with_exit_1() {
     assert!(agent.logs().contains("[bridge] listen"), "{}", agent.logs());
     let _ = io::stderr().flush();
 }
+
+/// SIGHUP reloads the rules for TCP callers as for socket callers: a new connection is refused,
+/// and a kept-alive connection accepted before the reload is judged by the new rules at its next
+/// request, then closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_revokes_a_tcp_caller_on_new_and_open_connections() {
+    let emu = emulator(Default::default()).await;
+    let me = nix::unistd::geteuid().as_raw();
+    // Our uid (root, or the agent's own) is judged by `allowed_uids` too (a test hook).
+    let rules = |c: &mut AgentConfig, uid: u32| {
+        c.set("server", "allowed_uids", &format!("[{uid}]"))
+            .env("E2E_AGENT_JUDGE_EVERY_UID", "1");
+    };
+    let (mut agent, addr) = bridged_agent(&emu.endpoint(), |c| rules(c, me)).await;
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let first = http::keep_alive_get(&mut kept).await.unwrap();
+    assert_eq!(first.status, 200, "{first:?}");
+
+    let mut changed = AgentConfig::new(&emu.endpoint());
+    rules(&mut changed, me + 1);
+    changed.set(
+        "bridge",
+        "listen",
+        &format!("\"127.0.0.1:{}\"", addr.port()),
+    );
+    agent.rewrite_config(&changed);
+    let pid = nix::unistd::Pid::from_raw(agent.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    assert!(
+        agent
+            .wait_for_log("configuration reloaded", Duration::from_secs(30))
+            .await,
+        "{}",
+        agent.logs()
+    );
+    let fresh =
+        tokio::task::spawn_blocking(move || get_with_host(addr, "/v1/credentials", "127.0.0.1"))
+            .await
+            .unwrap();
+    assert_eq!(
+        fresh.status, 403,
+        "a new TCP connection is refused now: {fresh:?}"
+    );
+    let again = http::keep_alive_get(&mut kept).await.unwrap();
+    assert_eq!(again.status, 403, "{again:?}");
+    assert!(
+        http::keep_alive_get(&mut kept).await.is_err(),
+        "the revoked caller's TCP connection is closed"
+    );
+}
