@@ -366,7 +366,7 @@ async fn a_reload_revokes_a_tcp_caller_on_new_and_open_connections() {
         c.set("server", "allowed_uids", &format!("[{uid}]"))
             .env("E2E_AGENT_JUDGE_EVERY_UID", "1");
     };
-    let (mut agent, addr) = bridged_agent(&emu.endpoint(), |c| rules(c, me)).await;
+    let (agent, addr) = bridged_agent(&emu.endpoint(), |c| rules(c, me)).await;
     let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
     let first = http::keep_alive_get(&mut kept).await.unwrap();
     assert_eq!(first.status, 200, "{first:?}");
