@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod load;
+mod lookup;
 mod procfs;
 mod raw;
 mod report;
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use load::{Mode, Window};
+use load::{Addr, Mode, Window};
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks ecs-credential-agent against its floor and alternatives")]
@@ -38,20 +39,20 @@ enum Cmd {
     /// The floor server: canned response bytes from FILE.
     #[command(hide = true)]
     Floor { socket: PathBuf, response: PathBuf },
-    /// Bare hyper returning the body in FILE.
+    /// Bare hyper returning the body in FILE, on a Unix socket or `127.0.0.1:PORT`.
     #[command(hide = true)]
     Hyper {
-        socket: PathBuf,
+        socket: Addr,
         body: PathBuf,
         /// Run the accept loop in a task on a worker thread instead of in the runtime's
         /// `block_on` (where the agent runs its own).
         #[arg(long)]
         accept_on_worker: bool,
     },
-    /// Socket load over a window.
+    /// Socket (or, raw client only, loopback TCP) load over a window.
     #[command(hide = true)]
     Load {
-        socket: PathBuf,
+        socket: Addr,
         mode: Mode,
         concurrency: usize,
         warmup_ms: u64,
@@ -63,7 +64,7 @@ enum Cmd {
     /// Exactly N requests with the raw client (`callgrind.sh`).
     #[command(hide = true)]
     Requests {
-        socket: PathBuf,
+        socket: Addr,
         mode: Mode,
         concurrency: usize,
         n: u64,
@@ -199,10 +200,10 @@ fn run_async(cmd: Cmd) -> ExitCode {
         } => {
             let body = std::fs::read(body).expect("read the body file");
             if accept_on_worker {
-                let server = rt.spawn(async move { servers::bare_hyper(&socket, body).await });
+                let server = rt.spawn(async move { servers::bare_hyper(socket, body).await });
                 let _ = rt.block_on(server);
             } else {
-                rt.block_on(servers::bare_hyper(&socket, body));
+                rt.block_on(servers::bare_hyper(socket, body));
             }
             return ExitCode::SUCCESS;
         }
@@ -218,7 +219,10 @@ fn run_async(cmd: Cmd) -> ExitCode {
             duration_ms,
             client: Client::Tokio,
         } => rt.block_on(load::socket_load(
-            socket,
+            match socket {
+                Addr::Unix(path) => path,
+                Addr::Tcp(_) => panic!("the tokio client speaks over a Unix socket only"),
+            },
             mode,
             concurrency,
             window(warmup_ms, duration_ms),
