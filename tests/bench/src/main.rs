@@ -1,9 +1,10 @@
 //! `bench`: the agent measured beside its floor and its alternatives, in one run, with the
 //! performance targets checked (see `run.rs` and the README's "Performance" section).
 //!
-//! `bench` alone runs the full benchmark (under five minutes); `bench --smoke` a few seconds
+//! `bench` alone runs the full benchmark (about five minutes); `bench --smoke` a few seconds
 //! that check only counts (the cold-start herd makes one token PUT and one credential GET, no
-//! request fails). The other subcommands are the benchmark's own child processes.
+//! request fails, over the socket and the loopback listener). The other subcommands are the
+//! benchmark's own child processes.
 
 #![forbid(unsafe_code)]
 

@@ -1,9 +1,12 @@
 //! The benchmark run: starts the metadata emulator (in this process), the agent (the release
-//! `ecs-credential-agent` binary, default settings but for the endpoint, socket and allowed
-//! uid), the floor and bare hyper servers (this binary, as child processes), and runs every
-//! load generator as its own child process, one at a time. The socket matrix (floor, bare hyper
-//! and the agent) is loaded by the raw client ([`crate::raw`]); the server's CPU time per
-//! request comes from its threads' `schedstat`, read before and after each load run.
+//! `ecs-credential-agent` binary, default settings but for the endpoint, socket, allowed uid
+//! and, for the agent under load, `[bridge] listen` on a free loopback port), the floor and
+//! bare hyper servers (this binary, as child processes; bare hyper twice, on a Unix socket and
+//! on loopback TCP), and runs every load generator as its own child process, one at a time.
+//! The matrix (floor, bare hyper and the agent on the socket; bare hyper and the agent's
+//! listener on loopback TCP) is loaded by the raw client ([`crate::raw`]); the server's CPU
+//! time per request comes from its threads' `schedstat`, read before and after each load run
+//! (the agent's socket and listener rows are the same process).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -29,8 +32,9 @@ pub struct Options {
     /// Unmeasured warm-up before each load point, milliseconds.
     #[arg(long, default_value_t = 300)]
     warmup_ms: u64,
-    /// Rounds of the socket matrix (floor, hyper and agent interleaved); medians are reported,
-    /// and the targets take the median of the per-round agent/bare-hyper ratios.
+    /// Rounds of the matrix (floor, bare hyper and the agent on the socket, bare hyper on
+    /// loopback TCP and the agent's loopback listener, interleaved); medians are reported, and
+    /// the targets take the median of the per-round agent/bare-hyper ratios.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// How long the idle agent is watched for its CPU time, seconds.
