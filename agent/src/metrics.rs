@@ -111,6 +111,8 @@ struct Inner {
     /// from the family on first use, so counting it needs no label hashing or lock.
     credentials_ok: OnceLock<Counter>,
     bridge_requests: Family<RequestLabels, Counter>,
+    /// The `bridge_requests` series of `GET /v1/credentials` answered 200, as `credentials_ok`.
+    bridge_credentials_ok: OnceLock<Counter>,
     bridge_callers_unidentified: Counter,
     callers_denied: Counter,
     connections_rejected: Counter,
@@ -201,6 +203,7 @@ impl Metrics {
                 socket_requests,
                 credentials_ok: OnceLock::new(),
                 bridge_requests,
+                bridge_credentials_ok: OnceLock::new(),
                 bridge_callers_unidentified,
                 callers_denied,
                 connections_rejected,
@@ -264,33 +267,22 @@ impl Metrics {
     /// Records one socket request to the route labelled `endpoint` (`credentials`, `health`,
     /// `metrics` or `other`) answered with HTTP `status`.
     pub fn socket_request(&self, endpoint: &'static str, status: u16) {
-        if (endpoint, status) == ("credentials", 200) {
-            let ok = self.inner.credentials_ok.get_or_init(|| {
-                self.inner
-                    .socket_requests
-                    .get_or_create(&RequestLabels {
-                        endpoint,
-                        status: status.to_string(),
-                    })
-                    .clone()
-            });
-            ok.inc();
-            return;
-        }
-        let labels = RequestLabels {
+        count_request(
+            &self.inner.socket_requests,
+            &self.inner.credentials_ok,
             endpoint,
-            status: status.to_string(),
-        };
-        self.inner.socket_requests.get_or_create(&labels).inc();
+            status,
+        );
     }
 
     /// Records one request on the loopback TCP listener, labelled as [`Metrics::socket_request`].
     pub fn bridge_request(&self, endpoint: &'static str, status: u16) {
-        let labels = RequestLabels {
+        count_request(
+            &self.inner.bridge_requests,
+            &self.inner.bridge_credentials_ok,
             endpoint,
-            status: status.to_string(),
-        };
-        self.inner.bridge_requests.get_or_create(&labels).inc();
+            status,
+        );
     }
 
     /// Records a loopback TCP connection refused because its caller could not be identified.
@@ -396,6 +388,26 @@ impl Collector for StateGauges {
         }
         Ok(())
     }
+}
+
+/// Counts one request in `family`; `GET /v1/credentials` answered 200, the hot path, goes to
+/// its series taken once into `ok` (no label `String`, no lookup under the family's lock).
+fn count_request(
+    family: &Family<RequestLabels, Counter>,
+    ok: &OnceLock<Counter>,
+    endpoint: &'static str,
+    status: u16,
+) {
+    let labels = || RequestLabels {
+        endpoint,
+        status: status.to_string(),
+    };
+    if (endpoint, status) == ("credentials", 200) {
+        ok.get_or_init(|| family.get_or_create(&labels()).clone())
+            .inc();
+        return;
+    }
+    family.get_or_create(&labels()).inc();
 }
 
 #[cfg(test)]

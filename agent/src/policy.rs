@@ -96,8 +96,14 @@ pub fn authorize(caller: &Caller, rules: Rules<'_>) -> Decision {
     if rules.allowed_uids.contains(&caller.uid) {
         return Decision::InstanceRole(Grounds::Uid);
     }
-    if rules.allowed_gids.contains(&caller.gid) {
-        return Decision::InstanceRole(Grounds::PrimaryGid(caller.gid));
+    // No gid to match: the gid and groups are not even read (for a TCP caller they would
+    // come from the user database).
+    if rules.allowed_gids.is_empty() {
+        return Decision::Denied;
+    }
+    let gid = caller.gid();
+    if rules.allowed_gids.contains(&gid) {
+        return Decision::InstanceRole(Grounds::PrimaryGid(gid));
     }
     match caller
         .groups()
@@ -211,5 +217,31 @@ mod tests {
             assert!(!t.contains(65533));
         }
         assert!(!Trusted::nobody().contains(0));
+    }
+
+    /// A loopback TCP caller's gid and groups come from the user database (microseconds per
+    /// connection): a caller the uid alone decides for never reads it.
+    #[test]
+    fn a_tcp_caller_judged_by_its_uid_reads_no_user_database() {
+        use crate::identity::TcpOwner;
+        let owner = TcpOwner {
+            uid: 1000,
+            inode: 1,
+            cgroup_id: None,
+        };
+        let rows: &[(Rules<'_>, Decision)] = &[
+            (rules(&[1000], &[]), Decision::InstanceRole(Grounds::Uid)),
+            (rules(&[1000], &[50]), Decision::InstanceRole(Grounds::Uid)),
+            (rules(&[], &[]), Decision::Denied),
+        ];
+        for (r, want) in rows {
+            let c = Caller::of_tcp_owner(&owner);
+            assert_eq!(authorize(&c, *r), *want);
+            assert!(!c.user_database_read(), "{want:?}");
+        }
+        // Gids to match and the uid not allowed: the user database decides.
+        let c = Caller::of_tcp_owner(&owner);
+        let _ = authorize(&c, rules(&[], &[50]));
+        assert!(c.user_database_read());
     }
 }

@@ -22,7 +22,8 @@
 //! - A TCP caller ([`Transport::Tcp`]) is known by less: the uid that owns its socket and
 //!   the socket's cgroup, from the kernel's socket table ([`tcp`]); its gid and groups come
 //!   from the user database for that uid (weaker than `SO_PEERGROUPS`: they are the groups the
-//!   user would get at login, not those of the process that connected); it has no pid and no
+//!   user would get at login, not those of the process that connected), read only when first
+//!   needed (a caller allowed by its uid never costs a `getpwuid`); it has no pid and no
 //!   process, so nothing that needs its executable matches it.
 
 mod lent;
@@ -63,8 +64,9 @@ impl Transport {
 pub struct Caller {
     /// Effective uid.
     pub uid: u32,
-    /// Effective (primary) gid.
-    pub gid: u32,
+    /// Effective (primary) gid, read on first use where the transport deferred it
+    /// ([`Caller::gid`]).
+    gid: OnceLock<u32>,
     /// Supplementary gids (may include the primary gid), read on first use ([`Caller::groups`]).
     groups: OnceLock<Vec<u32>>,
     /// Process id at `connect(2)` time (`None` if the kernel did not report one, for example
@@ -86,7 +88,7 @@ impl Caller {
     pub fn new(uid: u32, gid: u32, groups: Vec<u32>, pid: Option<i32>) -> Caller {
         Caller {
             uid,
-            gid,
+            gid: OnceLock::from(gid),
             groups: OnceLock::from(groups),
             pid,
             process: None,
@@ -102,6 +104,14 @@ impl Caller {
         self
     }
 
+    /// Effective (primary) gid: as recorded at `connect(2)` for a Unix socket caller; for a
+    /// TCP caller, its uid's primary group in the user database, read on first use (`getpwuid`
+    /// costs microseconds, and a caller allowed by its uid never needs it), or the uid itself
+    /// when the user database has no entry.
+    pub fn gid(&self) -> u32 {
+        *self.gid.get_or_init(|| tcp::user_gid(self.uid))
+    }
+
     /// Supplementary gids (may include the primary gid), as recorded at `connect(2)`; read
     /// through the connection on first use where the transport deferred it; empty if they
     /// could not be read (or the connection was closed before they were first asked for:
@@ -109,7 +119,7 @@ impl Caller {
     pub fn groups(&self) -> &[u32] {
         self.groups.get_or_init(|| {
             if self.transport == Transport::Tcp {
-                return tcp::user_groups(self.uid, self.gid);
+                return tcp::user_groups(self.uid, self.gid());
             }
             self.process
                 .as_ref()
@@ -129,6 +139,13 @@ impl Caller {
     /// the agent may not read it).
     pub fn exe(&self) -> Option<&Path> {
         self.process.as_ref()?.exe()
+    }
+
+    /// Whether the user database has been read for this caller (its gid or its groups).
+    #[cfg(test)]
+    pub(crate) fn user_database_read(&self) -> bool {
+        self.transport == Transport::Tcp
+            && (self.gid.get().is_some() || self.groups.get().is_some())
     }
 
     /// [`Caller::exe`] for a log field: the path, or `"unknown"`.

@@ -245,17 +245,13 @@ fn cgroup_id(nla: &InetNla) -> Option<u64> {
 
 impl Caller {
     /// The caller owning a TCP socket, as [`SockDiag::lookup`] found it: its uid and cgroup
-    /// id; its primary gid from the user database (the uid itself when the user database has
-    /// no entry); its groups from the user database, read when first needed
-    /// ([`Caller::groups`]); no pid, no process.
+    /// id; its primary gid and its groups from the user database, each read when first needed
+    /// ([`Caller::gid`], [`Caller::groups`]: authorization needs them only when the uid alone
+    /// does not decide); no pid, no process. Reads nothing itself.
     pub fn of_tcp_owner(owner: &TcpOwner) -> Caller {
-        let gid = nix::unistd::User::from_uid(owner.uid.into())
-            .ok()
-            .flatten()
-            .map_or(owner.uid, |u| u.gid.as_raw());
         Caller {
             uid: owner.uid,
-            gid,
+            gid: OnceLock::new(),
             groups: OnceLock::new(),
             pid: None,
             process: None,
@@ -263,6 +259,15 @@ impl Caller {
             cgroup_id: owner.cgroup_id,
         }
     }
+}
+
+/// The primary gid the user database gives `uid` (`getpwuid(3)`); the uid itself when it has
+/// no entry.
+pub(super) fn user_gid(uid: u32) -> u32 {
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map_or(uid, |u| u.gid.as_raw())
 }
 
 /// The groups the user database gives `uid` (primary `gid` included), as `initgroups(3)`

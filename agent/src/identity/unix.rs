@@ -71,7 +71,7 @@ fn capture_lent(socket: BorrowedFd<'_>, lease: Arc<Lease>, hold: Hold) -> io::Re
     let process = pid.and_then(|pid| hold_process(socket, lease, pid, hold));
     let mut caller = Caller {
         uid: cred.uid(),
-        gid: cred.gid(),
+        gid: OnceLock::from(cred.gid()),
         groups: OnceLock::new(),
         pid,
         process,

@@ -123,6 +123,11 @@ fn recorded_events_move_the_values() {
     m.socket_request(label("/v1/credentials"), 200);
     m.socket_request(label("/v1/credentials"), 200);
     m.socket_request(label("/nope/a-caller-chosen-value"), 404);
+    // The listener's series are its own, the hot path's too.
+    for _ in 0..3 {
+        m.bridge_request(label("/v1/credentials"), 200);
+    }
+    m.bridge_request(label("/v1/credentials"), 403);
     m.caller_denied();
     m.connection_rejected();
     m.connection_rejected_per_uid();
@@ -166,6 +171,19 @@ fn recorded_events_move_the_values() {
     );
     assert_eq!(
         at(format!("{sock}{{endpoint=\"other\",status=\"404\"}}")),
+        1.0
+    );
+    let bridge = full("bridge_requests_total");
+    assert_eq!(
+        at(format!(
+            "{bridge}{{endpoint=\"credentials\",status=\"200\"}}"
+        )),
+        3.0
+    );
+    assert_eq!(
+        at(format!(
+            "{bridge}{{endpoint=\"credentials\",status=\"403\"}}"
+        )),
         1.0
     );
     assert!(

@@ -132,7 +132,7 @@ impl Admission {
     pub(super) fn deny(&self, stream: Stream, caller: &Caller) {
         let refused = ApiError::Forbidden {
             uid: caller.uid,
-            gid: caller.gid,
+            gid: caller.gid(),
             transport: caller.transport,
         };
         answer(stream, refused, &self.denying);

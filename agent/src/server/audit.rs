@@ -289,7 +289,7 @@ impl Audit {
             pid,
             cgroup_id,
             uid: caller.uid,
-            gid: caller.gid,
+            gid: caller.gid(),
             exe: caller.exe_or_unknown(),
             transport: caller.transport.as_str(),
             role: issued.role_name.clone(),
@@ -347,7 +347,7 @@ impl Audit {
             pid: Origin::of(caller).fields().0,
             cgroup_id: Origin::of(caller).fields().1,
             uid: caller.uid,
-            gid: caller.gid,
+            gid: caller.gid(),
             exe: caller.exe_or_unknown(),
             transport: caller.transport.as_str(),
         };

@@ -117,7 +117,7 @@ fn respond_now(
         // the `max_connections` slots allowed callers need.
         let mut reply = ApiError::Forbidden {
             uid: ctx.caller.uid,
-            gid: ctx.caller.gid,
+            gid: ctx.caller.gid(),
             transport: ctx.caller.transport,
         }
         .to_response();

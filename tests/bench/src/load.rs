@@ -7,6 +7,7 @@
 //! for every server measured.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,98 @@ use tokio::net::{TcpStream, UnixStream};
 /// The request every socket target receives (the same bytes for the floor, hyper and the agent).
 pub const REQUEST: &[u8] =
     b"GET /v1/credentials HTTP/1.1\r\nHost: localhost\r\nUser-Agent: ecs-credential-bench\r\nAccept: */*\r\n\r\n";
+
+/// The same request over the loopback TCP listener, whose `Host` rule wants `127.0.0.1` (the
+/// same length as [`REQUEST`]).
+pub const REQUEST_TCP: &[u8] =
+    b"GET /v1/credentials HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: ecs-credential-bench\r\nAccept: */*\r\n\r\n";
+
+/// Where a server listens: a Unix socket's path, or a loopback TCP address (written
+/// `127.0.0.1:PORT`; anything that does not parse as a socket address is a path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addr {
+    /// A Unix socket.
+    Unix(PathBuf),
+    /// A TCP address.
+    Tcp(SocketAddr),
+}
+
+impl std::str::FromStr for Addr {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Addr, Self::Err> {
+        Ok(match s.parse() {
+            Ok(a) => Addr::Tcp(a),
+            Err(_) => Addr::Unix(PathBuf::from(s)),
+        })
+    }
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addr::Unix(p) => write!(f, "{}", p.display()),
+            Addr::Tcp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+impl Addr {
+    /// The request this address gets: [`REQUEST_TCP`] over TCP, else [`REQUEST`].
+    pub fn request(&self) -> &'static [u8] {
+        match self {
+            Addr::Unix(_) => REQUEST,
+            Addr::Tcp(_) => REQUEST_TCP,
+        }
+    }
+
+    /// A blocking connection (`TCP_NODELAY` set over TCP, as the SDKs' HTTP clients do).
+    ///
+    /// # Errors
+    ///
+    /// The OS error of `connect(2)`.
+    pub fn connect(&self) -> io::Result<Conn> {
+        match self {
+            Addr::Unix(p) => std::os::unix::net::UnixStream::connect(p).map(Conn::Unix),
+            Addr::Tcp(a) => {
+                let s = std::net::TcpStream::connect(a)?;
+                s.set_nodelay(true)?;
+                Ok(Conn::Tcp(s))
+            }
+        }
+    }
+}
+
+/// A blocking connection to an [`Addr`].
+#[derive(Debug)]
+pub enum Conn {
+    /// Over a Unix socket.
+    Unix(std::os::unix::net::UnixStream),
+    /// Over TCP.
+    Tcp(std::net::TcpStream),
+}
+
+impl io::Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl io::Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Keep-alive, or a new connection per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -1,13 +1,15 @@
 //! `bench`: the agent measured beside its floor and its alternatives, in one run, with the
 //! performance targets checked (see `run.rs` and the README's "Performance" section).
 //!
-//! `bench` alone runs the full benchmark (under five minutes); `bench --smoke` a few seconds
+//! `bench` alone runs the full benchmark (about five minutes); `bench --smoke` a few seconds
 //! that check only counts (the cold-start herd makes one token PUT and one credential GET, no
-//! request fails). The other subcommands are the benchmark's own child processes.
+//! request fails, over the socket and the loopback listener). The other subcommands are the
+//! benchmark's own child processes.
 
 #![forbid(unsafe_code)]
 
 mod load;
+mod lookup;
 mod procfs;
 mod raw;
 mod report;
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use load::{Mode, Window};
+use load::{Addr, Mode, Window};
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks ecs-credential-agent against its floor and alternatives")]
@@ -38,20 +40,20 @@ enum Cmd {
     /// The floor server: canned response bytes from FILE.
     #[command(hide = true)]
     Floor { socket: PathBuf, response: PathBuf },
-    /// Bare hyper returning the body in FILE.
+    /// Bare hyper returning the body in FILE, on a Unix socket or `127.0.0.1:PORT`.
     #[command(hide = true)]
     Hyper {
-        socket: PathBuf,
+        socket: Addr,
         body: PathBuf,
         /// Run the accept loop in a task on a worker thread instead of in the runtime's
         /// `block_on` (where the agent runs its own).
         #[arg(long)]
         accept_on_worker: bool,
     },
-    /// Socket load over a window.
+    /// Socket (or, raw client only, loopback TCP) load over a window.
     #[command(hide = true)]
     Load {
-        socket: PathBuf,
+        socket: Addr,
         mode: Mode,
         concurrency: usize,
         warmup_ms: u64,
@@ -63,7 +65,7 @@ enum Cmd {
     /// Exactly N requests with the raw client (`callgrind.sh`).
     #[command(hide = true)]
     Requests {
-        socket: PathBuf,
+        socket: Addr,
         mode: Mode,
         concurrency: usize,
         n: u64,
@@ -199,10 +201,10 @@ fn run_async(cmd: Cmd) -> ExitCode {
         } => {
             let body = std::fs::read(body).expect("read the body file");
             if accept_on_worker {
-                let server = rt.spawn(async move { servers::bare_hyper(&socket, body).await });
+                let server = rt.spawn(async move { servers::bare_hyper(socket, body).await });
                 let _ = rt.block_on(server);
             } else {
-                rt.block_on(servers::bare_hyper(&socket, body));
+                rt.block_on(servers::bare_hyper(socket, body));
             }
             return ExitCode::SUCCESS;
         }
@@ -218,7 +220,10 @@ fn run_async(cmd: Cmd) -> ExitCode {
             duration_ms,
             client: Client::Tokio,
         } => rt.block_on(load::socket_load(
-            socket,
+            match socket {
+                Addr::Unix(path) => path,
+                Addr::Tcp(_) => panic!("the tokio client speaks over a Unix socket only"),
+            },
             mode,
             concurrency,
             window(warmup_ms, duration_ms),

@@ -1,5 +1,5 @@
 //! The raw client (`bench load …`, `bench requests …`): the load generator of the agent and
-//! bare hyper cells. Each client is an OS thread with a blocking socket that writes the
+//! bare hyper cells, over a Unix socket or loopback TCP. Each client is an OS thread with a blocking socket that writes the
 //! request bytes itself and reads the answer's head, then exactly `Content-Length` bytes of
 //! body; no async runtime, no HTTP library. Per request it makes the system calls a client
 //! cannot avoid (`connect` and `close` for a new connection, one `write`, one or two `read`s)
@@ -12,12 +12,10 @@
 //! tells the difference whatever the client: see `report.rs`).
 
 use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::load::{parse_head, LoadResult, Mode, Tally, Window, REQUEST};
+use crate::load::{parse_head, Addr, Conn, LoadResult, Mode, Tally, Window};
 
 /// When a raw run stops.
 #[derive(Debug, Clone, Copy)]
@@ -65,14 +63,14 @@ impl Plan {
     }
 }
 
-/// `concurrency` raw clients sending `GET /v1/credentials` over `socket` until `until`.
-pub fn raw_load(socket: &Path, mode: Mode, concurrency: usize, until: Until) -> LoadResult {
+/// `concurrency` raw clients sending `GET /v1/credentials` to `addr` until `until`.
+pub fn raw_load(addr: &Addr, mode: Mode, concurrency: usize, until: Until) -> LoadResult {
     let plan = Plan::new(until);
     let started = Instant::now();
     let cpu = own_cpu_time();
     let tallies: Vec<Tally> = std::thread::scope(|scope| {
         let clients: Vec<_> = (0..concurrency)
-            .map(|_| scope.spawn(|| client(socket, mode, &plan)))
+            .map(|_| scope.spawn(|| client(addr, mode, &plan)))
             .collect();
         clients
             .into_iter()
@@ -92,17 +90,19 @@ pub fn raw_load(socket: &Path, mode: Mode, concurrency: usize, until: Until) -> 
 }
 
 /// One client: requests until the plan says stop, or after too many errors.
-fn client(socket: &Path, mode: Mode, plan: &Plan) -> Tally {
+fn client(addr: &Addr, mode: Mode, plan: &Plan) -> Tally {
     let mut t = Tally::default();
     let mut buf = vec![0u8; 16 * 1024];
-    let mut conn: Option<UnixStream> = None;
+    let request = addr.request();
+    let mut conn: Option<Conn> = None;
     while plan.next() {
         let start = Instant::now();
         let outcome = match conn.as_mut() {
-            Some(s) => one_request(s, &mut buf),
-            None => UnixStream::connect(socket)
+            Some(s) => one_request(s, request, &mut buf),
+            None => addr
+                .connect()
                 .map(|s| conn.insert(s))
-                .and_then(|s| one_request(s, &mut buf)),
+                .and_then(|s| one_request(s, request, &mut buf)),
         };
         let done = Instant::now();
         if outcome.is_err() || mode == Mode::NewConn {
@@ -117,10 +117,10 @@ fn client(socket: &Path, mode: Mode, plan: &Plan) -> Tally {
     t
 }
 
-/// Writes [`REQUEST`] and reads one answer: the head, then exactly `Content-Length` bytes of
+/// Writes `request` and reads one answer: the head, then exactly `Content-Length` bytes of
 /// body. Returns the status.
-fn one_request(s: &mut UnixStream, buf: &mut [u8]) -> io::Result<u16> {
-    s.write_all(REQUEST)?;
+fn one_request(s: &mut Conn, request: &[u8], buf: &mut [u8]) -> io::Result<u16> {
+    s.write_all(request)?;
     let mut have = 0;
     let (status, head_end, len) = loop {
         if have == buf.len() {

@@ -1,18 +1,22 @@
 //! The benchmark run: starts the metadata emulator (in this process), the agent (the release
-//! `ecs-credential-agent` binary, default settings but for the endpoint, socket and allowed
-//! uid), the floor and bare hyper servers (this binary, as child processes), and runs every
-//! load generator as its own child process, one at a time. The socket matrix (floor, bare hyper
-//! and the agent) is loaded by the raw client ([`crate::raw`]); the server's CPU time per
-//! request comes from its threads' `schedstat`, read before and after each load run.
+//! `ecs-credential-agent` binary, default settings but for the endpoint, socket, allowed uid
+//! and, for the agent under load, `[bridge] listen` on a free loopback port), the floor and
+//! bare hyper servers (this binary, as child processes; bare hyper twice, on a Unix socket and
+//! on loopback TCP), and runs every load generator as its own child process, one at a time.
+//! The matrix (floor, bare hyper and the agent on the socket; bare hyper and the agent's
+//! listener on loopback TCP) is loaded by the raw client ([`crate::raw`]); the server's CPU
+//! time per request comes from its threads' `schedstat`, read before and after each load run
+//! (the agent's socket and listener rows are the same process).
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use ecs_metadata_emulator::{Emulator, EmulatorConfig, Endpoint, Fault, Times};
 
-use crate::load::{LoadResult, Mode, REQUEST};
+use crate::load::{Addr, LoadResult, Mode, REQUEST};
 use crate::procfs;
 use crate::report::{self, Point, Report};
 
@@ -28,8 +32,9 @@ pub struct Options {
     /// Unmeasured warm-up before each load point, milliseconds.
     #[arg(long, default_value_t = 300)]
     warmup_ms: u64,
-    /// Rounds of the socket matrix (floor, hyper and agent interleaved); medians are reported,
-    /// and the targets take the median of the per-round agent/bare-hyper ratios.
+    /// Rounds of the matrix (floor, bare hyper and the agent on the socket, bare hyper on
+    /// loopback TCP and the agent's loopback listener, interleaved); medians are reported, and
+    /// the targets take the median of the per-round agent/bare-hyper ratios.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// How long the idle agent is watched for its CPU time, seconds.
@@ -195,9 +200,17 @@ fn run_load(mut cmd: Command) -> LoadResult {
 
 /// One blocking `GET /v1/credentials` on a new connection: the raw response, or `None`.
 pub fn get_once(socket: &Path) -> Option<Vec<u8>> {
-    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(REQUEST).ok()?;
+    get_once_at(&Addr::Unix(socket.to_owned()))
+}
+
+/// [`get_once`] to a Unix socket or a TCP address.
+pub fn get_once_at(addr: &Addr) -> Option<Vec<u8>> {
+    let mut s = addr.connect().ok()?;
+    match &s {
+        crate::load::Conn::Unix(u) => u.set_read_timeout(Some(Duration::from_secs(10))).ok()?,
+        crate::load::Conn::Tcp(t) => t.set_read_timeout(Some(Duration::from_secs(10))).ok()?,
+    }
+    s.write_all(addr.request()).ok()?;
     let mut raw = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -224,22 +237,28 @@ pub fn get_once(socket: &Path) -> Option<Vec<u8>> {
 }
 
 impl Bench {
-    fn agent_config(&self, socket: &Path, endpoint: &str) -> PathBuf {
+    /// The agent's configuration: `endpoint`, the socket, this uid allowed, and the loopback
+    /// listener on `bridge` if given.
+    fn agent_config(&self, socket: &Path, endpoint: &str, bridge: Option<SocketAddr>) -> PathBuf {
         let path = socket.with_extension("toml");
-        let text = format!(
+        let mut text = format!(
             "[metadata]\nendpoint = {endpoint:?}\n\n[server]\nsocket_path = {:?}\nallowed_uids = [{}]\n",
             socket.display().to_string(),
             self.uid
         );
+        if let Some(addr) = bridge {
+            text.push_str(&format!("\n[bridge]\nlisten = \"{addr}\"\n"));
+        }
         std::fs::write(&path, text).expect("write the agent config");
         path
     }
 
-    /// Spawns an agent against `endpoint`; its log goes to a file beside the socket.
-    fn spawn_agent(&mut self, endpoint: &str) -> (Proc, PathBuf) {
+    /// Spawns an agent against `endpoint` (with its loopback listener on `bridge`, if given);
+    /// its log goes to a file beside the socket.
+    fn spawn_agent(&mut self, endpoint: &str, bridge: Option<SocketAddr>) -> (Proc, PathBuf) {
         self.agents_started += 1;
         let socket = self.dir.join(format!("agent{}.sock", self.agents_started));
-        let config = self.agent_config(&socket, endpoint);
+        let config = self.agent_config(&socket, endpoint, bridge);
         let log = std::fs::File::create(socket.with_extension("log")).expect("agent log");
         let child = Command::new(&self.agent_bin)
             .arg("serve")
@@ -261,9 +280,13 @@ impl Bench {
     }
 
     /// Spawns an agent and measures exec → first `200` on `GET /v1/credentials`.
-    fn start_agent(&mut self, endpoint: &str) -> (Proc, PathBuf, Duration, Vec<u8>) {
+    fn start_agent(
+        &mut self,
+        endpoint: &str,
+        bridge: Option<SocketAddr>,
+    ) -> (Proc, PathBuf, Duration, Vec<u8>) {
         let t0 = Instant::now();
-        let (proc, socket) = self.spawn_agent(endpoint);
+        let (proc, socket) = self.spawn_agent(endpoint, bridge);
         loop {
             if let Some(raw) = get_once(&socket) {
                 return (proc, socket, t0.elapsed(), raw);
@@ -282,12 +305,12 @@ impl Bench {
         cmd
     }
 
-    fn server(&self, kind: &'static str, socket: &Path, file: &Path) -> Proc {
+    fn server(&self, kind: &'static str, addr: &Addr, file: &Path) -> Proc {
         let mut args = vec![kind];
         if kind == "hyper" && !self.opts.hyper_accept_in_block_on {
             args.push("--accept-on-worker");
         }
-        let (socket_arg, file_arg) = (socket.display().to_string(), file.display().to_string());
+        let (socket_arg, file_arg) = (addr.to_string(), file.display().to_string());
         args.extend([socket_arg.as_str(), file_arg.as_str()]);
         let mut child = self.child(&args).spawn().expect("start a reference server");
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
@@ -310,14 +333,14 @@ impl Bench {
         }
     }
 
-    fn socket_load(&self, socket: &Path, mode: Mode, c: usize) -> LoadResult {
+    fn socket_load(&self, addr: &Addr, mode: Mode, c: usize) -> LoadResult {
         let [w, d] = self.window_args();
         let mode = match mode {
             Mode::KeepAlive => "keep-alive",
             Mode::NewConn => "new-conn",
         };
-        let socket = socket.display().to_string();
-        run_load(self.child(&["load", &socket, mode, &c.to_string(), &w, &d]))
+        let addr = addr.to_string();
+        run_load(self.child(&["load", &addr, mode, &c.to_string(), &w, &d]))
     }
 
     fn run(&mut self) -> Report {
@@ -338,10 +361,10 @@ impl Bench {
 
         // Start-up, three times; the first agent then stays idle for the CPU measurement.
         eprintln!("bench: start-up");
-        let (idle_agent, _, first_startup, _) = self.start_agent(&endpoint);
+        let (idle_agent, _, first_startup, _) = self.start_agent(&endpoint, None);
         let mut startups = vec![first_startup];
         for _ in 0..if smoke { 0 } else { 2 } {
-            let (_p, _, t, _) = self.start_agent(&endpoint);
+            let (_p, _, t, _) = self.start_agent(&endpoint, None);
             startups.push(t);
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -359,7 +382,17 @@ impl Bench {
         r.startup_ms = startups.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
 
         // The agent under load; memory first, while it is fresh.
-        let (agent, agent_socket, _, raw) = self.start_agent(&endpoint);
+        let bridge = free_loopback_port();
+        let (agent, agent_socket, _, raw) = self.start_agent(&endpoint, Some(bridge));
+        let listener = Addr::Tcp(bridge);
+        let t0 = Instant::now();
+        while get_once_at(&listener).is_none() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the agent's loopback listener on {bridge} never answered 200"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         std::thread::sleep(Duration::from_millis(200));
         r.response_bytes = raw.len();
         r.request_bytes = REQUEST.len();
@@ -398,14 +431,22 @@ impl Bench {
         let (resp_file, body_file) = (self.dir.join("response.raw"), self.dir.join("body.json"));
         std::fs::write(&resp_file, &raw).expect("write the canned response");
         std::fs::write(&body_file, &raw[head_end..]).expect("write the body");
-        let (floor_socket, hyper_socket) =
-            (self.dir.join("floor.sock"), self.dir.join("hyper.sock"));
+        let (floor_socket, hyper_socket, hyper_tcp) = (
+            Addr::Unix(self.dir.join("floor.sock")),
+            Addr::Unix(self.dir.join("hyper.sock")),
+            Addr::Tcp(free_loopback_port()),
+        );
         let floor = self.server("floor", &floor_socket, &resp_file);
         let hyper = self.server("hyper", &hyper_socket, &body_file);
-        let targets: [(&str, &Path, u32); 3] = [
+        let hyper_on_tcp = self.server("hyper", &hyper_tcp, &body_file);
+        let agent_unix = Addr::Unix(agent_socket.clone());
+        // Each round runs every target once, starting one further along.
+        let targets: [(&'static str, &Addr, u32); 5] = [
             ("floor", &floor_socket, floor.pid()),
             ("bare hyper", &hyper_socket, hyper.pid()),
-            ("agent", &agent_socket, agent.pid()),
+            ("agent", &agent_unix, agent.pid()),
+            (report::HYPER_TCP, &hyper_tcp, hyper_on_tcp.pid()),
+            (report::AGENT_TCP, &listener, agent.pid()),
         ];
         let (modes, concs, rounds): (&[Mode], &[usize], usize) = if smoke {
             (&[Mode::KeepAlive, Mode::NewConn], &[8], 1)
@@ -440,7 +481,8 @@ impl Bench {
                 }
             }
         }
-        drop((floor, hyper));
+        drop((floor, hyper, hyper_on_tcp));
+        r.lookup = crate::lookup::cost(if smoke { 1_000 } else { 50_000 });
 
         // The client library and direct metadata calls.
         eprintln!("bench: client library and direct");
@@ -498,7 +540,7 @@ impl Bench {
             .child(&["herd", &herd_socket.display().to_string(), "1000", "15000"])
             .spawn()
             .expect("start the herd");
-        let (herd_agent, socket) = self.spawn_agent(&herd_emu.endpoint());
+        let (herd_agent, socket) = self.spawn_agent(&herd_emu.endpoint(), None);
         assert_eq!(socket, herd_socket);
         let out = herd.wait_with_output().expect("the herd");
         let res: LoadResult =
@@ -543,4 +585,12 @@ impl Bench {
         r.evaluate();
         r
     }
+}
+
+/// A loopback port free right now (bound to port 0 and released): the child that binds it
+/// next is started at once, so another process taking it in between is unlikely.
+fn free_loopback_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
 }

@@ -7,7 +7,8 @@
 //!   agent's whole response (head and body) as captured from the agent. Nothing is parsed
 //!   beyond finding the end of the head: the physical limit of the transport.
 //! - **Bare hyper** (`bench hyper`): hyper's HTTP/1.1 server answering every request with the
-//!   agent's body and the same `Content-Type` and `Cache-Control` headers.
+//!   agent's body and the same `Content-Type` and `Cache-Control` headers, on a Unix socket or
+//!   on loopback TCP (the reference of the agent's loopback listener).
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -19,7 +20,9 @@ use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::load::Addr;
 
 /// The agent's runtime: multi-threaded, two workers (`ecs_credential_agent::cli`).
 pub fn agent_like_runtime() -> tokio::runtime::Runtime {
@@ -71,28 +74,47 @@ pub async fn floor(socket: &Path, response: Vec<u8>) {
     }
 }
 
-/// Serves `body` with hyper to every request on `socket`, forever.
-pub async fn bare_hyper(socket: &Path, body: Vec<u8>) {
-    let listener = bind(socket);
+/// Serves `body` with hyper to every request on `addr` (a Unix socket, or loopback TCP with
+/// `TCP_NODELAY` set on each connection as the agent's listener does), forever.
+pub async fn bare_hyper(addr: Addr, body: Vec<u8>) {
     let body = Bytes::from(body);
-    loop {
-        let Ok((s, _)) = listener.accept().await else {
-            continue;
-        };
-        let body = body.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |_req| {
-                let mut resp = http::Response::new(Full::new(body.clone()));
-                let h = resp.headers_mut();
-                h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                async move { Ok::<_, Infallible>(resp) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(s), service)
-                .await;
-        });
+    match addr {
+        Addr::Unix(socket) => {
+            let listener = bind(&socket);
+            loop {
+                if let Ok((s, _)) = listener.accept().await {
+                    tokio::spawn(serve_hyper(s, body.clone()));
+                }
+            }
+        }
+        Addr::Tcp(a) => {
+            let listener = TcpListener::bind(a).await.expect("bind the TCP address");
+            println!("listening");
+            loop {
+                if let Ok((s, _)) = listener.accept().await {
+                    let _ = s.set_nodelay(true);
+                    tokio::spawn(serve_hyper(s, body.clone()));
+                }
+            }
+        }
     }
+}
+
+/// One bare hyper connection.
+async fn serve_hyper<S>(s: S, body: Bytes)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |_req| {
+        let mut resp = http::Response::new(Full::new(body.clone()));
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        async move { Ok::<_, Infallible>(resp) }
+    });
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(s), service)
+        .await;
 }
 
 /// A metadata emulator on `127.0.0.1` (default configuration): prints `listening on

@@ -105,7 +105,7 @@ fn a_connection_from_another_uid_is_owned_by_that_uid() {
     let db_gid = nix::unistd::User::from_uid(65534.into())
         .unwrap()
         .map_or(65534, |u| u.gid.as_raw());
-    assert_eq!(caller.gid, db_gid);
+    assert_eq!(caller.gid(), db_gid);
     assert!(caller.groups().contains(&db_gid), "{:?}", caller.groups());
 }
 

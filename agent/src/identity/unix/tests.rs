@@ -44,7 +44,7 @@ fn own_identity_read_from_socket() {
     for hold in HOLDS {
         let (c, _lent) = capture(a.as_fd(), hold).unwrap();
         assert_eq!(c.uid, nix::unistd::getuid().as_raw(), "{hold:?}");
-        assert_eq!(c.gid, nix::unistd::getgid().as_raw(), "{hold:?}");
+        assert_eq!(c.gid(), nix::unistd::getgid().as_raw(), "{hold:?}");
         assert_eq!(c.pid, Some(std::process::id() as i32), "{hold:?}");
         assert_eq!(
             c.groups.get().is_some(),
