@@ -117,6 +117,25 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
+impl ConfigError {
+    /// What the operator can do about it, for the end of a one-line message: check the file's
+    /// path when it could not be read, correct the flag when a command-line value is wrong
+    /// (`source_name` starts with `--`), else correct the keys named.
+    pub fn what_to_do(&self) -> &'static str {
+        if self
+            .problems
+            .iter()
+            .all(|p| p.starts_with("cannot read the file"))
+        {
+            "check the file's path and permissions (--config FILE) and start the agent again"
+        } else if self.source_name.starts_with("--") {
+            "correct the flag named (--help) and start the agent again"
+        } else {
+            "correct the keys named (README, \"Configuration\") and start the agent again"
+        }
+    }
+}
+
 /// Values given on the command line; each one overrides the file.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Overrides {

@@ -65,13 +65,20 @@ pub fn run(source: Option<&Path>, format: Format) -> u8 {
 /// The configuration is invalid, or the key is unset: what to do, in one line.
 fn listen_address(source: Option<&Path>) -> Result<SocketAddrV4, String> {
     let config = Config::load(source, &Overrides::default())
-        .map_err(|e| format!("{e}; correct the keys named (README, \"Configuration\")"))?;
+        .map_err(|e| format!("{e}; {}", e.what_to_do()))?;
     config.bridge.listen.ok_or_else(|| {
         let file = source.map_or(DEFAULT_CONFIG_PATH.to_owned(), |p| p.display().to_string());
+        // Without --config, a missing default file means the defaults apply: say so, rather
+        // than send the reader to look for a key in a file that is not there.
+        let missing = if source.is_none() && !Path::new(DEFAULT_CONFIG_PATH).exists() {
+            " (no such file: the defaults apply; pass --config FILE for another)"
+        } else {
+            ""
+        };
         format!(
-            "[bridge] listen is not set in {file}, so the agent serves no credentials URI; set \
-             it, e.g. listen = \"127.0.0.1:{SUGGESTED_PORT}\" under [bridge], and restart the \
-             agent"
+            "[bridge] listen is not set in {file}{missing}, so the agent serves no credentials \
+             URI; set it, e.g. listen = \"127.0.0.1:{SUGGESTED_PORT}\" under [bridge], and \
+             restart the agent"
         )
     })
 }

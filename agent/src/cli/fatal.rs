@@ -31,9 +31,7 @@ pub(crate) fn line(e: &AgentError) -> String {
 /// What the operator can do about `e`, in a few words that name the key or flag to change.
 fn what_to_do(e: &AgentError) -> &'static str {
     match e {
-        AgentError::Config(_) => {
-            "correct the keys named (README, \"Configuration\") and start the agent again"
-        }
+        AgentError::Config(c) => c.what_to_do(),
         AgentError::Bind(SocketBindError::AlreadyServing(_)) => {
             "stop the other agent first (systemctl stop ecs-credential-agent), or give this one \
              another [server] socket_path (--socket)"

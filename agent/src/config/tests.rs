@@ -291,3 +291,26 @@ fn a_key_outside_its_section_names_the_section() {
         "{e}"
     );
 }
+
+#[test]
+fn a_config_error_says_what_to_do_for_its_kind() {
+    let err = |source: &str, problem: &str| ConfigError {
+        source_name: source.to_owned(),
+        problems: vec![problem.to_owned()],
+    };
+    let unreadable = err(
+        "/nope.toml",
+        "cannot read the file: No such file or directory",
+    );
+    assert!(unreadable.what_to_do().starts_with("check the file's path"));
+    let flag = err(
+        "--socket /tmp/a.sock",
+        "/tmp is writable by group or others",
+    );
+    assert!(flag.what_to_do().starts_with("correct the flag named"));
+    let key = err(
+        "/etc/x.toml",
+        "[server] max_connections: expected an integer",
+    );
+    assert!(key.what_to_do().starts_with("correct the keys named"));
+}
