@@ -309,30 +309,6 @@ async fn systemd_socket_activate_starts_the_agent_on_its_socket() {
     );
 }
 
-/// A free loopback port (bound then released; systemd-socket-activate binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET /v1/credentials` over a new TCP connection to `addr`, the answer read to the end.
-fn tcp_credentials(addr: std::net::SocketAddr) -> http::Response {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    stream
-        .write_all(b"GET /v1/credentials HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).unwrap();
-    http::parse_response(&out)
-}
-
 /// systemd-socket-activate holding the Unix socket and the loopback listener, named as the
 /// units name them (`socket`, `bridge`), for the agent started at the first connection.
 fn activate_both(socket: &Path, port: u16) -> std::process::Command {
@@ -356,7 +332,7 @@ async fn systemd_socket_activate_passes_the_socket_and_the_bridge_by_name() {
     let emu = emulator(Default::default()).await;
     let dir = tempfile::Builder::new().prefix("eca-").tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
-    let port = free_port();
+    let port = http::free_loopback_port();
     let mut config = AgentConfig::new(&emu.endpoint());
     config.set("bridge", "listen", &format!("\"127.0.0.1:{port}\""));
     let mut agent = TestAgent::builder(agent_bin!(), &config)
@@ -374,9 +350,7 @@ async fn systemd_socket_activate_passes_the_socket_and_the_bridge_by_name() {
         agent.logs()
     );
     // That probe started the agent; it serves both sockets systemd passed.
-    let tcp = tokio::task::spawn_blocking(move || tcp_credentials(addr))
-        .await
-        .unwrap();
+    let tcp = http::tcp_get(addr, "/v1/credentials").await;
     assert_eq!(tcp.status, 200, "{tcp:?}\n{}", agent.logs());
     let served = agent.credentials().await;
     assert_eq!(tcp.json()["AccessKeyId"], served["AccessKeyId"]);
@@ -403,7 +377,7 @@ async fn a_passed_bridge_socket_on_another_port_than_bridge_listen_stops_the_age
     let emu = emulator(Default::default()).await;
     let dir = tempfile::Builder::new().prefix("eca-").tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
-    let (port, configured) = (free_port(), free_port());
+    let (port, configured) = (http::free_loopback_port(), http::free_loopback_port());
     let mut config = AgentConfig::new(&emu.endpoint());
     config.set("bridge", "listen", &format!("\"127.0.0.1:{configured}\""));
     let mut agent = TestAgent::builder(agent_bin!(), &config)
@@ -532,6 +506,29 @@ impl Tally {
     }
 }
 
+/// Prints both loops' counts (prefixed by `label`) and asserts that no request failed, showing
+/// the errors and `logs` when one did.
+fn assert_no_failed_request(label: &str, fresh: &Tally, kept: &Tally, logs: &str) {
+    let failures = fresh.failed.load(Ordering::Relaxed) + kept.failed.load(Ordering::Relaxed);
+    println!(
+        "{label}new-connection loop: {} ok, {} failed; keep-alive loop: {} ok, {} failed, {} \
+         retried, {} answers with Connection: close; failures: {failures}",
+        fresh.ok.load(Ordering::Relaxed),
+        fresh.failed.load(Ordering::Relaxed),
+        kept.ok.load(Ordering::Relaxed),
+        kept.failed.load(Ordering::Relaxed),
+        kept.retried.load(Ordering::Relaxed),
+        kept.closed_by_server.load(Ordering::Relaxed),
+    );
+    assert_eq!(
+        failures,
+        0,
+        "errors: {:?} {:?}\n{logs}",
+        fresh.errors.lock().unwrap(),
+        kept.errors.lock().unwrap(),
+    );
+}
+
 async fn new_connection_loop(socket: PathBuf, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
     while !stop.load(Ordering::Relaxed) {
         tally.record(fresh_get(&socket).await);
@@ -658,25 +655,11 @@ async fn restart_with_a_held_socket_loses_no_request() {
         l.await.unwrap();
     }
 
-    let failures = fresh.failed.load(Ordering::Relaxed) + kept.failed.load(Ordering::Relaxed);
-    println!(
-        "new-connection loop: {} ok, {} failed; keep-alive loop: {} ok, {} failed, {} retried, \
-         {} answers with Connection: close; failures: {failures}",
-        fresh.ok.load(Ordering::Relaxed),
-        fresh.failed.load(Ordering::Relaxed),
-        kept.ok.load(Ordering::Relaxed),
-        kept.failed.load(Ordering::Relaxed),
-        kept.retried.load(Ordering::Relaxed),
-        kept.closed_by_server.load(Ordering::Relaxed),
-    );
-    assert_eq!(
-        failures,
-        0,
-        "errors: {:?} {:?}\nA:\n{}\nB:\n{}",
-        fresh.errors.lock().unwrap(),
-        kept.errors.lock().unwrap(),
-        a.logs(),
-        b.logs()
+    assert_no_failed_request(
+        "",
+        &fresh,
+        &kept,
+        &format!("A:\n{}\nB:\n{}", a.logs(), b.logs()),
     );
     assert!(fresh.ok.load(Ordering::Relaxed) > 20);
     assert!(kept.ok.load(Ordering::Relaxed) > 20);
@@ -786,24 +769,11 @@ async fn restart_over_the_held_listener_loses_no_request() {
     }
     drop(last);
 
-    let failures = fresh.failed.load(Ordering::Relaxed) + kept.failed.load(Ordering::Relaxed);
-    println!(
-        "over TCP, {RESTARTS} restarts: new-connection loop: {} ok, {} failed; keep-alive loop: \
-         {} ok, {} failed, {} retried, {} answers with Connection: close; failures: {failures}",
-        fresh.ok.load(Ordering::Relaxed),
-        fresh.failed.load(Ordering::Relaxed),
-        kept.ok.load(Ordering::Relaxed),
-        kept.failed.load(Ordering::Relaxed),
-        kept.retried.load(Ordering::Relaxed),
-        kept.closed_by_server.load(Ordering::Relaxed),
-    );
-    assert_eq!(
-        failures,
-        0,
-        "errors: {:?} {:?}\n{}",
-        fresh.errors.lock().unwrap(),
-        kept.errors.lock().unwrap(),
-        logs.join("\n---\n")
+    assert_no_failed_request(
+        &format!("over TCP, {RESTARTS} restarts: "),
+        &fresh,
+        &kept,
+        &logs.join("\n---\n"),
     );
     let agents = RESTARTS as u64 + 1;
     assert!(fresh.ok.load(Ordering::Relaxed) >= 15 * agents);
