@@ -404,6 +404,16 @@ impl Run {
     /// (d), the secret scan and [`Run::tcp_outcomes`]; stops the probers. Returns every problem
     /// found.
     pub async fn finish(self) -> Result<(), String> {
+        // A row may end within milliseconds; on a loaded machine a prober may not have had its
+        // first answer yet. Wait for one over each transport (up to 60 s) before stopping them.
+        let _ = eventually(Duration::from_secs(60), || async {
+            let samples = self.samples.lock().unwrap();
+            Transport::ALL
+                .iter()
+                .all(|&t| samples.iter().any(|s| s.transport == t))
+                .then_some(())
+        })
+        .await;
         self.stop.store(true, Ordering::Relaxed);
         for prober in self.probers {
             let _ = prober.await;
