@@ -238,6 +238,14 @@ out=$(probe_sandbox "sha256sum </proc/$target/exe" "${base_props[@]}" "${dropin_
 check "with the drop-in: the exe hashes as /usr/bin/sleep (saw: $out)" test "${out%% *}" = "$want_hash"
 out=$(probe_sandbox "head -c1 /proc/$target/mem >/dev/null && echo read-mem; head -c1 /proc/$target/environ >/dev/null && echo read-environ; true" "${base_props[@]}" "${dropin_props[@]}")
 check "with the drop-in: its memory and environment stay unreadable (saw: $out)" test -z "$(printf '%s' "$out" | grep '^read-')"
+# process_vm_readv(2) (x86_64 number 310) with no iovecs: 0 when allowed, EPERM when the
+# drop-in's SystemCallFilter= removed it.
+if [ "$(uname -m)" = x86_64 ]; then
+    out=$(probe_sandbox "perl -e '\$! = 0; print syscall(310, $target, 0, 0, 0, 0, 0), \" \", (\$! + 0), \"\\n\"'" "${base_props[@]}" "${dropin_props[@]}")
+    check "with the drop-in: process_vm_readv is filtered (EPERM = 1; saw: $out)" test "$out" = "-1 1"
+else
+    echo "SKIP: process_vm_readv probe is for x86_64 only"
+fi
 kill $target 2>/dev/null
 
 step "stop leaves no process"
