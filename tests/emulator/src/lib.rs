@@ -20,7 +20,8 @@
 //! | GET without a metadata token, normal mode | served | documented |
 //! | `GET /latest/meta-data/ram/security-credentials/` | 200, the role name, plain text | documented |
 //! | `GET /latest/meta-data/ram/security-credentials/<role>` | 200, the credential JSON | documented |
-//! | either path with no role attached, or a wrong role name; any other path | 404 with an HTML page containing `<title>404 - Not Found</title>` | documented |
+//! | `GET /latest/meta-data/region-id` / `instance-id` | 200, [`EmulatorConfig::region_id`] / [`EmulatorConfig::instance_id`], plain text (same metadata token rules) | documented |
+//! | either credential path with no role attached, or a wrong role name; any other path | 404 with an HTML page containing `<title>404 - Not Found</title>` | documented |
 //! | non-GET on a metadata path | 405 | **inferred** |
 //!
 //! Header names are case-insensitive (HTTP). The credential JSON is

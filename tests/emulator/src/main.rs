@@ -38,6 +38,12 @@ struct Args {
     /// [default: lifetime − 3600, or half the lifetime if under 2 h].
     #[arg(long)]
     rotate_after_secs: Option<u64>,
+    /// Served on /latest/meta-data/region-id.
+    #[arg(long, default_value = ecs_metadata_emulator::config::DEFAULT_REGION_ID)]
+    region_id: String,
+    /// Served on /latest/meta-data/instance-id.
+    #[arg(long, default_value = ecs_metadata_emulator::config::DEFAULT_INSTANCE_ID)]
+    instance_id: String,
     /// Turn off the /_emulator/ control API.
     #[arg(long)]
     no_control_api: bool,
@@ -54,6 +60,8 @@ impl Args {
                 .map_or(defaults.credential_lifetime, Duration::from_secs),
             rotate_after: self.rotate_after_secs.map(Duration::from_secs),
             control_api: !self.no_control_api,
+            region_id: self.region_id.clone(),
+            instance_id: self.instance_id.clone(),
             ..defaults
         }
     }

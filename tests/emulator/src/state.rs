@@ -49,6 +49,8 @@ pub(crate) struct Settings {
     pub(crate) lifetime: Duration,
     pub(crate) rotate_after: Duration,
     pub(crate) control_api: bool,
+    pub(crate) region_id: String,
+    pub(crate) instance_id: String,
     pub(crate) clock: SharedTimeSource,
 }
 
@@ -108,6 +110,8 @@ impl Shared {
             lifetime: config.effective_lifetime(),
             rotate_after: config.effective_rotate_after(),
             control_api: config.control_api,
+            region_id: config.region_id.clone(),
+            instance_id: config.instance_id.clone(),
             clock: Arc::clone(&config.clock),
         };
         let shared = Self {

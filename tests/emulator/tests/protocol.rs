@@ -321,3 +321,36 @@ async fn shutdown_closes_the_port() {
     f.emulator.shutdown().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn instance_facts_are_served_under_the_metadata_token_rules() {
+    let f = start(EmulatorConfig::default());
+    let region = f.get_with_token("/latest/meta-data/region-id").await;
+    assert_eq!((region.status, region.body.as_str()), (200, "cn-hangzhou"));
+    assert_eq!(region.content_type, "text/plain");
+    let instance = f.get_with_token("/latest/meta-data/instance-id").await;
+    assert_eq!(instance.status, 200);
+    assert_eq!(
+        instance.body,
+        ecs_metadata_emulator::config::DEFAULT_INSTANCE_ID
+    );
+    // Hardened-only: tokenless 403, unknown metadata token 401, like the credential paths.
+    for path in ["/latest/meta-data/region-id", "/latest/meta-data/instance-id"] {
+        assert_eq!(f.get(path, None).await.status, 403, "{path}");
+        assert_eq!(f.get(path, Some("not-a-token")).await.status, 401, "{path}");
+    }
+
+    let custom = start(EmulatorConfig {
+        region_id: "cn-beijing".to_owned(),
+        instance_id: "i-2zeaaaaaaaaaaaaaaaaa".to_owned(),
+        hardened_only: false,
+        ..EmulatorConfig::default()
+    });
+    let region = custom.get("/latest/meta-data/region-id", None).await;
+    assert_eq!((region.status, region.body.as_str()), (200, "cn-beijing"));
+    let instance = custom.get("/latest/meta-data/instance-id", None).await;
+    assert_eq!(
+        (instance.status, instance.body.as_str()),
+        (200, "i-2zeaaaaaaaaaaaaaaaaa")
+    );
+}
