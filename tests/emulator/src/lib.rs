@@ -111,6 +111,7 @@ mod protocol;
 mod server;
 mod shape;
 mod state;
+pub mod sts;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -248,6 +249,15 @@ impl Emulator {
     /// (and does nothing) when no role is attached.
     pub fn rotate_now(&self) -> bool {
         self.shared.rotate_now()
+    }
+
+    /// The AccessKeys of every credential generation this emulator has issued (each accepted
+    /// until its `Expiration` as [`sts::Principal::Role`] of the attached role), for
+    /// [`sts::StsConfig::keys`]: the STS emulator then accepts the instance role's
+    /// credentials. Detaching the role does not revoke issued keys (the real ones stay valid
+    /// until they expire too); [`sts::KeyStore::remove`] does.
+    pub fn key_store(&self) -> sts::KeyStore {
+        self.shared.keys.clone()
     }
 
     /// Invalidates every metadata token issued so far: GETs carrying them get 401.

@@ -335,7 +335,10 @@ async fn instance_facts_are_served_under_the_metadata_token_rules() {
         ecs_metadata_emulator::config::DEFAULT_INSTANCE_ID
     );
     // Hardened-only: tokenless 403, unknown metadata token 401, like the credential paths.
-    for path in ["/latest/meta-data/region-id", "/latest/meta-data/instance-id"] {
+    for path in [
+        "/latest/meta-data/region-id",
+        "/latest/meta-data/instance-id",
+    ] {
         assert_eq!(f.get(path, None).await.status, 403, "{path}");
         assert_eq!(f.get(path, Some("not-a-token")).await.status, 401, "{path}");
     }
