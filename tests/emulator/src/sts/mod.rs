@@ -48,7 +48,7 @@ mod assume;
 mod error;
 mod keys;
 mod server;
-mod sign;
+pub mod sign;
 mod state;
 mod tls;
 mod verify;

@@ -103,8 +103,8 @@ async fn handle(
         None => assume_role(&inner, &received, expired_on_arrival, &request_id),
     };
     match answer {
-        Ok(body) => {
-            inner.script.count(role_arn, Outcome::Accepted);
+        Ok((body, scheme)) => {
+            inner.script.count(role_arn, Outcome::Accepted(scheme));
             Ok(json(StatusCode::OK, body))
         }
         Err(refusal) => {
@@ -121,7 +121,7 @@ fn assume_role(
     received: &Received,
     expired_on_arrival: bool,
     request_id: &str,
-) -> Result<String, StsError> {
+) -> Result<(String, verify::Scheme), StsError> {
     let now = inner.clock.now();
     let verified = verify::verify(received, &inner.keys, &inner.nonces, now)?;
     let grant = assume::check(
@@ -137,13 +137,8 @@ fn assume_role(
         scheme = ?verified.scheme,
         "STS emulator: AssumeRole granted"
     );
-    Ok(assume::issue(
-        &grant,
-        &inner.keys,
-        now,
-        expired_on_arrival,
-        request_id,
-    ))
+    let body = assume::issue(&grant, &inner.keys, now, expired_on_arrival, request_id);
+    Ok((body, verified.scheme))
 }
 
 fn received(parts: &http::request::Parts, body: Bytes) -> Received {

@@ -9,6 +9,9 @@
 //!   CanonicalHeaders\nSignedHeaders\nHashedPayload`; `StringToSign = "ACS3-HMAC-SHA256\n" +
 //!   hex(SHA256(CanonicalRequest))`; `Signature = hex(HMAC-SHA256(AccessKeySecret,
 //!   StringToSign))`.
+//!
+//! Public so tests can sign requests to the emulator (and compare another signer with this
+//! one); the emulator itself only verifies.
 
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
@@ -24,16 +27,16 @@ const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// The V3 algorithm name, first word of `Authorization` and of the string to sign.
-pub(crate) const V3_ALGORITHM: &str = "ACS3-HMAC-SHA256";
+pub const V3_ALGORITHM: &str = "ACS3-HMAC-SHA256";
 
 /// Percent-encodes `s` as both signatures require: UTF-8, unreserved characters kept, the rest
 /// `%XX` (space `%20`, `*` `%2A`, `~` kept).
-pub(crate) fn percent_encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     utf8_percent_encode(s, RFC3986).to_string()
 }
 
 /// `k=v` pairs, encoded, sorted by encoded key then value, joined by `&`.
-pub(crate) fn canonical_query(params: &[(String, String)]) -> String {
+pub fn canonical_query(params: &[(String, String)]) -> String {
     let mut pairs: Vec<(String, String)> = params
         .iter()
         .map(|(k, v)| (percent_encode(k), percent_encode(v)))
@@ -47,7 +50,7 @@ pub(crate) fn canonical_query(params: &[(String, String)]) -> String {
 }
 
 /// The V2 string to sign for `method` over `params` (which must not contain `Signature`).
-pub(crate) fn v2_string_to_sign(method: &str, params: &[(String, String)]) -> String {
+pub fn v2_string_to_sign(method: &str, params: &[(String, String)]) -> String {
     format!(
         "{method}&{}&{}",
         percent_encode("/"),
@@ -56,37 +59,38 @@ pub(crate) fn v2_string_to_sign(method: &str, params: &[(String, String)]) -> St
 }
 
 /// `Base64(HMAC-SHA1(key, data))`.
-pub(crate) fn hmac_sha1_base64(key: &[u8], data: &str) -> String {
+pub fn hmac_sha1_base64(key: &[u8], data: &str) -> String {
     let mut mac = Hmac::<Sha1>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// The V2 `Signature` for `params` signed with `access_key_secret`.
-pub(crate) fn v2_signature(method: &str, params: &[(String, String)], secret: &str) -> String {
+pub fn v2_signature(method: &str, params: &[(String, String)], secret: &str) -> String {
     let key = format!("{secret}&");
     hmac_sha1_base64(key.as_bytes(), &v2_string_to_sign(method, params))
 }
 
 /// Lower-case hex SHA-256 of `data`.
-pub(crate) fn sha256_hex(data: &[u8]) -> String {
+pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// What goes into a V3 canonical request.
+/// What goes into a V3 canonical request (the path is always `/`, as for RPC APIs).
 #[derive(Debug)]
-pub(crate) struct V3Input<'a> {
-    pub(crate) method: &'a str,
+pub struct V3Input<'a> {
+    /// The HTTP method, upper-case.
+    pub method: &'a str,
     /// Query parameters, decoded.
-    pub(crate) query: &'a [(String, String)],
+    pub query: &'a [(String, String)],
     /// The signed headers, names lower-case, values as sent; sorted here.
-    pub(crate) headers: &'a [(String, String)],
+    pub headers: &'a [(String, String)],
     /// `x-acs-content-sha256` (hex SHA-256 of the body).
-    pub(crate) hashed_payload: &'a str,
+    pub hashed_payload: &'a str,
 }
 
 /// The V3 canonical request.
-pub(crate) fn v3_canonical_request(input: &V3Input<'_>) -> String {
+pub fn v3_canonical_request(input: &V3Input<'_>) -> String {
     let mut headers: Vec<(String, String)> = input
         .headers
         .iter()
@@ -106,7 +110,7 @@ pub(crate) fn v3_canonical_request(input: &V3Input<'_>) -> String {
 }
 
 /// The V3 `Signature` (lower-case hex) for `input` signed with `access_key_secret`.
-pub(crate) fn v3_signature(input: &V3Input<'_>, secret: &str) -> String {
+pub fn v3_signature(input: &V3Input<'_>, secret: &str) -> String {
     let string_to_sign = format!(
         "{V3_ALGORITHM}\n{}",
         sha256_hex(v3_canonical_request(input).as_bytes())

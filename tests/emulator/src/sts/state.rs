@@ -7,6 +7,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::error::StsError;
+use super::verify::Scheme;
 use crate::Times;
 
 /// One way STS misbehaves, applied to a matching request before its signature is checked.
@@ -66,6 +67,10 @@ pub struct StsCounts {
     pub roles: BTreeMap<String, RoleCounts>,
     /// Refusals by `Code`.
     pub codes: BTreeMap<String, u64>,
+    /// Accepted requests signed with RPC V2 (`HMAC-SHA1`).
+    pub accepted_v2: u64,
+    /// Accepted requests signed with V3 (`ACS3-HMAC-SHA256`).
+    pub accepted_v3: u64,
 }
 
 impl StsCounts {
@@ -83,7 +88,7 @@ impl StsCounts {
 /// How a request ended, for counting.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Outcome<'a> {
-    Accepted,
+    Accepted(Scheme),
     Refused(&'a str),
     Hung,
 }
@@ -153,7 +158,7 @@ impl Script {
             let bump = |c: &mut RoleCounts| {
                 c.calls += 1;
                 match outcome {
-                    Outcome::Accepted => c.accepted += 1,
+                    Outcome::Accepted(_) => c.accepted += 1,
                     Outcome::Refused(_) => c.refused += 1,
                     Outcome::Hung => c.hung += 1,
                 }
@@ -162,8 +167,11 @@ impl Script {
             if let Some(arn) = role_arn {
                 bump(counts.roles.entry(arn.to_owned()).or_default());
             }
-            if let Outcome::Refused(code) = outcome {
-                *counts.codes.entry(code.to_owned()).or_default() += 1;
+            match outcome {
+                Outcome::Refused(code) => *counts.codes.entry(code.to_owned()).or_default() += 1,
+                Outcome::Accepted(Scheme::V2) => counts.accepted_v2 += 1,
+                Outcome::Accepted(Scheme::V3) => counts.accepted_v3 += 1,
+                Outcome::Hung => {}
             }
         });
     }
@@ -216,7 +224,7 @@ mod tests {
     #[test]
     fn counts_by_role_and_code() {
         let script = Script::default();
-        script.count(Some("r"), Outcome::Accepted);
+        script.count(Some("r"), Outcome::Accepted(Scheme::V3));
         script.count(Some("r"), Outcome::Refused("NoPermission"));
         script.count(None, Outcome::Refused("IncompleteSignature"));
         let c = script.counts();
@@ -226,6 +234,7 @@ mod tests {
         );
         assert_eq!(c.role("r").calls, 2);
         assert_eq!(c.code("NoPermission"), 1);
+        assert_eq!((c.accepted_v2, c.accepted_v3), (0, 1));
         assert_eq!(c.role("other"), RoleCounts::default());
     }
 }
