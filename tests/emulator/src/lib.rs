@@ -1,5 +1,5 @@
 //! An emulator of the Alibaba Cloud ECS instance metadata service (`http://100.100.100.200`) as
-//! far as RAM role credentials go: hardened-mode metadata tokens, the two credential paths,
+//! far as RAM role credentials (and the instance's region and id) go: hardened-mode metadata tokens, the two credential paths,
 //! credential rotation, and scriptable faults. It is a real HTTP/1.1 server (hyper on tokio) on
 //! a local port, for our end-to-end tests, for the agent's `dev` mode, and for users' own tests.
 //!
@@ -96,6 +96,8 @@
 //! - `protocol`: the documented request rules; `shape`: faults that edit bodies; `body`: the
 //!   response body (whole, never, slow); `server`: accept loop and request pipeline;
 //!   `control`: the `/_emulator/` API.
+//! - [`sts`]: the STS emulator ([`sts::StsEmulator`], `AssumeRole` over HTTPS), beside this one:
+//!   it accepts the credentials this emulator issues ([`Emulator::key_store`]).
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]

@@ -214,8 +214,13 @@ async fn wrong_role_detach_and_unknown_paths_are_html_404() {
     let wrong = f.get(&format!("{ROLE_LIST}NotMyRole"), Some(&token)).await;
     assert!(is_404_page(&wrong), "{wrong:?}");
     assert_eq!(wrong.content_type, "text/html");
+    // An ECS metadata path the emulator does not serve (`instance-id` and `region-id` are
+    // served now: `instance_facts_are_served_under_the_metadata_token_rules`).
     assert!(is_404_page(
-        &f.get("/latest/meta-data/instance-id", Some(&token)).await
+        &f.get("/latest/meta-data/hostname", Some(&token)).await
+    ));
+    assert!(is_404_page(
+        &f.get("/latest/meta-data/instance-id/", Some(&token)).await
     ));
     assert!(is_404_page(
         &f.get("/latest/meta-data/ram/security-credentials", Some(&token))

@@ -169,7 +169,7 @@ impl StsEmulator {
         })?;
         let tls = tls::make()?;
         if let Some(path) = &config.ca_file {
-            std::fs::write(path, &tls.ca_pem).map_err(|e| {
+            write_replacing(path, &tls.ca_pem).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!("STS emulator: cannot write {}: {e}", path.display()),
@@ -273,6 +273,29 @@ impl StsEmulator {
             let _ = task.await;
         }
     }
+}
+
+/// Writes `contents` to a new file beside `path` and renames it over `path`: a reader never sees
+/// a half-written PEM, and a symlink planted at `path` is replaced, not followed.
+fn write_replacing(path: &Path, contents: &str) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STAGED: AtomicU64 = AtomicU64::new(0);
+    let n = STAGED.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{}-{n}.tmp", std::process::id()));
+    let staging = path.with_file_name(name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&staging)?;
+    let written = file
+        .write_all(contents.as_bytes())
+        .and_then(|()| std::fs::rename(&staging, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&staging);
+    }
+    written
 }
 
 impl Drop for StsEmulator {
