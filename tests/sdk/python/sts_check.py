@@ -33,6 +33,7 @@ send through `requests.Session.send`, which never reads REQUESTS_CA_BUNDLE (only
 `certifi.where()` at a bundle of certifi's roots plus the emulator's CA.
 """
 
+import atexit
 import datetime
 import json
 import os
@@ -57,6 +58,7 @@ def trust_emulator_ca():
     handle, path = tempfile.mkstemp(suffix=".pem", prefix="sts-check-ca-")
     with os.fdopen(handle, "w", encoding="ascii") as out:
         out.write(bundle)
+    atexit.register(os.remove, path)
     certifi.where = lambda: path
 
 
