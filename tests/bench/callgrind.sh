@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request: the agent and bare hyper, keep-alive and a new connection per
-# request, counted by callgrind (valgrind --tool=callgrind) in the release binaries.
+# request, counted by callgrind (valgrind --tool=callgrind) in the release binaries; and a
+# profile's caller beside an instance-role caller of one agent configured with a profile.
 #
 #   cargo build --release -p ecs-credential-agent -p ecs-credential-bench --no-default-features
 #   tests/bench/callgrind.sh [TARGET_DIR]        # TARGET_DIR defaults to target/release
@@ -13,17 +14,25 @@
 # one at a time, so the figures do not depend on the machine's load or core count: they are
 # the benchmark's machine-independent view, steady to about 1 %.
 #
-# Only loopback: the agent gets its credentials from a metadata emulator on 127.0.0.1 and
-# serves a Unix socket in a temporary directory, removed at the end with everything started.
-# Takes about a minute and a half (24 runs under valgrind); not part of CI (.ci/run), which
-# runs only `bench --smoke`.
+# Only loopback: the agent gets its credentials from a metadata emulator on 127.0.0.1 (and the
+# profile's from an STS emulator on 127.0.0.1, both in `bench emulator`) and serves a Unix
+# socket in a temporary directory, removed at the end with everything started. Takes about
+# three minutes (48 runs under valgrind); not part of CI (.ci/run), which runs only
+# `bench --smoke`.
+#
+# The servers (SERVERS, default all four): `hyper` (bare hyper), `agent` (the agent with its
+# default settings), and one agent with one `[[profile]]` matching uid 65534, its role assumed
+# from the STS emulator, asked by root (`instance`: no profile matches root, so it is served
+# the instance role) or by uid 65534 (`profile`, run through `setpriv`, which needs root): the
+# same process, configuration and socket for both, only the caller differs.
 #
 # A new connection's count varies by a few per cent from one run to the next (how the
 # runtime's threads happen to park and wake one another under valgrind's one-at-a-time
 # scheduling), a kept connection's by well under 1 %: each figure is the median of RUNS runs,
 # with their range.
 #
-# Environment: CLIENTS (default 8), FEW (500), MANY (2500), RUNS (3), AGENT (another agent
+# Environment: SERVERS (default "hyper agent instance profile"), CLIENTS (default 8), FEW
+# (500), MANY (2500), RUNS (3), AGENT (another agent
 # binary, e.g. a copy of an earlier build, to compare before and after), HYPER_ARGS (default
 # --accept-on-worker, bare hyper's accept loop on a worker like the agent's; set it empty for
 # the accept loop in block_on); KEEP=DIR keeps callgrind's output
@@ -41,6 +50,8 @@ clients=${CLIENTS:-8}
 few=${FEW:-500}
 many=${MANY:-2500}
 runs=${RUNS:-3}
+servers=${SERVERS:-hyper agent instance profile}
+nobody=65534
 for bin in "$agent" "$bench"; do
     [[ -x $bin ]] || {
         echo "callgrind.sh: no $bin; build with: cargo build --release -p ecs-credential-agent -p ecs-credential-bench --no-default-features" >&2
@@ -50,6 +61,9 @@ done
 command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind is not installed" >&2; exit 2; }
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/ecs-callgrind.XXXXXX")
+# Open to the profile's caller (uid 65534), which runs a copy of the bench binary from here.
+chmod 0755 "$dir"
+cp "$bench" "$dir/bench-client"
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do
@@ -69,10 +83,15 @@ wait_for_line() {
     done
 }
 
-"$bench" emulator >"$dir/emulator.out" &
+"$bench" emulator --sts-ca-file "$dir/sts-ca.pem" >"$dir/emulator.out" &
 pids+=($!)
-wait_for_line "$dir/emulator.out"
+until grep -q '^sts listening on ' "$dir/emulator.out" 2>/dev/null; do
+    wait_for_line "$dir/emulator.out"
+    kill -0 "${pids[-1]}" 2>/dev/null || { echo "callgrind.sh: the emulator stopped" >&2; exit 1; }
+    sleep 0.1
+done
 endpoint=$(sed -n 's/^listening on //p' "$dir/emulator.out")
+sts_endpoint=$(sed -n 's/^sts listening on //p' "$dir/emulator.out")
 
 cat >"$dir/agent.toml" <<EOF
 [metadata]
@@ -82,6 +101,37 @@ endpoint = "$endpoint"
 socket_path = "$dir/agent.sock"
 allowed_uids = [$(id -u)]
 EOF
+
+# The same agent with one profile for uid $nobody (the bench's profile, `profile.rs`).
+cat >"$dir/profile.toml" <<EOF
+[metadata]
+endpoint = "$endpoint"
+
+[server]
+socket_path = "$dir/profile.sock"
+allowed_uids = [$(id -u)]
+socket_mode = "0666"
+
+[sts]
+endpoint = "$sts_endpoint"
+ca_file = "$dir/sts-ca.pem"
+
+[[profile]]
+name = "bench"
+match = { uid = $nobody }
+role_arn = "acs:ram::123456789012:role/bench-profile"
+EOF
+
+# Runs the bench binary as CALLER (root, or nobody for the profile).
+as_caller() {
+    local caller=$1
+    shift
+    if [[ $caller == nobody ]]; then
+        setpriv --reuid "$nobody" --regid "$nobody" --clear-groups -- "$dir/bench-client" "$@"
+    else
+        "$bench" "$@"
+    fi
+}
 
 # A plain agent, to capture the body bare hyper serves (the same bytes as the agent's).
 "$agent" serve --config "$dir/agent.toml" 2>"$dir/agent.log" &
@@ -97,12 +147,17 @@ unset 'pids[-1]'
 # Runs SERVER (agent or hyper) under callgrind, sends N requests in MODE, stops it and prints
 # the instructions it executed.
 instructions() {
-    local server=$1 mode=$2 n=$3 out="$dir/callgrind.out" sock pid
+    local server=$1 mode=$2 n=$3 out="$dir/callgrind.out" sock pid caller=root
     rm -f "$out" "$dir"/*.sock
     if [[ $server == agent ]]; then
         sock=$dir/agent.sock
         valgrind --tool=callgrind --callgrind-out-file="$out" \
             "$agent" serve --config "$dir/agent.toml" 2>"$dir/valgrind.log" &
+    elif [[ $server == instance || $server == profile ]]; then
+        sock=$dir/profile.sock
+        [[ $server == profile ]] && caller=nobody
+        valgrind --tool=callgrind --callgrind-out-file="$out" \
+            "$agent" serve --config "$dir/profile.toml" 2>"$dir/valgrind.log" &
     else
         sock=$dir/hyper.sock
         valgrind --tool=callgrind --callgrind-out-file="$out" \
@@ -110,13 +165,19 @@ instructions() {
     fi
     pid=$!
     pids+=("$pid")
-    # The agent answers 200 once it holds credentials; bare hyper once it listens.
-    until "$bench" fetch "$sock" /dev/null 2>/dev/null; do
-        kill -0 "$pid" 2>/dev/null || { cat "$dir/valgrind.log" >&2; exit 1; }
-        sleep 0.2
+    # The agent answers 200 once it holds credentials; bare hyper once it listens. The agent
+    # with a profile is asked by both callers first, so that the profile's AssumeRole is
+    # behind it (in the few and the many run alike) whichever caller is measured.
+    local who=(root)
+    [[ $server == instance || $server == profile ]] && who=(root nobody)
+    for c in "${who[@]}"; do
+        until as_caller "$c" fetch "$sock" /dev/null 2>/dev/null; do
+            kill -0 "$pid" 2>/dev/null || { cat "$dir/valgrind.log" >&2; exit 1; }
+            sleep 0.2
+        done
     done
     local result
-    result=$("$bench" requests "$sock" "$mode" "$clients" "$n")
+    result=$(as_caller "$caller" requests "$sock" "$mode" "$clients" "$n")
     if ! grep -q "\"requests\":$n," <<<"$result" || ! grep -q '"errors":0,' <<<"$result"; then
         echo "callgrind.sh: $server $mode: $result" >&2
         exit 1
@@ -142,14 +203,19 @@ median_range() {
 
 printf '| server | connection | clients | instructions per request (range of %s runs) |\n|---|---|---:|---:|\n' "$runs"
 for mode in keep-alive new-conn; do
-    for server in hyper agent; do
+    for server in $servers; do
         per=()
         for _ in $(seq "$runs"); do
             a=$(instructions "$server" "$mode" "$few")
             b=$(instructions "$server" "$mode" "$many")
             per+=($(((b - a) / (many - few))))
         done
-        name=$([[ $server == agent ]] && echo agent || echo "bare hyper")
+        case $server in
+        agent) name=agent ;;
+        instance) name="agent with a profile, instance-role caller (root)" ;;
+        profile) name="agent with a profile, profile caller (uid $nobody)" ;;
+        *) name="bare hyper" ;;
+        esac
         printf '| %s | %s | %s | %s |\n' "$name" "$mode" "$clients" "$(median_range "${per[@]}")"
     done
 done

@@ -11,6 +11,7 @@
 mod load;
 mod lookup;
 mod procfs;
+mod profile;
 mod raw;
 mod report;
 mod run;
@@ -72,7 +73,12 @@ enum Cmd {
     },
     /// A metadata emulator on loopback: prints its endpoint, runs until killed (`callgrind.sh`).
     #[command(hide = true)]
-    Emulator,
+    Emulator {
+        /// Also an STS emulator (the profile's role), its CA written to this file; prints
+        /// `sts listening on ENDPOINT`.
+        #[arg(long)]
+        sts_ca_file: Option<PathBuf>,
+    },
     /// Writes the body of one `GET /v1/credentials` on SOCKET to FILE (`callgrind.sh`).
     #[command(hide = true)]
     Fetch { socket: PathBuf, body: PathBuf },
@@ -208,8 +214,8 @@ fn run_async(cmd: Cmd) -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
-        Cmd::Emulator => {
-            rt.block_on(servers::emulator());
+        Cmd::Emulator { sts_ca_file } => {
+            rt.block_on(servers::emulator(sts_ca_file));
             return ExitCode::SUCCESS;
         }
         Cmd::Load {

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::load::{LoadResult, Mode};
 use crate::lookup::Lookup;
+use crate::profile::report::{Comparison, ProfileHerd};
 use crate::sim::Lifetime;
 
 /// Bare hyper on loopback TCP: the reference of the agent's loopback listener.
@@ -85,10 +86,10 @@ impl Point {
 }
 
 /// Which per-round figure of a [`Point`] a ratio target compares.
-type Figure = fn(&Point) -> &[f64];
+pub(crate) type Figure = fn(&Point) -> &[f64];
 
 /// The two targets a ratio compares: the agent's, over its reference's.
-type Pair = (&'static str, &'static str);
+pub(crate) type Pair = (&'static str, &'static str);
 
 /// The agent's socket over bare hyper's.
 const UNIX: Pair = ("agent", "bare hyper");
@@ -201,6 +202,14 @@ pub struct Report {
     /// The loopback listener's caller lookup, per connection.
     pub lookup: Option<Lookup>,
     pub lifetimes: Vec<Lifetime>,
+    /// The cold-start herd of profile callers.
+    pub profile_herd: Option<ProfileHerd>,
+    /// Accepted `AssumeRole` calls while the profile comparison loaded the agent.
+    pub profile_assume_roles_under_load: Option<u64>,
+    /// The profile caller over the instance-role caller, per load point (full runs).
+    pub profile_comparison: Vec<Comparison>,
+    /// Why the profile comparison was left out, when it was.
+    pub profile_note: Option<String>,
     pub points: Vec<Point>,
     pub targets: Vec<Target>,
 }
@@ -226,7 +235,13 @@ impl Report {
     /// ratios. Each round measures the two back to back, so a slow spell of the (shared)
     /// machine weighs on both sides of a ratio rather than on one side of the medians.
     /// Also returns the per-round ratios.
-    fn agent_over_hyper(&self, pair: Pair, mode: Mode, c: usize, f: Figure) -> (f64, Vec<f64>) {
+    pub(crate) fn agent_over_hyper(
+        &self,
+        pair: Pair,
+        mode: Mode,
+        c: usize,
+        f: Figure,
+    ) -> (f64, Vec<f64>) {
         let (Some(a), Some(h)) = (self.point(pair.0, mode, c), self.point(pair.1, mode, c)) else {
             return (f64::NAN, Vec::new());
         };
@@ -330,7 +345,7 @@ impl Report {
         );
     }
 
-    fn target(&mut self, name: &str, required: &str, measured: String, pass: bool) {
+    pub(crate) fn target(&mut self, name: &str, required: &str, measured: String, pass: bool) {
         self.targets.push(Target {
             name: name.into(),
             required: required.into(),
@@ -354,6 +369,7 @@ impl Report {
                 h.token_puts == 1 && h.credential_gets == 1 && h.ok == h.clients && h.errors == 0,
             );
         }
+        self.profile_targets();
         if self.smoke {
             return;
         }
@@ -502,6 +518,7 @@ impl Report {
                 l.caller_ns / 1000.0
             ));
         }
+        s.push_str(&self.profile_markdown());
         if !self.smoke {
             s.push_str(&format!(
                 "Memory (agent RSS): {:.1} MiB after start, {:.1} MiB peak with {} idle connections, {:.1} MiB after they closed. \

@@ -18,6 +18,7 @@ use ecs_metadata_emulator::{Emulator, EmulatorConfig, Endpoint, Fault, Times};
 
 use crate::load::{Addr, LoadResult, Mode, REQUEST};
 use crate::procfs;
+use crate::profile::{self, AgentToml};
 use crate::report::{self, Point, Report};
 
 /// Options of a benchmark run.
@@ -25,43 +26,46 @@ use crate::report::{self, Point, Report};
 pub struct Options {
     /// A few seconds, checking only counts (herd: 1 token PUT and 1 credential GET; no errors).
     #[arg(long)]
-    smoke: bool,
+    pub(crate) smoke: bool,
     /// Measured time per load point, milliseconds.
     #[arg(long, default_value_t = 1000)]
-    duration_ms: u64,
+    pub(crate) duration_ms: u64,
     /// Unmeasured warm-up before each load point, milliseconds.
     #[arg(long, default_value_t = 300)]
-    warmup_ms: u64,
+    pub(crate) warmup_ms: u64,
     /// Rounds of the matrix (floor, bare hyper and the agent on the socket, bare hyper on
     /// loopback TCP and the agent's loopback listener, interleaved); medians are reported, and
     /// the targets take the median of the per-round agent/bare-hyper ratios.
     #[arg(long, default_value_t = 5)]
-    rounds: usize,
+    pub(crate) rounds: usize,
     /// How long the idle agent is watched for its CPU time, seconds.
     #[arg(long, default_value_t = 60)]
-    idle_secs: u64,
+    pub(crate) idle_secs: u64,
     /// The agent binary [default: `ecs-credential-agent` beside this binary, built first with
     /// `cargo build --release -p ecs-credential-agent --no-default-features` when run by cargo].
     #[arg(long)]
-    agent: Option<PathBuf>,
+    pub(crate) agent: Option<PathBuf>,
     /// Run bare hyper's accept loop in `block_on` on the main thread (as the agent did before
     /// it moved its own to a worker task) rather than in a worker task like the agent's.
     #[arg(long)]
-    hyper_accept_in_block_on: bool,
+    pub(crate) hyper_accept_in_block_on: bool,
     /// Where the JSON figures go [default: `bench.json` (`bench-smoke.json`) in the target
     /// directory].
     #[arg(long)]
-    json: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
 }
 
+/// Why the profile rows are missing when the bench does not run as root.
+const NOT_ROOT: &str = "left out: its clients run as uid 65534, which needs root";
+
 /// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     name: &'static str,
 }
 
 impl Proc {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 }
@@ -85,11 +89,11 @@ impl Drop for Proc {
     }
 }
 
-struct Bench {
-    opts: Options,
-    me: PathBuf,
+pub(crate) struct Bench {
+    pub(crate) opts: Options,
+    pub(crate) me: PathBuf,
     agent_bin: PathBuf,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     uid: u32,
     agents_started: u32,
 }
@@ -109,6 +113,9 @@ pub fn main(opts: Options) -> ExitCode {
     };
     let dir = std::env::temp_dir().join(format!("ecs-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create the bench directory");
+    // Open to the profile's callers (another uid), whatever the umask.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod the bench directory");
     let uid = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
         .unwrap_or(0);
@@ -185,7 +192,7 @@ fn read_line(out: &mut BufReader<ChildStdout>) -> String {
 }
 
 /// Runs a load child to completion and parses its result.
-fn run_load(mut cmd: Command) -> LoadResult {
+pub(crate) fn run_load(mut cmd: Command) -> LoadResult {
     let out = cmd
         .stderr(Stdio::inherit())
         .output()
@@ -237,15 +244,25 @@ pub fn get_once_at(addr: &Addr) -> Option<Vec<u8>> {
 }
 
 impl Bench {
-    /// The agent's configuration: `endpoint`, the socket, this uid allowed, and the loopback
-    /// listener on `bridge` if given.
-    fn agent_config(&self, socket: &Path, endpoint: &str, bridge: Option<SocketAddr>) -> PathBuf {
+    /// The agent's configuration: `endpoint`, the socket, this uid allowed, the loopback
+    /// listener on `bridge` if given, and `profile`'s keys and sections if given.
+    fn agent_config(
+        &self,
+        socket: &Path,
+        endpoint: &str,
+        bridge: Option<SocketAddr>,
+        profile: Option<&AgentToml>,
+    ) -> PathBuf {
         let path = socket.with_extension("toml");
         let mut text = format!(
             "[metadata]\nendpoint = {endpoint:?}\n\n[server]\nsocket_path = {:?}\nallowed_uids = [{}]\n",
             socket.display().to_string(),
             self.uid
         );
+        if let Some(profile) = profile {
+            text.push_str(&profile.server);
+            text.push_str(&profile.sections);
+        }
         if let Some(addr) = bridge {
             text.push_str(&format!("\n[bridge]\nlisten = \"{addr}\"\n"));
         }
@@ -253,12 +270,23 @@ impl Bench {
         path
     }
 
-    /// Spawns an agent against `endpoint` (with its loopback listener on `bridge`, if given);
-    /// its log goes to a file beside the socket.
-    fn spawn_agent(&mut self, endpoint: &str, bridge: Option<SocketAddr>) -> (Proc, PathBuf) {
+    /// The socket of the next agent [`Bench::spawn_agent`] starts.
+    pub(crate) fn next_agent_socket(&self) -> PathBuf {
+        self.dir
+            .join(format!("agent{}.sock", self.agents_started + 1))
+    }
+
+    /// Spawns an agent against `endpoint` (with its loopback listener on `bridge` and the
+    /// profile, if given); its log goes to a file beside the socket.
+    pub(crate) fn spawn_agent(
+        &mut self,
+        endpoint: &str,
+        bridge: Option<SocketAddr>,
+        profile: Option<&AgentToml>,
+    ) -> (Proc, PathBuf) {
+        let socket = self.next_agent_socket();
         self.agents_started += 1;
-        let socket = self.dir.join(format!("agent{}.sock", self.agents_started));
-        let config = self.agent_config(&socket, endpoint, bridge);
+        let config = self.agent_config(&socket, endpoint, bridge, profile);
         let log = std::fs::File::create(socket.with_extension("log")).expect("agent log");
         let child = Command::new(&self.agent_bin)
             .arg("serve")
@@ -286,7 +314,7 @@ impl Bench {
         bridge: Option<SocketAddr>,
     ) -> (Proc, PathBuf, Duration, Vec<u8>) {
         let t0 = Instant::now();
-        let (proc, socket) = self.spawn_agent(endpoint, bridge);
+        let (proc, socket) = self.spawn_agent(endpoint, bridge, None);
         loop {
             if let Some(raw) = get_once(&socket) {
                 return (proc, socket, t0.elapsed(), raw);
@@ -299,7 +327,7 @@ impl Bench {
         }
     }
 
-    fn child(&self, args: &[&str]) -> Command {
+    pub(crate) fn child(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.me);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped());
         cmd
@@ -322,7 +350,7 @@ impl Bench {
         Proc { child, name: kind }
     }
 
-    fn window_args(&self) -> [String; 2] {
+    pub(crate) fn window_args(&self) -> [String; 2] {
         if self.opts.smoke {
             ["100".into(), "500".into()]
         } else {
@@ -482,6 +510,14 @@ impl Bench {
             }
         }
         drop((floor, hyper, hyper_on_tcp));
+
+        // A profile's caller beside an instance-role caller, one agent (`profile.rs`).
+        let sts = profile::can_switch_uid()
+            .then(|| profile::start_sts(&emu_rt, &emu, self.dir.join("sts-ca.pem")));
+        match &sts {
+            Some(sts) => self.profile_comparison(&endpoint, sts, &mut r),
+            None => r.profile_note = Some(NOT_ROOT.into()),
+        }
         r.lookup = crate::lookup::cost(if smoke { 1_000 } else { 50_000 });
 
         // The client library and direct metadata calls.
@@ -533,14 +569,12 @@ impl Bench {
             Fault::Delay(Duration::from_millis(500)),
             Times::Next(1),
         );
-        let herd_socket = self
-            .dir
-            .join(format!("agent{}.sock", self.agents_started + 1));
+        let herd_socket = self.next_agent_socket();
         let herd = self
             .child(&["herd", &herd_socket.display().to_string(), "1000", "15000"])
             .spawn()
             .expect("start the herd");
-        let (herd_agent, socket) = self.spawn_agent(&herd_emu.endpoint(), None);
+        let (herd_agent, socket) = self.spawn_agent(&herd_emu.endpoint(), None, None);
         assert_eq!(socket, herd_socket);
         let out = herd.wait_with_output().expect("the herd");
         let res: LoadResult =
@@ -563,6 +597,10 @@ impl Bench {
             max_ms: res.seconds * 1000.0,
         });
 
+        if sts.is_some() {
+            self.profile_herd(&emu_rt, &mut r);
+        }
+
         r.lifetimes = crate::sim::lifetimes();
 
         // Idle CPU: the first agent has had no client since its start-up request.
@@ -578,6 +616,9 @@ impl Bench {
         }
         drop(idle_agent);
         emu_rt.block_on(async {
+            if let Some(sts) = sts {
+                sts.shutdown().await;
+            }
             emu.shutdown().await;
             herd_emu.shutdown().await;
         });

@@ -118,13 +118,31 @@ where
 }
 
 /// A metadata emulator on `127.0.0.1` (default configuration): prints `listening on
-/// ENDPOINT`, then serves until the process is killed.
-pub async fn emulator() {
+/// ENDPOINT`; with `sts_ca_file`, also an STS emulator that lets the metadata emulator's role
+/// assume the profile's ([`crate::profile::ROLE_ARN`]), its CA written there, and prints `sts
+/// listening on ENDPOINT`. Then serves until the process is killed.
+pub async fn emulator(sts_ca_file: Option<std::path::PathBuf>) {
+    use ecs_metadata_emulator::sts::{StsConfig, StsEmulator, TargetRole};
     use std::io::Write;
     let emu = ecs_metadata_emulator::Emulator::start_local(Default::default())
         .expect("start the emulator");
+    let mut lines = format!("listening on {}\n", emu.endpoint());
+    let _sts = sts_ca_file.map(|ca_file| {
+        let sts = StsEmulator::start(StsConfig {
+            keys: emu.key_store(),
+            roles: vec![TargetRole::new(
+                crate::profile::ROLE_ARN,
+                ecs_metadata_emulator::config::DEFAULT_ROLE_NAME,
+            )],
+            ca_file: Some(ca_file),
+            ..StsConfig::default()
+        })
+        .expect("start the STS emulator");
+        lines.push_str(&format!("sts listening on {}\n", sts.endpoint()));
+        sts
+    });
     let mut out = std::io::stdout().lock();
-    writeln!(out, "listening on {}", emu.endpoint())
+    out.write_all(lines.as_bytes())
         .and_then(|()| out.flush())
         .expect("write to stdout");
     drop(out);
