@@ -68,6 +68,11 @@ impl Proc {
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Whether the process has exited.
+    pub(crate) fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
 }
 
 impl Drop for Proc {

@@ -32,7 +32,7 @@ use ecs_metadata_emulator::{Endpoint, Fault, Times};
 use crate::load::{Addr, LoadResult, Mode};
 use crate::procfs;
 use crate::report::{Point, Report};
-use crate::run::{run_load, Bench};
+use crate::run::{run_load, Bench, Proc};
 
 /// The uid the profile's selector matches and its callers run as (`nobody`).
 pub const PROFILE_UID: u32 = 65534;
@@ -129,9 +129,9 @@ impl Bench {
         copy
     }
 
-    /// Waits until `caller` is answered `200` on `socket` (the profile's credentials are
-    /// assumed at the agent's start, asynchronously).
-    fn wait_served(&mut self, socket: &Path, caller: Caller) {
+    /// Waits until `caller` is answered `200` on `socket` by `agent` (the profile's
+    /// credentials are assumed at the agent's start, asynchronously).
+    fn wait_served(&mut self, agent: &mut Proc, socket: &Path, caller: Caller) {
         let t0 = Instant::now();
         let sock = socket.display().to_string();
         loop {
@@ -145,6 +145,11 @@ impl Bench {
                 return;
             }
             assert!(
+                !agent.exited(),
+                "the agent with a profile exited; its log: {}",
+                socket.with_extension("log").display()
+            );
+            assert!(
                 t0.elapsed() < Duration::from_secs(20),
                 "the agent never served the {caller:?} caller on {sock}"
             );
@@ -157,9 +162,9 @@ impl Bench {
     /// request, 1 and 8 clients (8 only, one round, in smoke mode).
     pub(crate) fn profile_comparison(&mut self, endpoint: &str, sts: &StsEmulator, r: &mut Report) {
         let toml = AgentToml::new(sts);
-        let (agent, socket) = self.spawn_agent(endpoint, None, Some(&toml));
-        self.wait_served(&socket, Caller::Root);
-        self.wait_served(&socket, Caller::Profile);
+        let (mut agent, socket) = self.spawn_agent(endpoint, None, Some(&toml));
+        self.wait_served(&mut agent, &socket, Caller::Root);
+        self.wait_served(&mut agent, &socket, Caller::Profile);
         let addr = Addr::Unix(socket);
         let smoke = self.opts.smoke;
         let (concs, rounds): (&[usize], usize) = if smoke {
