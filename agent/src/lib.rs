@@ -88,6 +88,7 @@ pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod process;
+pub mod profiles;
 pub mod reload;
 pub mod server;
 pub mod settings;

@@ -2,11 +2,12 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /v1/credentials` | 200, the credentials-URI JSON (see [`Credentials::to_response_body`](crate::credentials::Credentials::to_response_body)), or 503 `CredentialsUnavailable` |
-//! | `GET /v1/health` | 200 while servable credentials are held, else 503; [`Health`] JSON, never a secret |
+//! | `GET /v1/credentials` | 200, the credentials-URI JSON (see [`Credentials::to_response_body`](crate::credentials::Credentials::to_response_body)) of the caller's profile, else of the instance role; or 503 `CredentialsUnavailable` with the reason (a profile's caller never falls back to the instance role) |
+//! | `GET /v1/health` | 200 while the caller's credentials (its profile's, else the instance role's) are servable, else 503; [`Health`] JSON, never a secret; root and the agent's own uid also see every profile (`Profiles`) |
 //! | `GET /metrics` | 200, Prometheus metrics as OpenMetrics text ([`crate::metrics`]), never a secret |
 //! | carrying `X-Forwarded-For`, `Forwarded` or `Via`, or a request body | 400 `BadRequest` |
 //! | caller's uid/groups not allowed | 403 `Forbidden`, naming the uid and gid and the keys that would allow them |
+//! | caller admitted, but no `[[profile]]` matches and `[profiles] unmatched = "deny"` | 403 `Forbidden`, saying so and naming those keys |
 //! | loopback TCP caller not identified in the kernel's socket table | 403 `Forbidden` ([`UNIDENTIFIED`]) |
 //! | loopback TCP request whose `Host` is not `127.0.0.1` or `localhost` (without a port, or with the listener's) | 400 `BadRequest` |
 //! | another path | 404 `NotFound` |
@@ -28,8 +29,10 @@ use tokio::time::Instant;
 
 use crate::credentials::state::{wait_for_credentials, StateReceiver};
 use crate::credentials::{format_utc, Issued, State};
-use crate::identity::Transport;
+use crate::identity::{Caller, Transport};
 use crate::metrics::{self, Metrics};
+use crate::policy::Decision;
+use crate::profiles;
 
 /// The response type of every route.
 pub type Reply = Response<Full<Bytes>>;
@@ -63,6 +66,12 @@ pub enum ApiError {
         /// from the user database; the socket's mode and group do not apply to it).
         transport: Transport,
     },
+    /// 403: the caller is admitted by `allowed_uids`/`allowed_gids`, but no profile matches it
+    /// and `[profiles] unmatched = "deny"`.
+    NoProfile {
+        /// The caller's effective uid.
+        uid: u32,
+    },
     /// 403: the caller of a loopback TCP connection could not be identified (its socket was
     /// not found open in the kernel's socket table, or the lookup failed): never taken for
     /// anyone, least of all root.
@@ -84,7 +93,7 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
-            ApiError::Forbidden { .. } | ApiError::Unidentified => {
+            ApiError::Forbidden { .. } | ApiError::NoProfile { .. } | ApiError::Unidentified => {
                 (StatusCode::FORBIDDEN, "Forbidden")
             }
             ApiError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
@@ -116,6 +125,11 @@ impl ApiError {
                 gid,
                 transport,
             } => forbidden_message(*uid, *gid, *transport).into(),
+            ApiError::NoProfile { uid } => format!(
+                "caller uid {uid} matches no profile: add a [[profile]] whose match selects it, \
+                 or set [profiles] unmatched = \"instance-role\" to serve it the instance role"
+            )
+            .into(),
             ApiError::Unidentified => UNIDENTIFIED.into(),
             ApiError::NotFound => {
                 "unknown path; use /v1/credentials, /v1/health or /metrics".into()
@@ -158,6 +172,19 @@ impl ApiError {
         .into_bytes();
         out.extend_from_slice(&body);
         out
+    }
+}
+
+/// The `403` for `caller`, refused by `decision` (not allowed, or matched by no profile under
+/// `[profiles] unmatched = "deny"`).
+pub(crate) fn refusal(caller: &Caller, decision: Decision) -> ApiError {
+    match decision {
+        Decision::Unmatched => ApiError::NoProfile { uid: caller.uid },
+        _ => ApiError::Forbidden {
+            uid: caller.uid,
+            gid: caller.gid(),
+            transport: caller.transport,
+        },
     }
 }
 
@@ -286,6 +313,12 @@ pub struct Health {
     pub clock_skew_seconds: Option<i64>,
     /// One line for humans.
     pub message: String,
+    /// The caller's profile, when its credentials are a profile's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Every profile's health by name (root and the agent's own uid only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<std::collections::BTreeMap<String, Health>>,
 }
 
 impl Health {
@@ -315,13 +348,24 @@ impl Health {
             stale,
             clock_skew_seconds: state.clock_skew_secs,
             message,
+            profile: None,
+            profiles: None,
         }
     }
 }
 
-/// `GET /v1/health`: 200 while servable credentials are held, else 503.
-pub fn health(state: &StateReceiver) -> Reply {
-    let health = Health::of(&state.borrow(), Instant::now());
+/// `GET /v1/health`: 200 while the credentials of `state` (`profile`'s, when named) are
+/// servable, else 503; with `all`, also every profile's health (`Profiles`).
+pub fn health(state: &StateReceiver, profile: Option<&str>, all: Option<&profiles::Set>) -> Reply {
+    let now = Instant::now();
+    let mut health = Health::of(&state.borrow(), now);
+    health.profile = profile.map(str::to_owned);
+    health.profiles = all.filter(|set| !set.profiles.is_empty()).map(|set| {
+        set.profiles
+            .iter()
+            .map(|p| (p.name.to_string(), Health::of(&p.state.borrow(), now)))
+            .collect()
+    });
     let status = match health.status {
         "Unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::OK,
