@@ -54,6 +54,10 @@
 //! as sent (label values come from fixed sets, so cardinality is bounded).
 
 pub mod config;
+mod profile;
+
+pub use profile::Served;
+use profile::{ProfileGauges, ProfileLabels};
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -90,12 +94,6 @@ struct RefreshLabels {
 struct ProfileRefreshLabels {
     profile: String,
     result: &'static str,
-}
-
-/// Labels of the per-profile series.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProfileLabels {
-    profile: String,
 }
 
 /// Labels of `metadata_requests_total` and `socket_requests_total`.
@@ -463,83 +461,6 @@ impl Collector for StateGauges {
         for (name, help, value) in i64_gauges {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
-        Ok(())
-    }
-}
-
-/// One profile's `profile_credentials_served_total` series ([`Metrics::profile_served`]).
-#[derive(Debug, Clone)]
-pub struct Served(Counter);
-
-impl Served {
-    /// Counts one answer.
-    pub fn inc(&self) {
-        self.0.inc();
-    }
-}
-
-/// Reads the profiles' credential gauges at a scrape.
-type ReadProfileGauges = Box<dyn Fn(Instant) -> Vec<(String, CredentialGauges)> + Send + Sync>;
-
-/// The profiles' credential gauges, computed at scrape time by the installed function.
-#[derive(Default)]
-struct ProfileGauges {
-    read: Mutex<Option<ReadProfileGauges>>,
-}
-
-impl std::fmt::Debug for ProfileGauges {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ProfileGauges")
-    }
-}
-
-impl Collector for ProfileGauges {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let rows = match self.read.lock() {
-            Ok(read) => read.as_ref().map(|read| read(Instant::now())),
-            Err(_) => None,
-        }
-        .unwrap_or_default();
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let seconds = Some(&Unit::Seconds);
-        let gauges: [(&str, &str, Option<&Unit>, fn(&CredentialGauges) -> f64); 4] = [
-            (
-                "profile_credentials_expires_in",
-                "Seconds until Expiration of the profile's held credentials (0 when none are held).",
-                seconds,
-                |g| g.expires_in.as_secs_f64(),
-            ),
-            (
-                "profile_credentials_generation",
-                "Generation number of the profile's held credentials (0 when none are held).",
-                None,
-                |g| g.generation as f64,
-            ),
-            (
-                "profile_ready",
-                "1 while the profile's valid credentials are held and served, else 0.",
-                None,
-                |g| f64::from(u8::from(g.ready)),
-            ),
-            (
-                "profile_credentials_stale",
-                "1 while the profile's credentials are served although its last refresh failed, else 0.",
-                None,
-                |g| f64::from(u8::from(g.stale)),
-            ),
-        ];
-        for (name, help, unit, value) in gauges {
-            let kind = ConstGauge::new(0.0).metric_type();
-            let mut family = encoder.encode_descriptor(name, help, unit, kind)?;
-            for (profile, g) in &rows {
-                let labels = ProfileLabels {
-                    profile: profile.clone(),
-                };
-                ConstGauge::new(value(g)).encode(family.encode_family(&labels)?)?;
-            }
         }
         Ok(())
     }

@@ -338,12 +338,14 @@ fn read_selector(v: &toml::Value) -> Result<Selector, Vec<String>> {
             "gid" => id(v).map(|n| s.gid = Some(n)),
             "group" => text(v).and_then(group).map(|g| s.group = Some(g)),
             "unit" => text(v).and_then(unit).map(|u| s.unit = Some(u)),
-            "exe" => text(v)
-                .map(PathBuf::from)
-                .and_then(|p| match p.is_absolute() {
-                    true => Ok(s.exe = Some(p)),
-                    false => Err(format!("expected an absolute path, got {v}")),
-                }),
+            "exe" => text(v).map(PathBuf::from).and_then(|p| {
+                if p.is_absolute() {
+                    s.exe = Some(p);
+                    Ok(())
+                } else {
+                    Err(format!("expected an absolute path, got {v}"))
+                }
+            }),
             "exe_sha256" => text(v).and_then(sha256).map(|h| s.exe_sha256 = Some(h)),
             _ => Err(format!(
                 "unknown key (known: {}){}",

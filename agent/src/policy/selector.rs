@@ -34,8 +34,11 @@ const MAX_CACHED_HASHES: usize = 256;
 /// An executable file version: device, inode, size, modification time (s, ns).
 type FileVersion = (u64, u64, u64, i64, i64);
 
-/// Hashes already computed, by file version.
-static HASHES: Mutex<Option<HashMap<FileVersion, [u8; 32]>>> = Mutex::new(None);
+/// SHA-256 hashes by file version.
+type Hashes = HashMap<FileVersion, [u8; 32]>;
+
+/// Hashes already computed.
+static HASHES: Mutex<Option<Hashes>> = Mutex::new(None);
 
 impl Selector {
     /// Whether `caller` matches every key given (see the module docs).
@@ -104,7 +107,7 @@ fn exe_sha256(caller: &Caller) -> Option<[u8; 32]> {
         meta.mtime(),
         meta.mtime_nsec(),
     );
-    let cached = |f: &mut dyn FnMut(&mut HashMap<FileVersion, [u8; 32]>) -> Option<[u8; 32]>| {
+    let cached = |f: &mut dyn FnMut(&mut Hashes) -> Option<[u8; 32]>| {
         let mut guard = HASHES.lock().unwrap_or_else(PoisonError::into_inner);
         f(guard.get_or_insert_with(HashMap::new))
     };
