@@ -270,4 +270,95 @@ mod tests {
         r.reload().unwrap();
         assert_eq!(r.current().log.level, "debug");
     }
+
+    /// A registry whose factory counts the refreshers it builds.
+    fn counting_registry() -> (Registry, Arc<std::sync::atomic::AtomicUsize>) {
+        use crate::test_support::FixedSource;
+        use crate::time::{SharedTimeSource, SystemClock};
+        let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&built);
+        let time: SharedTimeSource = Arc::new(SystemClock);
+        let source_time = Arc::clone(&time);
+        let make = move |spec: &crate::sources::sts::RoleSpec| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            FixedSource {
+                key: spec.profile.clone(),
+                fail: None,
+                time: Arc::clone(&source_time),
+            }
+        };
+        let metrics = crate::metrics::Metrics::new();
+        let factory = profiles::factory(make, Default::default(), time, metrics.clone());
+        (Registry::new(factory, metrics), built)
+    }
+
+    fn profile(name: &str, uid: u32, duration: u32) -> String {
+        format!(
+            "[[profile]]\nname = \"{name}\"\nmatch = {{ uid = {uid} }}\n\
+             role_arn = \"acs:ram::1:role/{name}\"\nduration_secs = {duration}\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn a_reload_publishes_profiles_and_keeps_unchanged_refreshers() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, &profile("a", 1000, 3600));
+        let source = Source {
+            path: Some(path.clone()),
+            ..Source::default()
+        };
+        let current = Config::load(Some(&path), &Overrides::default()).unwrap();
+        let (registry, built) = counting_registry();
+        let (mut r, rx) = Reloader::new(source, current, Some(registry));
+        assert_eq!(rx.borrow().profiles.specs[0].name, "a");
+        assert_eq!(built.load(Ordering::SeqCst), 1);
+        let a_state = rx.borrow().profiles.profiles[0].state.clone();
+        // `a` unchanged, `b` added, `unmatched` changed: published, one new refresher.
+        let text = format!(
+            "[profiles]\nunmatched = \"deny\"\n{}{}",
+            profile("a", 1000, 3600),
+            profile("b", 1001, 900)
+        );
+        write(&dir, &text);
+        let done = r.reload().unwrap();
+        assert!(done.profiles_changed && !done.server_changed);
+        assert!(done.needs_restart.is_empty(), "{:?}", done.needs_restart);
+        let published = rx.borrow().clone();
+        assert_eq!(published.profiles.unmatched, crate::policy::Unmatched::Deny);
+        assert_eq!(published.profiles.specs.len(), 2);
+        assert!(published.profiles.profiles[0].state.same_channel(&a_state));
+        assert_eq!(built.load(Ordering::SeqCst), 2);
+        // The same file again: nothing to publish, nothing built.
+        assert!(!r.reload().unwrap().profiles_changed);
+        assert_eq!(built.load(Ordering::SeqCst), 2);
+        // An invalid profile: rejected whole, the profiles in force stay.
+        write(&dir, &profile("bad name", 1000, 3600));
+        let e = r.reload().unwrap_err().to_string();
+        assert!(e.contains("[[profile]] #1 name"), "{e}");
+        assert_eq!(rx.borrow().profiles.specs.len(), 2);
+    }
+
+    #[test]
+    fn profiles_without_a_profile_source_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "[server]\nallowed_uids = [7]\n");
+        let source = Source {
+            path: Some(path.clone()),
+            ..Source::default()
+        };
+        let current = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert!(check_profiles(&current, false).is_ok());
+        let (mut r, rx) = Reloader::new(source, current, None);
+        write(&dir, &profile("a", 1000, 3600));
+        let e = r.reload().unwrap_err().to_string();
+        assert!(
+            e.contains("[[profile]] \"a\": profiles need the STS source"),
+            "{e}"
+        );
+        assert!(rx.borrow().profiles.specs.is_empty());
+        let with = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert!(check_profiles(&with, true).is_ok());
+        assert!(check_profiles(&with, false).is_err());
+    }
 }

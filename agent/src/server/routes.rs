@@ -126,8 +126,9 @@ impl ApiError {
                 transport,
             } => forbidden_message(*uid, *gid, *transport).into(),
             ApiError::NoProfile { uid } => format!(
-                "caller uid {uid} matches no profile: add a [[profile]] whose match selects it, \
-                 or set [profiles] unmatched = \"instance-role\" to serve it the instance role"
+                "caller uid {uid} matches no profile and [profiles] unmatched = \"deny\": add \
+                 a [[profile]] whose match selects it, or set [profiles] unmatched = \
+                 \"instance-role\""
             )
             .into(),
             ApiError::Unidentified => UNIDENTIFIED.into(),
@@ -522,6 +523,7 @@ mod tests {
                 403,
                 "Forbidden",
             ),
+            (ApiError::NoProfile { uid: 1000 }, 403, "Forbidden"),
             (ApiError::NotFound, 404, "NotFound"),
             (ApiError::MethodNotAllowed, 405, "MethodNotAllowed"),
             (

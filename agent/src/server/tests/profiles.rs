@@ -214,31 +214,31 @@ fn child_client() {
 
 #[tokio::test]
 async fn a_reload_remaps_then_refuses_an_open_connection_at_its_next_request() {
+    let other = uid(me().wrapping_add(1));
     let (_r1, first) = profile_set(&[Row("a", uid(me()), None)], Unmatched::InstanceRole);
     let (_r2, second) = profile_set(&[Row("b", uid(me()), None)], Unmatched::InstanceRole);
-    let (_r3, none) = profile_set(
-        &[Row("c", uid(me().wrapping_add(1)), None)],
-        Unmatched::Deny,
-    );
+    let (_r3, unmatched) = profile_set(&[Row("c", other.clone(), None)], Unmatched::InstanceRole);
+    let (_r4, none) = profile_set(&[Row("c", other, None)], Unmatched::Deny);
     // Root is judged like anyone, and no list admits it: only a profile does.
     let h = start(first, true, Vec::new());
     let mut s = h.connect().await;
     let r = get_on(&mut s, "/v1/credentials").await;
     assert_eq!(r.json()["AccessKeyId"], "KEY-a", "{}", r.text());
+    // Its profile changed: the new one's credentials at the next request.
     h.reload_profiles(second);
     let r = wait_for_key(&mut s, "KEY-b").await;
     assert_eq!(r.status, 200);
-    // Now listed but matched by no profile, under `deny`: refused, naming the keys.
+    // Now listed, matched by no profile, under `instance-role`: re-mapped to the instance role.
     h.reload(|c| c.allowed_uids = vec![me()]);
+    h.reload_profiles(unmatched);
+    wait_for_key(&mut s, INSTANCE_KEY).await;
+    // Under `deny`: refused, naming the keys, and the connection closes.
     h.reload_profiles(none);
     let r = wait_for_status(&mut s, 403).await;
     r.assert_error(403, "Forbidden");
     let message = r.json()["Message"].as_str().unwrap().to_owned();
     assert!(message.contains("matches no profile"), "{message}");
-    assert!(
-        message.contains("[[profile]] match") || message.contains("[[profile]]"),
-        "{message}"
-    );
+    assert!(message.contains("[[profile]] whose match"), "{message}");
     assert!(message.contains("[profiles] unmatched"), "{message}");
     assert_eq!(r.header("connection"), Some("close"));
 }
