@@ -32,12 +32,17 @@
 //!   source, generic over it) and the published state. Uses no source.
 //! - [`sources`]: credential sources, each knowing one upstream and returning validated
 //!   credentials or a typed error: [`sources::metadata`], the hardened-mode metadata client
-//!   (metadata token cache, retry table, parsing) for the instance role.
+//!   (metadata token cache, retry table, parsing) for the instance role; [`sources::sts`], the
+//!   profiles' roles assumed through STS.
 //! - [`identity`]: the [`Caller`](identity::Caller) a transport captures at accept (uid, gid,
 //!   groups, pid, a pidfd or `/proc` handle on its process); a leaf, and the only module that
 //!   reads the peer's socket options.
 //! - [`policy`]: [`authorize`](policy::authorize), the one judgement of a caller against the
-//!   rules in force; depends only on `identity`.
+//!   rules in force (the `[[profile]]` selectors first, then the uid and group lists); depends
+//!   only on `identity` (and `settings` for `[profiles]`).
+//! - [`profiles`]: one refresher per distinct profile role (built through a factory the daemon
+//!   is given), reconciled on reload, and the profile set the server answers profile callers
+//!   from.
 //! - [`server`]: the Unix socket (bind safely), admission, connections, routes, audit trail,
 //!   and the loopback TCP listener for metrics.
 //! - [`metrics`]: Prometheus metrics, on the socket (`GET /metrics`) and an optional loopback
@@ -88,6 +93,7 @@ pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod process;
+pub mod profiles;
 pub mod reload;
 pub mod server;
 pub mod settings;

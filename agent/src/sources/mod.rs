@@ -14,3 +14,4 @@
 //! [`Source`]: crate::credentials::Source
 
 pub mod metadata;
+pub mod sts;
