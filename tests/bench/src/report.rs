@@ -185,6 +185,8 @@ pub struct Target {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub smoke: bool,
+    /// Only the profile comparison was run (`--profiles-only`).
+    pub profiles_only: bool,
     pub machine: Machine,
     /// `/proc/loadavg` when the run started.
     pub loadavg_at_start: String,
@@ -370,7 +372,7 @@ impl Report {
             );
         }
         self.profile_targets();
-        if self.smoke {
+        if self.smoke || self.profiles_only {
             return;
         }
         self.throughput_and_cpu_targets();
@@ -519,7 +521,7 @@ impl Report {
             ));
         }
         s.push_str(&self.profile_markdown());
-        if !self.smoke {
+        if !self.smoke && !self.profiles_only {
             s.push_str(&format!(
                 "Memory (agent RSS): {:.1} MiB after start, {:.1} MiB peak with {} idle connections, {:.1} MiB after they closed. \
                  Start-up to first credentials: {} ms. Release binary: {:.2} MiB ({} bytes).\n\n",
@@ -545,7 +547,7 @@ impl Report {
             }
             s.push('\n');
         }
-        if !self.smoke {
+        if !self.smoke && !self.profiles_only {
             s.push_str(
                 "Targets against bare hyper: the median of the per-round ratios (each round \
                  measures bare hyper and the agent back to back, with the raw client); the rounds' \

@@ -27,6 +27,10 @@ pub struct Options {
     /// A few seconds, checking only counts (herd: 1 token PUT and 1 credential GET; no errors).
     #[arg(long)]
     pub(crate) smoke: bool,
+    /// Only the profile comparison (a profile's caller beside an instance-role caller, and the
+    /// profile's cold-start herd), about a minute; needs root.
+    #[arg(long, conflicts_with = "smoke")]
+    pub(crate) profiles_only: bool,
     /// Measured time per load point, milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub(crate) duration_ms: u64,
@@ -54,9 +58,6 @@ pub struct Options {
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
 }
-
-/// Why the profile rows are missing when the bench does not run as root.
-const NOT_ROOT: &str = "left out: its clients run as uid 65534, which needs root";
 
 /// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
 pub(crate) struct Proc {
@@ -382,11 +383,13 @@ impl Bench {
         r.agent_binary_bytes = std::fs::metadata(&self.agent_bin)
             .map(|m| m.len())
             .unwrap_or(0);
-        let emu_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("emulator runtime");
+        let emu_rt = emulator_runtime();
+        if self.opts.profiles_only {
+            self.profiles_only(&emu_rt, &mut r);
+            r.machine = report::Machine::describe();
+            r.evaluate();
+            return r;
+        }
         let emu = emu_rt
             .block_on(async { Emulator::start_local(EmulatorConfig::default()) })
             .expect("start the emulator");
@@ -521,7 +524,7 @@ impl Bench {
             .then(|| profile::start_sts(&emu_rt, &emu, self.dir.join("sts-ca.pem")));
         match &sts {
             Some(sts) => self.profile_comparison(&endpoint, sts, &mut r),
-            None => r.profile_note = Some(NOT_ROOT.into()),
+            None => r.profile_note = Some(profile::NOT_ROOT.into()),
         }
         r.lookup = crate::lookup::cost(if smoke { 1_000 } else { 50_000 });
 
@@ -631,6 +634,15 @@ impl Bench {
         r.evaluate();
         r
     }
+}
+
+/// The runtime the emulators run on, in this process.
+pub(crate) fn emulator_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("emulator runtime")
 }
 
 /// A loopback port free right now (bound to port 0 and released): the child that binds it

@@ -46,6 +46,9 @@ pub const INSTANCE_CALLER: &str = "agent, instance-role caller";
 /// The row of the uid-65534 caller, served the profile's role by the same agent.
 pub const PROFILE_CALLER: &str = "agent, profile caller";
 
+/// Why the profile rows are missing when the bench does not run as root.
+pub const NOT_ROOT: &str = "left out: its clients run as uid 65534, which needs root";
+
 /// Who a load client runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
@@ -203,6 +206,26 @@ impl Bench {
         // The profile's credentials were assumed once, before the load: none during it.
         r.profile_assume_roles_under_load =
             Some(sts.counts().role(ROLE_ARN).accepted.saturating_sub(before));
+    }
+
+    /// `--profiles-only`: the comparison and the herd, against a metadata emulator of their
+    /// own.
+    pub(crate) fn profiles_only(&mut self, rt: &tokio::runtime::Runtime, r: &mut Report) {
+        r.profiles_only = true;
+        if !can_switch_uid() {
+            r.profile_note = Some(NOT_ROOT.into());
+            return;
+        }
+        let metadata = rt
+            .block_on(async { Emulator::start_local(EmulatorConfig::default()) })
+            .expect("start the metadata emulator");
+        let sts = start_sts(rt, &metadata, self.dir.join("sts-ca.pem"));
+        self.profile_comparison(&metadata.endpoint(), &sts, r);
+        self.profile_herd(rt, r);
+        rt.block_on(async {
+            sts.shutdown().await;
+            metadata.shutdown().await;
+        });
     }
 
     /// `bench load` against `addr` as `caller`.
