@@ -102,6 +102,8 @@ sections! {
     metrics: crate::metrics::config::Config,
     /// `[bridge]`.
     bridge: crate::server::bridge::config::Config,
+    /// `[sts]`.
+    sts: crate::sources::sts::config::Config,
 }
 
 /// A configuration that could not be used: every problem found, each naming its key.

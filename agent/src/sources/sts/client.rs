@@ -1,0 +1,354 @@
+//! The HTTPS side of the STS client: TLS, the signed `AssumeRole` request, reading the answer.
+//!
+//! # Transport
+//!
+//! HTTPS only, HTTP/1.1, rustls with the `ring` provider. Trusted roots: the system's trust
+//! store (read once at start by `rustls-native-certs`: `SSL_CERT_FILE`/`SSL_CERT_DIR`, else the
+//! distribution's bundle) plus the certificates of `[sts] ca_file`, if set. No redirects, no
+//! proxy unless `[sts] proxy` is set (`HTTPS_PROXY` and friends are ignored), no retries inside
+//! a call (the refresher backs off). Limits: `connect_timeout` to connect and finish the TLS
+//! handshake, `read_timeout` per read, and `connect_timeout + 2 × read_timeout` for the whole
+//! call. Bodies over [`MAX_BODY_BYTES`] are refused.
+//!
+//! # Request
+//!
+//! `POST https://<endpoint>/?<query>` with an empty body, signed with `ACS3-HMAC-SHA256`
+//! ([`super::sign`]). POST with the parameters in the query is what the generated STS SDK
+//! (`sts-20150401`) sends for this RPC-style API, and the V3 document's own example is a POST;
+//! GET would be signed the same way. Headers: `host`, `x-acs-action: AssumeRole`,
+//! `x-acs-version: 2015-04-01`, `x-acs-date` (UTC, from the injected clock),
+//! `x-acs-signature-nonce` (128 random bits, hex), `x-acs-content-sha256` (of the empty body),
+//! `x-acs-security-token` (the instance role's SecurityToken), all signed, then
+//! `Authorization`. Query: `RoleArn`, `RoleSessionName`, `DurationSeconds` (always: omitted, STS
+//! grants 3600 s whatever the role allows) and `Policy` when the profile sets one.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, DATE};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use super::config::{Config, Endpoint};
+use super::error::{self, StsError};
+use super::response::{self, MAX_BODY_BYTES};
+use super::sign;
+use crate::credentials::{format_utc, Credentials};
+use crate::sources::metadata::response::parse_http_date;
+use crate::time::SharedTimeSource;
+
+/// `x-acs-version` of STS `AssumeRole`.
+pub const API_VERSION: &str = "2015-04-01";
+
+/// A `[sts]` setting the client cannot use. Fatal at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum StsConfigError {
+    /// `[sts] ca_file` cannot be read or holds no PEM certificate.
+    #[error("[sts] ca_file {path:?}: {reason}")]
+    CaFile {
+        /// The configured path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No trusted root certificate at all: the system store is empty or unreadable and no
+    /// `ca_file` is set.
+    #[error(
+        "no trusted root certificates for STS: the system trust store is empty or unreadable \
+         (install ca-certificates, or set SSL_CERT_FILE) and [sts] ca_file is unset"
+    )]
+    NoTrustRoots,
+    /// The TLS or HTTP client could not be set up (including a proxy reqwest refuses).
+    #[error("cannot set up the STS HTTPS client: {0}")]
+    Client(String),
+}
+
+/// The credentials a call is signed with: the instance role's. `Debug` shows the AccessKeyId
+/// only.
+pub struct SigningKey {
+    /// `AccessKeyId` (not secret).
+    pub access_key_id: String,
+    /// `AccessKeySecret`.
+    pub access_key_secret: SecretString,
+    /// `SecurityToken`, sent as `x-acs-security-token`.
+    pub security_token: SecretString,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One `AssumeRole` call's parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// `RoleArn`.
+    pub role_arn: &'a str,
+    /// `RoleSessionName`.
+    pub role_session_name: &'a str,
+    /// `DurationSeconds`.
+    pub duration_secs: u32,
+    /// `Policy`, when the profile sets a session policy.
+    pub policy: Option<&'a str>,
+}
+
+/// A successful call: the new credentials and STS's `Date` header, if it sent one.
+#[derive(Debug)]
+pub struct Assumed {
+    /// The new credentials (`LastUpdated` = local time of the answer).
+    pub credentials: Credentials,
+    /// STS's clock when it answered.
+    pub service_time: Option<SystemTime>,
+}
+
+/// The STS HTTPS client, shared by every profile.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    deadline: Duration,
+    time: SharedTimeSource,
+}
+
+impl Client {
+    /// A client for `config`, reading the wall clock from `time` (`x-acs-date`, `LastUpdated`).
+    ///
+    /// # Errors
+    /// [`StsConfigError`]: `ca_file` unreadable or empty, no trusted roots at all, or a client
+    /// reqwest cannot build.
+    pub fn new(config: &Config, time: SharedTimeSource) -> Result<Client, StsConfigError> {
+        let tls = tls_config(config.ca_file.as_deref())?;
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .https_only(true)
+            .no_proxy()
+            .http1_only()
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .user_agent(concat!("ecs-credential-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(proxy) = &config.proxy {
+            let proxy = reqwest::Proxy::https(&**proxy)
+                .map_err(|_| StsConfigError::Client("[sts] proxy is not usable".to_owned()))?;
+            builder = builder.proxy(proxy);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| StsConfigError::Client(innermost(&e)))?;
+        Ok(Client {
+            http,
+            deadline: config.connect_timeout + 2 * config.read_timeout,
+            time,
+        })
+    }
+
+    /// Calls `AssumeRole` on `endpoint` with `call`, signed with `key`.
+    ///
+    /// # Errors
+    /// [`StsError`]: STS's error answers mapped by [`error::from_answer`]; `Unreachable`,
+    /// `Timeout` for transport failures; `InvalidResponse` for an answer that is not the
+    /// documented JSON.
+    pub async fn assume_role(
+        &self,
+        endpoint: &Endpoint,
+        key: &SigningKey,
+        call: &Call<'_>,
+    ) -> Result<Assumed, StsError> {
+        let request = self.signed_request(endpoint, key, call)?;
+        let exchange = async {
+            let response = self
+                .http
+                .execute(request)
+                .await
+                .map_err(|e| transport_error(&e, endpoint, self.deadline))?;
+            read_answer(response, endpoint, self.deadline).await
+        };
+        let (status, date, body) = tokio::time::timeout(self.deadline, exchange)
+            .await
+            .map_err(|_| StsError::Timeout {
+                endpoint: endpoint.to_string(),
+                after: self.deadline,
+            })??;
+        if status != 200 {
+            return Err(error::from_answer(status, &body, call.role_arn));
+        }
+        let credentials = response::parse_credentials(&body, self.time.now())?;
+        Ok(Assumed {
+            credentials,
+            service_time: date,
+        })
+    }
+
+    /// The signed `POST` for `call`.
+    fn signed_request(
+        &self,
+        endpoint: &Endpoint,
+        key: &SigningKey,
+        call: &Call<'_>,
+    ) -> Result<reqwest::Request, StsError> {
+        let date = format_utc(OffsetDateTime::from(self.time.now()));
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let hashed_payload = sign::hex_sha256(b"");
+        let duration = call.duration_secs.to_string();
+        let mut query = vec![
+            ("RoleArn", call.role_arn),
+            ("RoleSessionName", call.role_session_name),
+            ("DurationSeconds", duration.as_str()),
+        ];
+        if let Some(policy) = call.policy {
+            query.push(("Policy", policy));
+        }
+        let token = key.security_token.expose_secret();
+        let headers = [
+            ("host", endpoint.authority()),
+            ("x-acs-action", "AssumeRole"),
+            ("x-acs-version", API_VERSION),
+            ("x-acs-date", date.as_str()),
+            ("x-acs-signature-nonce", nonce.as_str()),
+            ("x-acs-content-sha256", hashed_payload.as_str()),
+            ("x-acs-security-token", token),
+        ];
+        let signed = sign::Request {
+            method: "POST",
+            query: &query,
+            headers: &headers,
+            hashed_payload: &hashed_payload,
+        };
+        let authorization = sign::authorization(
+            &signed,
+            &key.access_key_id,
+            key.access_key_secret.expose_secret(),
+        );
+        let url = format!("{endpoint}/?{}", sign::canonical_query(&query));
+        let mut builder = self.http.post(url).header(ACCEPT, "application/json");
+        for (name, value) in headers
+            .iter()
+            .chain([&("authorization", authorization.as_str())])
+        {
+            let mut value =
+                HeaderValue::from_str(value).map_err(|_| StsError::InvalidResponse {
+                    status: 0,
+                    what: format!("the {name} header of the request is not a valid header value"),
+                })?;
+            value.set_sensitive(matches!(*name, "x-acs-security-token" | "authorization"));
+            builder = builder.header(*name, value);
+        }
+        builder.build().map_err(|e| StsError::Unreachable {
+            endpoint: endpoint.to_string(),
+            reason: format!("cannot build the request: {}", innermost(&e)),
+        })
+    }
+}
+
+/// Reads status, `Date` and the body (capped at [`MAX_BODY_BYTES`], zeroized on drop).
+async fn read_answer(
+    mut response: reqwest::Response,
+    endpoint: &Endpoint,
+    deadline: Duration,
+) -> Result<(u16, Option<SystemTime>, Zeroizing<Vec<u8>>), StsError> {
+    let status = response.status().as_u16();
+    let date = response
+        .headers()
+        .get(DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date);
+    let too_large = || StsError::InvalidResponse {
+        status,
+        what: format!("body over {MAX_BODY_BYTES} bytes"),
+    };
+    if response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Zeroizing::new(Vec::with_capacity(MAX_BODY_BYTES));
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(&e, endpoint, deadline))?
+    {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, date, body))
+}
+
+/// The rustls configuration: the system's roots plus `ca_file`'s certificates, `ring`.
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, StsConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "cannot read part of the system trust store");
+    }
+    let (system, ignored) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let bad = |reason: String| StsConfigError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(format!("cannot read it ({e})")))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("not a PEM file ({e})")))?;
+        if certs.is_empty() {
+            return Err(bad("holds no PEM certificate".to_owned()));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| bad(format!("a certificate is not usable as a root ({e})")))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(StsConfigError::NoTrustRoots);
+    }
+    tracing::debug!(
+        system_roots = system,
+        ignored,
+        total_roots = roots.len(),
+        "STS trust roots loaded"
+    );
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StsConfigError::Client(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// The error for a transport failure `e` talking to `endpoint`.
+fn transport_error(e: &reqwest::Error, endpoint: &Endpoint, deadline: Duration) -> StsError {
+    if e.is_timeout() && !e.is_connect() {
+        return StsError::Timeout {
+            endpoint: endpoint.to_string(),
+            after: deadline,
+        };
+    }
+    StsError::Unreachable {
+        endpoint: endpoint.to_string(),
+        reason: innermost(e),
+    }
+}
+
+/// The innermost cause of `e` (e.g. "invalid peer certificate: UnknownIssuer").
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
