@@ -2,12 +2,12 @@
 //!
 //! # Transport
 //!
-//! HTTPS only, HTTP/1.1, rustls with the `ring` provider. Trusted roots: the system's trust
-//! store (read once at start by `rustls-native-certs`: `SSL_CERT_FILE`/`SSL_CERT_DIR`, else the
-//! distribution's bundle) plus the certificates of `[sts] ca_file`, if set. No redirects, no
-//! proxy unless `[sts] proxy` is set (`HTTPS_PROXY` and friends are ignored), no retries inside
-//! a call (the refresher backs off). Limits: `connect_timeout` to connect and finish the TLS
-//! handshake, `read_timeout` per read, and `connect_timeout + 2 × read_timeout` for the whole
+//! HTTPS only, HTTP/1.1 ([`super::https`]), rustls with the `ring` provider. Trusted roots: the
+//! system's trust store (read once at start by `rustls-native-certs`: `SSL_CERT_FILE` /
+//! `SSL_CERT_DIR`, else the distribution's bundle) plus the certificates of `[sts] ca_file`, if
+//! set. No redirects, no proxy unless `[sts] proxy` is set (`HTTPS_PROXY` and friends are
+//! ignored), no retries inside a call (the refresher backs off). Limits: `connect_timeout` to
+//! connect and finish the TLS handshake, and `connect_timeout + 2 × read_timeout` for the whole
 //! call. Bodies over [`MAX_BODY_BYTES`] are refused.
 //!
 //! # Request
@@ -26,19 +26,21 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, DATE};
+use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, USER_AGENT};
+use http_body_util::Empty;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
-use zeroize::Zeroizing;
 
 use super::config::{Config, Endpoint};
 use super::error::{self, StsError};
-use super::response::{self, MAX_BODY_BYTES};
-use super::sign;
+use super::https::{innermost, Https};
+#[cfg(doc)]
+use super::response::MAX_BODY_BYTES;
+use super::{response, sign};
 use crate::credentials::{format_utc, Credentials};
-use crate::sources::metadata::response::parse_http_date;
 use crate::time::SharedTimeSource;
 
 /// `x-acs-version` of STS `AssumeRole`.
@@ -111,7 +113,7 @@ pub struct Assumed {
 /// The STS HTTPS client, shared by every profile.
 #[derive(Debug)]
 pub struct Client {
-    http: reqwest::Client,
+    https: Https,
     deadline: Duration,
     time: SharedTimeSource,
 }
@@ -124,26 +126,8 @@ impl Client {
     /// reqwest cannot build.
     pub fn new(config: &Config, time: SharedTimeSource) -> Result<Client, StsConfigError> {
         let tls = tls_config(config.ca_file.as_deref())?;
-        let mut builder = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .https_only(true)
-            .no_proxy()
-            .http1_only()
-            .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never())
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .user_agent(concat!("ecs-credential-agent/", env!("CARGO_PKG_VERSION")));
-        if let Some(proxy) = &config.proxy {
-            let proxy = reqwest::Proxy::https(&**proxy)
-                .map_err(|_| StsConfigError::Client("[sts] proxy is not usable".to_owned()))?;
-            builder = builder.proxy(proxy);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| StsConfigError::Client(innermost(&e)))?;
         Ok(Client {
-            http,
+            https: Https::new(tls, config.proxy.as_ref(), config.connect_timeout),
             deadline: config.connect_timeout + 2 * config.read_timeout,
             time,
         })
@@ -162,27 +146,20 @@ impl Client {
         call: &Call<'_>,
     ) -> Result<Assumed, StsError> {
         let request = self.signed_request(endpoint, key, call)?;
-        let exchange = async {
-            let response = self
-                .http
-                .execute(request)
-                .await
-                .map_err(|e| transport_error(&e, endpoint, self.deadline))?;
-            read_answer(response, endpoint, self.deadline).await
-        };
-        let (status, date, body) = tokio::time::timeout(self.deadline, exchange)
+        let answer = tokio::time::timeout(self.deadline, self.https.exchange(endpoint, request))
             .await
             .map_err(|_| StsError::Timeout {
                 endpoint: endpoint.to_string(),
                 after: self.deadline,
             })??;
+        let (status, body) = (answer.status, answer.body);
         if status != 200 {
             return Err(error::from_answer(status, &body, call.role_arn));
         }
         let credentials = response::parse_credentials(&body, self.time.now())?;
         Ok(Assumed {
             credentials,
-            service_time: date,
+            service_time: answer.date,
         })
     }
 
@@ -192,7 +169,7 @@ impl Client {
         endpoint: &Endpoint,
         key: &SigningKey,
         call: &Call<'_>,
-    ) -> Result<reqwest::Request, StsError> {
+    ) -> Result<http::Request<Empty<Bytes>>, StsError> {
         let date = format_utc(OffsetDateTime::from(self.time.now()));
         let nonce = hex::encode(rand::random::<[u8; 16]>());
         let hashed_payload = sign::hex_sha256(b"");
@@ -226,8 +203,12 @@ impl Client {
             &key.access_key_id,
             key.access_key_secret.expose_secret(),
         );
-        let url = format!("{endpoint}/?{}", sign::canonical_query(&query));
-        let mut builder = self.http.post(url).header(ACCEPT, "application/json");
+        let mut builder = http::Request::post(format!("/?{}", sign::canonical_query(&query)))
+            .header(ACCEPT, "application/json")
+            .header(
+                USER_AGENT,
+                concat!("ecs-credential-agent/", env!("CARGO_PKG_VERSION")),
+            );
         for (name, value) in headers
             .iter()
             .chain([&("authorization", authorization.as_str())])
@@ -240,50 +221,13 @@ impl Client {
             value.set_sensitive(matches!(*name, "x-acs-security-token" | "authorization"));
             builder = builder.header(*name, value);
         }
-        builder.build().map_err(|e| StsError::Unreachable {
-            endpoint: endpoint.to_string(),
-            reason: format!("cannot build the request: {}", innermost(&e)),
-        })
+        builder
+            .body(Empty::new())
+            .map_err(|e| StsError::Unreachable {
+                endpoint: endpoint.to_string(),
+                reason: format!("cannot build the request: {}", innermost(&e)),
+            })
     }
-}
-
-/// Reads status, `Date` and the body (capped at [`MAX_BODY_BYTES`], zeroized on drop).
-async fn read_answer(
-    mut response: reqwest::Response,
-    endpoint: &Endpoint,
-    deadline: Duration,
-) -> Result<(u16, Option<SystemTime>, Zeroizing<Vec<u8>>), StsError> {
-    let status = response.status().as_u16();
-    let date = response
-        .headers()
-        .get(DATE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_http_date);
-    let too_large = || StsError::InvalidResponse {
-        status,
-        what: format!("body over {MAX_BODY_BYTES} bytes"),
-    };
-    if response
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Zeroizing::new(Vec::with_capacity(MAX_BODY_BYTES));
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| transport_error(&e, endpoint, deadline))?
-    {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok((status, date, body))
 }
 
 /// The rustls configuration: the system's roots plus `ca_file`'s certificates, `ring`.
@@ -328,27 +272,4 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, StsConfigE
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
-}
-
-/// The error for a transport failure `e` talking to `endpoint`.
-fn transport_error(e: &reqwest::Error, endpoint: &Endpoint, deadline: Duration) -> StsError {
-    if e.is_timeout() && !e.is_connect() {
-        return StsError::Timeout {
-            endpoint: endpoint.to_string(),
-            after: deadline,
-        };
-    }
-    StsError::Unreachable {
-        endpoint: endpoint.to_string(),
-        reason: innermost(e),
-    }
-}
-
-/// The innermost cause of `e` (e.g. "invalid peer certificate: UnknownIssuer").
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

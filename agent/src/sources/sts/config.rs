@@ -25,8 +25,8 @@ section! {
         ca_file: Option<PathBuf> = None, "ca_file",
             Optional(Text { parse: parse_ca_file, print: |p: &PathBuf| p.display().to_string() }),
             Restart;
-        /// an `http://host:port` proxy for STS requests; unset: no proxy (`HTTPS_PROXY` and
-        /// friends are ignored)
+        /// an `http://host:port` proxy for STS requests (an HTTP `CONNECT` tunnel, no proxy
+        /// authentication); unset: no proxy (`HTTPS_PROXY` and friends are ignored)
         proxy: Option<Proxy> = None, "proxy", Optional(Text::of()), Restart;
         /// connect timeout per STS request (TLS handshake included), in milliseconds
         connect_timeout: Duration = DEFAULT_CONNECT_TIMEOUT, "connect_timeout_ms",
@@ -53,18 +53,43 @@ pub fn parse_ca_file(s: &str) -> Result<PathBuf, String> {
 /// A checked STS endpoint: `https://host[:port]`, no path, query, fragment or user, no trailing
 /// slash. Reads as the `&str` it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint(String);
+pub struct Endpoint {
+    origin: String,
+    host: String,
+    port: u16,
+}
 
 impl Endpoint {
-    /// The default endpoint for `region`: `https://sts-vpc.<region>.aliyuncs.com`, the VPC
-    /// endpoint, reachable from an instance without public egress.
+    /// The default endpoint for `region` (a checked region id, `[a-z0-9-]`):
+    /// `https://sts-vpc.<region>.aliyuncs.com`, the VPC endpoint, reachable from an instance
+    /// without public egress.
     pub fn for_region(region: &str) -> Endpoint {
-        Endpoint(format!("https://sts-vpc.{region}.aliyuncs.com"))
+        let host = format!("sts-vpc.{region}.aliyuncs.com");
+        Endpoint {
+            origin: format!("https://{host}"),
+            host,
+            port: 443,
+        }
     }
 
-    /// `host[:port]` as sent in the `Host` header (the port only when not 443).
+    /// `host[:port]` as sent in the `Host` header and signed (the port only when not 443).
     pub fn authority(&self) -> &str {
-        self.0.strip_prefix("https://").unwrap_or(&self.0)
+        self.origin.strip_prefix("https://").unwrap_or(&self.origin)
+    }
+
+    /// The host (an IPv6 address in brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port (443 unless given).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `host:port`, the port always given (for a proxy's `CONNECT`).
+    pub fn host_port(&self) -> String {
+        format!("{}:{}", self.host, self.port)
     }
 }
 
@@ -92,59 +117,95 @@ impl std::str::FromStr for Endpoint {
                 "must be https://host[:port] with no path, query or fragment, got {s:?}"
             ));
         }
-        Ok(Endpoint(url.origin().ascii_serialization()))
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let port = url.port_or_known_default().unwrap_or(443);
+        Ok(Endpoint {
+            origin: url.origin().ascii_serialization(),
+            host,
+            port,
+        })
     }
 }
 
 impl Deref for Endpoint {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        &self.origin
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.origin)
     }
 }
 
-/// A checked proxy URL: `http://host:port` (user and password allowed, for the proxy's own
-/// authentication). Reads as the `&str` it holds.
+/// A checked proxy: `http://host:port` (no proxy authentication). Reads as the `&str` it
+/// holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Proxy(String);
+pub struct Proxy {
+    url: String,
+    host: String,
+    port: u16,
+}
+
+impl Proxy {
+    /// The proxy's host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The proxy's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
 
 impl std::str::FromStr for Proxy {
     type Err = String;
 
     /// # Errors
-    /// What is wrong: not a URL, not `http://` or `https://`, no host, or a path.
+    /// What is wrong: not a URL, not `http://`, no host, a user or password, or a path.
     fn from_str(s: &str) -> Result<Proxy, String> {
-        // The value may hold the proxy's password: errors never repeat it.
+        // The value may hold a password: errors never repeat it.
         let url = reqwest::Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err("must start with http:// or https://".to_owned());
+        if url.scheme() != "http" {
+            return Err(
+                "must start with http:// (the agent asks the proxy for a CONNECT tunnel)"
+                    .to_owned(),
+            );
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err("has no host".to_owned());
         }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "must not carry a user or password (proxy authentication is not \
+                 supported)"
+                    .to_owned(),
+            );
+        }
         if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
             return Err("must be http://host:port with no path, query or fragment".to_owned());
         }
-        Ok(Proxy(s.to_owned()))
+        Ok(Proxy {
+            url: url.origin().ascii_serialization(),
+            host: url.host_str().unwrap_or_default().to_owned(),
+            port: url.port_or_known_default().unwrap_or(80),
+        })
     }
 }
 
 impl Deref for Proxy {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        &self.url
     }
 }
 
 impl fmt::Display for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.url)
     }
 }
 
@@ -159,6 +220,12 @@ mod tests {
         assert_eq!(e.authority(), "sts-vpc.cn-hangzhou.aliyuncs.com");
         let e: Endpoint = "https://127.0.0.1:8443".parse().unwrap();
         assert_eq!(e.authority(), "127.0.0.1:8443");
+        assert_eq!((e.host(), e.port()), ("127.0.0.1", 8443));
+        let e: Endpoint = "https://[::1]:8443".parse().unwrap();
+        assert_eq!(
+            (e.authority(), e.host_port()),
+            ("[::1]:8443", "[::1]:8443".to_owned())
+        );
         let e: Endpoint = "https://sts.aliyuncs.com:443".parse().unwrap();
         assert_eq!(
             e.authority(),
@@ -194,11 +261,19 @@ mod tests {
 
     #[test]
     fn proxies_are_checked_without_repeating_a_password() {
-        assert!("http://10.0.0.1:3128".parse::<Proxy>().is_ok());
+        let p: Proxy = "http://10.0.0.1:3128".parse().unwrap();
+        assert_eq!((p.host(), p.port()), ("10.0.0.1", 3128));
         let e = "socks5://u:hunter2@h:1".parse::<Proxy>().unwrap_err();
         assert!(e.contains("http://") && !e.contains("hunter2"), "{e}");
-        let e = "http://u:hunter2@h:1/path".parse::<Proxy>().unwrap_err();
-        assert!(!e.contains("hunter2"), "{e}");
+        let e = "https://h:1".parse::<Proxy>().unwrap_err();
+        assert!(e.contains("http://"), "{e}");
+        let e = "http://u:hunter2@h:1".parse::<Proxy>().unwrap_err();
+        assert!(
+            e.contains("user or password") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = "http://h:1/path".parse::<Proxy>().unwrap_err();
+        assert!(e.contains("no path"), "{e}");
     }
 
     #[test]

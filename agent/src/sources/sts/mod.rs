@@ -20,6 +20,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+mod https;
 pub mod response;
 pub mod sign;
 
