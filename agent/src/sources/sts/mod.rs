@@ -12,7 +12,7 @@
 //! - [`client`]: TLS, the signed request, reading the answer.
 //! - [`response`]: parsing the documented answer.
 //! - [`error`]: [`StsError`], and how STS's error codes map to it.
-//! - [`config`]: `[sts]`.
+//! - [`config`]: the `[sts]` section.
 //!
 //! `RoleSessionName` is `<instance-id>.<profile>` ([`role_session_name`]), so ActionTrail shows
 //! which application on which instance made each call.
