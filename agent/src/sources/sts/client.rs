@@ -2,13 +2,13 @@
 //!
 //! # Transport
 //!
-//! HTTPS only, HTTP/1.1 ([`super::https`]), rustls with the `ring` provider. Trusted roots: the
+//! HTTPS only, HTTP/1.1 (module `https`), rustls with the `ring` provider. Trusted roots: the
 //! system's trust store (read once at start by `rustls-native-certs`: `SSL_CERT_FILE` /
 //! `SSL_CERT_DIR`, else the distribution's bundle) plus the certificates of `[sts] ca_file`, if
 //! set. No redirects, no proxy unless `[sts] proxy` is set (`HTTPS_PROXY` and friends are
 //! ignored), no retries inside a call (the refresher backs off). Limits: `connect_timeout` to
 //! connect and finish the TLS handshake, and `connect_timeout + 2 × read_timeout` for the whole
-//! call. Bodies over [`MAX_BODY_BYTES`] are refused.
+//! call. Bodies over [`MAX_BODY_BYTES`](super::response::MAX_BODY_BYTES) are refused.
 //!
 //! # Request
 //!
@@ -37,8 +37,6 @@ use time::OffsetDateTime;
 use super::config::{Config, Endpoint};
 use super::error::{self, StsError};
 use super::https::{innermost, Https};
-#[cfg(doc)]
-use super::response::MAX_BODY_BYTES;
 use super::{response, sign};
 use crate::credentials::{format_utc, Credentials};
 use crate::time::SharedTimeSource;
@@ -64,9 +62,9 @@ pub enum StsConfigError {
          (install ca-certificates, or set SSL_CERT_FILE) and [sts] ca_file is unset"
     )]
     NoTrustRoots,
-    /// The TLS or HTTP client could not be set up (including a proxy reqwest refuses).
-    #[error("cannot set up the STS HTTPS client: {0}")]
-    Client(String),
+    /// rustls refused the TLS configuration.
+    #[error("cannot set up TLS for STS: {0}")]
+    Tls(String),
 }
 
 /// The credentials a call is signed with: the instance role's. `Debug` shows the AccessKeyId
@@ -122,8 +120,8 @@ impl Client {
     /// A client for `config`, reading the wall clock from `time` (`x-acs-date`, `LastUpdated`).
     ///
     /// # Errors
-    /// [`StsConfigError`]: `ca_file` unreadable or empty, no trusted roots at all, or a client
-    /// reqwest cannot build.
+    /// [`StsConfigError`]: `ca_file` unreadable or empty, no trusted roots at all, or a TLS
+    /// configuration rustls refuses.
     pub fn new(config: &Config, time: SharedTimeSource) -> Result<Client, StsConfigError> {
         let tls = tls_config(config.ca_file.as_deref())?;
         Ok(Client {
@@ -213,10 +211,12 @@ impl Client {
             .iter()
             .chain([&("authorization", authorization.as_str())])
         {
+            // Every value but the instance role's SecurityToken is built here from checked
+            // parts: only the token can fail, and it names nothing of the token's content.
             let mut value =
-                HeaderValue::from_str(value).map_err(|_| StsError::InvalidResponse {
-                    status: 0,
-                    what: format!("the {name} header of the request is not a valid header value"),
+                HeaderValue::from_str(value).map_err(|_| StsError::InstanceRoleUnavailable {
+                    role_arn: call.role_arn.to_owned(),
+                    reason: format!("its {name} header value is not valid in HTTP"),
                 })?;
             value.set_sensitive(matches!(*name, "x-acs-security-token" | "authorization"));
             builder = builder.header(*name, value);
@@ -268,7 +268,7 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, StsConfigE
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| StsConfigError::Client(e.to_string()))?
+        .map_err(|e| StsConfigError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)

@@ -16,6 +16,30 @@
 //!
 //! `RoleSessionName` is `<instance-id>.<profile>` ([`role_session_name`]), so ActionTrail shows
 //! which application on which instance made each call.
+//!
+//! # Behaviour
+//!
+//! - `DurationSeconds` is always sent (left out, STS grants 3600 s whatever the role allows).
+//!   `InvalidParameter.DurationSeconds` is retried once within the same fetch with
+//!   [`FALLBACK_DURATION_SECS`], with one warning naming the profile and the target role's
+//!   `MaxSessionDuration`.
+//! - Credentials expiring within the expiry margin on arrival are refused by the refresher, as
+//!   for the instance role (`RefreshError::ExpiredOnArrival`).
+//! - Errors keep STS's `Code` and `RequestId`, never its `Message` ([`error`] says why), and
+//!   never withdraw credentials already held: those stay served until the expiry margin, as
+//!   STS itself honours them until `Expiration`.
+//!
+//! # Sources
+//!
+//! - V3 signature: <https://www.alibabacloud.com/help/en/sdk/product-overview/v3-request-structure-and-signature>
+//!   (its example is the test vector in [`sign`]).
+//! - `AssumeRole` parameters and errors: the API reference
+//!   (<https://www.alibabacloud.com/help/doc-detail/28763.htm>, older edition) and the generated
+//!   SDK's `sts-20150401` `AssumeRoleRequest` (`RoleSessionName` 2 to 64 characters of
+//!   `A–Z a–z 0–9 . @ - _`).
+//! - `MaxSessionDuration`: <https://www.alibabacloud.com/help/en/ram/user-guide/specify-the-maximum-session-duration-for-a-ram-role>.
+//! - Endpoints `sts.<region>` / `sts-vpc.<region>.aliyuncs.com`: `aliyun/credentials-go`,
+//!   `credentials/providers/ram_role_arn.go`.
 
 pub mod client;
 pub mod config;
