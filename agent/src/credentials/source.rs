@@ -59,3 +59,18 @@ pub trait SourceError: std::error::Error + Send + Sync + 'static {
         None
     }
 }
+
+/// A shared source is a source: the daemon hands the instance role's refresher an
+/// `Arc<metadata::Client>` and keeps a clone for the STS client's instance facts, so both use
+/// one metadata token cache.
+impl<S: Source> Source for std::sync::Arc<S> {
+    type Error = S::Error;
+
+    fn fetch(&self) -> impl Future<Output = Result<Fetched, Self::Error>> + Send {
+        S::fetch(self)
+    }
+
+    fn label(&self) -> &str {
+        S::label(self)
+    }
+}

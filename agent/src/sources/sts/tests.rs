@@ -494,3 +494,19 @@ fn role_names_come_from_the_arn() {
     assert_eq!(role_name_from_arn("acs:ram::1:user/x"), None);
     assert_eq!(role_name_from_arn("acs:ram::1:role/"), None);
 }
+
+#[tokio::test]
+async fn one_metadata_client_serves_the_instance_role_refresher_and_the_facts() {
+    let metadata = Metadata::start(0).await;
+    let client = metadata_client(&metadata);
+    // Compiles only if a shared client is a `Source` the refresher accepts.
+    let refresher = Refresher::builder(
+        Arc::clone(&client),
+        RefreshPolicy::default(),
+        Arc::new(FixedClock),
+    )
+    .spawn();
+    let facts = client.instance_facts().await.unwrap();
+    assert_eq!(facts.region_id, "cn-hangzhou");
+    drop(refresher);
+}
