@@ -31,7 +31,8 @@ section! {
         /// connect timeout per STS request (TLS handshake included), in milliseconds
         connect_timeout: Duration = DEFAULT_CONNECT_TIMEOUT, "connect_timeout_ms",
             Millis(1, 60_000), Restart;
-        /// read timeout per STS request, in milliseconds
+        /// how long STS may take to answer once connected, in milliseconds: a whole call is
+        /// bounded by `connect_timeout_ms` + 2 × `read_timeout_ms`
         read_timeout: Duration = DEFAULT_READ_TIMEOUT, "read_timeout_ms",
             Millis(1, 60_000), Restart;
     }

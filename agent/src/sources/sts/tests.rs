@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use self::servers::{Metadata, RefusingProxy, Seen, Sts};
+use self::servers::{Metadata, RefusingProxy, Seen, Sts, HANG};
 use super::*;
 use crate::credentials::{RefreshPolicy, Refresher, State};
 use crate::test_logs::{capture_logs, logs};
@@ -509,4 +509,39 @@ async fn one_metadata_client_serves_the_instance_role_refresher_and_the_facts() 
     let facts = client.instance_facts().await.unwrap();
     assert_eq!(facts.region_id, "cn-hangzhou");
     drop(refresher);
+}
+
+#[tokio::test]
+async fn a_hanging_sts_is_a_timeout_after_the_call_deadline() {
+    let sts = Sts::start(vec![(HANG, String::new())]).await;
+    let metadata = Metadata::start(0).await;
+    let (_tx, rx) = instance_state(true);
+    let config = config::Config {
+        connect_timeout: Duration::from_millis(2_000),
+        read_timeout: Duration::from_millis(100),
+        ..sts_config(&sts)
+    };
+    let assumer = Assumer::new(
+        &config,
+        metadata_client(&metadata),
+        rx,
+        Arc::new(FixedClock),
+    )
+    .unwrap();
+    let e = AssumedRole::new(assumer, spec(3600, None))
+        .fetch()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "timeout", "{e:?}");
+    assert!(e.to_string().contains("did not answer within 2.2s"), "{e}");
+    assert_eq!(sts.seen().len(), 1, "the request arrived");
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_refused() {
+    let huge = format!("{{\"Pad\":\"{}\"}}", "a".repeat(response::MAX_BODY_BYTES));
+    let s = setup(vec![(200, huge)], true, 0, spec(3600, None)).await;
+    let e = s.role.fetch().await.unwrap_err();
+    assert_eq!(e.kind(), "invalid_response", "{e:?}");
+    assert!(e.to_string().contains("body over 65536 bytes"), "{e}");
 }

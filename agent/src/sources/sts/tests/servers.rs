@@ -44,8 +44,11 @@ impl Seen {
     }
 }
 
+/// A script status that makes the STS read the request and never answer.
+pub(super) const HANG: u16 = 599;
+
 /// The HTTPS STS: answers each request with the next `(status, JSON body)` of its script (a
-/// 500 once it runs out).
+/// 500 once it runs out; [`HANG`]: no answer ever).
 pub(super) struct Sts {
     pub(super) addr: SocketAddr,
     pub(super) ca_file: PathBuf,
@@ -88,7 +91,13 @@ impl Sts {
                     let service =
                         service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                             let (recorded, script) = (Arc::clone(&recorded), Arc::clone(&script));
-                            async move { Ok::<_, Infallible>(answer(&request, &recorded, &script)) }
+                            async move {
+                                let response = answer(&request, &recorded, &script);
+                                if response.status() == HANG {
+                                    std::future::pending::<()>().await;
+                                }
+                                Ok::<_, Infallible>(response)
+                            }
                         });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
