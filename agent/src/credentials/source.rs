@@ -41,6 +41,14 @@ pub trait Source: Send + Sync + 'static {
     /// A short name for this source in log lines, such as `instance role` or the configured RAM
     /// role name. Not secret; fixed for the source's lifetime.
     fn label(&self) -> &str;
+
+    /// What the refresher publishes while it holds no credentials and fetches have failed since
+    /// `since`, the last with `error` (in words): by default
+    /// [`Unavailable::MetadataUnreachable`]; a role assumed through STS says
+    /// [`Unavailable::AssumeRoleFailing`].
+    fn failing(&self, since: SystemTime, error: String) -> Unavailable {
+        Unavailable::MetadataUnreachable { since, error }
+    }
 }
 
 /// An error of a [`Source`]. `Display` is one short line for logs and for callers' 503
@@ -72,5 +80,9 @@ impl<S: Source> Source for std::sync::Arc<S> {
 
     fn label(&self) -> &str {
         S::label(self)
+    }
+
+    fn failing(&self, since: SystemTime, error: String) -> Unavailable {
+        S::failing(self, since, error)
     }
 }

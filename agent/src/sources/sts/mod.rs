@@ -59,7 +59,7 @@ use self::client::{Call, Client, SigningKey};
 use self::config::Endpoint;
 pub use self::error::StsError;
 use crate::credentials::state::StateReceiver;
-use crate::credentials::{Fetched, Source};
+use crate::credentials::{Fetched, Source, Unavailable};
 use crate::sources::metadata;
 use crate::time::SharedTimeSource;
 
@@ -303,6 +303,12 @@ impl Source for AssumedRole {
     /// The profile name.
     fn label(&self) -> &str {
         &self.spec.profile
+    }
+
+    /// [`Unavailable::AssumeRoleFailing`]: callers see that STS refuses, and why, not a
+    /// metadata service failure.
+    fn failing(&self, since: std::time::SystemTime, error: String) -> Unavailable {
+        Unavailable::AssumeRoleFailing { since, error }
     }
 }
 

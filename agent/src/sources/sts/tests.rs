@@ -545,3 +545,38 @@ async fn an_oversized_answer_is_refused() {
     assert_eq!(e.kind(), "invalid_response", "{e:?}");
     assert!(e.to_string().contains("body over 65536 bytes"), "{e}");
 }
+
+#[tokio::test]
+async fn a_refused_role_is_published_as_sts_failing_with_the_reason() {
+    let s = setup(
+        vec![refused(403, "NoPermission"); 8],
+        true,
+        0,
+        spec(3600, None),
+    )
+    .await;
+    let refresher =
+        Refresher::builder(s.role, RefreshPolicy::default(), Arc::new(FixedClock)).spawn();
+    let mut rx = refresher.subscribe();
+    let state = tokio::time::timeout(
+        Duration::from_secs(60),
+        rx.wait_for(|state| state.last_error.is_some()),
+    )
+    .await
+    .expect("a failed first fetch within 60 s")
+    .unwrap()
+    .clone();
+    let message = state.credentials_at(Instant::now()).unwrap_err().message();
+    assert!(
+        message.starts_with("STS AssumeRole failing since 2023-11-14T22:13:20Z: "),
+        "{message}"
+    );
+    assert!(
+        message.contains("NoPermission") && message.contains("trust policy"),
+        "{message}"
+    );
+    assert!(!message.contains("metadata"), "{message}");
+    for marker in [SECRET, TOKEN] {
+        assert!(!message.contains(marker), "{message}");
+    }
+}
