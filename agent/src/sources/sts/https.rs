@@ -86,7 +86,9 @@ impl Https {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| unreachable(innermost(&e)))?;
-        // Ends when the answer is read and `sender` dropped (or the peer closes).
+        // Ends when the answer is read and `sender` dropped, or the peer closes; when the
+        // caller's deadline drops this exchange first, hyper sees the answer abandoned and
+        // closes the connection (test: a_timed_out_call_leaves_no_connection_open).
         tokio::spawn(async move {
             let _ = connection.await;
         });

@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use self::servers::{Metadata, RefusingProxy, Seen, Sts, HANG};
+use self::servers::{Metadata, RefusingProxy, Seen, SilentSts, Sts, HANG};
 use super::*;
 use crate::credentials::{RefreshPolicy, Refresher, State};
 use crate::test_logs::{capture_logs, logs};
@@ -579,4 +579,32 @@ async fn a_refused_role_is_published_as_sts_failing_with_the_reason() {
     for marker in [SECRET, TOKEN] {
         assert!(!message.contains(marker), "{message}");
     }
+}
+
+#[tokio::test]
+async fn a_timed_out_call_leaves_no_connection_open() {
+    let sts = SilentSts::start().await;
+    let metadata = Metadata::start(0).await;
+    let (_tx, rx) = instance_state(true);
+    let config = config::Config {
+        endpoint: Some(format!("https://{}", sts.addr).parse().unwrap()),
+        ca_file: Some(sts.ca_file.clone()),
+        connect_timeout: Duration::from_millis(2_000),
+        read_timeout: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let assumer = Assumer::new(
+        &config,
+        metadata_client(&metadata),
+        rx,
+        Arc::new(FixedClock),
+    )
+    .unwrap();
+    let role = AssumedRole::new(assumer, spec(3600, None));
+    let closed = sts.closed.notified();
+    let e = role.fetch().await.unwrap_err();
+    assert_eq!(e.kind(), "timeout", "{e:?}");
+    tokio::time::timeout(Duration::from_secs(30), closed)
+        .await
+        .expect("the client closed its connection after the deadline");
 }

@@ -56,24 +56,69 @@ pub(super) struct Sts {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
+/// A TLS acceptor with a fresh self-signed certificate for 127.0.0.1, and that certificate as
+/// a PEM file in a temporary directory.
+fn tls_acceptor() -> (TlsAcceptor, PathBuf, tempfile::TempDir) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("sts-ca.pem");
+    std::fs::write(&ca_file, certified.cert.pem()).unwrap();
+    let cert = CertificateDer::from(certified.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    (TlsAcceptor::from(Arc::new(config)), ca_file, dir)
+}
+
+/// An HTTPS server that reads a request head, never answers, and signals when the client
+/// closes the connection.
+pub(super) struct SilentSts {
+    pub(super) addr: SocketAddr,
+    pub(super) ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+    pub(super) closed: Arc<tokio::sync::Notify>,
+}
+
+impl SilentSts {
+    pub(super) async fn start() -> SilentSts {
+        let (acceptor, ca_file, dir) = tls_acceptor();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let closed = Arc::new(tokio::sync::Notify::new());
+        let signal = Arc::clone(&closed);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, signal) = (acceptor.clone(), Arc::clone(&signal));
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 4096];
+                    // Until EOF or an error: the client went away.
+                    while matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {}
+                    signal.notify_one();
+                });
+            }
+        });
+        SilentSts {
+            addr,
+            ca_file,
+            _dir: dir,
+            closed,
+        }
+    }
+}
+
 impl Sts {
     pub(super) async fn start(script: Vec<(u16, String)>) -> Sts {
-        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let ca_file = dir.path().join("sts-ca.pem");
-        std::fs::write(&ca_file, certified.cert.pem()).unwrap();
-        let cert = CertificateDer::from(certified.cert.der().to_vec());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            certified.signing_key.serialize_der(),
-        ));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
-            .unwrap();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let (acceptor, ca_file, dir) = tls_acceptor();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
