@@ -32,7 +32,8 @@ mkdir -p "$payload/target/release" "$payload/systemd" "$out"
 install -m 0755 "$agent" "$payload/target/release/ecs-credential-agent"
 install -m 0755 "$emulator" "$payload/ecs-metadata-emulator"
 cp systemd/ecs-credential-agent.service systemd/ecs-credential-agent.socket \
-    systemd/ecs-credential-agent-bridge.socket systemd/loopback.conf systemd/config.toml "$payload/systemd/"
+    systemd/ecs-credential-agent-bridge.socket systemd/loopback.conf systemd/process-selectors.conf \
+    systemd/config.toml "$payload/systemd/"
 install -m 0755 tests/systemd/check.sh "$payload/check.sh"
 if [ -n "${BOOT_CHECK_DROPIN:-}" ]; then cp "$BOOT_CHECK_DROPIN" "$payload/extra-dropin.conf"; fi
 

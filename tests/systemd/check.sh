@@ -210,6 +210,44 @@ check "systemctl restart $SVC with loopback.conf" timeout 30 systemctl restart $
 code=$(code_as root)
 check "with the drop-in: root: GET $URI -> 200 (saw $code)" test "$code" = 200
 
+step "process selectors: the service's sandbox reads another user's exe only with process-selectors.conf"
+# A probe runs under the service's own [Service] settings (read from the installed unit, minus
+# how the agent is started and supervised), as a transient unit, against a process of another
+# uid; then again with the drop-in's settings added, as a drop-in would add them.
+service_props() {
+    sed -n '/^\[Service\]$/,/^\[/p' "$1" | grep -E '^[A-Za-z]+=' |
+        grep -Ev '^(Type|ExecStart|ExecReload|Restart|RestartSec|RestartPreventExitStatus|WatchdogSec|TimeoutStopSec|TimeoutStartSec)=' |
+        while IFS= read -r line; do printf -- '-p\n%s\n' "$line"; done
+}
+mapfile -t base_props < <(service_props "$unit_path")
+mapfile -t dropin_props < <(service_props /payload/systemd/process-selectors.conf)
+setpriv --reuid=4321 --regid=4321 --clear-groups sleep 300 &
+target=$!
+wait_for 5 test "$(stat -c %u /proc/$target 2>/dev/null)" = 4321
+want_hash=$(sha256sum </usr/bin/sleep | cut -d' ' -f1)
+probe_sandbox() { local script=$1; shift; systemd-run --quiet --wait --pipe "$@" /bin/sh -c "$script" 2>&1; }
+out=$(probe_sandbox "readlink /proc/$target/exe" "${base_props[@]}")
+check "without the drop-in: /proc/<pid>/exe of uid 4321 unreadable (saw: $out)" test "$out" != /usr/bin/sleep
+out=$(probe_sandbox "grep '^0::' /proc/$target/cgroup" "${base_props[@]}")
+check "without the drop-in: /proc/<pid>/cgroup of uid 4321 unreadable (saw: $out)" test -z "$(printf '%s' "$out" | grep '^0::/')"
+out=$(probe_sandbox "readlink /proc/$target/exe" "${base_props[@]}" "${dropin_props[@]}")
+check "with the drop-in: /proc/<pid>/exe reads /usr/bin/sleep (saw: $out)" test "$out" = /usr/bin/sleep
+out=$(probe_sandbox "grep '^0::' /proc/$target/cgroup" "${base_props[@]}" "${dropin_props[@]}")
+check "with the drop-in: /proc/<pid>/cgroup has a 0:: line (saw: $out)" test -n "$(printf '%s' "$out" | grep '^0::/')"
+out=$(probe_sandbox "sha256sum </proc/$target/exe" "${base_props[@]}" "${dropin_props[@]}")
+check "with the drop-in: the exe hashes as /usr/bin/sleep (saw: $out)" test "${out%% *}" = "$want_hash"
+out=$(probe_sandbox "head -c1 /proc/$target/mem >/dev/null && echo read-mem; head -c1 /proc/$target/environ >/dev/null && echo read-environ; true" "${base_props[@]}" "${dropin_props[@]}")
+check "with the drop-in: its memory and environment stay unreadable (saw: $out)" test -z "$(printf '%s' "$out" | grep '^read-')"
+# process_vm_readv(2) (x86_64 number 310) with no iovecs: 0 when allowed, EPERM when the
+# drop-in's SystemCallFilter= removed it.
+if [ "$(uname -m)" = x86_64 ]; then
+    out=$(probe_sandbox "perl -e '\$! = 0; print syscall(310, $target, 0, 0, 0, 0, 0), \" \", (\$! + 0), \"\\n\"'" "${base_props[@]}" "${dropin_props[@]}")
+    check "with the drop-in: process_vm_readv is filtered (EPERM = 1; saw: $out)" test "$out" = "-1 1"
+else
+    echo "SKIP: process_vm_readv probe is for x86_64 only"
+fi
+kill $target 2>/dev/null
+
 step "stop leaves no process"
 mainpid=$(prop $SVC MainPID)
 check "systemctl stop succeeds" timeout 30 systemctl stop $SOCK_UNIT $SVC

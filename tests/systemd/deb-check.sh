@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks the .deb built by `cargo deb -p ecs-credential-agent`: it installs the binary, the
-# three units, the loopback drop-in (not in a drop-in directory: the operator links it) and the
-# example configuration, enables nothing, the configuration is a conffile, and the packaged units
-# and configuration are the ones in systemd/.
+# three units, the three optional drop-ins (loopback, STS egress, process selectors; not in a
+# drop-in directory: the operator links the ones needed) and the example configuration, enables
+# nothing, the configuration is a conffile, and the packaged units, drop-ins and configuration
+# are the ones in systemd/.
 # Usage: tests/systemd/deb-check.sh PACKAGE.deb
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,6 +20,8 @@ for want in "-rwxr-xr-x ./usr/bin/ecs-credential-agent" \
     "-rw-r--r-- ./lib/systemd/system/ecs-credential-agent.socket" \
     "-rw-r--r-- ./lib/systemd/system/ecs-credential-agent-bridge.socket" \
     "-rw-r--r-- ./usr/share/ecs-credential-agent/loopback.conf" \
+    "-rw-r--r-- ./usr/share/ecs-credential-agent/sts-egress.conf" \
+    "-rw-r--r-- ./usr/share/ecs-credential-agent/process-selectors.conf" \
     "-rw-r--r-- ./etc/ecs-credential-agent/config.toml"; do
     mode=${want%% *} path=${want#* }
     if printf '%s\n' "$contents" | awk -v m="$mode" -v p="$path" '$1 == m && $NF == p { found = 1 } END { exit !found }'; then
@@ -51,6 +54,8 @@ for pair in "systemd/ecs-credential-agent.service lib/systemd/system/ecs-credent
     "systemd/ecs-credential-agent.socket lib/systemd/system/ecs-credential-agent.socket" \
     "systemd/ecs-credential-agent-bridge.socket lib/systemd/system/ecs-credential-agent-bridge.socket" \
     "systemd/loopback.conf usr/share/ecs-credential-agent/loopback.conf" \
+    "systemd/sts-egress.conf usr/share/ecs-credential-agent/sts-egress.conf" \
+    "systemd/process-selectors.conf usr/share/ecs-credential-agent/process-selectors.conf" \
     "systemd/config.toml etc/ecs-credential-agent/config.toml"; do
     set -- $pair
     cmp -s "$1" "$tmp/$2" && echo "ok: /$2 is $1" || { echo "deb-check.sh: FAIL: /$2 differs from $1" >&2; failed=1; }

@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # Static checks of the systemd units with systemd's own tools:
 #   - `systemd-analyze verify` reports nothing for the two .socket units and the .service unit,
-#     checked on a copy whose ExecStart= points at the built binary (it must exist for verify);
-#   - `systemd-analyze security --offline=true` rates the service at exposure <= 1.5, as
-#     shipped and with the packaged loopback drop-in (systemd/loopback.conf) applied; both
-#     figures are printed.
+#     checked on a copy whose ExecStart= points at the built binary (it must exist for verify),
+#     then again with the three packaged drop-ins (systemd/loopback.conf, sts-egress.conf,
+#     process-selectors.conf) in the unit's drop-in directory (an unknown or misspelt key in a
+#     drop-in is reported there);
+#   - `systemd-analyze security --offline=true` rates the service at exposure <= 1.5 as shipped,
+#     with the loopback drop-in and with the STS egress drop-in, and <= 2.0 with the process
+#     selectors drop-in (alone and with the STS egress one); every figure is printed.
+# Each drop-in is applied the way systemd applies it: from ecs-credential-agent.service.d/ next
+# to the unit copy, which `systemd-analyze` reads too (checked: the process selectors drop-in
+# must show up in the report).
 # Usage: tests/systemd/verify.sh [BINARY]   (default: target/release/ecs-credential-agent)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# The packaged unit, and the unit with a drop-in that only widens its IP allow-list.
 MAX_EXPOSURE=1.5
+# The unit with systemd/process-selectors.conf: CAP_SYS_PTRACE and ProtectProc=default.
+MAX_EXPOSURE_PROCESS=2.0
+DROPINS="loopback.conf sts-egress.conf process-selectors.conf"
 bin=$(realpath "${1:-${CARGO_TARGET_DIR:-target}/release/ecs-credential-agent}")
 [ -x "$bin" ] || { echo "verify.sh: no executable agent binary at $bin (build it first)" >&2; exit 1; }
 
@@ -18,19 +28,41 @@ cp systemd/ecs-credential-agent.service systemd/ecs-credential-agent.socket syst
 sed -i "s|^ExecStart=/usr/bin/ecs-credential-agent |ExecStart=$bin |" "$work/ecs-credential-agent.service"
 grep -q "^ExecStart=$bin serve\$" "$work/ecs-credential-agent.service" ||
     { echo "verify.sh: could not point ExecStart= at $bin; the unit's ExecStart= line changed?" >&2; exit 1; }
+for d in $DROPINS; do
+    sed -n '/^\[Service\]$/,$p' "systemd/$d" | grep -q '^[A-Za-z]' ||
+        { echo "verify.sh: systemd/$d has no [Service] settings" >&2; exit 1; }
+done
+
+# unit_dir NAME DROPIN...: a directory NAME holding the service copy and the given drop-ins in
+# its ecs-credential-agent.service.d/ (the sockets too, for verify); prints its path.
+unit_dir() {
+    local dir="$work/$1"; shift
+    mkdir -p "$dir/ecs-credential-agent.service.d"
+    cp "$work"/ecs-credential-agent.service "$work"/*.socket "$dir/"
+    for d in "$@"; do cp "systemd/$d" "$dir/ecs-credential-agent.service.d/"; done
+    echo "$dir"
+}
+
+# verify DIR: systemd-analyze verify on DIR's units; fails on any output.
+verify() {
+    local out
+    out=$(cd "$1" && systemd-analyze verify ./ecs-credential-agent.socket ./ecs-credential-agent-bridge.socket ./ecs-credential-agent.service 2>&1) || {
+        echo "$out"; echo "verify.sh: FAIL: systemd-analyze verify exited non-zero" >&2; exit 1; }
+    if [ -n "$out" ]; then
+        echo "$out"; echo "verify.sh: FAIL: systemd-analyze verify reported the above" >&2; exit 1
+    fi
+    echo "(nothing reported)"
+}
 
 echo "--- systemd-analyze verify (must print nothing)"
-out=$(cd "$work" && systemd-analyze verify ./ecs-credential-agent.socket ./ecs-credential-agent-bridge.socket ./ecs-credential-agent.service 2>&1) || {
-    echo "$out"; echo "verify.sh: FAIL: systemd-analyze verify exited non-zero" >&2; exit 1; }
-if [ -n "$out" ]; then
-    echo "$out"; echo "verify.sh: FAIL: systemd-analyze verify reported the above" >&2; exit 1
-fi
-echo "(nothing reported)"
+verify "$(unit_dir shipped)"
+echo "--- systemd-analyze verify with the drop-ins $DROPINS (must print nothing)"
+# shellcheck disable=SC2086
+verify "$(unit_dir all $DROPINS)"
 
-# exposure DIR: prints the ✗ lines and the overall exposure of DIR/ecs-credential-agent.service,
-# then checks it against MAX_EXPOSURE; sets $exposure.
+# exposure DIR MAX: prints the ✗ lines and the overall exposure of DIR/ecs-credential-agent.service,
+# then checks it against MAX; sets $exposure and $report.
 exposure() {
-    local report
     report=$(cd "$1" && systemd-analyze security --offline=true --no-pager ./ecs-credential-agent.service 2>&1) || true
     # Show what is not fully protected (the ✗ lines), then the overall figure.
     printf '%s\n' "$report" | grep -v '✓' | grep -v '^ *$' || true
@@ -38,28 +70,38 @@ exposure() {
     if [ -z "$exposure" ]; then
         printf '%s\n' "$report"; echo "verify.sh: FAIL: no 'Overall exposure level' line in the report" >&2; exit 1
     fi
-    if awk -v e="$exposure" -v m="$MAX_EXPOSURE" 'BEGIN { exit !(e > m) }'; then
-        echo "verify.sh: FAIL: exposure $exposure is above $MAX_EXPOSURE" >&2; exit 1
+    if awk -v e="$exposure" -v m="$2" 'BEGIN { exit !(e > m) }'; then
+        echo "verify.sh: FAIL: exposure $exposure is above $2" >&2; exit 1
     fi
 }
 
 echo "--- systemd-analyze security --offline=true (as shipped)"
-exposure "$work"
+exposure "$work/shipped" "$MAX_EXPOSURE"
 shipped=$exposure
+if printf '%s\n' "$report" | grep -q '✗ CapabilityBoundingSet=~CAP_SYS_PTRACE'; then
+    echo "verify.sh: FAIL: the shipped unit holds CAP_SYS_PTRACE" >&2; exit 1
+fi
 
 echo "--- systemd-analyze security --offline=true (with the loopback drop-in, systemd/loopback.conf)"
-# The drop-in's settings merged into a copy of the unit (list settings accumulate, as they do
-# from a drop-in): its [Service] lines inserted right after the unit's IPAddressAllow= line.
-mkdir "$work/loopback"
-cp "$work/ecs-credential-agent.service" "$work/loopback/"
-dropin=$(sed -n '/^\[Service\]$/,$p' systemd/loopback.conf | grep -v '^\[' | grep -v '^#' | grep -v '^ *$')
-[ -n "$dropin" ] || { echo "verify.sh: systemd/loopback.conf has no [Service] settings" >&2; exit 1; }
-awk -v add="$dropin" '{ print } /^IPAddressAllow=/ && !done { print add; done = 1 }' \
-    "$work/ecs-credential-agent.service" >"$work/loopback/ecs-credential-agent.service"
-grep -qx 'IPAddressAllow=localhost' "$work/loopback/ecs-credential-agent.service" ||
-    { echo "verify.sh: could not merge systemd/loopback.conf into the unit" >&2; exit 1; }
-exposure "$work/loopback"
+exposure "$(unit_dir loopback loopback.conf)" "$MAX_EXPOSURE"
 with_loopback=$exposure
 
-echo "exposure: $shipped as shipped, $with_loopback with the loopback drop-in (limit $MAX_EXPOSURE)"
+echo "--- systemd-analyze security --offline=true (with the STS egress drop-in, systemd/sts-egress.conf)"
+exposure "$(unit_dir sts sts-egress.conf)" "$MAX_EXPOSURE"
+with_sts=$exposure
+
+echo "--- systemd-analyze security --offline=true (with the process selectors drop-in, systemd/process-selectors.conf)"
+exposure "$(unit_dir process process-selectors.conf)" "$MAX_EXPOSURE_PROCESS"
+with_process=$exposure
+# Proof that systemd-analyze read the drop-in directory (the other drop-ins do not move the
+# rating, so this is the one that shows it): the capability appears in the report.
+printf '%s\n' "$report" | grep -q '✗ CapabilityBoundingSet=~CAP_SYS_PTRACE' ||
+    { echo "verify.sh: FAIL: systemd-analyze did not apply ecs-credential-agent.service.d/process-selectors.conf" >&2; exit 1; }
+
+echo "--- systemd-analyze security --offline=true (with the STS egress and process selectors drop-ins)"
+exposure "$(unit_dir profiles sts-egress.conf process-selectors.conf)" "$MAX_EXPOSURE_PROCESS"
+with_both=$exposure
+
+echo "exposure: $shipped as shipped, $with_loopback with loopback.conf, $with_sts with sts-egress.conf (limit $MAX_EXPOSURE);" \
+    "$with_process with process-selectors.conf, $with_both with sts-egress.conf and process-selectors.conf (limit $MAX_EXPOSURE_PROCESS)"
 echo "verify.sh: OK"

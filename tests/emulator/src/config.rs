@@ -17,13 +17,21 @@ pub const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(6 * 3600);
 /// undocumented; 1 h before expiry is an assumption.
 pub const DEFAULT_ROTATE_BEFORE_EXPIRY: Duration = Duration::from_secs(3600);
 
+/// Default `/latest/meta-data/region-id`: the region of the ECS documentation's examples.
+pub const DEFAULT_REGION_ID: &str = "cn-hangzhou";
+
+/// Default `/latest/meta-data/instance-id`: the shape of a real one (`i-` and 20 lower-case
+/// letters and digits, 22 characters in all).
+pub const DEFAULT_INSTANCE_ID: &str = "i-bp67acfmxazb4ph0emu1";
+
 /// Largest metadata token TTL, in seconds, accepted by `PUT /latest/api/token` (documented range
 /// 1..=21600).
 pub const DEFAULT_MAX_TOKEN_TTL_SECS: u64 = 21_600;
 
 /// Configuration of an [`Emulator`](crate::Emulator).
 ///
-/// `Default` gives a hardened-only instance with role [`DEFAULT_ROLE_NAME`] attached,
+/// `Default` gives a hardened-only instance in [`DEFAULT_REGION_ID`], id
+/// [`DEFAULT_INSTANCE_ID`], with role [`DEFAULT_ROLE_NAME`] attached,
 /// [`DEFAULT_CREDENTIAL_LIFETIME`], the default rotation point, the real clock, and the control
 /// API on.
 #[derive(Debug, Clone)]
@@ -40,6 +48,10 @@ pub struct EmulatorConfig {
     pub rotate_after: Option<Duration>,
     /// Largest accepted metadata token TTL in seconds; the smallest is always 1.
     pub max_token_ttl_secs: u64,
+    /// Served on `GET /latest/meta-data/region-id` (plain text), e.g. `cn-hangzhou`.
+    pub region_id: String,
+    /// Served on `GET /latest/meta-data/instance-id` (plain text), e.g. `i-bp67acfmxazb4ph0emu1`.
+    pub instance_id: String,
     /// Serve the control API under `/_emulator/` on the same port (see the crate docs).
     pub control_api: bool,
     /// The wall clock behind `LastUpdated`, `Expiration`, rotation and metadata token TTLs.
@@ -54,6 +66,8 @@ impl Default for EmulatorConfig {
             credential_lifetime: DEFAULT_CREDENTIAL_LIFETIME,
             rotate_after: None,
             max_token_ttl_secs: DEFAULT_MAX_TOKEN_TTL_SECS,
+            region_id: DEFAULT_REGION_ID.to_owned(),
+            instance_id: DEFAULT_INSTANCE_ID.to_owned(),
             control_api: true,
             clock: Arc::new(SystemClock),
         }
@@ -118,6 +132,16 @@ mod tests {
                 "lifetime {lifetime}, rotate_after {explicit:?}"
             );
         }
+    }
+
+    #[test]
+    fn default_instance_id_has_the_real_shape() {
+        let id = DEFAULT_INSTANCE_ID;
+        assert_eq!(id.len(), 22);
+        assert!(id.starts_with("i-"));
+        assert!(id[2..]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
     }
 
     #[test]

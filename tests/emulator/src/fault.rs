@@ -14,7 +14,8 @@ pub enum Endpoint {
     RoleList,
     /// `GET /latest/meta-data/ram/security-credentials/<role>` (any role name).
     Credentials,
-    /// Every metadata request, including unknown paths; never the control API.
+    /// Every metadata request, including `region-id`, `instance-id` and unknown paths; never
+    /// the control API.
     Any,
 }
 
@@ -47,6 +48,8 @@ pub(crate) enum Route {
     Token,
     RoleList,
     Credentials,
+    /// `/latest/meta-data/region-id` or `/latest/meta-data/instance-id`.
+    InstanceFact,
     Other,
 }
 
@@ -54,12 +57,17 @@ impl Route {
     pub(crate) const CREDENTIALS_PREFIX: &'static str =
         "/latest/meta-data/ram/security-credentials/";
     pub(crate) const TOKEN_PATH: &'static str = "/latest/api/token";
+    pub(crate) const REGION_ID_PATH: &'static str = "/latest/meta-data/region-id";
+    pub(crate) const INSTANCE_ID_PATH: &'static str = "/latest/meta-data/instance-id";
 
     pub(crate) fn of(path: &str) -> Self {
         match path.strip_prefix(Self::CREDENTIALS_PREFIX) {
             Some("") => Self::RoleList,
             Some(_) => Self::Credentials,
             None if path == Self::TOKEN_PATH => Self::Token,
+            None if path == Self::REGION_ID_PATH || path == Self::INSTANCE_ID_PATH => {
+                Self::InstanceFact
+            }
             None => Self::Other,
         }
     }
@@ -228,7 +236,15 @@ mod tests {
             Route::of("/latest/meta-data/ram/security-credentials"),
             Route::Other
         );
-        assert_eq!(Route::of("/latest/meta-data/instance-id"), Route::Other);
+        assert_eq!(
+            Route::of("/latest/meta-data/instance-id"),
+            Route::InstanceFact
+        );
+        assert_eq!(
+            Route::of("/latest/meta-data/region-id"),
+            Route::InstanceFact
+        );
+        assert_eq!(Route::of("/latest/meta-data/instance-id/"), Route::Other);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! An emulator of the Alibaba Cloud ECS instance metadata service (`http://100.100.100.200`) as
-//! far as RAM role credentials go: hardened-mode metadata tokens, the two credential paths,
+//! far as RAM role credentials (and the instance's region and id) go: hardened-mode metadata tokens, the two credential paths,
 //! credential rotation, and scriptable faults. It is a real HTTP/1.1 server (hyper on tokio) on
 //! a local port, for our end-to-end tests, for the agent's `dev` mode, and for users' own tests.
 //!
@@ -20,7 +20,8 @@
 //! | GET without a metadata token, normal mode | served | documented |
 //! | `GET /latest/meta-data/ram/security-credentials/` | 200, the role name, plain text | documented |
 //! | `GET /latest/meta-data/ram/security-credentials/<role>` | 200, the credential JSON | documented |
-//! | either path with no role attached, or a wrong role name; any other path | 404 with an HTML page containing `<title>404 - Not Found</title>` | documented |
+//! | `GET /latest/meta-data/region-id` / `instance-id` | 200, [`EmulatorConfig::region_id`] / [`EmulatorConfig::instance_id`], plain text (same metadata token rules) | documented |
+//! | either credential path with no role attached, or a wrong role name; any other path | 404 with an HTML page containing `<title>404 - Not Found</title>` | documented |
 //! | non-GET on a metadata path | 405 | **inferred** |
 //!
 //! Header names are case-insensitive (HTTP). The credential JSON is
@@ -95,6 +96,8 @@
 //! - `protocol`: the documented request rules; `shape`: faults that edit bodies; `body`: the
 //!   response body (whole, never, slow); `server`: accept loop and request pipeline;
 //!   `control`: the `/_emulator/` API.
+//! - [`sts`]: the STS emulator ([`sts::StsEmulator`], `AssumeRole` over HTTPS), beside this one:
+//!   it accepts the credentials this emulator issues ([`Emulator::key_store`]).
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
@@ -110,6 +113,7 @@ mod protocol;
 mod server;
 mod shape;
 mod state;
+pub mod sts;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -247,6 +251,15 @@ impl Emulator {
     /// (and does nothing) when no role is attached.
     pub fn rotate_now(&self) -> bool {
         self.shared.rotate_now()
+    }
+
+    /// The AccessKeys of every credential generation this emulator has issued (each accepted
+    /// until its `Expiration` as [`sts::Principal::Role`] of the attached role), for
+    /// [`sts::StsConfig::keys`]: the STS emulator then accepts the instance role's
+    /// credentials. Detaching the role does not revoke issued keys (the real ones stay valid
+    /// until they expire too); [`sts::KeyStore::remove`] does.
+    pub fn key_store(&self) -> sts::KeyStore {
+        self.shared.keys.clone()
     }
 
     /// Invalidates every metadata token issued so far: GETs carrying them get 401.

@@ -1,4 +1,5 @@
-//! The documented protocol: metadata tokens, hardened mode, the two credential paths.
+//! The documented protocol: metadata tokens, hardened mode, the two credential paths, the
+//! instance's `region-id` and `instance-id`.
 //!
 //! Every rule here is from `docs/metadata-service.md` unless marked "inferred".
 
@@ -134,6 +135,10 @@ fn read(shared: &Shared, route: Route, path: &str) -> Reply {
                 _ => not_found(),
             }
         }
+        Route::InstanceFact if path == Route::REGION_ID_PATH => {
+            Reply::text(shared.settings.region_id.clone())
+        }
+        Route::InstanceFact => Reply::text(shared.settings.instance_id.clone()),
         Route::Token | Route::Other => not_found(),
     }
 }

@@ -13,6 +13,7 @@ use crate::config::EmulatorConfig;
 use crate::credentials::EmulatedCredentials;
 use crate::fault::{Endpoint, Fault, FaultRules, Route, Times};
 use crate::gate::GateShared;
+use crate::sts::{AccessKey, KeyStore, Principal};
 
 /// Length of an issued metadata token.
 const METADATA_TOKEN_LEN: usize = 56;
@@ -49,6 +50,8 @@ pub(crate) struct Settings {
     pub(crate) lifetime: Duration,
     pub(crate) rotate_after: Duration,
     pub(crate) control_api: bool,
+    pub(crate) region_id: String,
+    pub(crate) instance_id: String,
     pub(crate) clock: SharedTimeSource,
 }
 
@@ -98,6 +101,8 @@ impl std::fmt::Debug for State {
 pub(crate) struct Shared {
     pub(crate) settings: Settings,
     state: Mutex<State>,
+    /// Every credential generation issued, for the STS emulator to accept.
+    pub(crate) keys: KeyStore,
 }
 
 impl Shared {
@@ -108,11 +113,14 @@ impl Shared {
             lifetime: config.effective_lifetime(),
             rotate_after: config.effective_rotate_after(),
             control_api: config.control_api,
+            region_id: config.region_id.clone(),
+            instance_id: config.instance_id.clone(),
             clock: Arc::clone(&config.clock),
         };
         let shared = Self {
             settings,
             state: Mutex::default(),
+            keys: KeyStore::new(),
         };
         if let Some(role) = &config.role_name {
             shared.attach_role(role);
@@ -211,16 +219,31 @@ impl Shared {
         let issued = SystemTime::from(current.last_updated);
         let age = now.duration_since(issued).unwrap_or_default();
         if age >= self.settings.rotate_after {
-            *current =
-                EmulatedCredentials::generate(&current.role_name, now, self.settings.lifetime);
+            *current = self.generate(&current.role_name, now);
         }
         Some(current.clone())
     }
 
     /// Attaches `role` (replacing any other) with a new credential generation.
     pub(crate) fn attach_role(&self, role: &str) {
-        let creds = EmulatedCredentials::generate(role, self.now(), self.settings.lifetime);
+        let creds = self.generate(role, self.now());
         self.lock().role = Some(creds);
+    }
+
+    /// A new credential generation for `role`, registered in [`Self::keys`] as that role's
+    /// STS key until its `Expiration`.
+    fn generate(&self, role: &str, now: SystemTime) -> EmulatedCredentials {
+        let creds = EmulatedCredentials::generate(role, now, self.settings.lifetime);
+        self.keys.insert(
+            &creds.access_key_id,
+            AccessKey {
+                principal: Principal::Role(role.to_owned()),
+                access_key_secret: creds.access_key_secret.clone(),
+                security_token: Some(creds.security_token.clone()),
+                expiration: Some(creds.expiration),
+            },
+        );
+        creds
     }
 
     pub(crate) fn detach_role(&self) {
@@ -233,8 +256,7 @@ impl Shared {
         let mut state = self.lock();
         match state.role.as_mut() {
             Some(current) => {
-                *current =
-                    EmulatedCredentials::generate(&current.role_name, now, self.settings.lifetime);
+                *current = self.generate(&current.role_name, now);
                 true
             }
             None => false,

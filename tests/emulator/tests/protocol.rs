@@ -214,8 +214,13 @@ async fn wrong_role_detach_and_unknown_paths_are_html_404() {
     let wrong = f.get(&format!("{ROLE_LIST}NotMyRole"), Some(&token)).await;
     assert!(is_404_page(&wrong), "{wrong:?}");
     assert_eq!(wrong.content_type, "text/html");
+    // An ECS metadata path the emulator does not serve (`instance-id` and `region-id` are
+    // served now: `instance_facts_are_served_under_the_metadata_token_rules`).
     assert!(is_404_page(
-        &f.get("/latest/meta-data/instance-id", Some(&token)).await
+        &f.get("/latest/meta-data/hostname", Some(&token)).await
+    ));
+    assert!(is_404_page(
+        &f.get("/latest/meta-data/instance-id/", Some(&token)).await
     ));
     assert!(is_404_page(
         &f.get("/latest/meta-data/ram/security-credentials", Some(&token))
@@ -320,4 +325,40 @@ async fn shutdown_closes_the_port() {
     assert_eq!(f.emulator.endpoint(), format!("http://{addr}"));
     f.emulator.shutdown().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn instance_facts_are_served_under_the_metadata_token_rules() {
+    let f = start(EmulatorConfig::default());
+    let region = f.get_with_token("/latest/meta-data/region-id").await;
+    assert_eq!((region.status, region.body.as_str()), (200, "cn-hangzhou"));
+    assert_eq!(region.content_type, "text/plain");
+    let instance = f.get_with_token("/latest/meta-data/instance-id").await;
+    assert_eq!(instance.status, 200);
+    assert_eq!(
+        instance.body,
+        ecs_metadata_emulator::config::DEFAULT_INSTANCE_ID
+    );
+    // Hardened-only: tokenless 403, unknown metadata token 401, like the credential paths.
+    for path in [
+        "/latest/meta-data/region-id",
+        "/latest/meta-data/instance-id",
+    ] {
+        assert_eq!(f.get(path, None).await.status, 403, "{path}");
+        assert_eq!(f.get(path, Some("not-a-token")).await.status, 401, "{path}");
+    }
+
+    let custom = start(EmulatorConfig {
+        region_id: "cn-beijing".to_owned(),
+        instance_id: "i-2zeaaaaaaaaaaaaaaaaa".to_owned(),
+        hardened_only: false,
+        ..EmulatorConfig::default()
+    });
+    let region = custom.get("/latest/meta-data/region-id", None).await;
+    assert_eq!((region.status, region.body.as_str()), (200, "cn-beijing"));
+    let instance = custom.get("/latest/meta-data/instance-id", None).await;
+    assert_eq!(
+        (instance.status, instance.body.as_str()),
+        (200, "i-2zeaaaaaaaaaaaaaaaaa")
+    );
 }

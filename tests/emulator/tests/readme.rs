@@ -109,3 +109,62 @@ async fn the_readme_s_emulator_command_runs_and_the_agent_lines_match_it() {
     assert_eq!(role.status(), 200);
     assert!(!role.text().await.unwrap().is_empty());
 }
+
+/// The line of the `sh` block between the STS-emulator-usage markers.
+fn sts_usage_line() -> Vec<&'static str> {
+    let start = README
+        .find("<!-- sts-emulator-usage:begin")
+        .expect("README has no sts-emulator-usage block");
+    let end = README[start..]
+        .find("<!-- sts-emulator-usage:end")
+        .map(|n| start + n)
+        .expect("the sts-emulator-usage block has no end marker");
+    let block: Vec<&str> = README[start..end]
+        .lines()
+        .skip_while(|l| !l.starts_with("```sh"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .collect();
+    args_after(&block, "cargo run -p ecs-metadata-emulator -- ")
+}
+
+#[tokio::test]
+async fn the_readme_s_sts_emulator_command_serves_https_with_its_ca_file() {
+    let mut args: Vec<String> = sts_usage_line().into_iter().map(String::from).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("sts-ca.pem");
+    let ca_arg = ca_file.to_str().unwrap().to_owned();
+    // The README's flags as written, on free ports and a private CA path.
+    for (flag, value) in [
+        ("--listen", "127.0.0.1:0"),
+        ("--sts-listen", "127.0.0.1:0"),
+        ("--sts-ca-file", ca_arg.as_str()),
+    ] {
+        let at = args
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("{flag} not in {args:?}"));
+        args[at + 1] = value.to_owned();
+    }
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_ecs-metadata-emulator"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the emulator binary"),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("listening on http://"), "{first:?}");
+    let second = lines.next().unwrap().unwrap();
+    let endpoint = second
+        .strip_prefix("sts listening on ")
+        .unwrap_or_else(|| panic!("no STS address line from {args:?}: {second:?}"));
+    let addr: std::net::SocketAddr = endpoint.strip_prefix("https://").unwrap().parse().unwrap();
+
+    // HTTPS trusting only the CA file: an unsigned request gets STS's JSON refusal.
+    let pem = std::fs::read(&ca_file).expect("the CA file is written");
+    let answer = common::sts::send_unsigned(addr, &pem).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.code(), "IncompleteSignature");
+}

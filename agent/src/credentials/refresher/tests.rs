@@ -528,3 +528,56 @@ fn a_local_clock_behind_the_service_measures_from_the_service_clock() {
         service + SEC
     );
 }
+
+/// A profile's assumed role (issue 13): every `AssumeRole` returns new credentials valid for
+/// the requested `DurationSeconds` (default 3600 s). Over 12 h of simulated time, with any
+/// jitter, no 6 h window holds more than 10 STS calls, and the credentials stay servable with
+/// at least the SDKs' 15 minutes left. Prints the counts (docs/sts.md quotes them).
+#[tokio::test(start_paused = true)]
+async fn assume_role_calls_per_profile_over_six_hours() {
+    for (name, jitter) in [
+        ("random", rand::random::<f64> as fn() -> f64),
+        ("earliest", || 0.999_999),
+        ("latest", || 0.0),
+    ] {
+        let clock = TestClock::new();
+        let t0 = Instant::now();
+        let script = Scripted::new(&clock, rotating(HOUR));
+        let refresher = start(&clock, &script, jitter);
+        let rx = refresher.subscribe();
+        for minute in 0..=720u32 {
+            at(t0, MIN * minute + SEC).await;
+            let now = Instant::now();
+            let state = rx.borrow().clone();
+            let issued = state.credentials_at(now).expect("servable throughout");
+            assert!(
+                issued.expires_at - now >= 15 * MIN,
+                "{name}: minute {minute}"
+            );
+        }
+        let calls = script.call_offsets(t0);
+        // The most calls in any half-open 6 h window (each window starts at a call).
+        let most = (0..calls.len())
+            .map(|i| {
+                calls[i..]
+                    .iter()
+                    .take_while(|t| **t < calls[i] + 6 * HOUR)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        let first_six_hours = calls.iter().filter(|t| **t < 6 * HOUR).count();
+        println!(
+            "{name} jitter: {first_six_hours} AssumeRole calls in the first 6 h, at most {most} \
+             in any 6 h, with 3600 s sessions; at {:?}",
+            calls
+                .iter()
+                .map(|d| format!("{}m", d.as_secs() / 60))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            (6..=10).contains(&most),
+            "{name}: {most} AssumeRole calls in 6 h"
+        );
+    }
+}

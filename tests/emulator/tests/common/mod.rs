@@ -178,3 +178,4 @@ pub async fn raw(addr: std::net::SocketAddr, request: &str, wait: Duration) -> R
 pub fn raw_get(path: &str, token: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{TOKEN_HEADER}: {token}\r\nConnection: close\r\n\r\n")
 }
+pub mod sts;
