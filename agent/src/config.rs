@@ -108,6 +108,8 @@ sections! {
     bridge: crate::server::bridge::config::Config,
     /// `[profiles]`.
     profiles: crate::policy::config::Config,
+    /// `[sts]`.
+    sts: crate::sources::sts::config::Config,
 }
 
 /// A configuration that could not be used: every problem found, each naming its key.
