@@ -22,8 +22,8 @@
 #
 # The servers (SERVERS, default all four): `hyper` (bare hyper), `agent` (the agent with its
 # default settings), and one agent with one `[[profile]]` matching uid 65534, its role assumed
-# from the STS emulator, asked by root (`instance`: no profile matches root, so it is served
-# the instance role) or by uid 65534 (`profile`, run through `setpriv`, which needs root): the
+# from the STS emulator, and uid 1 in `allowed_uids`, asked by uid 1 (`instance`: served the
+# instance role) or by uid 65534 (`profile`), both through `setpriv` (which needs root): the
 # same process, configuration and socket for both, only the caller differs.
 #
 # A new connection's count varies by a few per cent from one run to the next (how the
@@ -52,6 +52,7 @@ many=${MANY:-2500}
 runs=${RUNS:-3}
 servers=${SERVERS:-hyper agent instance profile}
 nobody=65534
+instance_uid=1
 for bin in "$agent" "$bench"; do
     [[ -x $bin ]] || {
         echo "callgrind.sh: no $bin; build with: cargo build --release -p ecs-credential-agent -p ecs-credential-bench --no-default-features" >&2
@@ -61,7 +62,8 @@ done
 command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind is not installed" >&2; exit 2; }
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/ecs-callgrind.XXXXXX")
-# Open to the profile's caller (uid 65534), which runs a copy of the bench binary from here.
+# Open to the callers of the agent with a profile (uids 1 and 65534), which run a copy of the
+# bench binary from here.
 chmod 0755 "$dir"
 cp "$bench" "$dir/bench-client"
 pids=()
@@ -102,14 +104,15 @@ socket_path = "$dir/agent.sock"
 allowed_uids = [$(id -u)]
 EOF
 
-# The same agent with one profile for uid $nobody (the bench's profile, `profile.rs`).
+# The agent with one profile for uid $nobody and uid $instance_uid allowed (the bench's, see
+# tests/bench/src/profile/mod.rs).
 cat >"$dir/profile.toml" <<EOF
 [metadata]
 endpoint = "$endpoint"
 
 [server]
 socket_path = "$dir/profile.sock"
-allowed_uids = [$(id -u)]
+allowed_uids = [$(id -u), $instance_uid]
 socket_mode = "0666"
 
 [sts]
@@ -122,14 +125,14 @@ match = { uid = $nobody }
 role_arn = "acs:ram::123456789012:role/bench-profile"
 EOF
 
-# Runs the bench binary as CALLER (root, or nobody for the profile).
+# Runs the bench binary as uid CALLER (and its gid, no supplementary groups); as is for root.
 as_caller() {
     local caller=$1
     shift
-    if [[ $caller == nobody ]]; then
-        setpriv --reuid "$nobody" --regid "$nobody" --clear-groups -- "$dir/bench-client" "$@"
-    else
+    if [[ $caller == 0 ]]; then
         "$bench" "$@"
+    else
+        setpriv --reuid "$caller" --regid "$caller" --clear-groups -- "$dir/bench-client" "$@"
     fi
 }
 
@@ -147,7 +150,7 @@ unset 'pids[-1]'
 # Runs SERVER (agent or hyper) under callgrind, sends N requests in MODE, stops it and prints
 # the instructions it executed.
 instructions() {
-    local server=$1 mode=$2 n=$3 out="$dir/callgrind.out" sock pid caller=root
+    local server=$1 mode=$2 n=$3 out="$dir/callgrind.out" sock pid caller=0
     rm -f "$out" "$dir"/*.sock
     if [[ $server == agent ]]; then
         sock=$dir/agent.sock
@@ -155,7 +158,7 @@ instructions() {
             "$agent" serve --config "$dir/agent.toml" 2>"$dir/valgrind.log" &
     elif [[ $server == instance || $server == profile ]]; then
         sock=$dir/profile.sock
-        [[ $server == profile ]] && caller=nobody
+        caller=$([[ $server == profile ]] && echo "$nobody" || echo "$instance_uid")
         valgrind --tool=callgrind --callgrind-out-file="$out" \
             "$agent" serve --config "$dir/profile.toml" 2>"$dir/valgrind.log" &
     else
@@ -168,8 +171,8 @@ instructions() {
     # The agent answers 200 once it holds credentials; bare hyper once it listens. The agent
     # with a profile is asked by both callers first, so that the profile's AssumeRole is
     # behind it (in the few and the many run alike) whichever caller is measured.
-    local who=(root)
-    [[ $server == instance || $server == profile ]] && who=(root nobody)
+    local who=(0)
+    [[ $server == instance || $server == profile ]] && who=("$instance_uid" "$nobody")
     for c in "${who[@]}"; do
         until as_caller "$c" fetch "$sock" /dev/null 2>/dev/null; do
             kill -0 "$pid" 2>/dev/null || { cat "$dir/valgrind.log" >&2; exit 1; }
@@ -212,7 +215,7 @@ for mode in keep-alive new-conn; do
         done
         case $server in
         agent) name=agent ;;
-        instance) name="agent with a profile, instance-role caller (root)" ;;
+        instance) name="agent with a profile, instance-role caller (uid $instance_uid)" ;;
         profile) name="agent with a profile, profile caller (uid $nobody)" ;;
         *) name="bare hyper" ;;
         esac

@@ -260,10 +260,11 @@ impl Bench {
         profile: Option<&AgentToml>,
     ) -> PathBuf {
         let path = socket.with_extension("toml");
+        let mut uids = vec![self.uid];
+        uids.extend(profile.iter().flat_map(|p| p.allowed_uids.iter().copied()));
         let mut text = format!(
-            "[metadata]\nendpoint = {endpoint:?}\n\n[server]\nsocket_path = {:?}\nallowed_uids = [{}]\n",
+            "[metadata]\nendpoint = {endpoint:?}\n\n[server]\nsocket_path = {:?}\nallowed_uids = {uids:?}\n",
             socket.display().to_string(),
-            self.uid
         );
         if let Some(profile) = profile {
             text.push_str(&profile.server);

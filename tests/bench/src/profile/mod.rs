@@ -2,18 +2,20 @@
 //!
 //! The agent is started with one `[[profile]]` whose selector is `uid = 65534` (`nobody`),
 //! its RAM role assumed from the STS emulator (in this process, sharing the metadata
-//! emulator's AccessKeys), and its socket open to every uid (`socket_mode = "0666"`). The
-//! raw client runs as root for the **instance-role caller** (root gets the instance role:
-//! no profile matches it) and as uid 65534 for the **profile caller**, interleaved in rounds
-//! like the main matrix, so both rows come from the same process, the same configuration and
-//! the same transport; only the caller, and so the credentials it is answered from, differ.
-//! (Two agents, one with a profile matching root and one without profiles, would compare two
-//! processes and two configurations: the difference of the two rows would then include
-//! whatever differs between the processes, which a per-request comparison should not.)
+//! emulator's AccessKeys), uid 1 in `allowed_uids` (served the instance role: no profile
+//! matches it, and `[profiles] unmatched` is `instance-role` by default), and its socket open
+//! to every uid (`socket_mode = "0666"`). The raw client runs as uid 1 for the
+//! **instance-role caller** and as uid 65534 for the **profile caller**, interleaved in
+//! rounds like the main matrix, so both rows come from the same process, the same
+//! configuration and the same transport; only the caller, and so the credentials it is
+//! answered from, differ. (Two agents, one with a profile matching root and one without
+//! profiles, would compare two processes and two configurations. Root as the instance-role
+//! caller would skip what every other uid's new connection pays: root is exempt from
+//! `max_connections_per_uid`.)
 //!
-//! The clients that run as uid 65534 are a copy of this binary in the run's directory (a
-//! repository checked out under a `0700` home would not let uid 65534 execute the original).
-//! So the comparison needs root; without it the rows are left out with a note.
+//! The clients run a copy of this binary in the run's directory (a repository checked out
+//! under a `0700` home would not let another uid execute the original). Switching uid needs
+//! root; without it the rows are left out with a note.
 //!
 //! `--smoke` keeps a count-only check: a cold-start herd of 1000 profile callers makes
 //! exactly one `AssumeRole` and is answered 1000 × `200`.
@@ -36,26 +38,39 @@ use crate::run::{run_load, Bench, Proc};
 
 /// The uid the profile's selector matches and its callers run as (`nobody`).
 pub const PROFILE_UID: u32 = 65534;
+/// The uid of the instance-role caller, in `allowed_uids` (`daemon` or `bin`; any uid will do).
+pub const INSTANCE_UID: u32 = 1;
 /// The profile's name.
 pub const PROFILE_NAME: &str = "bench";
 /// The RAM role the profile assumes (the STS emulator lets the instance role assume it).
 pub const ROLE_ARN: &str = "acs:ram::123456789012:role/bench-profile";
 
-/// The row of the root caller, served the instance role by the agent with a profile.
+/// The row of the [`INSTANCE_UID`] caller, served the instance role by the agent with a
+/// profile.
 pub const INSTANCE_CALLER: &str = "agent, instance-role caller";
 /// The row of the uid-65534 caller, served the profile's role by the same agent.
 pub const PROFILE_CALLER: &str = "agent, profile caller";
 
 /// Why the profile rows are missing when the bench does not run as root.
-pub const NOT_ROOT: &str = "left out: its clients run as uid 65534, which needs root";
+pub const NOT_ROOT: &str = "left out: its clients run as uids 1 and 65534, which needs root";
 
 /// Who a load client runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
-    /// The bench's own uid (root): the instance role.
-    Root,
+    /// [`INSTANCE_UID`]: the instance role.
+    Instance,
     /// [`PROFILE_UID`]: the profile.
     Profile,
+}
+
+impl Caller {
+    /// The uid (and gid) the client runs as.
+    fn uid(self) -> u32 {
+        match self {
+            Caller::Instance => INSTANCE_UID,
+            Caller::Profile => PROFILE_UID,
+        }
+    }
 }
 
 /// What the agent's configuration adds for the profile.
@@ -63,6 +78,8 @@ pub enum Caller {
 pub struct AgentToml {
     /// Keys of `[server]`.
     pub server: String,
+    /// Allowed beside the bench's own uid.
+    pub allowed_uids: Vec<u32>,
     /// Sections after `[server]`: `[sts]` and `[[profile]]`.
     pub sections: String,
 }
@@ -72,7 +89,9 @@ impl AgentToml {
     pub fn new(sts: &StsEmulator) -> AgentToml {
         let ca = sts.ca_file().expect("the STS emulator writes its CA");
         AgentToml {
-            server: "socket_mode = \"0666\"\n".to_owned(),
+            // The herd's 1000 connections come from one uid (half of `max_connections` else).
+            server: "socket_mode = \"0666\"\nmax_connections_per_uid = 1024\n".to_owned(),
+            allowed_uids: vec![INSTANCE_UID],
             sections: format!(
                 "\n[sts]\nendpoint = {:?}\nca_file = {:?}\n\n[[profile]]\nname = {PROFILE_NAME:?}\n\
                  match = {{ uid = {PROFILE_UID} }}\nrole_arn = {ROLE_ARN:?}\n",
@@ -110,21 +129,18 @@ pub fn can_switch_uid() -> bool {
 impl Bench {
     /// A command running this binary's `args` as `caller`.
     pub(crate) fn child_as(&mut self, caller: Caller, args: &[&str]) -> Command {
-        let mut cmd = match caller {
-            Caller::Root => return self.child(args),
-            Caller::Profile => Command::new(self.profile_client()),
-        };
+        let mut cmd = Command::new(self.client_copy());
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .uid(PROFILE_UID)
-            .gid(PROFILE_UID);
+            .uid(caller.uid())
+            .gid(caller.uid());
         // As root, std drops the supplementary groups when it sets the uid.
         cmd
     }
 
-    /// A copy of this binary that [`PROFILE_UID`] may execute (made once).
-    fn profile_client(&mut self) -> PathBuf {
+    /// A copy of this binary that every uid may execute (made once).
+    fn client_copy(&mut self) -> PathBuf {
         let copy = self.dir.join("bench-client");
         if !copy.exists() {
             std::fs::copy(&self.me, &copy).expect("copy the bench binary");
@@ -166,7 +182,7 @@ impl Bench {
     pub(crate) fn profile_comparison(&mut self, endpoint: &str, sts: &StsEmulator, r: &mut Report) {
         let toml = AgentToml::new(sts);
         let (mut agent, socket) = self.spawn_agent(endpoint, None, Some(&toml));
-        self.wait_served(&mut agent, &socket, Caller::Root);
+        self.wait_served(&mut agent, &socket, Caller::Instance);
         self.wait_served(&mut agent, &socket, Caller::Profile);
         let addr = Addr::Unix(socket);
         let smoke = self.opts.smoke;
@@ -176,7 +192,7 @@ impl Bench {
             (&[1, 8], self.opts.rounds.max(1))
         };
         let rows = [
-            (INSTANCE_CALLER, Caller::Root),
+            (INSTANCE_CALLER, Caller::Instance),
             (PROFILE_CALLER, Caller::Profile),
         ];
         let before = sts.counts().role(ROLE_ARN).accepted;

@@ -123,9 +123,10 @@ impl Report {
         }
         s.push_str(&format!(
             "Profile caller (uid {}, served the profile's assumed role) against instance-role \
-             caller (root), one agent with one profile: the median of the per-round ratios, \
+             caller (uid {}), one agent with one profile: the median of the per-round ratios, \
              every round's ratio in brackets.\n\n",
-            super::PROFILE_UID
+            super::PROFILE_UID,
+            super::INSTANCE_UID
         ));
         s.push_str(
             "| connection | clients | throughput | p99 latency | server CPU per request |\n",
