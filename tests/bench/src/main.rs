@@ -2,9 +2,11 @@
 //! performance targets checked (see `run.rs` and the README's "Performance" section).
 //!
 //! `bench` alone runs the full benchmark (about five minutes); `bench --smoke` a few seconds
-//! that check only counts (the cold-start herd makes one token PUT and one credential GET, no
-//! request fails, over the socket and the loopback listener). The other subcommands are the
-//! benchmark's own child processes.
+//! that check only counts (the cold-start herd makes one token PUT and one credential GET, a
+//! profile's makes one `AssumeRole`, no request fails, over the socket and the loopback
+//! listener, for an instance-role and a profile caller); `bench --profiles-only` the profile
+//! comparison alone (`profile/`). The other subcommands are the benchmark's own child
+//! processes.
 
 #![forbid(unsafe_code)]
 

@@ -24,7 +24,8 @@ use crate::report::{self, Point, Report};
 /// Options of a benchmark run.
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// A few seconds, checking only counts (herd: 1 token PUT and 1 credential GET; no errors).
+    /// A few seconds, checking only counts (herd: 1 token PUT and 1 credential GET; a
+    /// profile's herd: 1 AssumeRole; no errors).
     #[arg(long)]
     pub(crate) smoke: bool,
     /// Only the profile comparison (a profile's caller beside an instance-role caller, and the
