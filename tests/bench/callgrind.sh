@@ -31,7 +31,8 @@
 # scheduling), a kept connection's by well under 1 %: each figure is the median of RUNS runs,
 # with their range.
 #
-# Environment: SERVERS (default "hyper agent instance profile"), CLIENTS (default 8), FEW
+# Environment: SERVERS (default "hyper agent instance profile"), MODES (default "keep-alive
+# new-conn"), CLIENTS (default 8), FEW
 # (500), MANY (2500), RUNS (3), AGENT (another agent
 # binary, e.g. a copy of an earlier build, to compare before and after), HYPER_ARGS (default
 # --accept-on-worker, bare hyper's accept loop on a worker like the agent's; set it empty for
@@ -51,6 +52,7 @@ few=${FEW:-500}
 many=${MANY:-2500}
 runs=${RUNS:-3}
 servers=${SERVERS:-hyper agent instance profile}
+modes=${MODES:-keep-alive new-conn}
 nobody=65534
 instance_uid=1
 for bin in "$agent" "$bench"; do
@@ -205,7 +207,7 @@ median_range() {
 }
 
 printf '| server | connection | clients | instructions per request (range of %s runs) |\n|---|---|---:|---:|\n' "$runs"
-for mode in keep-alive new-conn; do
+for mode in $modes; do
     for server in $servers; do
         per=()
         for _ in $(seq "$runs"); do

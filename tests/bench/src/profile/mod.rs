@@ -90,7 +90,12 @@ impl AgentToml {
         let ca = sts.ca_file().expect("the STS emulator writes its CA");
         AgentToml {
             // The herd's 1000 connections come from one uid (half of `max_connections` else).
-            server: "socket_mode = \"0666\"\nmax_connections_per_uid = 1024\n".to_owned(),
+            // Its requests wait for the profile's first credentials, which come one refresher
+            // backoff (full jitter, up to 1, 2, 4 s) after the instance role's: more than the
+            // default 5 s now and then, and this herd counts `AssumeRole`s, not latency.
+            server: "socket_mode = \"0666\"\nmax_connections_per_uid = 1024\n\
+                     first_credentials_wait_ms = 15000\n"
+                .to_owned(),
             allowed_uids: vec![INSTANCE_UID],
             sections: format!(
                 "\n[sts]\nendpoint = {:?}\nca_file = {:?}\n\n[[profile]]\nname = {PROFILE_NAME:?}\n\
@@ -184,6 +189,11 @@ impl Bench {
         let (mut agent, socket) = self.spawn_agent(endpoint, None, Some(&toml));
         self.wait_served(&mut agent, &socket, Caller::Instance);
         self.wait_served(&mut agent, &socket, Caller::Profile);
+        if r.response_bytes == 0 {
+            // `--profiles-only`: the sizes the main run takes from its own agent.
+            r.request_bytes = crate::load::REQUEST.len();
+            r.response_bytes = crate::run::get_once(&socket).map_or(0, |raw| raw.len());
+        }
         let addr = Addr::Unix(socket);
         let smoke = self.opts.smoke;
         let (concs, rounds): (&[usize], usize) = if smoke {
@@ -274,7 +284,7 @@ impl Bench {
         let herd = self
             .child_as(
                 Caller::Profile,
-                &["herd", &socket.display().to_string(), "1000", "15000"],
+                &["herd", &socket.display().to_string(), "1000", "20000"],
             )
             .spawn()
             .expect("start the herd");
