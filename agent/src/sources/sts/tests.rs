@@ -2,6 +2,7 @@
 //! metadata service, and a loopback HTTPS STS trusted through `[sts] ca_file`. Real sockets,
 //! so real time; every wait is on an event with a generous deadline.
 
+mod emulator;
 mod servers;
 
 use std::sync::Arc;
