@@ -229,6 +229,9 @@ fn serve(path: Option<PathBuf>, overrides: Overrides, hooks: TestHooks) -> ExitC
             log,
         }),
         announce: None,
+        // The STS source (`profiles::factory` over `sources::sts::AssumedRole`) goes here;
+        // until then a configuration with profiles is refused (exit 78).
+        profiles: None,
         test_hooks: hooks,
     };
     let result = run_on_worker(async {

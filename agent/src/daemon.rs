@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
 use crate::credentials::refresher::{self, Refresher};
+use crate::credentials::state::StateReceiver;
 use crate::heartbeat::{Heartbeat, Watched};
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::reload::{Reloader, Source};
+use crate::profiles::{self, Registry};
+use crate::reload::{self, Reloader, Source};
 use crate::server::bridge::BridgeListener;
 use crate::server::metrics_listener::{self, MetricsBindError, MetricsListener};
 use crate::server::{self, ConfigReceiver, Listener, Server, SocketBindError};
@@ -115,9 +117,40 @@ const REQUESTS_PER_FETCH: u32 = 6;
 /// loop is stuck.
 const SERVER_MISSED_BEATS: u32 = 5;
 
+/// What the profile source is built from, once the instance role's refresher runs
+/// ([`ProfileSource`]).
+#[derive(Debug)]
+pub struct ProfileInputs<'a> {
+    /// The configuration at start (`[sts]`, `[metadata]`, `[credentials]`…).
+    pub config: &'a Config,
+    /// The instance role's credentials (what `AssumeRole` is signed with).
+    pub instance: StateReceiver,
+    /// The wall clock.
+    pub time: SharedTimeSource,
+    /// The agent's metrics (for [`profiles::factory`]: `profile_refreshes_total`).
+    pub metrics: Metrics,
+}
+
+/// Builds the [`profiles::Factory`] that starts each profile's refresher (in production: the
+/// STS source through [`profiles::factory`]); an `Err` is a configuration problem (exit 78).
+pub type MakeFactory =
+    Box<dyn FnOnce(ProfileInputs<'_>) -> Result<profiles::Factory, String> + Send>;
+
+/// The profile source given to [`serve_with`] ([`Options::profiles`]).
+pub struct ProfileSource(pub MakeFactory);
+
+impl std::fmt::Debug for ProfileSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProfileSource")
+    }
+}
+
 /// What [`serve_with`] takes besides the configuration.
 #[derive(Debug, Default)]
 pub struct Options {
+    /// Where the profiles' credentials come from (`[[profile]]`). `None`: a configuration with
+    /// profiles is refused (exit 78) rather than its profiles ignored.
+    pub profiles: Option<ProfileSource>,
     /// The sockets handed over by systemd ([`activation::take_sockets`]): without a Unix
     /// socket the agent binds `socket_path`; without a bridge socket it binds `[bridge] listen`
     /// when set.
@@ -179,6 +212,20 @@ pub async fn serve_with(
     options: Options,
 ) -> Result<(), AgentError> {
     crate::process::harden().map_err(AgentError::Harden)?;
+    reload::check_profiles(&config, options.profiles.is_some()).map_err(|problem| {
+        AgentError::Config(ConfigError {
+            source_name: options.reload.as_ref().map_or_else(
+                || "the configuration".to_owned(),
+                |s| {
+                    s.path.as_deref().map_or_else(
+                        || crate::config::DEFAULT_CONFIG_PATH.to_owned(),
+                        |p| p.display().to_string(),
+                    )
+                },
+            ),
+            problems: vec![problem],
+        })
+    })?;
     check_open_files_limit(&config.server);
     let metrics = Metrics::new();
     let client =
@@ -203,15 +250,41 @@ pub async fn serve_with(
             return Err(e);
         }
     };
-    let server_config = match options.reload {
-        Some(source) => start_reloading(source, config.clone())?,
-        None => server::fixed_config(config.server.clone()),
-    };
-    let refresher = Refresher::builder(client, config.credentials.clone(), time)
+    let refresher = Refresher::builder(client, config.credentials.clone(), time.clone())
         .metrics(metrics.clone())
         .spawn();
     let state = refresher.subscribe();
     metrics.observe_credentials(move |now| state.borrow().gauges(now));
+    let registry = match options.profiles {
+        Some(ProfileSource(make)) => {
+            let inputs = ProfileInputs {
+                config: &config,
+                instance: refresher.subscribe(),
+                time,
+                metrics: metrics.clone(),
+            };
+            let factory = make(inputs).map_err(|problem| {
+                let _ = listener.remove_socket();
+                AgentError::Config(ConfigError {
+                    source_name: "the profile source".to_owned(),
+                    problems: vec![problem],
+                })
+            })?;
+            Some(Registry::new(factory, metrics.clone()))
+        }
+        None => None,
+    };
+    // Without reloads, the registry (its refreshers) lives here until the server returns.
+    let (server_config, _registry) = match options.reload {
+        Some(source) => (start_reloading(source, config.clone(), registry)?, None),
+        None => {
+            let mut registry = registry;
+            let published = reload::publish(&config, registry.as_mut());
+            (tokio::sync::watch::channel(published).1, registry)
+        }
+    };
+    let profile_states = server_config.clone();
+    metrics.observe_profiles(move |now| profile_states.borrow().profiles.gauges(now));
     let heartbeat = Heartbeat::new();
     let watched = watched_loops(&config, &refresher, &heartbeat);
     let mut notifier =
@@ -350,13 +423,17 @@ fn listen_bridge(
 }
 
 /// Installs the `SIGHUP` handler and starts the task that reloads on it.
-fn start_reloading(source: Source, config: Config) -> Result<ConfigReceiver, AgentError> {
+fn start_reloading(
+    source: Source,
+    config: Config,
+    registry: Option<Registry>,
+) -> Result<ConfigReceiver, AgentError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).map_err(|source| AgentError::Io {
         context: "installing the SIGHUP handler",
         source,
     })?;
-    let (mut reloader, rx) = Reloader::new(source, config);
+    let (mut reloader, rx) = Reloader::new(source, config, registry);
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             reload_once(&mut reloader);
@@ -376,6 +453,7 @@ fn reload_once(reloader: &mut Reloader) {
             }
             tracing::info!(
                 server_changed = done.server_changed,
+                profiles_changed = done.profiles_changed,
                 log_level_changed = done.log_level_changed,
                 "configuration reloaded (SIGHUP)"
             );

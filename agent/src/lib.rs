@@ -40,7 +40,11 @@
 //!   groups, pid, a pidfd or `/proc` handle on its process); a leaf, and the only module that
 //!   reads the peer's socket options.
 //! - [`policy`]: [`authorize`](policy::authorize), the one judgement of a caller against the
-//!   rules in force; depends only on `identity`.
+//!   rules in force (the `[[profile]]` selectors first, then the uid and group lists); depends
+//!   only on `identity` (and `settings` for `[profiles]`).
+//! - [`profiles`]: one refresher per distinct profile role (built through a factory the daemon
+//!   is given), reconciled on reload, and the profile set the server answers profile callers
+//!   from.
 //! - [`server`]: the Unix socket (bind safely), admission, connections, routes, audit trail,
 //!   and the loopback TCP listener for metrics.
 //! - [`metrics`]: Prometheus metrics, on the socket (`GET /metrics`) and an optional loopback
@@ -91,6 +95,7 @@ pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod process;
+pub mod profiles;
 pub mod reload;
 pub mod server;
 pub mod settings;
