@@ -135,3 +135,37 @@ async fn a_role_whose_trust_policy_does_not_name_the_instance_role_is_no_permiss
     assert_eq!(e.kind(), "no_permission", "{e:?}");
     assert!(e.to_string().contains("trust policy"), "{e}");
 }
+
+/// The daemon's path: the profile registry's factory ([`crate::profiles::factory`]) over
+/// [`AssumedRole`], as `cli.rs` is to wire it, publishes the profile's credentials.
+#[tokio::test]
+async fn the_profiles_factory_over_assumed_role_publishes_a_profiles_credentials() {
+    let both = both().await;
+    let assumer = Arc::clone(&both.assumer);
+    let mut factory = crate::profiles::factory(
+        move |spec: &RoleSpec| AssumedRole::new(Arc::clone(&assumer), spec.clone()),
+        RefreshPolicy::default(),
+        Arc::new(SystemClock),
+        crate::metrics::Metrics::new(),
+    );
+    let spec = RoleSpec {
+        profile: "billing".to_owned(),
+        role_arn: APP.to_owned(),
+        policy: None,
+        duration_secs: 3600,
+    };
+    let refresher = factory(&spec);
+    let mut rx = refresher.subscribe();
+    let state = tokio::time::timeout(
+        Duration::from_secs(60),
+        rx.wait_for(|s| s.credentials.is_some()),
+    )
+    .await
+    .expect("the profile's credentials within 60 s")
+    .unwrap()
+    .clone();
+    let issued = state.credentials.unwrap();
+    assert_eq!(issued.role_name, "billing-app");
+    assert!(issued.access_key_id.starts_with("STS."), "{issued:?}");
+    assert_eq!(both.sts.counts().role(APP).accepted, 1);
+}
