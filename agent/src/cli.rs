@@ -229,8 +229,7 @@ fn serve(path: Option<PathBuf>, overrides: Overrides, hooks: TestHooks) -> ExitC
             log,
         }),
         announce: None,
-        // The STS source (`profiles::factory` over `sources::sts::AssumedRole`) goes here;
-        // until then a configuration with profiles is refused (exit 78).
+        // STS (`daemon::sts_profiles`).
         profiles: None,
         test_hooks: hooks,
     };

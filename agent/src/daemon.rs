@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddrV4;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
@@ -129,6 +130,32 @@ pub struct ProfileInputs<'a> {
     pub time: SharedTimeSource,
     /// The agent's metrics (for [`profiles::factory`]: `profile_refreshes_total`).
     pub metrics: Metrics,
+    /// The metadata client the instance role's refresher uses (for the STS source: the
+    /// instance's region id and instance id, with the same cached metadata token).
+    pub metadata: Arc<metadata::Client>,
+}
+
+/// The production profile source: each profile's refresher fetches through
+/// [`sources::sts::AssumedRole`](crate::sources::sts::AssumedRole), `AssumeRole` signed with the
+/// instance role's credentials, one shared [`Assumer`](crate::sources::sts::Assumer) (`[sts]`).
+///
+/// # Errors
+/// The `[sts]` problem in words (an unreadable `ca_file`, no trusted roots at all).
+pub fn sts_profiles(inputs: ProfileInputs<'_>) -> Result<profiles::Factory, String> {
+    use crate::sources::sts::{AssumedRole, Assumer};
+    let assumer = Assumer::new(
+        &inputs.config.sts,
+        inputs.metadata,
+        inputs.instance,
+        inputs.time.clone(),
+    )
+    .map_err(|e| format!("[sts]: {e}"))?;
+    Ok(profiles::factory(
+        move |spec| AssumedRole::new(Arc::clone(&assumer), spec.clone()),
+        inputs.config.credentials.clone(),
+        inputs.time,
+        inputs.metrics,
+    ))
 }
 
 /// Builds the [`profiles::Factory`] that starts each profile's refresher (in production: the
@@ -148,8 +175,8 @@ impl std::fmt::Debug for ProfileSource {
 /// What [`serve_with`] takes besides the configuration.
 #[derive(Debug, Default)]
 pub struct Options {
-    /// Where the profiles' credentials come from (`[[profile]]`). `None`: a configuration with
-    /// profiles is refused (exit 78) rather than its profiles ignored.
+    /// Where the profiles' credentials come from (`[[profile]]`). `None`: STS
+    /// ([`sts_profiles`]).
     pub profiles: Option<ProfileSource>,
     /// The sockets handed over by systemd ([`activation::take_sockets`]): without a Unix
     /// socket the agent binds `socket_path`; without a bridge socket it binds `[bridge] listen`
@@ -212,7 +239,7 @@ pub async fn serve_with(
     options: Options,
 ) -> Result<(), AgentError> {
     crate::process::harden().map_err(AgentError::Harden)?;
-    reload::check_profiles(&config, options.profiles.is_some()).map_err(|problem| {
+    reload::check_profiles(&config, true).map_err(|problem| {
         AgentError::Config(ConfigError {
             source_name: options.reload.as_ref().map_or_else(
                 || "the configuration".to_owned(),
@@ -228,8 +255,9 @@ pub async fn serve_with(
     })?;
     check_open_files_limit(&config.server);
     let metrics = Metrics::new();
-    let client =
-        metadata::Client::new(&config.metadata, time.clone())?.with_metrics(metrics.clone());
+    let client = Arc::new(
+        metadata::Client::new(&config.metadata, time.clone())?.with_metrics(metrics.clone()),
+    );
     let listener = listen(&config, options.passed.socket)?;
     if let Some(text) = &options.announce {
         use std::io::Write;
@@ -250,29 +278,43 @@ pub async fn serve_with(
             return Err(e);
         }
     };
-    let refresher = Refresher::builder(client, config.credentials.clone(), time.clone())
-        .metrics(metrics.clone())
-        .spawn();
+    let refresher = Refresher::builder(
+        Arc::clone(&client),
+        config.credentials.clone(),
+        time.clone(),
+    )
+    .metrics(metrics.clone())
+    .spawn();
     let state = refresher.subscribe();
     metrics.observe_credentials(move |now| state.borrow().gauges(now));
-    let registry = match options.profiles {
-        Some(ProfileSource(make)) => {
-            let inputs = ProfileInputs {
-                config: &config,
-                instance: refresher.subscribe(),
-                time,
-                metrics: metrics.clone(),
-            };
-            let factory = make(inputs).map_err(|problem| {
-                let _ = listener.remove_socket();
-                AgentError::Config(ConfigError {
-                    source_name: "the profile source".to_owned(),
-                    problems: vec![problem],
-                })
-            })?;
-            Some(Registry::new(factory, metrics.clone()))
+    let make = options.profiles.map_or_else(
+        || Box::new(sts_profiles) as MakeFactory,
+        |ProfileSource(make)| make,
+    );
+    let inputs = ProfileInputs {
+        config: &config,
+        instance: refresher.subscribe(),
+        time,
+        metrics: metrics.clone(),
+        metadata: client,
+    };
+    let registry = match make(inputs) {
+        Ok(factory) => Some(Registry::new(factory, metrics.clone())),
+        Err(problem) if !config.profile_list.is_empty() => {
+            let _ = listener.remove_socket();
+            return Err(AgentError::Config(ConfigError {
+                source_name: "the profile source".to_owned(),
+                problems: vec![problem],
+            }));
         }
-        None => None,
+        Err(problem) => {
+            tracing::warn!(
+                problem = %problem,
+                "profiles cannot be served (none configured now; a reload that adds some will be \
+                 rejected until this is fixed and the agent restarted)"
+            );
+            None
+        }
     };
     // Without reloads, the registry (its refreshers) lives here until the server returns.
     let (server_config, _registry) = match options.reload {

@@ -33,7 +33,8 @@
 //! - [`sources`]: credential sources, each knowing one upstream and returning validated
 //!   credentials or a typed error: [`sources::metadata`], the hardened-mode metadata client
 //!   (metadata token cache, retry table, parsing) for the instance role; [`sources::sts`], the
-//!   STS client (`ACS3-HMAC-SHA256` signing, HTTPS with the system's trust store, `AssumeRole`,
+//!   profiles' roles assumed through STS:
+//!   the STS client (`ACS3-HMAC-SHA256` signing, HTTPS with the system's trust store, `AssumeRole`,
 //!   STS's error codes in words) for a profile's RAM role, signed with the instance role's
 //!   credentials.
 //! - [`identity`]: the [`Caller`](identity::Caller) a transport captures at accept (uid, gid,

@@ -158,8 +158,8 @@ pub fn publish(config: &Config, registry: Option<&mut Registry>) -> Arc<Publishe
 pub fn check_profiles(config: &Config, has_source: bool) -> Result<(), String> {
     if let (false, Some(first)) = (has_source, config.profile_list.first()) {
         return Err(format!(
-            "[[profile]] {:?}: profiles need the STS source, which this command does not \
-             provide; remove the [[profile]] tables or run `ecs-credential-agent serve`",
+            "[[profile]] {:?}: profiles need the STS client, which could not be set up at \
+             start (the warning logged then says why); fix [sts] and restart the agent",
             first.name
         ));
     }
@@ -353,7 +353,7 @@ mod tests {
         write(&dir, &profile("a", 1000, 3600));
         let e = r.reload().unwrap_err().to_string();
         assert!(
-            e.contains("[[profile]] \"a\": profiles need the STS source"),
+            e.contains("[[profile]] \"a\": profiles need the STS client"),
             "{e}"
         );
         assert!(rx.borrow().profiles.specs.is_empty());
