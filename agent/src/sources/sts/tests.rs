@@ -2,6 +2,7 @@
 //! metadata service, and a loopback HTTPS STS trusted through `[sts] ca_file`. Real sockets,
 //! so real time; every wait is on an event with a generous deadline.
 
+mod emulator;
 mod servers;
 
 use std::sync::Arc;
@@ -471,6 +472,8 @@ fn session_names_follow_the_sts_rule() {
     let id = "i-bp67acfmxazb4ph3xxxx";
     assert_eq!(id.len(), INSTANCE_ID_LEN);
     assert_eq!(MAX_PROFILE_NAME_LEN, 41);
+    // The profile parser refuses longer names with its own constant: they must agree.
+    assert_eq!(crate::policy::profile::MAX_NAME_LEN, MAX_PROFILE_NAME_LEN);
     let longest = "p".repeat(MAX_PROFILE_NAME_LEN);
     assert_eq!(role_session_name(id, &longest).unwrap().len(), 64);
     let e = role_session_name(id, &format!("{longest}p")).unwrap_err();
