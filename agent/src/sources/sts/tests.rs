@@ -569,7 +569,10 @@ async fn a_refused_role_is_published_as_sts_failing_with_the_reason() {
     .expect("a failed first fetch within 60 s")
     .unwrap()
     .clone();
-    let message = state.credentials_at(Instant::now()).unwrap_err().message();
+    let message = state
+        .credentials_at(tokio::time::Instant::now())
+        .unwrap_err()
+        .message();
     assert!(
         message.starts_with("STS AssumeRole failing since 2023-11-14T22:13:20Z: "),
         "{message}"

@@ -116,7 +116,8 @@ async fn the_emulator_accepts_the_v3_signature_with_a_session_policy() {
 #[tokio::test]
 async fn above_max_session_duration_is_retried_with_3600_and_accepted() {
     let both = both().await;
-    let fetched = role(&both, APP, 43_200, None).fetch().await.unwrap();
+    let source = role(&both, APP, 43_200, None);
+    let fetched = source.fetch().await.unwrap();
     let lifetime = fetched.credentials.expiration - fetched.credentials.last_updated;
     assert!(lifetime.whole_seconds() <= 3610, "{lifetime}");
     let counts = both.sts.counts();
@@ -126,6 +127,16 @@ async fn above_max_session_duration_is_retried_with_3600_and_accepted() {
         "{counts:?}"
     );
     assert_eq!(counts.role(APP).accepted, 1, "{counts:?}");
+    // The refusal is remembered: the next refresh asks for 3600 at once (one call).
+    source.fetch().await.unwrap();
+    let counts = both.sts.counts();
+    assert_eq!(
+        counts.code("InvalidParameter.DurationSeconds"),
+        1,
+        "{counts:?}"
+    );
+    assert_eq!(counts.role(APP).accepted, 2, "{counts:?}");
+    assert_eq!(counts.role(APP).calls, 3, "{counts:?}");
 }
 
 #[tokio::test]
