@@ -37,6 +37,7 @@ pub fn check_process_selectors(profiles: &[Spec]) -> Result<(), String> {
 }
 
 /// [`check_process_selectors`] against process `pid` alone.
+#[cfg(test)]
 pub(crate) fn check_process_selectors_on(profiles: &[Spec], pid: u32) -> Result<(), String> {
     check_process_selectors_among(profiles, [pid])
 }
