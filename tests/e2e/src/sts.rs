@@ -66,7 +66,10 @@ impl StsRig {
     /// As [`StsRig::start`].
     pub async fn with_roles(metadata: EmulatorConfig, roles: Vec<TargetRole>) -> StsRig {
         let metadata = crate::metadata::emulator(metadata).await;
-        let dir = tempfile::Builder::new().prefix("eca-sts-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("eca-sts-")
+            .tempdir()
+            .unwrap();
         let sts = StsEmulator::start(StsConfig {
             keys: metadata.key_store(),
             roles,
@@ -117,7 +120,8 @@ impl StsRig {
             .unwrap_or_else(|| panic!("{access_key_id} was issued by neither emulator"));
         vec![
             key.access_key_secret,
-            key.security_token.expect("a role's key has a SecurityToken"),
+            key.security_token
+                .expect("a role's key has a SecurityToken"),
         ]
     }
 }

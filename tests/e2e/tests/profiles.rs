@@ -97,13 +97,16 @@ fn exchange<S: Read + Write>(mut s: S, raw: &str) -> io::Result<Vec<u8>> {
 
 /// One `GET /v1/credentials` over the socket as `uid` (`Connection: close`).
 async fn get_as(socket: &Path, uid: u32) -> Response {
+    get_path_as(socket, uid, "/v1/credentials").await
+}
+
+/// One `GET path` over the socket as `uid` (`Connection: close`).
+async fn get_path_as(socket: &Path, uid: u32, path: &str) -> Response {
     let s = connect_as(socket, uid, 1).await.remove(0);
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     let raw = tokio::task::spawn_blocking(move || {
         s.set_read_timeout(Some(PATIENCE)).unwrap();
-        exchange(
-            s,
-            "GET /v1/credentials HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-        )
+        exchange(s, &raw)
     })
     .await
     .unwrap()
@@ -189,7 +192,12 @@ fn run_as(uid: u32, cgroup: Option<(&Path, &str)>, argv: &[&OsStr]) -> Output {
 
 /// `BIN get --socket SOCKET` as `uid` ([`run_as`]).
 fn run_get(bin: &Path, socket: &Path, uid: u32, cgroup: Option<(&Path, &str)>) -> Output {
-    let argv = [bin.as_os_str(), "get".as_ref(), "--socket".as_ref(), socket.as_os_str()];
+    let argv = [
+        bin.as_os_str(),
+        "get".as_ref(),
+        "--socket".as_ref(),
+        socket.as_os_str(),
+    ];
     run_as(uid, cgroup, &argv)
 }
 
@@ -202,7 +210,11 @@ fn run_tcp_get(addr: SocketAddr, uid: u32, cgroup: Option<(&Path, &str)>) -> Res
         addr.ip(),
         addr.port()
     );
-    let out = run_as(uid, cgroup, &["bash".as_ref(), "-c".as_ref(), script.as_ref()]);
+    let out = run_as(
+        uid,
+        cgroup,
+        &["bash".as_ref(), "-c".as_ref(), script.as_ref()],
+    );
     assert!(out.status.success(), "{out:?}");
     parse_response(&out.stdout)
 }
@@ -329,6 +341,24 @@ async fn three_uids_get_three_roles_from_one_agent() {
         .to_owned();
     assert_eq!(rig.role_of(&root).as_deref(), Some(INSTANCE_ROLE));
 
+    // Health: a caller sees its own profile; root sees every profile. Metrics name them.
+    let health = get_path_as(&agent.socket, UID_A, "/v1/health").await;
+    assert_eq!(health.status, 200, "{health:?}");
+    let health = health.json();
+    assert_eq!(health["Profile"], "a", "{health}");
+    assert_eq!(health["RoleName"], "app-a", "{health}");
+    assert!(health["Profiles"].is_null(), "{health}");
+    let health = agent.get("/v1/health").await.json();
+    let all = health["Profiles"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{health}"));
+    assert_eq!(all.keys().collect::<Vec<_>>(), ["a", "b", "c"], "{health}");
+    let metrics = agent.get("/metrics").await.body;
+    for name in ["a", "b", "c"] {
+        let label = format!("profile=\"{name}\"");
+        assert!(metrics.contains(&label), "no {label} in\n{metrics}");
+    }
+
     let counts = rig.sts.counts();
     for role in ["app-a", "app-b", "app-c"] {
         let c = counts.role(&role_arn(role));
@@ -421,7 +451,9 @@ async fn the_unit_selector_matches_a_tcp_caller_by_its_socket_cgroup() {
         return;
     };
     let rig = StsRig::start(&["billing-app"]).await;
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_loopback_port()).parse().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_loopback_port())
+        .parse()
+        .unwrap();
     let agent = unit_agent(&rig, &unit, |c| {
         c.set("bridge", "listen", &toml_string(&addr.to_string()));
     })
@@ -593,9 +625,11 @@ async fn a_thousand_cold_callers_of_one_profile_cause_one_assume_role() {
     let arn = role_arn("app-a");
     let gate = rig.metadata.gate(Endpoint::Credentials);
     let mut config = rig.config();
-    config
-        .set("server", "max_connections", "4000")
-        .set("server", "first_credentials_wait_ms", "300000");
+    config.set("server", "max_connections", "4000").set(
+        "server",
+        "first_credentials_wait_ms",
+        "300000",
+    );
     add_profiles(
         &mut config,
         &[Profile::new("a", &format!("uid = {UID_A}"), &arn)],
@@ -620,7 +654,10 @@ async fn a_thousand_cold_callers_of_one_profile_cause_one_assume_role() {
     .await;
     assert!(held.is_some(), "the callers never all connected");
     assert_eq!(rig.sts.counts().total.calls, 0, "credentials were not cold");
-    assert!(tasks.iter().all(|t| !t.is_finished()), "answered while cold");
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "answered while cold"
+    );
 
     gate.release();
     let mut keys = std::collections::BTreeSet::new();
@@ -657,12 +694,19 @@ async fn a_role_that_cannot_be_assumed_answers_503_with_sts_reason_and_no_fallba
     )
     .await;
     let mut config = rig.config();
-    config.set("server", "allowed_uids", &format!("[{UID_C}]"));
+    // A caller of a failing profile that never had credentials waits this long for its first.
+    config
+        .set("server", "allowed_uids", &format!("[{UID_C}]"))
+        .set("server", "first_credentials_wait_ms", "1000");
     add_profiles(
         &mut config,
         &[
             Profile::new("locked", &format!("uid = {UID_A}"), &role_arn("locked-app")),
-            Profile::new("missing", &format!("uid = {UID_B}"), &role_arn("missing-app")),
+            Profile::new(
+                "missing",
+                &format!("uid = {UID_B}"),
+                &role_arn("missing-app"),
+            ),
             Profile::new("ok", &format!("uid = {UID_D}"), &role_arn("ok-app")),
         ],
     );
@@ -695,7 +739,12 @@ async fn a_role_that_cannot_be_assumed_answers_503_with_sts_reason_and_no_fallba
         }
     };
     let message = refused(UID_A, "NoPermission").await;
-    for words in ["NoPermission", "sts:AssumeRole", "trust policy", "locked-app"] {
+    for words in [
+        "NoPermission",
+        "sts:AssumeRole",
+        "trust policy",
+        "locked-app",
+    ] {
         assert!(message.contains(words), "{words:?} not in {message:?}");
     }
     let message = refused(UID_B, "EntityNotExist.Role").await;
