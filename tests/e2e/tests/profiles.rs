@@ -485,6 +485,8 @@ async fn the_unit_selector_matches_a_tcp_caller_by_its_socket_cgroup() {
 
 /// An `exe` selector matches the caller's executable by path: of two links to the same file,
 /// the one named gets the profile's role and the other the instance role, for the same uid.
+/// Over the loopback listener `exe` never matches (there is no process): `bash`, named by a
+/// profile, gets the instance role over TCP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exe_selector_matches_the_executable_path() {
     require_root!();
@@ -502,24 +504,39 @@ async fn the_exe_selector_matches_the_executable_path() {
             std::fs::copy(&bin, link).unwrap();
         }
     }
+    let bash = std::fs::canonicalize("/bin/bash").expect("bash");
 
-    let rig = StsRig::start(&["billing-app"]).await;
+    let rig = StsRig::start(&["billing-app", "shell-app"]).await;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_loopback_port())
+        .parse()
+        .unwrap();
     let mut config = rig.config();
-    config.set("server", "allowed_uids", &format!("[{UID_B}]"));
+    config
+        .set("server", "allowed_uids", &format!("[{UID_B}]"))
+        .set("bridge", "listen", &toml_string(&addr.to_string()));
     add_profiles(
         &mut config,
-        &[Profile::new(
-            "billing",
-            &format!("exe = {}", toml_path(&named)),
-            &role_arn("billing-app"),
-        )],
+        &[
+            Profile::new(
+                "billing",
+                &format!("exe = {}", toml_path(&named)),
+                &role_arn("billing-app"),
+            ),
+            Profile::new(
+                "shell",
+                &format!("exe = {}", toml_path(&bash)),
+                &role_arn("shell-app"),
+            ),
+        ],
     );
     let agent = open_agent(&mut config).await;
+    wait_tcp(&agent, addr).await;
     let socket = agent.socket.clone();
-    let (by_named, by_other) = tokio::task::spawn_blocking(move || {
+    let (by_named, by_other, by_bash) = tokio::task::spawn_blocking(move || {
         (
             run_get(&named, &socket, UID_B, None),
             run_get(&other, &socket, UID_B, None),
+            run_tcp_get(addr, UID_B, None),
         )
     })
     .await
@@ -529,6 +546,8 @@ async fn the_exe_selector_matches_the_executable_path() {
     assert_eq!(rig.role_of(&by_named).as_deref(), Some("billing-app"));
     let by_other = printed_key(&by_other, &logs);
     assert_eq!(rig.role_of(&by_other).as_deref(), Some(INSTANCE_ROLE));
+    let by_bash = key_of(&by_bash, &logs);
+    assert_eq!(rig.role_of(&by_bash).as_deref(), Some(INSTANCE_ROLE));
 }
 
 /// After a reload (`SIGHUP`), a caller whose profile changed gets the new profile's role at its
