@@ -60,6 +60,9 @@ const PARALLEL: usize = 12;
 /// The longest a row may take.
 const ROW_BUDGET: Duration = Duration::from_secs(120);
 
+#[path = "fault_matrix/sts_rows.rs"]
+mod sts_rows;
+
 type RowFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// One scenario: a name and what it does.
@@ -565,6 +568,7 @@ fn rows() -> Vec<Row> {
             row_clock_stepped(n, s, -3600)
         }),
     ];
+    rows.extend(sts_rows::rows());
     if is_root() {
         rows.push(custom(
             "blackholed (not on ECS: packets dropped)",
