@@ -568,7 +568,8 @@ fn rows() -> Vec<Row> {
             row_clock_stepped(n, s, -3600)
         }),
     ];
-    rows.extend(sts_rows::rows());
+    // First: its rows that wait for a refresh are among the longest, and rows start in order.
+    rows.splice(0..0, sts_rows::rows());
     if is_root() {
         rows.push(custom(
             "blackholed (not on ECS: packets dropped)",
@@ -1192,6 +1193,8 @@ async fn fault_matrix() {
     let mut failures = Vec::new();
     let mut passed = 0;
     while let Some(done) = tasks.join_next().await {
+        if let Ok((name, took, _)) = &done {
+        }
         match done {
             Ok((_, _, Ok(()))) => passed += 1,
             Ok((name, took, Err(e))) => failures.push(format!("--- {name} (after {took:?}):\n{e}")),

@@ -30,15 +30,17 @@ pub const ROLE_ARN: &str = "acs:ram::123456789012:role/matrix-app";
 pub const PROFILE: &str = "fm-app";
 /// `[sts] connect_timeout_ms` of STS rows (TLS handshake included): test scale, with room for a
 /// loaded machine.
-pub const STS_CONNECT_TIMEOUT: Duration = Duration::from_millis(2000);
+pub const STS_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// `[sts] read_timeout_ms` of STS rows: short, so a hanging STS shows within seconds.
-pub const STS_READ_TIMEOUT: Duration = Duration::from_millis(2000);
-/// One `AssumeRole`'s deadline: a request already hanging when a fault clears runs into it.
-pub const STS_REQUEST_DEADLINE: Duration = STS_CONNECT_TIMEOUT.saturating_add(STS_READ_TIMEOUT);
-/// Session lifetime for rows that watch a refresh: the agent refreshes at about half-life and
-/// serves until the margin, so a fault at the refresh (with the read timeout passed) shows
-/// while the cached credentials are still valid.
-pub const WARM_SESSION: Duration = Duration::from_secs(20);
+pub const STS_READ_TIMEOUT: Duration = Duration::from_millis(1000);
+/// One `AssumeRole`'s deadline as the agent sets it (connect + 2 × read): a hanging STS shows
+/// after it, and a request already hanging when a fault clears runs into it.
+pub const STS_REQUEST_DEADLINE: Duration =
+    STS_CONNECT_TIMEOUT.saturating_add(STS_READ_TIMEOUT.saturating_mul(2));
+/// Session lifetime for rows that watch a refresh: the agent refreshes at about half-life (7–8
+/// s) and serves until 15 s, so a fault at the refresh (even one running into
+/// [`STS_READ_TIMEOUT`]) shows while the cached credentials are still valid.
+pub const WARM_SESSION: Duration = Duration::from_secs(16);
 /// How long a row waits for an event it asserts on (generous: CI runs the matrix again under
 /// busy loops).
 pub const EVENT_WITHIN: Duration = Duration::from_secs(60);

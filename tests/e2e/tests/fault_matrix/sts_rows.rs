@@ -48,7 +48,8 @@ struct Misbehaviour {
     when: When,
     /// Text the 503 `Message` and health's `LastError` contain.
     reason: &'static str,
-    /// Extra recovery time allowed (a request held open runs into its deadline).
+    /// Extra recovery time allowed (a request held open runs into its deadline); warm rows'
+    /// sessions are longer by as much.
     extra: Duration,
 }
 
@@ -304,7 +305,9 @@ async fn run_misbehaviour(
 ) -> Result<(), String> {
     let mut setup = match m.when {
         When::Cold => StsSetup::default(),
-        When::Warm => StsSetup::sessions_of(WARM_SESSION),
+        // A hang shows only after the request deadline: sessions longer by as much keep the
+        // same room between the error and the margin.
+        When::Warm => StsSetup::sessions_of(WARM_SESSION + m.extra),
     };
     let scope = FaultScope::Role(setup.role_arn.to_owned());
     if m.when == When::Cold {
@@ -418,25 +421,39 @@ async fn row_duration_retried(name: &'static str, suite: Arc<Suite>) -> Result<(
     combine(result, finished)
 }
 
-/// The instance role detached while the profile holds valid credentials: the profile keeps
-/// serving them until its margin (never refreshed: no `AssumeRole` is accepted meanwhile), then
+/// The instance role detached while the profile holds valid credentials: once the instance
+/// role's refresher has seen the detach (its credentials are dropped at once), the profile keeps
+/// serving what it holds until its margin, never refreshes (no `AssumeRole` is accepted), then
 /// answers `503` naming the instance role; it never serves anything else. Attached again, it
 /// recovers.
 async fn row_instance_role_detached(name: &'static str, suite: Arc<Suite>) -> Result<(), String> {
+    // Instance role credentials of 6 s rotating at 3 s: the instance role's refresher sees the
+    // detach within seconds (with 6 h credentials it would look at the next refresh, hours
+    // later, and sign with what it holds meanwhile, which STS still accepts). Sessions of 12 s:
+    // the profile's refresh (at about 6 s) comes after that, or the one after it does.
     let setup = Setup::with_sts(
-        EmulatorConfig::default(),
-        StsSetup::sessions_of(WARM_SESSION),
+        short_lived(6, 3),
+        StsSetup::sessions_of(Duration::from_secs(12)),
     );
     let run = Run::start(name, suite, setup).await?;
     let result = async {
         let sts = run.sts()?;
-        let first = run.wait_served().await?;
-        let expiration = parse_served_time(first["Expiration"].as_str().unwrap_or_default())
-            .map(SystemTime::from)
-            .ok_or_else(|| format!("served {first}"))?;
-        let accepted = sts.role().accepted;
+        run.wait_served().await?;
         let detached = Instant::now();
         run.emu.detach_role();
+        if !run
+            .agent
+            .wait_for_log("no RAM role attached", Duration::from_secs(30))
+            .await
+        {
+            return Err("the instance role's refresher never saw the detach".to_owned());
+        }
+        let accepted = sts.role().accepted;
+        // What the profile holds now, and serves until its margin.
+        let held = run.wait_served().await?;
+        let expiration = parse_served_time(held["Expiration"].as_str().unwrap_or_default())
+            .map(SystemTime::from)
+            .ok_or_else(|| format!("served {held}"))?;
         let reason = "instance role has no usable credentials";
         let shown = run
             .wait_health_error(reason, Duration::from_secs(30))
@@ -464,7 +481,7 @@ async fn row_instance_role_detached(name: &'static str, suite: Arc<Suite>) -> Re
         let now = sts.role().accepted;
         if now != accepted {
             return Err(format!(
-                "{} AssumeRole accepted while the instance role was detached",
+                "{} AssumeRole accepted after the instance role's credentials were dropped",
                 now - accepted
             ));
         }
