@@ -18,8 +18,9 @@
 //!   already hanging when the fault clears still runs into its deadline);
 //! - (d) the process is still up at the end and its `VmRSS` stayed under
 //!   [`RSS_CEILING_KIB`](matrix::RSS_CEILING_KIB);
-//! - and no metadata token or secret the emulator handed out appears in the row's logs (the
-//!   agent logs at `debug`).
+//! - and no metadata token or secret the emulators handed out (served or not: every key in the
+//!   key store the metadata and STS emulators share) appears in the row's logs (the agent logs
+//!   at `debug`) or in an answer's `Message`.
 //!
 //! The suite prints one line: `fault matrix: N scenarios, N passed, expired served 0, secrets
 //! in logs 0, answers over the socket N and over TCP N`.
@@ -32,6 +33,14 @@
 //!
 //! The harness (a row's `Run`, `Setup`, the `Checker`) is the package library's
 //! [`matrix`] module; this file is the table of rows.
+//!
+//! STS rows (`fault_matrix/sts_rows.rs`) add an STS emulator beside the metadata emulator and a
+//! `[[profile]]` matching the probers' uid: the same probers and checks then exercise a
+//! profile's assumed role (every STS refusal the agent explains, the `DurationSeconds` retry,
+//! 5xx, throttling, hangs, credentials expiring on arrival, the instance role detached), and
+//! each also checks that every `200` carried credentials STS issued for the profile's role
+//! (never a fallback to the instance role) and that no secret either emulator issued reached a
+//! log line or an answer.
 //!
 //! The blackhole row needs root: it runs the agent in a network namespace of its own where
 //! `100.100.100.200` routes into a veth pair whose far end drops every frame.
@@ -1193,8 +1202,6 @@ async fn fault_matrix() {
     let mut failures = Vec::new();
     let mut passed = 0;
     while let Some(done) = tasks.join_next().await {
-        if let Ok((name, took, _)) = &done {
-        }
         match done {
             Ok((_, _, Ok(()))) => passed += 1,
             Ok((name, took, Err(e))) => failures.push(format!("--- {name} (after {took:?}):\n{e}")),
