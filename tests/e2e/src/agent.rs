@@ -65,7 +65,7 @@ pub fn agent_bin_under_test(default: &Path) -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     keys: BTreeMap<&'static str, BTreeMap<&'static str, String>>,
-    /// TOML appended after the tables of `keys` ([`AgentConfig::raw`]).
+    /// TOML written after the tables of `keys` (arrays of tables such as `[[profile]]`).
     raw: String,
     env: Vec<(String, String)>,
 }
@@ -106,11 +106,13 @@ impl AgentConfig {
         self
     }
 
-    /// Appends `toml` to the file after every table [`AgentConfig::set`] writes, e.g. a
-    /// `[[profile]]` array-of-tables entry (which `set` cannot express). Appended texts keep
-    /// their order; each should end with a newline.
+    /// Appends `toml` as is after the `[section]` tables (which it must not reopen): for arrays
+    /// of tables such as `[[profile]]`, which [`AgentConfig::set`] cannot write.
     pub fn raw(&mut self, toml: &str) -> &mut Self {
         self.raw.push_str(toml);
+        if !self.raw.ends_with('\n') {
+            self.raw.push('\n');
+        }
         self
     }
 
