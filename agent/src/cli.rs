@@ -229,6 +229,8 @@ fn serve(path: Option<PathBuf>, overrides: Overrides, hooks: TestHooks) -> ExitC
             log,
         }),
         announce: None,
+        // STS (`daemon::sts_profiles`).
+        profiles: None,
         test_hooks: hooks,
     };
     let result = run_on_worker(async {

@@ -24,6 +24,9 @@ macro_rules! sections {
         #[derive(Debug, Clone, PartialEq, Default)]
         pub struct Config {
             $( $(#[doc = $doc])* pub $field: $ty, )*
+            /// `[[profile]]`, in file order (an array of tables, read by
+            /// [`parse_profiles`](crate::policy::profile::parse_profiles); live on reload).
+            pub profile_list: Vec<crate::policy::Spec>,
         }
 
         impl Config {
@@ -65,7 +68,8 @@ macro_rules! sections {
             /// The configuration as a TOML document that [`Config::parse`] reads back to the
             /// same value (unset keys are left out).
             pub fn to_toml(&self) -> String {
-                let parts = [$( settings::render(&self.$field), )*];
+                let mut parts = vec![$( settings::render(&self.$field), )*];
+                parts.extend(self.profile_list.iter().map(crate::policy::profile::render));
                 parts.join("\n")
             }
 
@@ -102,6 +106,10 @@ sections! {
     metrics: crate::metrics::config::Config,
     /// `[bridge]`.
     bridge: crate::server::bridge::config::Config,
+    /// `[profiles]`.
+    profiles: crate::policy::config::Config,
+    /// `[sts]`.
+    sts: crate::sources::sts::config::Config,
 }
 
 /// A configuration that could not be used: every problem found, each naming its key.
@@ -199,6 +207,13 @@ impl Config {
         let mut config = Config::default();
         let mut problems = Vec::new();
         for (section, value) in &table {
+            if section == PROFILE_ARRAY {
+                match crate::policy::profile::parse_profiles(value) {
+                    Ok(list) => config.profile_list = list,
+                    Err(found) => problems.extend(found),
+                }
+                continue;
+            }
             let Some(keys) = value.as_table() else {
                 problems.push(key_outside_sections(section));
                 continue;
@@ -256,6 +271,9 @@ impl Config {
         }
     }
 }
+
+/// The name of the array of tables `[[profile]]`.
+const PROFILE_ARRAY: &str = "profile";
 
 /// The problem for `key = …` written before any `[section]` line: the section it belongs in
 /// (found in the sections' declarations), else the sections there are.

@@ -3,14 +3,17 @@
 
 use std::future::Future;
 use std::net::SocketAddrV4;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
 use crate::credentials::refresher::{self, Refresher};
+use crate::credentials::state::StateReceiver;
 use crate::heartbeat::{Heartbeat, Watched};
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::reload::{Reloader, Source};
+use crate::profiles::{self, Registry};
+use crate::reload::{self, Reloader, Source};
 use crate::server::bridge::BridgeListener;
 use crate::server::metrics_listener::{self, MetricsBindError, MetricsListener};
 use crate::server::{self, ConfigReceiver, Listener, Server, SocketBindError};
@@ -115,9 +118,66 @@ const REQUESTS_PER_FETCH: u32 = 6;
 /// loop is stuck.
 const SERVER_MISSED_BEATS: u32 = 5;
 
+/// What the profile source is built from, once the instance role's refresher runs
+/// ([`ProfileSource`]).
+#[derive(Debug)]
+pub struct ProfileInputs<'a> {
+    /// The configuration at start (`[sts]`, `[metadata]`, `[credentials]`…).
+    pub config: &'a Config,
+    /// The instance role's credentials (what `AssumeRole` is signed with).
+    pub instance: StateReceiver,
+    /// The wall clock.
+    pub time: SharedTimeSource,
+    /// The agent's metrics (for [`profiles::factory`]: `profile_refreshes_total`).
+    pub metrics: Metrics,
+    /// The metadata client the instance role's refresher uses (for the STS source: the
+    /// instance's region id and instance id, with the same cached metadata token).
+    pub metadata: Arc<metadata::Client>,
+}
+
+/// The production profile source: each profile's refresher fetches through
+/// [`sources::sts::AssumedRole`](crate::sources::sts::AssumedRole), `AssumeRole` signed with the
+/// instance role's credentials, one shared [`Assumer`](crate::sources::sts::Assumer) (`[sts]`).
+///
+/// # Errors
+/// The `[sts]` problem in words (an unreadable `ca_file`, no trusted roots at all).
+pub fn sts_profiles(inputs: ProfileInputs<'_>) -> Result<profiles::Factory, String> {
+    use crate::sources::sts::{AssumedRole, Assumer};
+    let assumer = Assumer::new(
+        &inputs.config.sts,
+        inputs.metadata,
+        inputs.instance,
+        inputs.time.clone(),
+    )
+    .map_err(|e| format!("[sts]: {e}"))?;
+    Ok(profiles::factory(
+        move |spec| AssumedRole::new(Arc::clone(&assumer), spec.clone()),
+        inputs.config.credentials.clone(),
+        inputs.time,
+        inputs.metrics,
+    ))
+}
+
+/// Builds the [`profiles::Factory`] that starts each profile's refresher (in production: the
+/// STS source through [`profiles::factory`]); an `Err` is a configuration problem (exit 78).
+pub type MakeFactory =
+    Box<dyn FnOnce(ProfileInputs<'_>) -> Result<profiles::Factory, String> + Send>;
+
+/// The profile source given to [`serve_with`] ([`Options::profiles`]).
+pub struct ProfileSource(pub MakeFactory);
+
+impl std::fmt::Debug for ProfileSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProfileSource")
+    }
+}
+
 /// What [`serve_with`] takes besides the configuration.
 #[derive(Debug, Default)]
 pub struct Options {
+    /// Where the profiles' credentials come from (`[[profile]]`). `None`: STS
+    /// ([`sts_profiles`]).
+    pub profiles: Option<ProfileSource>,
     /// The sockets handed over by systemd ([`activation::take_sockets`]): without a Unix
     /// socket the agent binds `socket_path`; without a bridge socket it binds `[bridge] listen`
     /// when set.
@@ -179,10 +239,25 @@ pub async fn serve_with(
     options: Options,
 ) -> Result<(), AgentError> {
     crate::process::harden().map_err(AgentError::Harden)?;
+    reload::check_profiles(&config, true).map_err(|problem| {
+        AgentError::Config(ConfigError {
+            source_name: options.reload.as_ref().map_or_else(
+                || "the configuration".to_owned(),
+                |s| {
+                    s.path.as_deref().map_or_else(
+                        || crate::config::DEFAULT_CONFIG_PATH.to_owned(),
+                        |p| p.display().to_string(),
+                    )
+                },
+            ),
+            problems: vec![problem],
+        })
+    })?;
     check_open_files_limit(&config.server);
     let metrics = Metrics::new();
-    let client =
-        metadata::Client::new(&config.metadata, time.clone())?.with_metrics(metrics.clone());
+    let client = Arc::new(
+        metadata::Client::new(&config.metadata, time.clone())?.with_metrics(metrics.clone()),
+    );
     let listener = listen(&config, options.passed.socket)?;
     if let Some(text) = &options.announce {
         use std::io::Write;
@@ -203,15 +278,55 @@ pub async fn serve_with(
             return Err(e);
         }
     };
-    let server_config = match options.reload {
-        Some(source) => start_reloading(source, config.clone())?,
-        None => server::fixed_config(config.server.clone()),
-    };
-    let refresher = Refresher::builder(client, config.credentials.clone(), time)
-        .metrics(metrics.clone())
-        .spawn();
+    let refresher = Refresher::builder(
+        Arc::clone(&client),
+        config.credentials.clone(),
+        time.clone(),
+    )
+    .metrics(metrics.clone())
+    .spawn();
     let state = refresher.subscribe();
     metrics.observe_credentials(move |now| state.borrow().gauges(now));
+    let make = options.profiles.map_or_else(
+        || Box::new(sts_profiles) as MakeFactory,
+        |ProfileSource(make)| make,
+    );
+    let inputs = ProfileInputs {
+        config: &config,
+        instance: refresher.subscribe(),
+        time,
+        metrics: metrics.clone(),
+        metadata: client,
+    };
+    let registry = match make(inputs) {
+        Ok(factory) => Some(Registry::new(factory, metrics.clone())),
+        Err(problem) if !config.profile_list.is_empty() => {
+            let _ = listener.remove_socket();
+            return Err(AgentError::Config(ConfigError {
+                source_name: "the profile source".to_owned(),
+                problems: vec![problem],
+            }));
+        }
+        Err(problem) => {
+            tracing::warn!(
+                problem = %problem,
+                "profiles cannot be served (none configured now; a reload that adds some will be \
+                 rejected until this is fixed and the agent restarted)"
+            );
+            None
+        }
+    };
+    // Without reloads, the registry (its refreshers) lives here until the server returns.
+    let (server_config, _registry) = match options.reload {
+        Some(source) => (start_reloading(source, config.clone(), registry)?, None),
+        None => {
+            let mut registry = registry;
+            let published = reload::publish(&config, registry.as_mut());
+            (tokio::sync::watch::channel(published).1, registry)
+        }
+    };
+    let profile_states = server_config.clone();
+    metrics.observe_profiles(move |now| profile_states.borrow().profiles.gauges(now));
     let heartbeat = Heartbeat::new();
     let watched = watched_loops(&config, &refresher, &heartbeat);
     let mut notifier =
@@ -350,13 +465,17 @@ fn listen_bridge(
 }
 
 /// Installs the `SIGHUP` handler and starts the task that reloads on it.
-fn start_reloading(source: Source, config: Config) -> Result<ConfigReceiver, AgentError> {
+fn start_reloading(
+    source: Source,
+    config: Config,
+    registry: Option<Registry>,
+) -> Result<ConfigReceiver, AgentError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).map_err(|source| AgentError::Io {
         context: "installing the SIGHUP handler",
         source,
     })?;
-    let (mut reloader, rx) = Reloader::new(source, config);
+    let (mut reloader, rx) = Reloader::new(source, config, registry);
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             reload_once(&mut reloader);
@@ -376,6 +495,7 @@ fn reload_once(reloader: &mut Reloader) {
             }
             tracing::info!(
                 server_changed = done.server_changed,
+                profiles_changed = done.profiles_changed,
                 log_level_changed = done.log_level_changed,
                 "configuration reloaded (SIGHUP)"
             );

@@ -24,20 +24,28 @@
 //! only `settings` (for its configuration section).
 //!
 //! - [`settings`]: how a configuration key is declared, once, by the module that uses it (its
-//!   section: `sources::metadata::config`, `server::config`, `credentials::policy`,
-//!   `logging::Config`, `systemd::config`, `metrics::config`).
+//!   section: `sources::metadata::config`, `sources::sts::config`, `server::config`,
+//!   `credentials::policy`, `logging::Config`, `systemd::config`, `metrics::config`).
 //! - [`config`]: parses the TOML file and the flags into those sections; nothing else.
 //! - [`credentials`]: the credential value types, the [`Source`](credentials::Source) trait a
 //!   credential source implements, the refresh schedule (pure), the refresher (owns time for one
 //!   source, generic over it) and the published state. Uses no source.
 //! - [`sources`]: credential sources, each knowing one upstream and returning validated
 //!   credentials or a typed error: [`sources::metadata`], the hardened-mode metadata client
-//!   (metadata token cache, retry table, parsing) for the instance role.
+//!   (metadata token cache, retry table, parsing) for the instance role; [`sources::sts`], the
+//!   profiles' roles assumed through STS:
+//!   the STS client (`ACS3-HMAC-SHA256` signing, HTTPS with the system's trust store, `AssumeRole`,
+//!   STS's error codes in words) for a profile's RAM role, signed with the instance role's
+//!   credentials.
 //! - [`identity`]: the [`Caller`](identity::Caller) a transport captures at accept (uid, gid,
 //!   groups, pid, a pidfd or `/proc` handle on its process); a leaf, and the only module that
 //!   reads the peer's socket options.
 //! - [`policy`]: [`authorize`](policy::authorize), the one judgement of a caller against the
-//!   rules in force; depends only on `identity`.
+//!   rules in force (the `[[profile]]` selectors first, then the uid and group lists); depends
+//!   only on `identity` (and `settings` for `[profiles]`).
+//! - [`profiles`]: one refresher per distinct profile role (built through a factory the daemon
+//!   is given), reconciled on reload, and the profile set the server answers profile callers
+//!   from.
 //! - [`server`]: the Unix socket (bind safely), admission, connections, routes, audit trail,
 //!   and the loopback TCP listener for metrics.
 //! - [`metrics`]: Prometheus metrics, on the socket (`GET /metrics`) and an optional loopback
@@ -88,6 +96,7 @@ pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod process;
+pub mod profiles;
 pub mod reload;
 pub mod server;
 pub mod settings;

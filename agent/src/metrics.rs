@@ -33,6 +33,17 @@
 //! | `connections_rejected_total` | counter | | connections refused beyond `max_connections` |
 //! | `connections_rejected_per_uid_total` | counter | | connections refused beyond `max_connections_per_uid` (their uid held its share) |
 //!
+//! | `profile_refreshes_total` | counter | `profile`, `result` | a profile's refresh attempts (AssumeRole), labelled as `refreshes_total`; `profile` names the first profile of those that share the refresher (same role, policy and duration) |
+//! | `profile_credentials_served_total` | counter | `profile` | `GET /v1/credentials` answered 200 with the profile's credentials (both transports) |
+//! | `profile_ready` | gauge | `profile` | 1 while the profile's servable credentials are held, else 0 |
+//! | `profile_credentials_expires_in_seconds` | gauge | `profile` | as `credentials_expires_in_seconds`, for the profile's credentials |
+//! | `profile_credentials_generation` | gauge | `profile` | as `credentials_generation`, for the profile's credentials |
+//! | `profile_credentials_stale` | gauge | `profile` | as `credentials_stale`, for the profile's credentials |
+//!
+//! The metrics without `profile` in their name are the instance role's, as before profiles
+//! existed (`socket_requests_total` and `bridge_requests_total` count every caller's requests).
+//! Profile names come from the configuration file, never from a caller.
+//!
 //! `callers_denied_total` and the `connections_rejected` counters count both transports (one
 //! `max_connections` and one set of per-uid shares covers both).
 //!
@@ -43,6 +54,10 @@
 //! as sent (label values come from fixed sets, so cardinality is bounded).
 
 pub mod config;
+mod profile;
+
+pub use profile::Served;
+use profile::{ProfileGauges, ProfileLabels};
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -71,6 +86,13 @@ const LATENCY_BUCKETS: [f64; 11] = [
 /// Labels of `refreshes_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefreshLabels {
+    result: &'static str,
+}
+
+/// Labels of `profile_refreshes_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProfileRefreshLabels {
+    profile: String,
     result: &'static str,
 }
 
@@ -118,6 +140,9 @@ struct Inner {
     connections_rejected: Counter,
     connections_rejected_per_uid: Counter,
     state: Arc<StateGauges>,
+    profile_refreshes: Family<ProfileRefreshLabels, Counter>,
+    profile_served: Family<ProfileLabels, Counter>,
+    profile_state: Arc<ProfileGauges>,
 }
 
 impl Default for Metrics {
@@ -188,6 +213,20 @@ impl Metrics {
             connections_rejected_per_uid.clone(),
         );
         registry.register_collector(Box::new(Arc::clone(&state)));
+        let profile_refreshes = Family::<ProfileRefreshLabels, Counter>::default();
+        let profile_served = Family::<ProfileLabels, Counter>::default();
+        let profile_state = Arc::new(ProfileGauges::default());
+        registry.register(
+            "profile_refreshes",
+            "A profile's credential refresh attempts by result: success (new generation), unchanged, or the error kind",
+            profile_refreshes.clone(),
+        );
+        registry.register(
+            "profile_credentials_served",
+            "GET /v1/credentials answered 200 with a profile's credentials",
+            profile_served.clone(),
+        );
+        registry.register_collector(Box::new(Arc::clone(&profile_state)));
         for result in ["success", "unchanged"] {
             let _ = refreshes.get_or_create(&RefreshLabels { result });
         }
@@ -209,6 +248,9 @@ impl Metrics {
                 connections_rejected,
                 connections_rejected_per_uid,
                 state,
+                profile_refreshes,
+                profile_served,
+                profile_state,
             }),
         }
     }
@@ -223,6 +265,40 @@ impl Metrics {
         if let Ok(mut slot) = self.inner.state.read.lock() {
             *slot = Some(Box::new(read));
         }
+    }
+
+    /// Reads each profile's credential gauges (`(profile name, gauges)`) from `read` at every
+    /// scrape, as [`Metrics::observe_credentials`] does for the instance role.
+    pub fn observe_profiles(
+        &self,
+        read: impl Fn(Instant) -> Vec<(String, CredentialGauges)> + Send + Sync + 'static,
+    ) {
+        if let Ok(mut slot) = self.inner.profile_state.read.lock() {
+            *slot = Some(Box::new(read));
+        }
+    }
+
+    /// Records a refresh attempt of `profile`'s credentials, as [`Metrics::refresh`].
+    pub fn profile_refresh(&self, profile: &str, outcome: Result<bool, &'static str>) {
+        let result = match outcome {
+            Ok(true) => "success",
+            Ok(false) => "unchanged",
+            Err(kind) => kind,
+        };
+        let labels = ProfileRefreshLabels {
+            profile: profile.to_owned(),
+            result,
+        };
+        self.inner.profile_refreshes.get_or_create(&labels).inc();
+    }
+
+    /// The counter of `GET /v1/credentials` answered 200 with `profile`'s credentials: taken
+    /// once per connection, so counting a request is one atomic increment.
+    pub fn profile_served(&self, profile: &str) -> Served {
+        let labels = ProfileLabels {
+            profile: profile.to_owned(),
+        };
+        Served(self.inner.profile_served.get_or_create(&labels).clone())
     }
 
     /// The whole registry as OpenMetrics text (ending in `# EOF`), served with [`CONTENT_TYPE`].

@@ -45,3 +45,55 @@ pub(crate) fn issued(generation: u64, key: &str, lifetime: Duration, margin: Dur
     )
     .expect("lifetime exceeds margin")
 }
+
+/// A profile's fake source: credentials with `AccessKeyId` `key` (valid 6 h from the wall
+/// clock `time` reads), or, with `fail`, that error every time.
+#[derive(Debug)]
+pub(crate) struct FixedSource {
+    pub(crate) key: String,
+    pub(crate) fail: Option<String>,
+    pub(crate) time: crate::time::SharedTimeSource,
+}
+
+/// [`FixedSource`]'s error: its text is the reason callers are told.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct FixedError(pub(crate) String);
+
+impl crate::credentials::SourceError for FixedError {
+    fn kind(&self) -> &'static str {
+        "fixed_failure"
+    }
+}
+
+impl crate::credentials::Source for FixedSource {
+    type Error = FixedError;
+
+    fn fetch(
+        &self,
+    ) -> impl std::future::Future<Output = Result<crate::credentials::Fetched, FixedError>> + Send
+    {
+        let now = OffsetDateTime::from(self.time.now())
+            .replace_nanosecond(0)
+            .expect("zero nanoseconds");
+        let result = match &self.fail {
+            Some(why) => Err(FixedError(why.clone())),
+            None => Ok(crate::credentials::Fetched {
+                role_name: format!("role-{}", self.key),
+                credentials: Credentials {
+                    access_key_id: self.key.clone(),
+                    access_key_secret: SecretString::from(SECRET),
+                    security_token: SecretString::from(TOKEN),
+                    expiration: now + Duration::from_secs(6 * 3600),
+                    last_updated: now,
+                },
+                service_time: None,
+            }),
+        };
+        async move { result }
+    }
+
+    fn label(&self) -> &str {
+        &self.key
+    }
+}

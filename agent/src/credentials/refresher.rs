@@ -311,7 +311,8 @@ impl<S: Source> Task<S> {
             s.failing_since_instant.get_or_insert(now);
             s.last_error = Some(message.clone());
             if s.credentials.is_none() {
-                s.reason = reason_after_failure(&s.reason, withdrawn.clone(), &message, since);
+                let failing = self.source.failing(since, message.clone());
+                s.reason = reason_after_failure(&s.reason, withdrawn.clone(), &message, failing);
             }
         });
         self.drop_if_unservable(now);
@@ -365,12 +366,12 @@ impl<S: Source> Task<S> {
 /// |---|---|---|
 /// | withdraws (`RoleNotAttached`) | any | the error's reason |
 /// | other | `ExpiredRefreshFailing` | `ExpiredRefreshFailing` with this error |
-/// | other | any other | `MetadataUnreachable { since, error }` |
+/// | other | any other | `failing`: the source's [`Source::failing`] (`MetadataUnreachable { since, error }` for the instance role) |
 fn reason_after_failure(
     previous: &Unavailable,
     withdrawn: Option<Unavailable>,
     error: &str,
-    since: SystemTime,
+    failing: Unavailable,
 ) -> Unavailable {
     match (withdrawn, previous) {
         (Some(reason), _) => reason,
@@ -380,10 +381,7 @@ fn reason_after_failure(
                 expiry: expiry.clone(),
             }
         }
-        (None, _) => Unavailable::MetadataUnreachable {
-            since,
-            error: error.to_owned(),
-        },
+        (None, _) => failing,
     }
 }
 

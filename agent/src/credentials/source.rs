@@ -41,6 +41,14 @@ pub trait Source: Send + Sync + 'static {
     /// A short name for this source in log lines, such as `instance role` or the configured RAM
     /// role name. Not secret; fixed for the source's lifetime.
     fn label(&self) -> &str;
+
+    /// What the refresher publishes while it holds no credentials and fetches have failed since
+    /// `since`, the last with `error` (in words): by default
+    /// [`Unavailable::MetadataUnreachable`]; a role assumed through STS says
+    /// [`Unavailable::AssumeRoleFailing`].
+    fn failing(&self, since: SystemTime, error: String) -> Unavailable {
+        Unavailable::MetadataUnreachable { since, error }
+    }
 }
 
 /// An error of a [`Source`]. `Display` is one short line for logs and for callers' 503
@@ -57,5 +65,24 @@ pub trait SourceError: std::error::Error + Send + Sync + 'static {
     /// `None` (the default) for every error that may clear by itself.
     fn withdrawn(&self) -> Option<Unavailable> {
         None
+    }
+}
+
+/// A shared source is a source: the daemon hands the instance role's refresher an
+/// `Arc<metadata::Client>` and keeps a clone for the STS client's instance facts, so both use
+/// one metadata token cache.
+impl<S: Source> Source for std::sync::Arc<S> {
+    type Error = S::Error;
+
+    fn fetch(&self) -> impl Future<Output = Result<Fetched, Self::Error>> + Send {
+        S::fetch(self)
+    }
+
+    fn label(&self) -> &str {
+        S::label(self)
+    }
+
+    fn failing(&self, since: SystemTime, error: String) -> Unavailable {
+        S::failing(self, since, error)
     }
 }

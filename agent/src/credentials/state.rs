@@ -134,6 +134,14 @@ pub enum Unavailable {
         /// The last error, in words (never a secret).
         error: String,
     },
+    /// No credentials are held and `AssumeRole` keeps failing: a profile's RAM role, assumed
+    /// through STS ([`crate::sources::sts`]).
+    AssumeRoleFailing {
+        /// When the current run of failures began.
+        since: SystemTime,
+        /// The last error, in words: STS's reason (never a secret).
+        error: String,
+    },
     /// The held credentials reached `Expiration` minus the margin and refreshing keeps failing.
     /// They may not have expired yet: the message says which ([`NearExpiry`]).
     ExpiredRefreshFailing {
@@ -210,6 +218,10 @@ impl Unavailable {
             }
             Unavailable::MetadataUnreachable { since, error } => format!(
                 "metadata service unreachable since {}: {error}",
+                crate::credentials::format_utc(OffsetDateTime::from(*since))
+            ),
+            Unavailable::AssumeRoleFailing { since, error } => format!(
+                "STS AssumeRole failing since {}: {error}",
                 crate::credentials::format_utc(OffsetDateTime::from(*since))
             ),
             Unavailable::ExpiredRefreshFailing {

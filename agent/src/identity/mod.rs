@@ -129,6 +129,17 @@ impl Caller {
         })
     }
 
+    /// This caller with a process whose cgroup v2 path is known to be `cgroup` (tests, and
+    /// transports that learn it some other way); its executable stays as it was.
+    pub fn with_cgroup(mut self, cgroup: &str) -> Caller {
+        let process = self
+            .process
+            .take()
+            .unwrap_or_else(|| Process::known(self.pid.unwrap_or(0)));
+        self.process = Some(process.with_known_cgroup(cgroup));
+        self
+    }
+
     /// The handle on the caller's process, if one was taken at accept.
     pub fn process(&self) -> Option<&Process> {
         self.process.as_ref()

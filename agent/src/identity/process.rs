@@ -99,6 +99,21 @@ impl Process {
         process
     }
 
+    /// A process known only by `pid`, nothing read yet (nothing can be).
+    pub(super) fn known(pid: i32) -> Process {
+        Process::with_handle(pid, Handle::Known)
+    }
+
+    /// This process, its cgroup known to be `cgroup` (the handle is kept).
+    pub(super) fn with_known_cgroup(self, cgroup: &str) -> Process {
+        let cell = OnceLock::new();
+        let _ = cell.set(Some(cgroup.to_owned()));
+        Process {
+            cgroup: cell,
+            ..self
+        }
+    }
+
     fn with_handle(pid: i32, handle: Handle) -> Process {
         Process {
             pid,
@@ -172,6 +187,32 @@ impl Process {
         self.cgroup
             .get_or_init(|| parse_cgroup(&self.read("cgroup").ok()?))
             .as_deref()
+    }
+
+    /// The executable file, opened through `/proc/<pid>/exe` (the file the process runs, even
+    /// when its path was replaced or deleted since), if still that process's; a process known
+    /// only by its executable's path (tests) opens that path.
+    ///
+    /// # Errors
+    /// The OS error of opening it; `ESRCH` when the process has exited.
+    pub fn open_exe(&self) -> io::Result<File> {
+        match &self.handle {
+            Handle::Pidfd(_) | Handle::Socket(_) => {
+                let pidfd = self
+                    .pidfd()
+                    .ok_or(io::Error::from_raw_os_error(libc::ESRCH))?;
+                let file = File::open(format!("/proc/{}/exe", self.pid))?;
+                still_running(pidfd).map(|()| file)
+            }
+            Handle::ProcDir(dir) => {
+                let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+                Ok(File::from(openat(dir, "exe", flags, Mode::empty())?))
+            }
+            Handle::Known => match self.exe.get() {
+                Some(Some(path)) => File::open(path),
+                _ => Err(io::ErrorKind::NotFound.into()),
+            },
+        }
     }
 
     /// The target of the link `name` in the process's `/proc` directory, if still that

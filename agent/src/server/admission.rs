@@ -30,7 +30,7 @@ use super::audit::SUMMARY_INTERVAL;
 use super::connection::MAX_BUF_SIZE;
 use super::memory::TRIM_AFTER_CONNECTIONS;
 use super::routes::ApiError;
-use crate::identity::{Caller, TcpLookupError};
+use crate::identity::TcpLookupError;
 use crate::metrics::Metrics;
 use crate::server::config::Config as ServerConfig;
 
@@ -129,12 +129,7 @@ impl Admission {
     /// Answers `stream`, whose caller is not allowed, with `403 Forbidden` in the background,
     /// outside the slots of allowed callers. The caller (its audit event, its count) is the
     /// server's business; this only delivers the answer.
-    pub(super) fn deny(&self, stream: Stream, caller: &Caller) {
-        let refused = ApiError::Forbidden {
-            uid: caller.uid,
-            gid: caller.gid(),
-            transport: caller.transport,
-        };
+    pub(super) fn deny(&self, stream: Stream, refused: ApiError) {
         answer(stream, refused, &self.denying);
     }
 

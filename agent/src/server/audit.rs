@@ -57,6 +57,8 @@ pub enum AuditEvent {
         transport: &'static str,
         /// RAM role name.
         role: String,
+        /// The profile whose credentials were issued (`None`: the instance role's).
+        profile: Option<String>,
         /// `AccessKeyId` of the generation.
         access_key_id: String,
         /// Generation number.
@@ -127,12 +129,13 @@ impl AuditEvent {
                 exe,
                 transport,
                 role,
+                profile,
                 access_key_id,
                 generation,
             } => {
                 tracing::info!(target: "audit", event = "issued", pid, cgroup_id = *cgroup_id, uid, gid, exe = exe.as_str(),
                     transport = *transport,
-                    role = role.as_str(), access_key_id = access_key_id.as_str(), generation,
+                    role = role.as_str(), profile = profile.as_deref(), access_key_id = access_key_id.as_str(), generation,
                     "credentials issued to caller");
             }
             AuditEvent::Repeats {
@@ -249,11 +252,24 @@ impl Audit {
         }
     }
 
-    /// Records that `issued` was served to `caller` at `now`; returns the events to emit now.
+    /// Records that `issued` (the instance role's) was served to `caller` at `now`; returns
+    /// the events to emit now.
     pub fn record_issuance(
         &mut self,
         caller: &Caller,
         issued: &Issued,
+        now: Instant,
+    ) -> Vec<AuditEvent> {
+        self.record_issuance_for(caller, issued, None, now)
+    }
+
+    /// [`Audit::record_issuance`] of `profile`'s credentials (`None`: the instance role's),
+    /// named in the [`AuditEvent::Issued`] event.
+    pub fn record_issuance_for(
+        &mut self,
+        caller: &Caller,
+        issued: &Issued,
+        profile: Option<&str>,
         now: Instant,
     ) -> Vec<AuditEvent> {
         let key = (Origin::of(caller), caller.uid);
@@ -293,6 +309,7 @@ impl Audit {
             exe: caller.exe_or_unknown(),
             transport: caller.transport.as_str(),
             role: issued.role_name.clone(),
+            profile: profile.map(str::to_owned),
             access_key_id: issued.access_key_id.clone(),
             generation: issued.generation,
         });

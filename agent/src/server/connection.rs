@@ -57,13 +57,13 @@ use super::listener::Stream;
 use super::service::{CatchUnwind, Service};
 use super::tally::Tally;
 use super::timed_io::{HeadScan, TimedIo};
-use super::{ConfigReceiver, Stop};
+use super::{ConfigReceiver, Published, Stop};
 use crate::credentials::state::StateReceiver;
 use crate::credentials::Issued;
 use crate::identity::Caller;
 use crate::metrics::Metrics;
 use crate::policy::{Decision, Rules, Trusted};
-use crate::server::config::Config as ServerConfig;
+use crate::profiles::Profile;
 
 /// hyper's read buffer limit: the request head must fit (hyper's minimum, 8 KiB).
 pub(super) const MAX_BUF_SIZE: usize = 8 * 1024;
@@ -93,6 +93,9 @@ pub(crate) struct Shared {
 /// What every connection of a server shares, behind one reference.
 #[derive(Debug)]
 pub(crate) struct Common {
+    /// The instance role's state, for connections a reload moves from a profile back to the
+    /// instance role (each connection has its own receiver).
+    pub(crate) instance: StateReceiver,
     /// The audit trail (a `std` mutex: held for a few map operations, never across `.await`).
     pub(crate) audit: Arc<Mutex<Audit>>,
     /// Where requests and denials are counted; also what `GET /metrics` serves.
@@ -121,8 +124,8 @@ pub(crate) struct Accepted {
     pub(crate) caller: Caller,
     /// What the caller may get, judged at accept (allowed, or it would not be served).
     pub(crate) decision: Decision,
-    /// The server configuration in force at accept.
-    pub(crate) cfg: Arc<ServerConfig>,
+    /// The configuration in force at accept.
+    pub(crate) cfg: Arc<Published>,
     /// The server configuration as reloads publish it, having seen `cfg`.
     pub(crate) watch: ConfigWatch,
 }
@@ -166,7 +169,7 @@ pub(crate) struct ConfigWatch {
 
 impl ConfigWatch {
     /// The configuration in force now, and a watch that has seen it.
-    pub(crate) fn current(versions: &ConfigVersions) -> (Arc<ServerConfig>, ConfigWatch) {
+    pub(crate) fn current(versions: &ConfigVersions) -> (Arc<Published>, ConfigWatch) {
         // The generation first: the configuration read next is at least that new.
         let seen = versions.generation.load(Ordering::Acquire);
         let cfg = Arc::clone(&versions.rx.borrow());
@@ -174,7 +177,7 @@ impl ConfigWatch {
     }
 
     /// The configuration published since the last look, if any (marked seen).
-    pub(super) fn changed(&mut self, versions: &ConfigVersions) -> Option<Arc<ServerConfig>> {
+    pub(super) fn changed(&mut self, versions: &ConfigVersions) -> Option<Arc<Published>> {
         let now = versions.generation.load(Ordering::Acquire);
         if now == self.seen {
             return None;
@@ -188,7 +191,7 @@ impl ConfigWatch {
 #[derive(Debug)]
 pub(super) struct Ctx {
     pub(super) common: Arc<Common>,
-    pub(super) cfg: Arc<ServerConfig>,
+    pub(super) cfg: Arc<Published>,
     /// Who is on the other end, captured at accept.
     pub(super) caller: Caller,
     conn: Mutex<ConnState>,
@@ -206,8 +209,11 @@ pub(super) struct ConnState {
     pub(super) decision: Decision,
     /// The server configuration as reloads publish it.
     pub(super) watch: ConfigWatch,
-    /// This connection's receiver of the refresher's state.
+    /// This connection's receiver of its credentials' state: the instance role's refresher,
+    /// or its profile's ([`ConnState::select`]).
     pub(super) state: StateReceiver,
+    /// The caller's profile, when it has one (its name, and its served counter).
+    pub(super) profile: Option<Profile>,
     /// The credential generation this connection last read, valid while the refresher has
     /// published nothing newer (checked per request with one atomic load). Dropped when the
     /// timer finds the connection idle, so an idle connection keeps no credential generation
@@ -231,9 +237,27 @@ impl ConnState {
     pub(super) fn judge(&mut self, caller: &Caller, common: &Common) -> Decision {
         let trusted = common.trusted;
         if let Some(cfg) = self.watch.changed(&common.config) {
-            self.decision = crate::policy::authorize(caller, rules(&cfg, trusted));
+            let decision = crate::policy::authorize(caller, rules(&cfg, trusted));
+            self.select(decision, &cfg, &common.instance);
         }
         self.decision
+    }
+
+    /// Takes `decision`, made under `cfg`: the state of its profile's credentials (or the
+    /// instance role's, `instance`) becomes the connection's, re-read at the next request
+    /// when it is another refresher's.
+    fn select(&mut self, decision: Decision, cfg: &Published, instance: &StateReceiver) {
+        self.decision = decision;
+        let profile = match decision {
+            Decision::Profile(i) => cfg.profiles.profiles.get(i).cloned(),
+            _ => None,
+        };
+        let state = profile.as_ref().map_or(instance, |p| &p.state);
+        if !self.state.same_channel(state) {
+            self.state = state.clone();
+            self.cached = None;
+        }
+        self.profile = profile;
     }
 
     /// Brings [`cached`](ConnState::cached) up to date: kept while the refresher has published
@@ -270,11 +294,16 @@ impl Ctx {
             watch,
         } = accepted;
         let Shared { state, common } = shared;
+        let profile = match decision {
+            Decision::Profile(i) => cfg.profiles.profiles.get(i).cloned(),
+            _ => None,
+        };
+        let state = profile.as_ref().map_or(state, |p| p.state.clone());
         audit::read_exe_if_audited(
             &common.audit,
             &common.known_caller,
             &caller,
-            decision != Decision::Denied,
+            decision.is_allowed(),
             &state,
         );
         Arc::new(Ctx {
@@ -286,6 +315,7 @@ impl Ctx {
                 decision,
                 watch,
                 state,
+                profile,
                 cached: None,
                 tally: Tally::default(),
                 scan: HeadScan::default(),
@@ -326,11 +356,13 @@ fn http1_builder() -> http1::Builder {
 }
 
 /// The rules a caller is judged by under `cfg`, besides the `trusted` uids.
-pub(super) fn rules(cfg: &ServerConfig, trusted: Trusted) -> Rules<'_> {
+pub(super) fn rules(cfg: &Published, trusted: Trusted) -> Rules<'_> {
     Rules {
         trusted,
-        allowed_uids: &cfg.allowed_uids,
-        allowed_gids: &cfg.allowed_gids,
+        allowed_uids: &cfg.server.allowed_uids,
+        allowed_gids: &cfg.server.allowed_gids,
+        profiles: &cfg.profiles.specs,
+        unmatched: cfg.profiles.unmatched,
     }
 }
 
@@ -521,49 +553,4 @@ pub(crate) async fn serve_catching_panics(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What `w` sees once the follower has run (a current-thread runtime: it runs when this
-    /// task yields).
-    async fn next_change(w: &mut ConfigWatch, v: &ConfigVersions) -> Option<Arc<ServerConfig>> {
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
-        }
-        w.changed(v)
-    }
-
-    #[tokio::test]
-    async fn a_config_watch_sees_each_publication_once_and_the_last_after_the_sender_is_gone() {
-        let (tx, rx) = watch::channel(Arc::new(ServerConfig::default()));
-        let versions = Arc::new(ConfigVersions::new(rx));
-        let follower = tokio::spawn({
-            let versions = Arc::clone(&versions);
-            async move { versions.follow().await }
-        });
-        let (cfg, mut w) = ConfigWatch::current(&versions);
-        assert!(cfg.allowed_uids.is_empty());
-        assert!(next_change(&mut w, &versions).await.is_none());
-        let allow = |uid| {
-            Arc::new(ServerConfig {
-                allowed_uids: vec![uid],
-                ..ServerConfig::default()
-            })
-        };
-        tx.send_replace(allow(7));
-        let cfg = next_change(&mut w, &versions).await;
-        assert_eq!(cfg.unwrap().allowed_uids, [7]);
-        assert!(next_change(&mut w, &versions).await.is_none());
-        // A last publication, then the sender is gone: seen once, then never again.
-        tx.send_replace(allow(8));
-        drop(tx);
-        let cfg = next_change(&mut w, &versions).await;
-        assert_eq!(cfg.unwrap().allowed_uids, [8]);
-        assert!(next_change(&mut w, &versions).await.is_none());
-        follower.await.expect("the follower ends with the sender");
-        // A watch made after the sender is gone has its last value and nothing to see.
-        let (cfg, mut w) = ConfigWatch::current(&versions);
-        assert_eq!(cfg.allowed_uids, [8]);
-        assert!(w.changed(&versions).is_none());
-    }
-}
+mod tests;

@@ -95,7 +95,8 @@ use crate::credentials::state::StateReceiver;
 use crate::heartbeat::Heartbeat;
 use crate::identity::{self, Caller};
 use crate::metrics::Metrics;
-use crate::policy::{self, Trusted};
+use crate::policy::{self, Decision, Trusted};
+use crate::profiles;
 use crate::server::config::Config as ServerConfig;
 use admission::Admission;
 use audit::emit_events;
@@ -103,14 +104,43 @@ use audit::Audit;
 use chores::Chores;
 use connection::{Accepted, Common, ConfigVersions, ConfigWatch, Shared};
 
-/// The server configuration as [`Server::run`] reads it: the current value of a `watch` channel, so a
-/// reload (SIGHUP) can replace it. Each connection uses the value current when it was accepted.
-/// A receiver whose sender was dropped keeps its last value (a fixed configuration).
-pub type ConfigReceiver = watch::Receiver<Arc<ServerConfig>>;
+/// What a reload publishes to the server: its configuration and the profiles in force,
+/// together, so that a connection judged again sees both from the same reload. Dereferences to
+/// the server configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[profiles]` and `[[profile]]`, with each profile's credentials.
+    pub profiles: Arc<profiles::Set>,
+}
 
-/// A [`ConfigReceiver`] that always holds `cfg`.
+impl std::ops::Deref for Published {
+    type Target = ServerConfig;
+    fn deref(&self) -> &ServerConfig {
+        &self.server
+    }
+}
+
+impl From<ServerConfig> for Published {
+    /// `server` with no profile.
+    fn from(server: ServerConfig) -> Published {
+        Published {
+            server,
+            profiles: Arc::default(),
+        }
+    }
+}
+
+/// The configuration as [`Server::run`] reads it: the current value of a `watch` channel, so a
+/// reload (SIGHUP) can replace it. Each connection uses the server configuration current when
+/// it was accepted, and is judged again (profiles included) after each publication.
+/// A receiver whose sender was dropped keeps its last value (a fixed configuration).
+pub type ConfigReceiver = watch::Receiver<Arc<Published>>;
+
+/// A [`ConfigReceiver`] that always holds `cfg`, with no profile.
 pub fn fixed_config(cfg: ServerConfig) -> ConfigReceiver {
-    watch::channel(Arc::new(cfg)).1
+    watch::channel(Arc::new(Published::from(cfg))).1
 }
 
 /// How often pending audit counts are checked for a summary event.
@@ -236,8 +266,9 @@ impl<'a> Server<'a> {
         };
         let mut conns = Connections {
             shared: Shared {
-                state,
+                state: state.clone(),
                 common: Arc::new(Common {
+                    instance: state,
                     audit: Arc::new(Mutex::new(Audit::default())),
                     metrics,
                     panic_on_path: supervision.panic_on_path.clone().map(Arc::from),
@@ -381,7 +412,7 @@ impl Connections {
         let common = &self.shared.common;
         let decision = policy::authorize(&caller, connection::rules(&cfg, common.trusted));
         if !decision.is_allowed() {
-            self.deny(stream, &caller);
+            self.deny(stream, &caller, decision);
             return;
         }
         let exempt = common.trusted.contains(caller.uid);
@@ -407,7 +438,7 @@ impl Connections {
 
     /// A caller that is not allowed: audited (rate-limited by the [`Audit`]), counted, and
     /// answered `403 Forbidden` outside the slots of allowed callers.
-    fn deny(&mut self, stream: Stream, caller: &Caller) {
+    fn deny(&mut self, stream: Stream, caller: &Caller, decision: Decision) {
         let common = &self.shared.common;
         common.metrics.caller_denied();
         let now = Instant::now();
@@ -417,7 +448,8 @@ impl Connections {
                 .lock()
                 .map(|mut a| a.record_denial(caller, now)),
         );
-        self.admission.deny(stream, caller);
+        self.admission
+            .deny(stream, routes::refusal(caller, decision));
     }
 
     /// A loopback TCP connection whose caller could not be identified (`why`): counted,

@@ -2,11 +2,12 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /v1/credentials` | 200, the credentials-URI JSON (see [`Credentials::to_response_body`](crate::credentials::Credentials::to_response_body)), or 503 `CredentialsUnavailable` |
-//! | `GET /v1/health` | 200 while servable credentials are held, else 503; [`Health`] JSON, never a secret |
+//! | `GET /v1/credentials` | 200, the credentials-URI JSON (see [`Credentials::to_response_body`](crate::credentials::Credentials::to_response_body)) of the caller's profile, else of the instance role; or 503 `CredentialsUnavailable` with the reason (a profile's caller never falls back to the instance role) |
+//! | `GET /v1/health` | 200 while the caller's credentials (its profile's, else the instance role's) are servable, else 503; [`Health`] JSON, never a secret; root and the agent's own uid also see every profile (`Profiles`) |
 //! | `GET /metrics` | 200, Prometheus metrics as OpenMetrics text ([`crate::metrics`]), never a secret |
 //! | carrying `X-Forwarded-For`, `Forwarded` or `Via`, or a request body | 400 `BadRequest` |
 //! | caller's uid/groups not allowed | 403 `Forbidden`, naming the uid and gid and the keys that would allow them |
+//! | caller admitted, but no `[[profile]]` matches and `[profiles] unmatched = "deny"` | 403 `Forbidden`, saying so and naming those keys |
 //! | loopback TCP caller not identified in the kernel's socket table | 403 `Forbidden` ([`UNIDENTIFIED`]) |
 //! | loopback TCP request whose `Host` is not `127.0.0.1` or `localhost` (without a port, or with the listener's) | 400 `BadRequest` |
 //! | another path | 404 `NotFound` |
@@ -23,13 +24,16 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
-use time::OffsetDateTime;
-use tokio::time::Instant;
 
 use crate::credentials::state::{wait_for_credentials, StateReceiver};
-use crate::credentials::{format_utc, Issued, State};
-use crate::identity::Transport;
+use crate::credentials::Issued;
+use crate::identity::{Caller, Transport};
 use crate::metrics::{self, Metrics};
+use crate::policy::Decision;
+
+mod health;
+
+pub use health::{health, Health};
 
 /// The response type of every route.
 pub type Reply = Response<Full<Bytes>>;
@@ -63,6 +67,12 @@ pub enum ApiError {
         /// from the user database; the socket's mode and group do not apply to it).
         transport: Transport,
     },
+    /// 403: the caller is admitted by `allowed_uids`/`allowed_gids`, but no profile matches it
+    /// and `[profiles] unmatched = "deny"`.
+    NoProfile {
+        /// The caller's effective uid.
+        uid: u32,
+    },
     /// 403: the caller of a loopback TCP connection could not be identified (its socket was
     /// not found open in the kernel's socket table, or the lookup failed): never taken for
     /// anyone, least of all root.
@@ -84,7 +94,7 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
-            ApiError::Forbidden { .. } | ApiError::Unidentified => {
+            ApiError::Forbidden { .. } | ApiError::NoProfile { .. } | ApiError::Unidentified => {
                 (StatusCode::FORBIDDEN, "Forbidden")
             }
             ApiError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
@@ -116,6 +126,12 @@ impl ApiError {
                 gid,
                 transport,
             } => forbidden_message(*uid, *gid, *transport).into(),
+            ApiError::NoProfile { uid } => format!(
+                "caller uid {uid} matches no profile and [profiles] unmatched = \"deny\": add \
+                 a [[profile]] whose match selects it, or set [profiles] unmatched = \
+                 \"instance-role\""
+            )
+            .into(),
             ApiError::Unidentified => UNIDENTIFIED.into(),
             ApiError::NotFound => {
                 "unknown path; use /v1/credentials, /v1/health or /metrics".into()
@@ -158,6 +174,19 @@ impl ApiError {
         .into_bytes();
         out.extend_from_slice(&body);
         out
+    }
+}
+
+/// The `403` for `caller`, refused by `decision` (not allowed, or matched by no profile under
+/// `[profiles] unmatched = "deny"`).
+pub(crate) fn refusal(caller: &Caller, decision: Decision) -> ApiError {
+    match decision {
+        Decision::Unmatched => ApiError::NoProfile { uid: caller.uid },
+        _ => ApiError::Forbidden {
+            uid: caller.uid,
+            gid: caller.gid(),
+            transport: caller.transport,
+        },
     }
 }
 
@@ -259,76 +288,6 @@ pub async fn credentials(
         .await
         .map_err(|u| ApiError::CredentialsUnavailable(u.message()))?;
     Ok((credentials_reply(&issued), issued))
-}
-
-/// The `GET /v1/health` body. Keys are PascalCase like the credential JSON; no secrets.
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Health {
-    /// `"Ok"`, `"Stale"` (served, but the last refresh failed) or `"Unavailable"`.
-    pub status: &'static str,
-    /// RAM role of the held credentials.
-    pub role_name: Option<String>,
-    /// `Expiration` of the held credentials (`YYYY-MM-DDTHH:MM:SSZ`).
-    pub expiration: Option<String>,
-    /// Seconds until `Expiration`.
-    pub seconds_left: Option<u64>,
-    /// Generation number of the held credentials.
-    pub generation: Option<u64>,
-    /// Wall time of the last successful fetch.
-    pub last_success: Option<String>,
-    /// The last fetch error, if the last fetch failed.
-    pub last_error: Option<String>,
-    /// Whether credentials are served although the last refresh failed.
-    pub stale: bool,
-    /// Local wall clock minus the metadata service's clock (its `Date`, else `LastUpdated`) at
-    /// the last fetch, seconds.
-    pub clock_skew_seconds: Option<i64>,
-    /// One line for humans.
-    pub message: String,
-}
-
-impl Health {
-    /// The health of `state` at monotonic time `now`.
-    pub fn of(state: &State, now: Instant) -> Health {
-        let servable = state.credentials_at(now);
-        let stale = state.is_stale(now);
-        let held = state.credentials.as_deref();
-        let (status, message) = match &servable {
-            Ok(_) if stale => (
-                "Stale",
-                "serving valid credentials; the last refresh failed".to_owned(),
-            ),
-            Ok(_) => ("Ok", "serving valid credentials".to_owned()),
-            Err(why) => ("Unavailable", why.message()),
-        };
-        Health {
-            status,
-            role_name: held.map(|c| c.role_name.clone()),
-            expiration: held.map(|c| format_utc(c.expiration)),
-            seconds_left: held.map(|c| c.seconds_left(now)),
-            generation: held.map(|c| c.generation),
-            last_success: state
-                .last_success
-                .map(|t| format_utc(OffsetDateTime::from(t))),
-            last_error: state.last_error.clone(),
-            stale,
-            clock_skew_seconds: state.clock_skew_secs,
-            message,
-        }
-    }
-}
-
-/// `GET /v1/health`: 200 while servable credentials are held, else 503.
-pub fn health(state: &StateReceiver) -> Reply {
-    let health = Health::of(&state.borrow(), Instant::now());
-    let status = match health.status {
-        "Unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::OK,
-    };
-    // Serialising strings and integers into a Vec cannot fail.
-    let body = serde_json::to_vec(&health).expect("serialise health");
-    json_response(status, Bytes::from(body))
 }
 
 /// `GET /metrics`: the registry as OpenMetrics text ([`metrics::CONTENT_TYPE`]).
@@ -478,6 +437,7 @@ mod tests {
                 403,
                 "Forbidden",
             ),
+            (ApiError::NoProfile { uid: 1000 }, 403, "Forbidden"),
             (ApiError::NotFound, 404, "NotFound"),
             (ApiError::MethodNotAllowed, 405, "MethodNotAllowed"),
             (

@@ -105,7 +105,8 @@ fn respond_now(
     now: Instant,
 ) -> Option<Reply> {
     // Judged at accept; judged again only after a reload (one atomic load per request).
-    if !conn.judge(&ctx.caller, &ctx.common).is_allowed() {
+    let decision = conn.judge(&ctx.caller, &ctx.common);
+    if !decision.is_allowed() {
         ctx.common.metrics.caller_denied();
         emit_events(
             ctx.common
@@ -115,12 +116,7 @@ fn respond_now(
         );
         // A reload revoked the caller: close the connection after the 403, so it holds none of
         // the `max_connections` slots allowed callers need.
-        let mut reply = ApiError::Forbidden {
-            uid: ctx.caller.uid,
-            gid: ctx.caller.gid(),
-            transport: ctx.caller.transport,
-        }
-        .to_response();
+        let mut reply = routes::refusal(&ctx.caller, decision).to_response();
         reply.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),
@@ -149,7 +145,15 @@ fn respond_now(
     }
     Some(match route(req.method(), req.uri().path(), req.headers()) {
         Err(e) => e.to_response(),
-        Ok(Route::Health) => routes::health(&conn.state),
+        Ok(Route::Health) => {
+            // Root and the agent's own uid also see every profile's state.
+            let all = ctx.common.trusted.contains(ctx.caller.uid).then(|| {
+                let (cfg, _) = super::connection::ConfigWatch::current(&ctx.common.config);
+                Arc::clone(&cfg.profiles)
+            });
+            let profile = conn.profile.as_ref().map(|p| &*p.name);
+            routes::health(&conn.state, profile, all.as_deref())
+        }
         Ok(Route::Metrics) => routes::metrics(&ctx.common.metrics),
         Ok(Route::Credentials) => {
             conn.refresh_cached();
@@ -157,8 +161,13 @@ fn respond_now(
             // state itself, waits for the first credentials or says why there are none.
             let issued = conn.cached.as_ref().filter(|c| now < c.serve_until)?;
             let reply = routes::credentials_reply(issued);
+            let profile = conn.profile.as_ref();
+            if let Some(p) = profile {
+                p.served.inc();
+            }
+            let name = profile.map(|p| &*p.name);
             conn.tally
-                .count(&ctx.common.audit, &ctx.caller, issued, now);
+                .count(&ctx.common.audit, &ctx.caller, issued, name, now);
             reply
         }
     })
@@ -183,8 +192,13 @@ async fn respond_later(ctx: Arc<Ctx>, rx: StateReceiver, endpoint: &'static str)
     let mut conn = ctx.lock();
     let reply = match answer {
         Some(Ok(Ok((reply, issued)))) => {
+            let conn = &mut *conn;
+            if let Some(p) = &conn.profile {
+                p.served.inc();
+            }
+            let name = conn.profile.as_ref().map(|p| &*p.name);
             conn.tally
-                .count(&ctx.common.audit, &ctx.caller, &issued, now);
+                .count(&ctx.common.audit, &ctx.caller, &issued, name, now);
             reply
         }
         Some(Ok(Err(e))) => e.to_response(),

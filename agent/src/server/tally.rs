@@ -36,7 +36,8 @@ struct Batch {
 }
 
 impl Tally {
-    /// Accounts for one issuance of `issued` to `caller` at `now`: the connection's first of a
+    /// Accounts for one issuance of `issued` (of `profile`'s credentials, else the instance
+    /// role's) to `caller` at `now`: the connection's first of a
     /// generation is recorded in `audit` at once, the others are counted and reported at least
     /// every [`AUDIT_BATCH`].
     pub(super) fn count(
@@ -44,6 +45,7 @@ impl Tally {
         audit: &Mutex<Audit>,
         caller: &Caller,
         issued: &Issued,
+        profile: Option<&str>,
         now: Instant,
     ) {
         if let Some(b) = self.0.as_mut() {
@@ -70,7 +72,7 @@ impl Tally {
                 a.record_repeats(caller, b.generation, &b.access_key_id, b.count, now)
             });
             if first {
-                events.extend(a.record_issuance(caller, issued, now));
+                events.extend(a.record_issuance_for(caller, issued, profile, now));
             }
             events
         }));

@@ -4,9 +4,8 @@
 //! the [refresher](crate::credentials::refresher) owns time for it.
 //!
 //! - [`metadata`]: the instance role, from the ECS instance metadata service in hardened mode.
-//!
-//! A role assumed through STS with the instance role's credentials will sit beside it as `sts`,
-//! driven by the same refresher.
+//! - [`sts`]: a profile's RAM role, assumed through STS `AssumeRole` with the instance role's
+//!   credentials, driven by a refresher of its own like the instance role.
 //!
 //! Dependencies point one way: sources use `credentials` (the value types and the [`Source`]
 //! trait), `metrics` and `time`; `credentials` never uses a source.
@@ -14,3 +13,4 @@
 //! [`Source`]: crate::credentials::Source
 
 pub mod metadata;
+pub mod sts;

@@ -35,6 +35,7 @@ fn first_issuance_logged_then_repeats_summarised_once_a_minute() {
             exe: "/usr/bin/app".to_owned(),
             transport: "unix",
             role: "EcsRole".to_owned(),
+            profile: None,
             access_key_id: "STS.gen1".to_owned(),
             generation: 1,
         }]
@@ -390,6 +391,7 @@ fn values_from_the_caller_the_metadata_service_and_sts_are_quoted_and_escaped() 
         exe: forged("/tmp/app"),
         transport: "unix",
         role: forged("EcsRole"),
+        profile: None,
         access_key_id: forged("STS.A"),
         generation: 1,
     };

@@ -4,6 +4,7 @@ mod authorization;
 mod bind;
 mod http;
 mod keepalive;
+mod profiles;
 mod scrape;
 mod shutdown;
 
@@ -17,7 +18,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Listener, Server, Supervision};
+use super::{Listener, Published, Server, Supervision};
 use crate::credentials::{Issued, State};
 use crate::metrics::Metrics;
 use crate::server::config::Config as ServerConfig;
@@ -74,7 +75,7 @@ pub(super) struct Harness {
     pub(super) state: watch::Sender<State>,
     pub(super) metrics: Metrics,
     /// The server configuration, as a reload (`SIGHUP`) would publish it.
-    pub(super) config: watch::Sender<Arc<ServerConfig>>,
+    pub(super) config: watch::Sender<Arc<Published>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<(Listener, std::io::Result<()>)>>,
 }
@@ -101,9 +102,16 @@ impl Harness {
 
     /// Publishes the running configuration with `tweak` applied, as a reload would.
     pub(super) fn reload(&self, tweak: impl FnOnce(&mut ServerConfig)) {
-        let mut cfg = ServerConfig::clone(&self.config.borrow());
-        tweak(&mut cfg);
-        self.config.send_replace(Arc::new(cfg));
+        let mut published = Published::clone(&self.config.borrow());
+        tweak(&mut published.server);
+        self.config.send_replace(Arc::new(published));
+    }
+
+    /// Publishes `profiles` with the running server configuration, as a reload would.
+    pub(super) fn reload_profiles(&self, profiles: crate::profiles::Set) {
+        let mut published = Published::clone(&self.config.borrow());
+        published.profiles = Arc::new(profiles);
+        self.config.send_replace(Arc::new(published));
     }
 
     /// [`Harness::start`] with `supervision` (its test hooks).
@@ -111,6 +119,16 @@ impl Harness {
         state: State,
         tweak: impl FnOnce(&mut ServerConfig),
         supervision: Supervision,
+    ) -> Harness {
+        Harness::start_with_profiles(state, tweak, supervision, crate::profiles::Set::default())
+    }
+
+    /// [`Harness::start_with`], serving `profiles` too.
+    pub(super) fn start_with_profiles(
+        state: State,
+        tweak: impl FnOnce(&mut ServerConfig),
+        supervision: Supervision,
+        profiles: crate::profiles::Set,
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = test_config(dir.path());
@@ -121,7 +139,11 @@ impl Harness {
         let path = cfg.socket_path.clone();
         let metrics = Metrics::new();
         let server_metrics = metrics.clone();
-        let (config, config_rx) = watch::channel(Arc::new(cfg));
+        let published = Published {
+            server: cfg,
+            profiles: Arc::new(profiles),
+        };
+        let (config, config_rx) = watch::channel(Arc::new(published));
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stop_rx.await;

@@ -490,7 +490,10 @@ pub fn parse_endpoint(endpoint: &str) -> Result<String, MetadataError> {
     Ok(url.origin().ascii_serialization())
 }
 
+mod facts;
 mod transport;
+
+pub use facts::InstanceFacts;
 
 #[cfg(test)]
 mod tests;

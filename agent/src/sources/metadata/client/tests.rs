@@ -1,6 +1,7 @@
 //! Request-level tests of [`Client`]: one test per row of the retry table, against the scripted
 //! server in [`script`] on 127.0.0.1. Real sockets, so real (short) time, no paused clock.
 
+mod facts;
 mod script;
 mod setup;
 
