@@ -212,36 +212,123 @@ impl Sts {
             })
     }
 
-    /// The role name of [`Sts::role_arn`] (after `:role/`).
-    pub fn role_name(&self) -> &str {
-        self.role_arn
-            .split_once(":role/")
-            .map_or(self.role_arn, |(_, n)| n)
-    }
-
     /// Every `200` in `samples` carries credentials this emulator issued for the profile's role
     /// (looked up in `keys`): never the instance role's, never anything else.
     ///
     /// # Errors
-    /// The first other AccessKeyId served, whose it is, and how many there were.
+    /// As [`only_assumed_served`].
     pub fn only_assumed_served(&self, keys: &KeyStore, samples: &[Sample]) -> Result<(), String> {
-        let role = Principal::Role(self.role_name().to_owned());
-        let other: Vec<(&Sample, Option<Principal>)> = samples
-            .iter()
-            .filter(|s| s.status == 200)
-            .map(|s| (s, keys.get(&s.access_key_id).map(|k| k.principal)))
-            .filter(|(_, whose)| whose.as_ref() != Some(&role))
-            .collect();
-        match other.first() {
-            None => Ok(()),
-            Some((s, whose)) => Err(format!(
-                "{} answers served credentials other than the profile's assumed role {}; first: \
-                 AccessKeyId {} of {whose:?} over {:?}",
-                other.len(),
-                self.role_arn,
-                s.access_key_id,
-                s.transport
-            )),
+        only_assumed_served(keys, self.role_arn, samples)
+    }
+}
+
+/// Every `200` in `samples` carries an AccessKeyId that `keys` holds as role `role_arn`'s (the
+/// name after `:role/`): an assumed session of that role, never the instance role's
+/// credentials, never anything else.
+///
+/// # Errors
+/// The first other AccessKeyId served, whose it is, and how many there were.
+pub fn only_assumed_served(
+    keys: &KeyStore,
+    role_arn: &str,
+    samples: &[Sample],
+) -> Result<(), String> {
+    let name = role_arn.split_once(":role/").map_or(role_arn, |(_, n)| n);
+    let role = Principal::Role(name.to_owned());
+    let other: Vec<(&Sample, Option<Principal>)> = samples
+        .iter()
+        .filter(|s| s.status == 200)
+        .map(|s| (s, keys.get(&s.access_key_id).map(|k| k.principal)))
+        .filter(|(_, whose)| whose.as_ref() != Some(&role))
+        .collect();
+    match other.first() {
+        None => Ok(()),
+        Some((s, whose)) => Err(format!(
+            "{} answers served credentials other than the profile's assumed role {role_arn}; \
+             first: AccessKeyId {} of {whose:?} over {:?}",
+            other.len(),
+            s.access_key_id,
+            s.transport
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use ecs_metadata_emulator::sts::AccessKey;
+
+    use super::*;
+    use crate::matrix::Transport;
+
+    fn sample(status: u16, access_key_id: &str) -> Sample {
+        let now = Instant::now();
+        Sample {
+            transport: Transport::Socket,
+            sent: now,
+            received: now,
+            status,
+            code: String::new(),
+            message: String::new(),
+            access_key_id: access_key_id.to_owned(),
         }
+    }
+
+    fn role_key(keys: &KeyStore, id: &str, role: &str) {
+        keys.insert(
+            id,
+            AccessKey {
+                principal: Principal::Role(role.to_owned()),
+                access_key_secret: format!("{id}-secret"),
+                security_token: Some(format!("{id}-token")),
+                expiration: None,
+            },
+        );
+    }
+
+    #[test]
+    fn only_the_profile_s_assumed_role_passes() {
+        let keys = KeyStore::new();
+        role_key(&keys, "STS.assumed", "matrix-app");
+        role_key(&keys, "STS.instance", DEFAULT_ROLE_NAME);
+        let fine = [sample(200, "STS.assumed"), sample(503, "")];
+        assert_eq!(only_assumed_served(&keys, ROLE_ARN, &fine), Ok(()));
+        for bad in ["STS.instance", "STS.unknown"] {
+            let samples = [sample(200, "STS.assumed"), sample(200, bad)];
+            let e = only_assumed_served(&keys, ROLE_ARN, &samples).unwrap_err();
+            assert!(e.starts_with("1 answers") && e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn sessions_of_runs_the_clock_behind_by_the_rest_of_900_s() {
+        let setup = StsSetup::sessions_of(WARM_SESSION);
+        assert_eq!(setup.clock_behind + WARM_SESSION, MIN_DURATION);
+        let clock = LaggingClock::default();
+        clock.set_behind(setup.clock_behind);
+        let lagging = clock.now();
+        let behind = SystemTime::now().duration_since(lagging).unwrap();
+        assert!(
+            behind >= setup.clock_behind && behind < setup.clock_behind + Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn profile_toml_matches_the_uid_and_carries_the_policy() {
+        let setup = StsSetup {
+            policy: Some(r#"{"Version":"1"}"#.to_owned()),
+            ..StsSetup::default()
+        };
+        let toml = setup.profile_toml(1234);
+        assert!(
+            toml.contains("\n[[profile]]\nname = \"fm-app\"\nmatch = { uid = 1234 }\n"),
+            "{toml}"
+        );
+        assert!(
+            toml.contains(&format!("role_arn = \"{ROLE_ARN}\"\nduration_secs = 900\n")),
+            "{toml}"
+        );
+        assert!(toml.contains(r#"policy = "{\"Version\":\"1\"}""#), "{toml}");
     }
 }
