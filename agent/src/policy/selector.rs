@@ -24,8 +24,32 @@ use sha2::{Digest, Sha256};
 use super::profile::Selector;
 use crate::identity::{Caller, Transport};
 
-/// Where the cgroup v2 hierarchy is mounted.
+/// Where the cgroup v2 hierarchy is mounted when `/proc/self/mountinfo` names no `cgroup2`
+/// mount (the unified layout's place).
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Where the cgroup v2 hierarchy is mounted: the first `cgroup2` mount in
+/// `/proc/self/mountinfo` (`/sys/fs/cgroup` on a unified system, `/sys/fs/cgroup/unified` on a
+/// hybrid one, see cgroups(7)), else [`CGROUP_ROOT`]. Read once.
+pub fn cgroup2_root() -> &'static Path {
+    static ROOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|info| cgroup2_mount_in(&info))
+            .unwrap_or_else(|| std::path::PathBuf::from(CGROUP_ROOT))
+    })
+}
+
+/// The mount point of the first `cgroup2` filesystem in a `mountinfo` text (proc(5): the
+/// fifth field is the mount point; the filesystem type follows the ` - ` separator).
+pub(crate) fn cgroup2_mount_in(info: &str) -> Option<std::path::PathBuf> {
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mount = left.split_whitespace().nth(4)?;
+        (right.split_whitespace().next() == Some("cgroup2")).then(|| mount.into())
+    })
+}
 /// The largest executable hashed for `exe_sha256`, in bytes; a larger one never matches.
 pub const MAX_HASHED_EXE_BYTES: u64 = 1 << 30;
 /// How many executables' hashes are remembered (the cache is emptied when it is full).
@@ -43,7 +67,7 @@ static HASHES: Mutex<Option<Hashes>> = Mutex::new(None);
 impl Selector {
     /// Whether `caller` matches every key given (see the module docs).
     pub fn matches(&self, caller: &Caller) -> bool {
-        self.matches_under(caller, Path::new(CGROUP_ROOT))
+        self.matches_under(caller, cgroup2_root())
     }
 
     /// [`Selector::matches`] with the cgroup hierarchy mounted at `cgroup_root`.

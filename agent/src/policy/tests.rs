@@ -431,3 +431,45 @@ fn the_probe_refuses_process_selectors_it_cannot_serve_and_names_the_drop_in() {
     // This process can read its own /proc entries.
     assert!(probe::check_process_selectors_on(&by_unit, std::process::id()).is_ok());
 }
+
+/// Over several processes the probe passes at the first readable one (an unreadable pid 1, as
+/// in some sandboxes, does not make it refuse), and refuses when none is readable or there is
+/// none to try.
+#[test]
+fn the_probe_passes_at_the_first_readable_process() {
+    let by_exe = [profile(
+        "app",
+        Selector {
+            exe: Some("/usr/bin/app".into()),
+            ..Selector::default()
+        },
+    )];
+    let me = std::process::id();
+    assert!(probe::check_process_selectors_among(&by_exe, [u32::MAX, me]).is_ok());
+    let e = probe::check_process_selectors_among(&by_exe, [u32::MAX, u32::MAX - 1]).unwrap_err();
+    assert!(e.contains(&format!("/proc/{}/exe", u32::MAX)), "{e}");
+    let e = probe::check_process_selectors_among(&by_exe, []).unwrap_err();
+    assert!(e.contains("no other user's process is visible"), "{e}");
+}
+
+/// The cgroup v2 mount is found in `mountinfo` on unified and hybrid layouts.
+#[test]
+fn the_cgroup2_mount_is_read_from_mountinfo() {
+    use crate::policy::selector::cgroup2_mount_in;
+    let hybrid = "30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                  31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw\n\
+                  32 30 0:28 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n";
+    assert_eq!(
+        cgroup2_mount_in(hybrid).as_deref(),
+        Some(std::path::Path::new("/sys/fs/cgroup/unified"))
+    );
+    let unified = "29 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw\n";
+    assert_eq!(
+        cgroup2_mount_in(unified).as_deref(),
+        Some(std::path::Path::new("/sys/fs/cgroup"))
+    );
+    assert_eq!(
+        cgroup2_mount_in("1 0 0:1 / / rw - ext4 /dev/vda rw\n"),
+        None
+    );
+}

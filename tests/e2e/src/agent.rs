@@ -65,6 +65,8 @@ pub fn agent_bin_under_test(default: &Path) -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     keys: BTreeMap<&'static str, BTreeMap<&'static str, String>>,
+    /// TOML written after the tables of `keys` (arrays of tables such as `[[profile]]`).
+    raw: String,
     env: Vec<(String, String)>,
 }
 
@@ -75,6 +77,7 @@ impl AgentConfig {
     pub fn new(endpoint: &str) -> AgentConfig {
         let mut c = AgentConfig {
             keys: BTreeMap::new(),
+            raw: String::new(),
             env: Vec::new(),
         };
         let ms = |d: Duration| d.as_millis().to_string();
@@ -103,6 +106,16 @@ impl AgentConfig {
         self
     }
 
+    /// Appends `toml` as is after the `[section]` tables (which it must not reopen): for arrays
+    /// of tables such as `[[profile]]`, which [`AgentConfig::set`] cannot write.
+    pub fn raw(&mut self, toml: &str) -> &mut Self {
+        self.raw.push_str(toml);
+        if !self.raw.ends_with('\n') {
+            self.raw.push('\n');
+        }
+        self
+    }
+
     /// Adds an environment variable for the agent process.
     pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
         self.env.push((key.to_owned(), value.to_owned()));
@@ -123,6 +136,7 @@ impl AgentConfig {
                 out.push_str(&format!("{k} = {v}\n"));
             }
         }
+        out.push_str(&self.raw);
         out
     }
 

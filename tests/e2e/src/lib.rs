@@ -16,6 +16,8 @@
 //! - [`metadata`]: the emulator on `127.0.0.1:0`.
 //! - [`matrix`]: the fault matrix's harness (a row's [`Run`](matrix::Run), the shared
 //!   [`Checker`](matrix::Checker) of served credentials).
+//! - [`sts`]: per-application profiles: the metadata and STS emulators sharing one key store
+//!   ([`StsRig`](sts::StsRig)), target roles, `[sts]` and `[[profile]]` configuration.
 //! - [`nobody`]: callers as uid 65534; [`host`]: privileges, limits, `/proc`; [`wait`]:
 //!   [`eventually`]; [`secrets`]: [`assert_no_secret`].
 //!
@@ -58,6 +60,7 @@ pub mod matrix;
 pub mod metadata;
 pub mod nobody;
 pub mod secrets;
+pub mod sts;
 pub mod wait;
 
 pub use agent::{agent_bin_under_test, AgentBuilder, AgentConfig, TestAgent};

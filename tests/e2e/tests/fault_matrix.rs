@@ -18,8 +18,9 @@
 //!   already hanging when the fault clears still runs into its deadline);
 //! - (d) the process is still up at the end and its `VmRSS` stayed under
 //!   [`RSS_CEILING_KIB`](matrix::RSS_CEILING_KIB);
-//! - and no metadata token or secret the emulator handed out appears in the row's logs (the
-//!   agent logs at `debug`).
+//! - and no metadata token or secret the emulators handed out (served or not: every key in the
+//!   key store the metadata and STS emulators share) appears in the row's logs (the agent logs
+//!   at `debug`) or in an answer's `Message`.
 //!
 //! The suite prints one line: `fault matrix: N scenarios, N passed, expired served 0, secrets
 //! in logs 0, answers over the socket N and over TCP N`.
@@ -32,6 +33,14 @@
 //!
 //! The harness (a row's `Run`, `Setup`, the `Checker`) is the package library's
 //! [`matrix`] module; this file is the table of rows.
+//!
+//! STS rows (`fault_matrix/sts_rows.rs`) add an STS emulator beside the metadata emulator and a
+//! `[[profile]]` matching the probers' uid: the same probers and checks then exercise a
+//! profile's assumed role (every STS refusal the agent explains, the `DurationSeconds` retry,
+//! 5xx, throttling, hangs, credentials expiring on arrival, the instance role detached), and
+//! each also checks that every `200` carried credentials STS issued for the profile's role
+//! (never a fallback to the instance role) and that no secret either emulator issued reached a
+//! log line or an answer.
 //!
 //! The blackhole row needs root: it runs the agent in a network namespace of its own where
 //! `100.100.100.200` routes into a veth pair whose far end drops every frame.
@@ -59,6 +68,9 @@ const REQUEST_DEADLINE: Duration = CONNECT_TIMEOUT.saturating_add(READ_TIMEOUT.s
 const PARALLEL: usize = 12;
 /// The longest a row may take.
 const ROW_BUDGET: Duration = Duration::from_secs(120);
+
+#[path = "fault_matrix/sts_rows.rs"]
+mod sts_rows;
 
 type RowFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
@@ -565,6 +577,8 @@ fn rows() -> Vec<Row> {
             row_clock_stepped(n, s, -3600)
         }),
     ];
+    // First: its rows that wait for a refresh are among the longest, and rows start in order.
+    rows.splice(0..0, sts_rows::rows());
     if is_root() {
         rows.push(custom(
             "blackholed (not on ECS: packets dropped)",

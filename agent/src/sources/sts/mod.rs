@@ -48,20 +48,25 @@ mod https;
 pub mod response;
 pub mod sign;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use secrecy::SecretString;
 use tokio::sync::OnceCell;
-use tokio::time::Instant;
 
 pub use self::client::StsConfigError;
 use self::client::{Call, Client, SigningKey};
 use self::config::Endpoint;
 pub use self::error::StsError;
-use crate::credentials::state::StateReceiver;
+use crate::credentials::state::{wait_for_credentials, StateReceiver};
 use crate::credentials::{Fetched, Source, Unavailable};
 use crate::sources::metadata;
 use crate::time::SharedTimeSource;
+
+/// How long a profile's fetch waits for the instance role's first credentials while the agent
+/// starts (the instance role's refresher fetches at the same time).
+pub const INSTANCE_ROLE_WAIT: Duration = Duration::from_secs(10);
 
 /// The length of an ECS instance id (`i-` and 20 characters).
 pub const INSTANCE_ID_LEN: usize = 22;
@@ -186,19 +191,19 @@ impl Assumer {
             .await
     }
 
-    /// The instance role's credentials servable now, as a signing key.
-    fn signing_key(&self, role_arn: &str) -> Result<SigningKey, StsError> {
+    /// The instance role's credentials servable now, as a signing key. While the agent has
+    /// never held them (it is starting), waits up to [`INSTANCE_ROLE_WAIT`] for the instance
+    /// role's first fetch instead of failing at once (which would log a failed refresh for
+    /// every profile at every start); never waits once the instance role has been served.
+    async fn signing_key(&self, role_arn: &str) -> Result<SigningKey, StsError> {
         let unavailable = |reason: String| StsError::InstanceRoleUnavailable {
             role_arn: role_arn.to_owned(),
             reason,
         };
-        let issued = {
-            let state = self.instance.borrow();
-            match state.credentials_at(Instant::now()) {
-                Ok(issued) => Arc::clone(issued),
-                Err(reason) => return Err(unavailable(reason.message())),
-            }
-        };
+        let mut instance = self.instance.clone();
+        let issued = wait_for_credentials(&mut instance, INSTANCE_ROLE_WAIT)
+            .await
+            .map_err(|reason| unavailable(reason.message()))?;
         // The served body is the one copy of the instance role's secrets the refresher keeps.
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "PascalCase")]
@@ -222,12 +227,20 @@ impl Assumer {
 pub struct AssumedRole {
     assumer: Arc<Assumer>,
     spec: RoleSpec,
+    /// `DurationSeconds` asked for: `spec.duration_secs` until STS refuses it, then
+    /// [`FALLBACK_DURATION_SECS`].
+    duration_secs: AtomicU32,
 }
 
 impl AssumedRole {
     /// The source for `spec`, sharing `assumer` with the other profiles.
     pub fn new(assumer: Arc<Assumer>, spec: RoleSpec) -> AssumedRole {
-        AssumedRole { assumer, spec }
+        let duration_secs = AtomicU32::new(spec.duration_secs);
+        AssumedRole {
+            assumer,
+            spec,
+            duration_secs,
+        }
     }
 
     /// The profile this source serves.
@@ -238,7 +251,7 @@ impl AssumedRole {
     async fn fetch_once(&self) -> Result<Fetched, StsError> {
         let spec = &self.spec;
         let role_arn = spec.role_arn.as_str();
-        let key = self.assumer.signing_key(role_arn)?;
+        let key = self.assumer.signing_key(role_arn).await?;
         let resolved =
             self.assumer
                 .resolved()
@@ -257,12 +270,16 @@ impl AssumedRole {
         let mut call = Call {
             role_arn,
             role_session_name: &session_name,
-            duration_secs: spec.duration_secs,
+            duration_secs: self.duration_secs.load(Ordering::Relaxed),
             policy: spec.policy.as_deref(),
         };
         let client = &self.assumer.client;
         let assumed = match client.assume_role(&resolved.endpoint, &key, &call).await {
             Err(e) if e.is_duration_rejected() && call.duration_secs != FALLBACK_DURATION_SECS => {
+                // Remembered: the next refreshes ask for 3600 at once (one call, no warning
+                // each time); a reload that changes the profile starts a new source.
+                self.duration_secs
+                    .store(FALLBACK_DURATION_SECS, Ordering::Relaxed);
                 tracing::warn!(
                     profile = spec.profile.as_str(),
                     role_arn,

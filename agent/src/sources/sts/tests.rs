@@ -2,6 +2,7 @@
 //! metadata service, and a loopback HTTPS STS trusted through `[sts] ca_file`. Real sockets,
 //! so real time; every wait is on an event with a generous deadline.
 
+mod emulator;
 mod servers;
 
 use std::sync::Arc;
@@ -471,6 +472,8 @@ fn session_names_follow_the_sts_rule() {
     let id = "i-bp67acfmxazb4ph3xxxx";
     assert_eq!(id.len(), INSTANCE_ID_LEN);
     assert_eq!(MAX_PROFILE_NAME_LEN, 41);
+    // The profile parser refuses longer names with its own constant: they must agree.
+    assert_eq!(crate::policy::profile::MAX_NAME_LEN, MAX_PROFILE_NAME_LEN);
     let longest = "p".repeat(MAX_PROFILE_NAME_LEN);
     assert_eq!(role_session_name(id, &longest).unwrap().len(), 64);
     let e = role_session_name(id, &format!("{longest}p")).unwrap_err();
@@ -566,7 +569,10 @@ async fn a_refused_role_is_published_as_sts_failing_with_the_reason() {
     .expect("a failed first fetch within 60 s")
     .unwrap()
     .clone();
-    let message = state.credentials_at(Instant::now()).unwrap_err().message();
+    let message = state
+        .credentials_at(tokio::time::Instant::now())
+        .unwrap_err()
+        .message();
     assert!(
         message.starts_with("STS AssumeRole failing since 2023-11-14T22:13:20Z: "),
         "{message}"

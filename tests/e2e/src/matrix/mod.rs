@@ -11,12 +11,14 @@
 //! ([`Run::check_during`] with an [`Expect`]: the same outcome over both transports), on
 //! recovery ([`Run::wait_recovered`]: both serve again), and [`Run::finish`] adds the process
 //! checks (alive, `VmRSS` under [`RSS_CEILING_KIB`]), [`tcp_outcomes`] (no refusal over TCP
-//! the socket did not give too) and the scan of its logs for every secret and metadata token
-//! seen.
+//! the socket did not give too), the scan of its logs (and its answers' messages) for every
+//! secret and metadata token seen or issued, and, in rows with an STS emulator ([`sts`]), that
+//! every `200` carried the profile's assumed role.
 
 mod checker;
 mod probe;
 mod run;
+pub mod sts;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ecs_metadata_emulator::{Emulator, EmulatorConfig};
 
 use super::probe::{Bridge, Transport};
+use super::sts::{Sts, StsSetup};
 use super::{Expect, Suite};
 use crate::agent::{AgentConfig, TestAgent, BACKOFF_MAX};
 use crate::http::{free_loopback_port, Response};
@@ -63,6 +64,9 @@ pub struct Run {
     pub emu: Arc<Emulator>,
     /// The row's agent.
     pub agent: Arc<TestAgent>,
+    /// The row's STS emulator, when its [`Setup`] had one (the probers then get the profile's
+    /// assumed role).
+    pub sts: Option<Arc<Sts>>,
     /// Its loopback TCP listener.
     pub bridge: Bridge,
     samples: Arc<Mutex<Vec<Sample>>>,
@@ -83,6 +87,8 @@ pub struct Setup {
     pub before_start: Box<dyn Fn(&Emulator) + Send + Sync>,
     /// A clock offset file for the agent, holding this many seconds.
     pub clock_offset_secs: Option<i64>,
+    /// An STS emulator beside the metadata emulator and a profile the probers get.
+    pub sts: Option<StsSetup>,
 }
 
 impl std::fmt::Debug for Setup {
@@ -90,6 +96,7 @@ impl std::fmt::Debug for Setup {
         f.debug_struct("Setup")
             .field("emulator", &self.emulator)
             .field("clock_offset_secs", &self.clock_offset_secs)
+            .field("sts", &self.sts)
             .finish_non_exhaustive()
     }
 }
@@ -102,6 +109,15 @@ impl Setup {
             agent: Box::new(|_| {}),
             before_start: Box::new(|_| {}),
             clock_offset_secs: None,
+            sts: None,
+        }
+    }
+
+    /// An emulator configured by `emulator`, and an STS emulator and profile by `sts`.
+    pub fn with_sts(emulator: EmulatorConfig, sts: StsSetup) -> Setup {
+        Setup {
+            sts: Some(sts),
+            ..Setup::new(emulator)
         }
     }
 }
@@ -125,11 +141,13 @@ pub fn listen_on_bridge(config: &mut AgentConfig) -> std::net::SocketAddr {
 }
 
 impl Run {
-    /// Starts `setup`'s emulator and agent (the agent from `suite`'s binary, in a directory of
-    /// its own with the clock offset file `clock-offset` when asked for) and the prober.
+    /// Starts `setup`'s emulators and agent (the agent from `suite`'s binary, in a directory of
+    /// its own with the clock offset file `clock-offset` when asked for, and the STS emulator's
+    /// CA file `sts-ca.pem`) and the probers.
     ///
     /// # Errors
-    /// Never today; a row's failure to start is reported like its other failures.
+    /// When the STS emulator cannot start; a row's failure to start is reported like its other
+    /// failures.
     pub async fn start(name: &'static str, suite: Arc<Suite>, setup: Setup) -> Result<Run, String> {
         let emu = Arc::new(emulator(setup.emulator).await);
         (setup.before_start)(&emu);
@@ -140,6 +158,10 @@ impl Run {
             .prefix("eca-fm-")
             .tempdir()
             .unwrap();
+        let sts = match &setup.sts {
+            Some(sts) => Some(Arc::new(Sts::start(sts, &emu, dir.path(), &mut config)?)),
+            None => None,
+        };
         if let Some(offset) = setup.clock_offset_secs {
             let path = dir.path().join("clock-offset");
             std::fs::write(&path, offset.to_string()).unwrap();
@@ -149,7 +171,19 @@ impl Run {
             .dir(dir)
             .start()
             .await;
-        Ok(Run::probe(name, suite, emu, agent, bridge))
+        let mut run = Run::probe(name, suite, emu, agent, bridge);
+        run.sts = sts;
+        Ok(run)
+    }
+
+    /// The row's STS emulator.
+    ///
+    /// # Errors
+    /// When the row has none.
+    pub fn sts(&self) -> Result<&Sts, String> {
+        self.sts
+            .as_deref()
+            .ok_or_else(|| format!("row {:?} has no STS emulator", self.name))
     }
 
     /// Starts the probers: a `GET /v1/credentials` every [`PROBE_EVERY`] over the Unix socket,
@@ -201,6 +235,7 @@ impl Run {
             suite,
             emu,
             agent,
+            sts: None,
             bridge,
             samples,
             secrets,
@@ -436,12 +471,29 @@ impl Run {
             ));
         }
         let logs = agent.logs();
+        let keys = self.emu.key_store();
         let mut secrets = self.secrets.lock().unwrap().clone();
         secrets.extend(self.emu.issued_tokens());
+        // Every generation the metadata emulator issued and every session STS granted, served
+        // or not (the key store is shared).
+        secrets.extend(keys.secrets());
+        secrets.remove("");
         let leaked = secrets.iter().filter(|s| logs.contains(s.as_str())).count();
         if leaked > 0 {
             self.suite.leaks.fetch_add(leaked as u64, Ordering::Relaxed);
             problems.push(format!("{leaked} secrets or metadata tokens in the logs"));
+        }
+        if let Some(s) = samples
+            .iter()
+            .find(|s| secrets.iter().any(|k| s.message.contains(k.as_str())))
+        {
+            problems.push(format!(
+                "a secret in an answer's Message over {:?} (status {})",
+                s.transport, s.status
+            ));
+        }
+        if let Some(sts) = &self.sts {
+            problems.extend(sts.only_assumed_served(&keys, &samples).err());
         }
         let _ = self.name;
         if problems.is_empty() {

@@ -116,6 +116,16 @@ impl KeyStore {
         self.lock().remove(access_key_id).is_some()
     }
 
+    /// Every AccessKeySecret and SecurityToken stored (the metadata emulator's generations and
+    /// the STS emulator's issues alike), for tests that check none of them reached a log line.
+    pub fn secrets(&self) -> Vec<String> {
+        self.lock()
+            .values()
+            .flat_map(|k| [Some(k.access_key_secret.clone()), k.security_token.clone()])
+            .flatten()
+            .collect()
+    }
+
     /// How many keys are stored.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -124,5 +134,28 @@ impl KeyStore {
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_lists_every_secret_and_token() {
+        let keys = KeyStore::new();
+        keys.add_long_term("alice", "LTAI-alice", "alice-secret");
+        keys.insert(
+            "STS.role",
+            AccessKey {
+                principal: Principal::Role("app".into()),
+                access_key_secret: "role-secret".into(),
+                security_token: Some("role-token".into()),
+                expiration: None,
+            },
+        );
+        let mut secrets = keys.secrets();
+        secrets.sort();
+        assert_eq!(secrets, ["alice-secret", "role-secret", "role-token"]);
     }
 }
