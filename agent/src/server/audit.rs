@@ -160,7 +160,8 @@ impl AuditEvent {
             } => {
                 tracing::warn!(target: "audit", event = "denied", pid, cgroup_id = *cgroup_id, uid, gid, exe = exe.as_str(),
                     transport = *transport,
-                    "caller denied: uid and groups not allowed");
+                    "caller denied: not allowed by [server] allowed_uids / allowed_gids, or matched by no \
+                     profile while [profiles] unmatched = \"deny\"");
             }
             AuditEvent::DenialsSuppressed { uid, count } => {
                 tracing::warn!(target: "audit", event = "denials_suppressed", uid, count,
