@@ -25,7 +25,7 @@ use serde_json::Value;
 /// How long the whole Python program may take (it takes about 1–2 s; generous for a loaded
 /// machine and a cold interpreter).
 const PROGRAM_WITHIN: Duration = Duration::from_secs(180);
-const USER_KEY_ID: &str = "LTAI5tSdkSignerCheck01";
+const USER_KEY_ID: &str = "FAKE-SDK-SIGNER-ACCESS-KEY-ID";
 const USER_KEY_SECRET: &str = "sdk-signer-check-secret";
 
 fn required() -> bool {

@@ -16,7 +16,7 @@ use ecs_metadata_emulator::sts::{
 use ecs_metadata_emulator::{Emulator, EmulatorConfig, ManualClock, TimeSource, Times};
 
 const USER: &str = "alice";
-const USER_KEY_ID: &str = "LTAI5tTestUserKey000001";
+const USER_KEY_ID: &str = "FAKE-TEST-USER-ACCESS-KEY-ID";
 const OTHER_ARN: &str = "acs:ram::123456789012:role/other-app";
 
 struct Fixture {
@@ -317,7 +317,7 @@ async fn security_token_missing_mismatched_or_expired() {
 async fn an_unknown_access_key_is_not_found() {
     let f = start();
     let unknown = Key {
-        id: "LTAI5tNobodyKnowsThis01".into(),
+        id: "FAKE-UNKNOWN-ACCESS-KEY-ID".into(),
         secret: "x".into(),
         token: None,
     };
