@@ -7,6 +7,11 @@
 //!  lo: 100.100.100.200/32  emulator :80     route 100.100.100.200 via 10.200.0.1
 //!  va: 10.200.0.1/30  <------ veth ------>  vb: 10.200.0.2/30
 //!                                           `lockdown` runs here; callers as uid 0, 1, 65534
+//!                                           forwards for C (ip_forward = 1)
+//!                                           vbc: 10.200.1.1/30
+//!                                             ^ veth
+//!                                           netns C (a bridge-network "container")
+//!                                           vc: 10.200.1.2/30, default via 10.200.1.1
 //! ```
 //!
 //! Two namespaces rather than the emulator on B's `lo`: `meta skuid` judges locally generated
@@ -43,6 +48,10 @@ const TABLE_LINE: &str = "table inet ecs_credential_agent";
 /// `e2e-metadata-call`'s exit statuses (see its docs).
 const SERVED: i32 = 0;
 const REFUSED: i32 = 10;
+const DROPPED: i32 = 13;
+/// How long a forwarded connection is given to be answered once the lockdown drops it (a
+/// negative check: it passes only by timing out).
+const DROP_SECS: u32 = 5;
 
 fn required() -> bool {
     std::env::var("ECA_LOCKDOWN_TESTS").as_deref() == Ok("required")
@@ -72,11 +81,37 @@ fn missing_prerequisite() -> Option<String> {
     None
 }
 
-/// Namespaces A and B and their veth pair; both namespaces (and with them the pair) are
+/// The `ip` commands that build the topology (`{a}`, `{b}`, `{c}`: the namespaces' names).
+const SETUP: &str = "
+    netns add {a}
+    netns add {b}
+    netns add {c}
+    -n {a} link add va type veth peer name vb netns {b}
+    -n {a} link set lo up
+    -n {a} link set va up
+    -n {a} addr add 100.100.100.200/32 dev lo
+    -n {a} addr add 10.200.0.1/30 dev va
+    -n {a} route add 10.200.1.0/30 via 10.200.0.2
+    -n {b} link set lo up
+    -n {b} link set vb up
+    -n {b} addr add 10.200.0.2/30 dev vb
+    -n {b} route add 100.100.100.200/32 via 10.200.0.1
+    -n {b} link add vbc type veth peer name vc netns {c}
+    -n {b} link set vbc up
+    -n {b} addr add 10.200.1.1/30 dev vbc
+    netns exec {b} sysctl -qw net.ipv4.ip_forward=1
+    -n {c} link set lo up
+    -n {c} link set vc up
+    -n {c} addr add 10.200.1.2/30 dev vc
+    -n {c} route add default via 10.200.1.1
+";
+
+/// Namespaces A, B and C and their veth pairs; the namespaces (and with them the pairs) are
 /// deleted when dropped, on every path.
 struct Topology {
     a: String,
     b: String,
+    c: String,
 }
 
 impl Topology {
@@ -85,33 +120,16 @@ impl Topology {
         let topology = Topology {
             a: format!("eca-lock-a-{id}"),
             b: format!("eca-lock-b-{id}"),
+            c: format!("eca-lock-c-{id}"),
         };
-        let (a, b) = (topology.a.as_str(), topology.b.as_str());
-        for args in [
-            vec!["netns", "add", a],
-            vec!["netns", "add", b],
-            vec![
-                "-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b,
-            ],
-            vec!["-n", a, "link", "set", "lo", "up"],
-            vec!["-n", a, "link", "set", "va", "up"],
-            vec!["-n", a, "addr", "add", "100.100.100.200/32", "dev", "lo"],
-            vec!["-n", a, "addr", "add", "10.200.0.1/30", "dev", "va"],
-            vec!["-n", b, "link", "set", "lo", "up"],
-            vec!["-n", b, "link", "set", "vb", "up"],
-            vec!["-n", b, "addr", "add", "10.200.0.2/30", "dev", "vb"],
-            vec![
-                "-n",
-                b,
-                "route",
-                "add",
-                "100.100.100.200/32",
-                "via",
-                "10.200.0.1",
-            ],
-        ] {
+        for line in SETUP.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let line = line
+                .replace("{a}", &topology.a)
+                .replace("{b}", &topology.b)
+                .replace("{c}", &topology.c);
+            let args: Vec<&str> = line.split_whitespace().collect();
             let out = Command::new("ip").args(&args).output().unwrap();
-            assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+            assert!(out.status.success(), "ip {line}: {}", text(&out.stderr));
         }
         topology
     }
@@ -159,6 +177,24 @@ impl Topology {
         out.status.code().unwrap_or(-1)
     }
 
+    /// `e2e-metadata-call` to the metadata address from C (forwarded by B) as root, connecting
+    /// within `secs`: its exit status.
+    fn call_from_c(&self, secs: u32) -> i32 {
+        let bin = env!("CARGO_BIN_EXE_e2e-metadata-call");
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.c,
+                bin,
+                &METADATA.to_string(),
+                &secs.to_string(),
+            ])
+            .output()
+            .unwrap();
+        out.status.code().unwrap_or(-1)
+    }
+
     /// `<agent> lockdown ARGS` in B, as root.
     fn lockdown(&self, args: &[&str]) -> Output {
         let mut all = vec!["lockdown"];
@@ -176,7 +212,7 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
+        for ns in [&self.a, &self.b, &self.c] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
@@ -237,6 +273,11 @@ async fn only_root_and_the_agent_s_user_reach_the_metadata_service_while_applied
         "uid {OTHER_UID} before apply"
     );
     assert_eq!(topology.call_as(0), SERVED, "root before apply");
+    assert_eq!(
+        topology.call_from_c(20),
+        SERVED,
+        "forwarded from C before apply"
+    );
 
     // A user that does not exist is refused, and nothing is loaded.
     let out = topology.lockdown(&["apply", "--user", "no-such-user-eca"]);
@@ -288,11 +329,38 @@ async fn only_root_and_the_agent_s_user_reach_the_metadata_service_while_applied
         issued + 2,
         "root's and the agent's only"
     );
+    // Forwarded from C (a container's network): dropped, root or not.
+    assert_eq!(
+        topology.call_from_c(DROP_SECS),
+        DROPPED,
+        "forwarded from C after apply"
+    );
     let out = topology.lockdown(&["status", "--probe"]);
     let said = expect(&out, 0, "status --probe after apply");
     assert!(
         said.contains("probe: uid 65534 connecting to 100.100.100.200:80: reset"),
         "{said}"
+    );
+    // A container network appears in B: status warns.
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &topology.b,
+            "link",
+            "add",
+            "docker0",
+            "type",
+            "bridge",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = topology.lockdown(&["status"]);
+    expect(&out, 0, "status with docker0");
+    let warned = text(&out.stderr);
+    assert!(
+        warned.contains("warning: container networks exist (docker0)"),
+        "{warned}"
     );
 
     // Removed: everyone is served again; removing twice is fine.
@@ -305,6 +373,11 @@ async fn only_root_and_the_agent_s_user_reach_the_metadata_service_while_applied
         topology.call_as(OTHER_UID),
         SERVED,
         "uid {OTHER_UID} after remove"
+    );
+    assert_eq!(
+        topology.call_from_c(20),
+        SERVED,
+        "forwarded from C after remove"
     );
     let out = topology.lockdown(&["status", "--probe"]);
     expect(&out, 3, "status --probe after remove");

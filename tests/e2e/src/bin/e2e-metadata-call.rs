@@ -1,6 +1,7 @@
 //! One metadata token request, for the lockdown test (`tests/lockdown.rs`) to run as a given
-//! uid inside a network namespace: `e2e-metadata-call ADDR` sends
-//! `PUT /latest/api/token` to ADDR and exits with what happened.
+//! uid inside a network namespace: `e2e-metadata-call ADDR [CONNECT_TIMEOUT_SECS]` sends
+//! `PUT /latest/api/token` to ADDR (connecting within 20 s unless told) and exits with what
+//! happened.
 //!
 //! | exit | meaning |
 //! |---|---|
@@ -8,6 +9,7 @@
 //! | 10 | refused: the connection was reset (`ECONNREFUSED`) |
 //! | 11 | another error connecting, writing or reading (printed on stderr) |
 //! | 12 | answered, but not `200` (the status line is printed on stderr) |
+//! | 13 | no answer to the connection within the connect timeout (dropped) |
 //!
 //! Prints nothing on stdout: the token is never shown.
 
@@ -17,13 +19,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 fn main() -> ExitCode {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .expect("usage: e2e-metadata-call ADDR");
-    let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(20)) {
+    const USAGE: &str = "usage: e2e-metadata-call ADDR [CONNECT_TIMEOUT_SECS]";
+    let mut args = std::env::args().skip(1);
+    let addr: SocketAddr = args.next().and_then(|a| a.parse().ok()).expect(USAGE);
+    let within = args.next().map_or(20, |s| s.parse().expect(USAGE));
+    let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(within)) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return ExitCode::from(10),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return ExitCode::from(13),
         Err(e) => {
             eprintln!("connect {addr}: {e}");
             return ExitCode::from(11);
