@@ -13,7 +13,7 @@ pub enum NftError {
     #[error("the nft command was not found; install nftables (Debian/Ubuntu: apt install nftables; Alibaba Cloud Linux: yum install nftables)")]
     NotInstalled,
     /// `nft` said the operation is not permitted (not root, or no `CAP_NET_ADMIN`).
-    #[error("nft was not permitted to change the firewall; run as root")]
+    #[error("nft was not permitted to read or change the firewall; run as root")]
     NotPermitted,
     /// `nft` failed otherwise; its stderr, trimmed.
     #[error("nft failed: {0}")]
