@@ -167,18 +167,24 @@ fn warn_containers() {
     let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
         return;
     };
-    let mut found: Vec<String> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| CONTAINER_INTERFACES.iter().any(|p| n.starts_with(p)))
-        .collect();
+    let names = entries.filter_map(|e| e.ok()?.file_name().into_string().ok());
+    let found = container_interfaces(names);
     if found.is_empty() {
         return;
     }
-    found.sort();
     eprintln!(
         "warning: container networks exist ({}): their traffic to {METADATA_ADDR} is forwarded and dropped by the lockdown; their workloads must fetch credentials from the agent (README, \"Metadata lockdown\")",
         crate::logging::escape_line(&found.join(", "))
     );
+}
+
+/// The names among `names` that show container networks ([`CONTAINER_INTERFACES`]), sorted.
+fn container_interfaces(names: impl Iterator<Item = String>) -> Vec<String> {
+    let mut found: Vec<String> = names
+        .filter(|n| CONTAINER_INTERFACES.iter().any(|p| n.starts_with(p)))
+        .collect();
+    found.sort();
+    found
 }
 
 fn nft_failed(e: &NftError) -> u8 {
@@ -193,4 +199,33 @@ fn nft_failed(e: &NftError) -> u8 {
 fn fail(code: u8, why: &str) -> u8 {
     eprintln!("ecs-credential-agent lockdown: {why}");
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_by_name_or_uid_and_missing_ones_refused() {
+        assert_eq!(resolve_user("root").unwrap(), (0, "root".to_owned()));
+        assert_eq!(resolve_user("0").unwrap(), (0, "root".to_owned()));
+        let why = resolve_user("no-such-user-eca").unwrap_err();
+        assert!(
+            why.starts_with("no user \"no-such-user-eca\" on this system;"),
+            "{why}"
+        );
+        assert!(resolve_user("4000000000").is_err());
+    }
+
+    #[test]
+    fn container_networks_by_interface_name() {
+        let names = [
+            "lo", "eth0", "veth12ab", "podman0", "docker0", "br-5e1f", "cni0", "virbr0",
+        ];
+        assert_eq!(
+            container_interfaces(names.iter().map(|n| n.to_string())),
+            ["br-5e1f", "cni0", "docker0", "podman0", "virbr0"]
+        );
+        assert!(container_interfaces(["lo", "eth0"].iter().map(|n| n.to_string())).is_empty());
+    }
 }

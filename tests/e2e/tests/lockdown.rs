@@ -264,6 +264,21 @@ async fn only_root_and_the_agent_s_user_reach_the_metadata_service_while_applied
     let emulator =
         Emulator::from_listener(topology.bind_in_a(METADATA), EmulatorConfig::default()).unwrap();
 
+    before_apply(&topology);
+    while_applied(&topology, &emulator, agent_uid);
+    after_remove(&topology);
+
+    drop(emulator);
+    drop(topology);
+    assert_eq!(
+        host_tables(),
+        host_before,
+        "the host's own tables are untouched"
+    );
+}
+
+/// Before `apply`: everyone is served; `status` says it is not loaded; an unknown user is refused.
+fn before_apply(topology: &Topology) {
     // Before: everyone is served; status says it is not loaded.
     let out = topology.lockdown(&["status"]);
     assert!(expect(&out, 3, "status before apply").contains("not loaded"));
@@ -284,7 +299,10 @@ async fn only_root_and_the_agent_s_user_reach_the_metadata_service_while_applied
     expect(&out, 67, "apply --user no-such-user-eca");
     assert!(text(&out.stderr).contains("no user \"no-such-user-eca\""));
     assert_eq!(topology.listed(), "");
+}
 
+/// `apply` (twice), then who is served, reset or dropped, and what `status` says.
+fn while_applied(topology: &Topology, emulator: &Emulator, agent_uid: u32) {
     // Applied (twice: the same table, replaced whole).
     expect(
         &topology.lockdown(&["apply", "--user", AGENT_USER]),
@@ -362,7 +380,10 @@ async fn only_root_and_the_agent_s_user_reach_the_metadata_service_while_applied
         warned.contains("warning: container networks exist (docker0)"),
         "{warned}"
     );
+}
 
+/// After `remove`: everyone is served again.
+fn after_remove(topology: &Topology) {
     // Removed: everyone is served again; removing twice is fine.
     expect(&topology.lockdown(&["remove"]), 0, "remove");
     expect(&topology.lockdown(&["remove"]), 0, "remove again");
@@ -381,12 +402,4 @@ async fn only_root_and_the_agent_s_user_reach_the_metadata_service_while_applied
     );
     let out = topology.lockdown(&["status", "--probe"]);
     expect(&out, 3, "status --probe after remove");
-
-    drop(emulator);
-    drop(topology);
-    assert_eq!(
-        host_tables(),
-        host_before,
-        "the host's own tables are untouched"
-    );
 }
