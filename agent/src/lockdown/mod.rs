@@ -140,7 +140,8 @@ fn run_probe() -> u8 {
         Err(e) => fail(
             EXIT_NO_PERMISSION,
             &format!(
-                "cannot run the probe as uid {}: {e}; run as root",
+                "cannot run the probe (this binary as uid {}): {e}; run as root, from a path uid {} may execute",
+                probe::PROBE_UID,
                 probe::PROBE_UID
             ),
         ),
