@@ -1,4 +1,4 @@
-//! The command line: `serve`, `dev`, `get`, `exec` and `env` (clap). The binary's `main` calls [`main`].
+//! The command line: `serve`, `dev`, `get`, `exec`, `env` and `lockdown` (clap). The binary's `main` calls [`main`].
 //!
 //! A fatal error of `serve` or `dev` prints one line on stderr, `ecs-credential-agent: <what
 //! failed>: <cause>; <what to do>` (module `fatal`), then the process exits with the status
@@ -121,6 +121,37 @@ enum Command {
         #[arg(long, value_enum, default_value = "shell")]
         format: EnvFormat,
     },
+    /// Lock the metadata service (100.100.100.200) to root and the agent's user (nftables).
+    ///
+    /// Manages one nftables table of its own, `inet ecs_credential_agent`, through the `nft`
+    /// command; other tables (firewalld's, Docker's) are not touched. Runtime rules: they do
+    /// not survive a reboot. Exit statuses: 0 done (status: loaded and effective), 1 nft
+    /// failed, 3 status: not loaded, 4 status: loaded but incomplete or the probe was not
+    /// reset, 67 no such user, 69 nft not installed, 77 not root.
+    #[command(subcommand)]
+    Lockdown(LockdownCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum LockdownCommand {
+    /// Load the table (replacing it atomically if loaded): only uid 0 and --user reach
+    /// 100.100.100.200; other local users get a TCP reset; forwarded traffic to it is dropped.
+    Apply {
+        /// The agent's user, a name or a uid; it must exist.
+        #[arg(long, value_name = "NAME|UID", default_value = crate::lockdown::DEFAULT_USER)]
+        user: String,
+    },
+    /// Say whether the table is loaded and which uids it allows; warn about container networks.
+    Status {
+        /// Also connect to 100.100.100.200:80 as uid 65534 (nobody), which must be reset.
+        #[arg(long)]
+        probe: bool,
+    },
+    /// Delete the table (done when it is not loaded).
+    Remove,
+    /// The probe's child (internal): connect to 100.100.100.200:80 once, exit with the outcome.
+    #[command(hide = true)]
+    ProbeConnect,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -200,6 +231,18 @@ pub fn main_with_test_hooks(hooks: TestHooks) -> ExitCode {
                 EnvFormat::Dockerfile => crate::env_cmd::Format::Dockerfile,
             };
             ExitCode::from(crate::env_cmd::run(config.as_deref(), format))
+        }
+        Command::Lockdown(command) => ExitCode::from(lockdown(command)),
+    }
+}
+
+fn lockdown(command: LockdownCommand) -> u8 {
+    match command {
+        LockdownCommand::Apply { user } => crate::lockdown::apply(&user),
+        LockdownCommand::Status { probe } => crate::lockdown::show_status(probe),
+        LockdownCommand::Remove => crate::lockdown::remove(),
+        LockdownCommand::ProbeConnect => {
+            crate::lockdown::probe::connect(crate::lockdown::probe::PROBE_ADDR)
         }
     }
 }

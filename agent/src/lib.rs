@@ -56,7 +56,8 @@
 //! - [`time`]: the injected wall clock.
 //! - [`cli`]: the command line; [`get`] prints the credentials for scripts and the aliyun CLI,
 //!   [`exec`] runs a command with them in its environment, [`env_cmd`] prints the environment
-//!   that points an SDK at the loopback listener.
+//!   that points an SDK at the loopback listener; [`lockdown`] locks the metadata service to
+//!   root and the agent's user with an nftables table of its own (the `nft` command).
 //! - `dev` (feature `dev`): the agent against the built-in metadata emulator.
 //! - `test_support` (tests only): fixtures shared by several modules' unit tests.
 //!
@@ -92,6 +93,7 @@ pub mod exec;
 pub mod get;
 pub mod heartbeat;
 pub mod identity;
+pub mod lockdown;
 pub mod logging;
 pub mod metrics;
 pub mod policy;

@@ -1,7 +1,8 @@
 //! The end-to-end harness of `ecs-credential-agent`: the metadata emulator in the test process,
 //! the agent as a real child process on a socket in a temporary directory, and a raw HTTP/1.1
 //! client. The suites are in `tests/`; this package also builds the agent's command line as the
-//! binary `e2e-agent` (`src/bin/e2e-agent.rs`), with test-only hooks, for them to run.
+//! binary `e2e-agent` (`src/bin/e2e-agent.rs`), with test-only hooks, for them to run, and
+//! `e2e-metadata-call` (one metadata token request, for the lockdown test to run as a given uid).
 //!
 //! Everything talks over loopback or Unix sockets; the agent is always given the emulator's
 //! endpoint, never the real metadata address.
