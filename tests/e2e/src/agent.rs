@@ -195,9 +195,11 @@ impl<'a> AgentBuilder<'a> {
         self
     }
 
-    /// With [`AgentBuilder::activated`]: also passes `listener` (the `[bridge] listen`
-    /// address, bound by the test) as fd 4, as systemd passes both socket units' sockets:
-    /// `LISTEN_FDS=2`, `LISTEN_FDNAMES=socket:bridge`. The test keeps owning it too.
+    /// Passes `listener` (the `[bridge] listen` address, bound by the test) as systemd passes
+    /// the bridge socket unit's socket: with [`AgentBuilder::activated`] as fd 4 (`LISTEN_FDS=2`,
+    /// `LISTEN_FDNAMES=socket:bridge`), alone as fd 3 (`LISTEN_FDS=1`, `LISTEN_FDNAMES=bridge`;
+    /// the agent binds its Unix socket itself). The test keeps owning it too, so the port is
+    /// never released between choosing it and the agent's use (no race with other sockets).
     pub fn bridge_activated(mut self, listener: &'a std::net::TcpListener) -> Self {
         self.bridge_activated = Some(listener);
         self
@@ -220,7 +222,7 @@ impl<'a> AgentBuilder<'a> {
             "--config".into(),
             config_path.into(),
         ];
-        if self.activated.is_some() {
+        if self.activated.is_some() || self.bridge_activated.is_some() {
             let sh = ["sh", "-c", r#"export LISTEN_PID=$$; exec "$0" "$@""#];
             argv.splice(0..0, sh.map(OsString::from));
         }
@@ -235,15 +237,19 @@ impl<'a> AgentBuilder<'a> {
                 cmd
             }
         };
-        if let Some(listener) = self.activated {
+        {
             use std::os::fd::AsRawFd;
-            match self.bridge_activated {
-                None => pass_from_fd_3(&mut cmd, vec![listener.as_raw_fd()], None),
-                Some(tcp) => pass_from_fd_3(
+            match (self.activated, self.bridge_activated) {
+                (None, None) => {}
+                (Some(unix), None) => pass_from_fd_3(&mut cmd, vec![unix.as_raw_fd()], None),
+                (Some(unix), Some(tcp)) => pass_from_fd_3(
                     &mut cmd,
-                    vec![listener.as_raw_fd(), tcp.as_raw_fd()],
+                    vec![unix.as_raw_fd(), tcp.as_raw_fd()],
                     Some("socket:bridge"),
                 ),
+                (None, Some(tcp)) => {
+                    pass_from_fd_3(&mut cmd, vec![tcp.as_raw_fd()], Some("bridge"))
+                }
             }
         }
         TestAgent::launch(cmd, dir, socket, self.config)

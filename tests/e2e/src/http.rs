@@ -239,8 +239,33 @@ pub async fn fresh_get(socket: &Path) -> Result<Response, String> {
     keep_alive_get(&mut s).await
 }
 
-/// A free loopback TCP port (bound, then released for the agent to bind right after).
+/// A free loopback TCP port for the agent to bind right after (bound here, then released).
+///
+/// Chosen below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), where the
+/// kernel never hands out ports to outgoing connections or to `bind(port 0)`: between the
+/// release here and the agent's bind, only another test choosing the same port by chance (1 in
+/// several thousand) could take it, not the many client sockets of a loaded run. Falls back to
+/// a port the kernel picks when none below the range is free. Where a test can keep the
+/// socket, prefer passing it (as [`AgentBuilder::bridge_activated`](crate::agent::AgentBuilder::bridge_activated)).
 pub fn free_loopback_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    if low > 12000 {
+        // Spread processes (the pid) and calls (a counter) over [10000, low).
+        let span = low - 10000;
+        let seed = std::process::id().wrapping_mul(2654435761);
+        for _ in 0..64 {
+            let n = NEXT.fetch_add(7919, Ordering::Relaxed);
+            let port = 10000 + seed.wrapping_add(n) % span;
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+                return l.local_addr().expect("local address").port();
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0")
         .local_addr()

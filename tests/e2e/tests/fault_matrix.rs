@@ -921,14 +921,19 @@ async fn row_refused(name: &'static str, suite: Arc<Suite>) -> Result<(), String
     let addr = emu.addr();
     emu.shutdown().await;
     let mut config = base_config(&format!("http://{addr}"));
-    let bridge = Bridge::Loopback(listen_on_bridge(&mut config));
+    let listener = listen_on_bridge(&mut config);
+    let bridge = Bridge::Loopback(listener.local_addr().unwrap());
     config.set(
         "server",
         "first_credentials_wait_ms",
         PROMPT_ROW_FIRST_WAIT_MS,
     );
     let started = Instant::now();
-    let agent = TestAgent::builder(suite.bin(), &config).start().await;
+    let agent = TestAgent::builder(suite.bin(), &config)
+        .bridge_activated(&listener)
+        .start()
+        .await;
+    drop(listener);
     // A placeholder emulator (never reached) for the prober; replaced below.
     let placeholder = Arc::new(emulator(EmulatorConfig::default()).await);
     let mut run = Run::probe(name, suite, placeholder, agent, bridge);

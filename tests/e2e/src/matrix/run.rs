@@ -13,7 +13,7 @@ use super::probe::{Bridge, Transport};
 use super::sts::{Sts, StsSetup};
 use super::{Expect, Suite};
 use crate::agent::{AgentConfig, TestAgent, BACKOFF_MAX};
-use crate::http::{free_loopback_port, Response};
+use crate::http::Response;
 use crate::metadata::emulator;
 use crate::wait::eventually;
 
@@ -132,12 +132,19 @@ pub fn base_config(endpoint: &str) -> AgentConfig {
     c
 }
 
-/// Sets `[bridge] listen` to a free loopback port of the test's network namespace; returns the
-/// address.
-pub fn listen_on_bridge(config: &mut AgentConfig) -> std::net::SocketAddr {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_loopback_port()));
+/// Binds a listener on a free loopback port of the test's network namespace and sets
+/// `[bridge] listen` to its address. Start the agent with it through
+/// [`AgentBuilder::bridge_activated`](crate::agent::AgentBuilder::bridge_activated): the port is
+/// then never released and bound again, so no other socket of a parallel row can take it in
+/// between (which made agents exit with "Address already in use" under load).
+///
+/// # Panics
+/// When no loopback port can be bound.
+pub fn listen_on_bridge(config: &mut AgentConfig) -> std::net::TcpListener {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind a loopback port");
+    let addr = listener.local_addr().expect("the listener's address");
     config.set("bridge", "listen", &format!("\"{addr}\""));
-    addr
+    listener
 }
 
 impl Run {
@@ -152,7 +159,8 @@ impl Run {
         let emu = Arc::new(emulator(setup.emulator).await);
         (setup.before_start)(&emu);
         let mut config = base_config(&emu.endpoint());
-        let bridge = Bridge::Loopback(listen_on_bridge(&mut config));
+        let listener = listen_on_bridge(&mut config);
+        let bridge = Bridge::Loopback(listener.local_addr().unwrap());
         (setup.agent)(&mut config);
         let dir = tempfile::Builder::new()
             .prefix("eca-fm-")
@@ -169,6 +177,7 @@ impl Run {
         }
         let agent = TestAgent::builder(&suite.bin, &config)
             .dir(dir)
+            .bridge_activated(&listener)
             .start()
             .await;
         let mut run = Run::probe(name, suite, emu, agent, bridge);
