@@ -63,6 +63,9 @@ pub struct Options {
     /// Delete the generated data when done.
     #[arg(long)]
     pub clean: bool,
+    /// Only generate (or check the reuse of) the inputs, then stop.
+    #[arg(long, conflicts_with = "clean")]
+    pub generate_only: bool,
 }
 
 /// Parses `123`, `64K`, `8M`, `1G` (binary units).
