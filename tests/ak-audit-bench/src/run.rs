@@ -23,8 +23,10 @@ const SCAN_TARGET: f64 = 0.7;
 const TRAIL_TARGET: f64 = 5.0;
 /// actiontrail's peak RSS target, KiB (64 MiB).
 const RSS_TARGET_KIB: i64 = 64 * 1024;
-/// Bump when the generators change what they write (cached inputs are regenerated).
-const GENERATOR_VERSION: u32 = 1;
+/// Bump when a generator changes what it writes (cached inputs are regenerated).
+const TREE_VERSION: u32 = 2;
+/// See [`TREE_VERSION`].
+const TRAIL_VERSION: u32 = 1;
 
 /// The benchmark's options.
 #[derive(Debug, clap::Args)]
@@ -111,7 +113,7 @@ pub fn run(o: &Options) -> io::Result<bool> {
     fs::create_dir_all(o.data.join("out"))?;
     let rate = if o.smoke { 0.6 } else { 0.2 };
     let key = format!(
-        "v{GENERATOR_VERSION} seed={} size={tree_size} rate={rate}",
+        "v{TREE_VERSION} seed={} size={tree_size} rate={rate}",
         o.seed
     );
     let manifest: Manifest = cached(&o.data, "tree", &key, |dir| {
@@ -119,7 +121,7 @@ pub fn run(o: &Options) -> io::Result<bool> {
     })?;
     let per_file = if o.smoke { 200 } else { 2000 };
     let key = format!(
-        "v{GENERATOR_VERSION} seed={} sizes={trail_sizes:?} per_file={per_file}",
+        "v{TRAIL_VERSION} seed={} sizes={trail_sizes:?} per_file={per_file}",
         o.seed
     );
     let sets: Vec<Set> = cached(&o.data, "trail", &key, |dir| {

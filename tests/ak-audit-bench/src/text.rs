@@ -139,12 +139,14 @@ pub fn access_key_id(rng: &mut SmallRng, tail: usize) -> String {
     }
 }
 
-/// A fake AccessKeySecret: 30 letters and digits, never containing `LTAI`.
+/// A fake AccessKeySecret: 30 letters and digits, with at least one of each (`scan`'s rule:
+/// a 30-letter word is more often an identifier than a secret), never containing `LTAI`.
 pub fn access_key_secret(rng: &mut SmallRng) -> String {
     loop {
         let mut v = Vec::with_capacity(30);
         push_from(&mut v, rng, ALNUM, 30);
-        if !v.windows(4).any(|w| w == b"LTAI") {
+        let mixed = v.iter().any(u8::is_ascii_digit) && v.iter().any(u8::is_ascii_alphabetic);
+        if mixed && !v.windows(4).any(|w| w == b"LTAI") {
             return String::from_utf8(v).expect("ASCII");
         }
     }
