@@ -238,3 +238,146 @@ pub fn jq_groups(out: &[u8], expected: &[Group]) -> Verdict {
         ],
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::PlantKind;
+
+    fn planted(
+        path: &str,
+        line: u64,
+        id: &str,
+        kind: PlantKind,
+        secret_line: Option<u64>,
+    ) -> Planted {
+        Planted {
+            path: path.into(),
+            line,
+            column: 5,
+            id: id.into(),
+            kind,
+            secret_line,
+            binary: false,
+            secret: None,
+        }
+    }
+
+    #[test]
+    fn scan_check_fails_on_a_missed_an_extra_or_a_wrong_secret_line() {
+        let list = vec![
+            planted(
+                "a/x.env",
+                3,
+                "LTAI5tAAAAbbbbCCCCdddd12",
+                PlantKind::Ltai24,
+                Some(4),
+            ),
+            planted(
+                "a/y.env",
+                9,
+                "LTAIxxxxxxxxxxxxxxxx",
+                PlantKind::Placeholder,
+                None,
+            ),
+        ];
+        let found = |line: u64, secret: &str| {
+            format!(
+                r#"[{{"path":"/t/a/x.env","line":{line},"column":5,"AccessKeyId":"LTAI5tAAAAbbbbCCCCdddd12","SecretLine":{secret}}}]"#
+            )
+        };
+        assert!(scan_findings(found(3, "4").as_bytes(), "/t", &list).ok);
+        assert!(!scan_findings(found(3, "null").as_bytes(), "/t", &list).ok);
+        assert!(!scan_findings(found(4, "4").as_bytes(), "/t", &list).ok);
+        assert!(!scan_findings(b"[]", "/t", &list).ok);
+        assert!(!scan_findings(b"not json", "/t", &list).ok);
+    }
+
+    #[test]
+    fn rg_check_expects_the_placeholders_too() {
+        let list = vec![
+            planted(
+                "x.env",
+                3,
+                "LTAI5tAAAAbbbbCCCCdddd12",
+                PlantKind::Ltai24,
+                None,
+            ),
+            planted(
+                "y.env",
+                9,
+                "LTAIxxxxxxxxxxxxxxxx",
+                PlantKind::Placeholder,
+                None,
+            ),
+            planted(
+                "z.env",
+                2,
+                "LTAI********************",
+                PlantKind::Placeholder,
+                None,
+            ),
+        ];
+        assert!(
+            rg_lines(
+                b"/t/x.env:3:ak=LTAI5t\n/t/y.env:9:ak=LTAIxxxx\n",
+                "/t",
+                &list
+            )
+            .ok
+        );
+        assert!(!rg_lines(b"/t/x.env:3:ak=LTAI5t\n", "/t", &list).ok);
+    }
+
+    #[test]
+    fn secrets_are_found_as_whole_words() {
+        let secret = "Ab3Ab3Ab3Ab3Ab3Ab3Ab3Ab3Ab3Ab3";
+        let set: HashSet<&str> = [secret].into();
+        assert!(secrets_absent(&[b"x.env:3: LTAI\xe2\x80\xa6dd12 secret on line 4"], &set).ok);
+        assert!(!secrets_absent(&[format!("error: \"{secret}\"").as_bytes()], &set).ok);
+    }
+
+    #[test]
+    fn group_checks_fail_on_other_figures() {
+        let g = Group {
+            access_key_id: "LTAI5tAAAAbbbbCCCCdddd12".into(),
+            key_kind: "ltai".into(),
+            vpc_id: Some("vpc-bp1a".into()),
+            source_ip: "172.16.0.9".into(),
+            calls: 3,
+            errors: 1,
+            first_seen: "2026-11-01T00:00:01Z".into(),
+            last_seen: "2026-11-01T00:04:00Z".into(),
+            apis: [("Ecs:DescribeInstances".to_string(), 3)].into(),
+        };
+        let json = |calls: u32| {
+            format!(
+                r#"[{{"AccessKeyId":"LTAI5tAAAAbbbbCCCCdddd12","KeyKind":"ltai","Endpoint":"vpc","VpcId":"vpc-bp1a","SourceIp":"172.16.0.9","InstanceId":null,"InstanceName":null,"Calls":{calls},"Errors":1,"FirstSeen":"2026-11-01T00:00:01Z","LastSeen":"2026-11-01T00:04:00Z","Apis":[{{"Service":"Ecs","Event":"DescribeInstances","Calls":{calls}}}],"UserAgents":[]}}]"#
+            )
+        };
+        assert!(trail_groups(json(3).as_bytes(), std::slice::from_ref(&g)).ok);
+        assert!(!trail_groups(json(4).as_bytes(), std::slice::from_ref(&g)).ok);
+        assert!(!trail_groups(b"[]", std::slice::from_ref(&g)).ok);
+        assert!(
+            jq_groups(
+                b"      3 LTAI5tAAAAbbbbCCCCdddd12\tvpc-bp1a\t172.16.0.9\n",
+                std::slice::from_ref(&g)
+            )
+            .ok
+        );
+        assert!(
+            !jq_groups(
+                b"      2 LTAI5tAAAAbbbbCCCCdddd12\tvpc-bp1a\t172.16.0.9\n",
+                std::slice::from_ref(&g)
+            )
+            .ok
+        );
+        assert!(
+            !jq_groups(
+                b"      3 LTAI5tAAAAbbbbCCCCdddd12\t-\t172.16.0.9\n",
+                std::slice::from_ref(&g)
+            )
+            .ok
+        );
+    }
+}

@@ -98,6 +98,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 ///
 /// Generating the inputs or running a tool failed (not a failed check: that is a FAIL row).
 pub fn run(o: &Options) -> io::Result<bool> {
+    require_tools()?;
     let audit = match &o.audit {
         Some(a) => a.clone(),
         None => std::env::current_exe()?.with_file_name("ecs-ak-audit"),
@@ -134,6 +135,27 @@ pub fn run(o: &Options) -> io::Result<bool> {
         fs::remove_dir_all(&o.data)?;
     }
     Ok(rows.iter().all(|r| r.pass != Some(false)))
+}
+
+/// The baselines' tools, and the Debian package of each.
+const TOOLS: &[(&str, &str)] = &[
+    ("rg", "ripgrep"),
+    ("jq", "jq"),
+    ("zcat", "gzip"),
+    ("sort", "coreutils"),
+];
+
+/// Fails with what to install when a baseline's tool is not on `PATH`.
+fn require_tools() -> io::Result<()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for (tool, package) in TOOLS {
+        if !std::env::split_paths(&path).any(|d| d.join(tool).is_file()) {
+            return Err(io::Error::other(format!(
+                "{tool} not found on PATH (Debian package {package})"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Loads `<data>/<name>.json` when `<data>/<name>.key` is `key`; else generates into
