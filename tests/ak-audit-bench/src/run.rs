@@ -24,7 +24,7 @@ const TRAIL_TARGET: f64 = 5.0;
 /// actiontrail's peak RSS target, KiB (64 MiB).
 const RSS_TARGET_KIB: i64 = 64 * 1024;
 /// Bump when a generator changes what it writes (cached inputs are regenerated).
-const TREE_VERSION: u32 = 2;
+const TREE_VERSION: u32 = 3;
 /// See [`TREE_VERSION`].
 const TRAIL_VERSION: u32 = 1;
 

@@ -139,13 +139,16 @@ pub fn access_key_id(rng: &mut SmallRng, tail: usize) -> String {
     }
 }
 
-/// A fake AccessKeySecret: 30 letters and digits, with at least one of each (`scan`'s rule:
-/// a 30-letter word is more often an identifier than a secret), never containing `LTAI`.
+/// A fake AccessKeySecret: 30 letters and digits with an uppercase letter and a lowercase
+/// letter or digit (`scan`'s rule, which all but 1 in 10^7 random secrets meet), never
+/// containing `LTAI`.
 pub fn access_key_secret(rng: &mut SmallRng) -> String {
     loop {
         let mut v = Vec::with_capacity(30);
         push_from(&mut v, rng, ALNUM, 30);
-        let mixed = v.iter().any(u8::is_ascii_digit) && v.iter().any(u8::is_ascii_alphabetic);
+        let mixed = v.iter().any(u8::is_ascii_uppercase)
+            && v.iter()
+                .any(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         if mixed && !v.windows(4).any(|w| w == b"LTAI") {
             return String::from_utf8(v).expect("ASCII");
         }
