@@ -117,9 +117,13 @@ pub fn rg_lines(out: &[u8], root: &str, planted: &[Planted]) -> Verdict {
         .filter(|p| !p.binary && crate::text::rg_matches(&p.id))
         .map(|p| (p.path.clone(), p.line))
         .collect();
+    let placeholders = planted
+        .iter()
+        .filter(|p| !p.binary && !p.is_finding() && crate::text::rg_matches(&p.id))
+        .count();
     verdict(
         format!(
-            "{} lines matched, {} expected (placeholders included)",
+            "{} lines matched, {} expected ({placeholders} of them placeholders)",
             got.len(),
             want.len()
         ),
