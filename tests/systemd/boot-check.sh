@@ -12,7 +12,8 @@
 # Environment=RUST_LOG=debug). BOOT_CHECK_TIMEOUT (seconds, default 120) bounds each container.
 # With BOOT_CHECK_PREVIOUS_DEB=OLD.deb and BOOT_CHECK_DEB=NEW.deb (both, as .ci/run sets them; OLD
 # from tests/systemd/build-previous.sh), a second container runs tests/systemd/upgrade-check.sh:
-# OLD installed and running, upgraded to NEW under a client loop, then the lockdown unit.
+# OLD installed and running, upgraded to NEW under a client loop, then the lockdown unit; and a
+# third boots with NEW's files and the lockdown unit enabled (tests/systemd/lockdown-boot-check.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 release=${CARGO_TARGET_DIR:-target}/release
@@ -42,7 +43,7 @@ install -m 0755 "$emulator" "$payload/ecs-metadata-emulator"
 cp systemd/ecs-credential-agent.service systemd/ecs-credential-agent.socket \
     systemd/ecs-credential-agent-bridge.socket systemd/loopback.conf systemd/process-selectors.conf \
     systemd/config.toml systemd/sysusers.conf "$payload/systemd/"
-install -m 0755 tests/systemd/check.sh tests/systemd/upgrade-check.sh "$payload/"
+install -m 0755 tests/systemd/check.sh tests/systemd/upgrade-check.sh tests/systemd/lockdown-boot-check.sh "$payload/"
 install -m 0644 tests/systemd/check-lib.sh "$payload/"
 if [ -n "$new_deb" ]; then cp "$old_deb" "$payload/previous.deb"; cp "$new_deb" "$payload/new.deb"; fi
 if [ -n "${BOOT_CHECK_DROPIN:-}" ]; then cp "$BOOT_CHECK_DROPIN" "$payload/extra-dropin.conf"; fi
@@ -96,6 +97,18 @@ EOF
 boot install check.sh
 if [ -n "$new_deb" ]; then
     boot upgrade upgrade-check.sh --bind-ro=/var/lib/dpkg:/run/host-dpkg
+    # A boot with the new package's files on /usr (a read-only overlay over this machine's) and
+    # the lockdown unit and the socket enabled, as `systemctl enable` links them: systemd itself
+    # starts the lockdown during boot.
+    pkg=$work/pkg wants=$work/wants
+    mkdir -p "$pkg" "$wants/sysinit.target.wants" "$wants/sockets.target.wants"
+    dpkg-deb -x "$new_deb" "$pkg"
+    mkdir -p "$pkg/usr/lib" && cp -a "$pkg/lib/." "$pkg/usr/lib/" && rm -rf "$pkg/lib"
+    ln -s /usr/lib/systemd/system/ecs-credential-agent-lockdown.service "$wants/sysinit.target.wants/"
+    ln -s /usr/lib/systemd/system/ecs-credential-agent.socket "$wants/sockets.target.wants/"
+    boot lockdown lockdown-boot-check.sh --overlay-ro="/usr:$pkg/usr:/usr" \
+        --bind-ro="$wants/sysinit.target.wants:/etc/systemd/system/sysinit.target.wants" \
+        --bind-ro="$wants/sockets.target.wants:/etc/systemd/system/sockets.target.wants"
 else
     echo "boot-check.sh: upgrade check not run (set BOOT_CHECK_PREVIOUS_DEB and BOOT_CHECK_DEB)"
 fi

@@ -15,8 +15,8 @@
 #                     then in target/x86_64-unknown-linux-gnu/release and cargo-deb gets
 #                     --target x86_64-unknown-linux-gnu)
 #   CARGO_TARGET_DIR  the shared target directory (default ./target)
-# The release build runs as .ci/run runs it: --release --locked, the same packages, no default
-# features (the same features, so the same compiled dependencies).
+# The release build runs as .ci/run runs it (--release --locked, the same packages, no default
+# features: the same features, so the same compiled dependencies), for the agent binary only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:?usage: build-previous.sh OUT_DIR}
@@ -57,8 +57,10 @@ echo "build-previous.sh: building $(git -C "$src" log -1 --format='%h %s' | cut 
 (
     cd "$src"
     export CARGO_TARGET_DIR=$target_dir
+    # The three packages select the features (as the current release build does), so the
+    # dependencies compiled there match; only the agent's binary is built and linked.
     "${build[@]}" --release --locked "${target_args[@]}" -p ecs-credential-agent \
-        -p ecs-metadata-emulator -p ecs-credential-bench --no-default-features
+        -p ecs-metadata-emulator -p ecs-credential-bench --no-default-features --bin ecs-credential-agent
     rm -rf "$target_dir/debian-previous"
     cargo deb -p ecs-credential-agent --no-build "${deb_args[@]}" --output "$target_dir/debian-previous/"
 )

@@ -35,6 +35,12 @@ mkdir -p /run/usr-overlay && mount -t tmpfs -o mode=0755 tmpfs /run/usr-overlay 
     { echo "FAIL: cannot make /usr writable"; exit 1; }
 # --private-network: only lo exists and nothing leaves the container.
 ip link set lo up && ip addr add 100.100.100.200/32 dev lo || { echo "FAIL: cannot add 100.100.100.200 to lo"; exit 1; }
+# Clients take 127.0.0.1 as their source address, not 100.100.100.200: the metadata lockdown
+# (nftables, `meta skuid` in the output hook) judges every packet this namespace sends to
+# 100.100.100.200, and the emulator's replies (a SYN-ACK has no socket owner) would be judged
+# too if they went there. As on an instance, where the metadata service is remote.
+ip route change local 100.100.100.200 dev lo table local proto kernel scope host src 127.0.0.1 ||
+    { echo "FAIL: cannot set the source address for 100.100.100.200"; exit 1; }
 systemd-run --quiet --unit=metadata-emulator /payload/ecs-metadata-emulator --listen 100.100.100.200:80 ||
     { echo "FAIL: cannot start the emulator"; exit 1; }
 emulator_up() { curl -s -o /dev/null -X PUT -H 'X-aliyun-ecs-metadata-token-ttl-seconds: 60' http://100.100.100.200/latest/api/token; }
