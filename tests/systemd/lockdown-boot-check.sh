@@ -10,14 +10,14 @@ set -uo pipefail
 LOCKDOWN=ecs-credential-agent-lockdown.service
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_COLORS=0
 # The lockdown must hold before the emulator and any client exist: record its state first.
-state_at_check=$(systemctl show -p ActiveState,SubState,Result --value $LOCKDOWN | tr '\n' ' ')
+state_at_check=$(systemctl show -p ActiveState --value $LOCKDOWN)/$(systemctl show -p SubState --value $LOCKDOWN)/$(systemctl show -p Result --value $LOCKDOWN)
 table_at_check=$(nft list table inet ecs_credential_agent 2>&1)
 # shellcheck source=tests/systemd/check-lib.sh
 . /payload/check-lib.sh
 
 step "the lockdown unit ran at boot"
 echo "    $LOCKDOWN at the start of the check: $state_at_check"
-check "$LOCKDOWN is active (exited), result success" test "$state_at_check" = "active exited success "
+check "$LOCKDOWN is active (exited), result success ($state_at_check)" test "$state_at_check" = active/exited/success
 check "the table inet ecs_credential_agent was loaded at boot" sh -c "printf '%s' \"\$0\" | grep -q 'chain output'" "$table_at_check"
 mono() { systemctl show -p "$2" --value "$1"; }
 lockdown_done=$(mono $LOCKDOWN ActiveEnterTimestampMonotonic)
