@@ -68,6 +68,6 @@ deb=$(ls "$target_dir"/debian-previous/*.deb)
 mv "$deb" "$out/ecs-credential-agent-previous.deb"
 rm -rf "$target_dir/debian-previous"
 dpkg-deb -I "$out/ecs-credential-agent-previous.deb" | grep -E '^ (Package|Version):'
-dpkg-deb --fsys-tarfile "$out/ecs-credential-agent-previous.deb" | tar -xO ./lib/systemd/system/ecs-credential-agent.service |
-    grep -qx 'DynamicUser=yes' || die "the unit of $commit does not use DynamicUser=yes"
+unit=$(dpkg-deb --fsys-tarfile "$out/ecs-credential-agent-previous.deb" | tar -xO ./lib/systemd/system/ecs-credential-agent.service)
+grep -qx 'DynamicUser=yes' <<<"$unit" || die "the unit of $commit does not use DynamicUser=yes"
 echo "build-previous.sh: OK: $out/ecs-credential-agent-previous.deb (the unit uses DynamicUser=yes)"

@@ -19,13 +19,16 @@ root_gets() { local out; out=$(timeout 30 ecs-credential-agent get 2>&1) && has_
 step "dpkg database"
 # --volatile=yes gives an empty /var: start from this machine's package database (read-only
 # bind at /run/host-dpkg) so the packages' dependencies (libc6, libgcc-s1) are satisfied.
-mkdir -p /var/lib/dpkg && cp -a /run/host-dpkg/. /var/lib/dpkg/ && rm -f /var/lib/dpkg/lock* ||
-    { echo "FAIL: cannot copy the dpkg database"; exit 1; }
+# Its stat overrides name users of this machine that the container's /etc (made by
+# systemd-sysusers at boot) lacks, and dpkg refuses to run with those: drop them.
+mkdir -p /var/lib/dpkg && cp -a /run/host-dpkg/. /var/lib/dpkg/ && rm -f /var/lib/dpkg/lock* &&
+    : >/var/lib/dpkg/statoverride || { echo "FAIL: cannot copy the dpkg database"; exit 1; }
 check "dpkg knows libc6" dpkg -s libc6
 
 step "install the previous package (DynamicUser=yes) and start it"
 dpkg-deb -f /payload/previous.deb Package Version | sed 's/^/    /'
 check "dpkg -i previous.deb" dpkg -i /payload/previous.deb
+[ $failed -eq 0 ] || { echo "upgrade-check: the previous package did not install; nothing else to check"; exit 1; }
 # What that package's README said after dpkg -i.
 systemctl daemon-reload
 check "systemctl enable --now $SOCK_UNIT" systemctl enable --now $SOCK_UNIT
