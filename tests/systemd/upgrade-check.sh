@@ -6,7 +6,8 @@
 # dpkg while a client keeps requesting (no request may fail), checks what the upgrade must
 # keep or change (socket, configuration, user, running service), then enables and starts the
 # packaged lockdown unit and checks that only root and the agent's user reach the metadata
-# service. Every check prints PASS or FAIL; diagnostics follow a failure.
+# service; finally purges the package. Every check prints PASS or FAIL; diagnostics follow a
+# failure.
 set -uo pipefail
 # shellcheck source=tests/systemd/check-lib.sh
 . /payload/check-lib.sh
@@ -118,6 +119,17 @@ check "systemctl restart $SVC" timeout 30 systemctl restart $SVC
 check "under the lockdown: root gets credentials from a fresh agent" root_gets
 check "systemctl stop $LOCKDOWN" timeout 30 systemctl stop $LOCKDOWN
 check "stopping it deleted the table" sh -c '! nft list table inet ecs_credential_agent'
+
+step "purge: the maintainer scripts stop what runs and drop the enable links"
+check "systemctl start $LOCKDOWN again" timeout 30 systemctl start $LOCKDOWN
+check "root gets credentials before the purge" root_gets
+dpkg --purge ecs-credential-agent 2>&1 | sed 's/^/    dpkg: /'
+check "dpkg --purge succeeds" test "${PIPESTATUS[0]}" -eq 0
+check "no agent process left" sh -c '! pgrep -f "^/usr/bin/ecs-credential-agent serve"'
+check "$SOCK_UNIT stopped, the socket file gone" sh -c "! systemctl is-active -q $SOCK_UNIT && test ! -e $SOCK"
+check "the lockdown table was deleted (its unit stopped)" sh -c '! nft list table inet ecs_credential_agent'
+check "no enable links left" sh -c '! ls /etc/systemd/system/*.wants/ecs-credential-agent* 2>/dev/null'
+check "the user ecs-credential-agent is kept" getent passwd ecs-credential-agent
 
 if [ $failed -gt 0 ]; then
     step "diagnostics"
