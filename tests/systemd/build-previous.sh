@@ -4,7 +4,10 @@
 # checked out in a temporary `git worktree` and built into the same target directory as the
 # current tree, so the dependencies already compiled there are reused (the workspace's own
 # crates and the LTO link are built again). The binaries the current tree built there are put
-# back afterwards (hard links), so this may run before or after the current release build.
+# back afterwards (hard links), so the packages and checks that follow use them. The workspace's
+# crates of both trees have the same artifact names (cargo hashes a path package by its path
+# inside the workspace), so a later release build of the current tree compiles them again:
+# run this after it, as .ci/run does.
 #
 # Usage: tests/systemd/build-previous.sh OUT_DIR
 #   Writes OUT_DIR/ecs-credential-agent-previous.deb.
