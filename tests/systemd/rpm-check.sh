@@ -59,7 +59,8 @@ fi
 
 printf '%s\n' "$requires" | grep -qx nftables && ok "requires nftables" || fail "does not require nftables"
 too_new=$(printf '%s\n' "$requires" | sed -n 's/.*(GLIBC_\([0-9.]*\)).*/\1/p' |
-    while read -r v; do [ "$(printf '2.28\n%s\n' "$v" | sort -V | tail -1)" = 2.28 ] || echo "GLIBC_$v"; done)
+    while read -r v; do [ "$(printf '2.28\n%s\n' "$v" | sort -V | tail -1)" = 2.28 ] || echo "GLIBC_$v"; done |
+    sort -uV | paste -sd' ')
 glibc=$(printf '%s\n' "$requires" | grep -c 'GLIBC_' || true)
 if [ -n "$too_new" ]; then fail "requires a glibc newer than 2.28: $too_new"
 elif [ "$glibc" -eq 0 ]; then fail "no libc.so.6(GLIBC_...) requirement: rpmbuild found no ELF dependencies"
