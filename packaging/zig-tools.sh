@@ -11,7 +11,7 @@
 # ziglang 0.15.2: its `zig ar` creates the static archives cc-rs builds for ring (checked:
 # `zig ar rcs` on a new file, and the release build). Not 0.16.0: its `ar` cannot create an
 # archive ("unable to open ... No such file or directory"; aws/aws-lc-rs#993), so every crate
-# with C code fails to build. Measured: 10 s for both wheels into a fresh venv (410 MB).
+# with C code fails to build. Measured: 10-46 s for both wheels into a fresh venv (410 MB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZIGLANG=0.15.2

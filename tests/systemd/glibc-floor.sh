@@ -23,8 +23,8 @@ for bin in "$@"; do
         [ "$(printf '%s\n%s\n' "$floor" "$v" | sort -V | tail -1)" = "$floor" ] || echo "$v"
     done)
     if [ -n "$too_new" ]; then
-        echo "glibc-floor.sh: FAIL: $bin needs" $(printf 'GLIBC_%s\n' $too_new) "(floor $floor); the symbols:" >&2
-        pattern=$(printf '%s\n' $too_new | sed 's/\./\\./g' | paste -sd'|')
+        echo "glibc-floor.sh: FAIL: $bin needs $(printf '%s\n' "$too_new" | sed 's/^/GLIBC_/' | paste -sd' ') (floor $floor); the symbols:" >&2
+        pattern=$(printf '%s\n' "$too_new" | sed 's/\./\\./g' | paste -sd'|')
         objdump -T "$bin" | grep -E "\(GLIBC_($pattern)\)" | awk '{ print "  " $(NF-1), $NF }' | sort -u | head -20 >&2 || true
         failed=1
     else
