@@ -57,6 +57,9 @@ else
     ok "no unit enabled (no .wants/ link), no drop-in directory"
 fi
 
+# Alibaba Cloud Linux 3's rpm (4.14) reads gzip and xz payloads; zstd depends on how it was built.
+payload=$(rpm -qp --qf '%{PAYLOADCOMPRESSOR}' "$rpm")
+case $payload in gzip | xz) ok "payload compressed with $payload" ;; *) fail "payload compressed with $payload (not gzip or xz)" ;; esac
 printf '%s\n' "$requires" | grep -qx nftables && ok "requires nftables" || fail "does not require nftables"
 too_new=$(printf '%s\n' "$requires" | sed -n 's/.*(GLIBC_\([0-9.]*\)).*/\1/p' |
     while read -r v; do [ "$(printf '2.28\n%s\n' "$v" | sort -V | tail -1)" = 2.28 ] || echo "GLIBC_$v"; done |
