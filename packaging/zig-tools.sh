@@ -6,7 +6,9 @@
 # no extra rustup target is needed. See docs/packaging.md.
 #
 # Usage: PATH="$(packaging/zig-tools.sh):$PATH" cargo zigbuild --release --target x86_64-unknown-linux-gnu.2.28 ...
-# ZIG_TOOLS_DIR sets the venv (default: $CARGO_TARGET_DIR or target, then /zig-tools).
+# ZIG_TOOLS_DIR sets the venv (default: $CARGO_TARGET_DIR or target, then /zig-tools). Builds
+# that share dependencies must use the same venv: its paths are part of cargo's fingerprints
+# (another venv rebuilt every crate).
 #
 # ziglang 0.15.2: its `zig ar` creates the static archives cc-rs builds for ring (checked:
 # `zig ar rcs` on a new file, and the release build). Not 0.16.0: its `ar` cannot create an
