@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Checks the .deb built by `cargo deb -p ecs-credential-agent`: it installs the binary, the
-# four units (the lockdown unit among them), the sysusers.d file of the user
-# ecs-credential-agent, the three optional drop-ins (loopback, STS egress, process selectors; not
-# in a drop-in directory: the operator links the ones needed) and the example configuration,
-# enables nothing, its maintainer scripts create the user and reload systemd but never enable or
-# start a unit, the configuration is a conffile, and the packaged files are the ones in systemd/.
+# Checks the .deb built by `cargo deb -p ecs-credential-agent`: it depends on nftables (for
+# `lockdown`) and libc6 (>= 2.28), installs the binary, the four units (the lockdown unit among
+# them), the sysusers.d file of the user ecs-credential-agent, the three optional drop-ins
+# (loopback, STS egress, process selectors; not in a drop-in directory: the operator links the
+# ones needed) and the example configuration, enables nothing, its maintainer scripts create the
+# user and reload systemd but never enable or start a unit, the configuration is a conffile, and
+# the packaged files are the ones in systemd/.
 # Usage: tests/systemd/deb-check.sh PACKAGE.deb
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,6 +17,14 @@ printf '%s\n' "$contents"
 echo "--- control"
 dpkg-deb -f "$deb" Package Version Architecture Depends
 failed=0
+# `ecs-credential-agent lockdown` runs nft; the binary needs glibc 2.28 (glibc-floor.sh).
+for dep in nftables 'libc6 (>= 2.28)'; do
+    if dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/^ *//' | grep -qxF "$dep"; then
+        echo "ok: depends on $dep"
+    else
+        echo "deb-check.sh: FAIL: Depends lacks $dep" >&2; failed=1
+    fi
+done
 for want in "-rwxr-xr-x ./usr/bin/ecs-credential-agent" \
     "-rw-r--r-- ./lib/systemd/system/ecs-credential-agent.service" \
     "-rw-r--r-- ./lib/systemd/system/ecs-credential-agent.socket" \
