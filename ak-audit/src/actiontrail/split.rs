@@ -1,0 +1,552 @@
+//! Splits a stream of ActionTrail JSON into records, one event each, holding at most one record
+//! (plus one read chunk) in memory however long the stream is.
+//!
+//! Shapes, detected as the bytes arrive:
+//!
+//! | stream | records |
+//! |---|---|
+//! | JSON lines (the first value is an object alone on its line) | each non-blank line |
+//! | concatenated (pretty-printed) objects | each top-level object |
+//! | a top-level array `[ {…}, {…} ]` | each element |
+//! | `{"Events": […]}` / `{"Records": […]}` (other keys around it ignored) | each element |
+//!
+//! Array elements may be JSON strings (one `LookupEvents` model types events as strings): the
+//! string is the record. Anything else at record level (a number, a stray word) becomes a record
+//! too, so the parser reports it with its line.
+
+use std::io::{self, Read};
+
+use memchr::{memchr, memchr2};
+
+/// Where a record came from (decides de-duplication: only `Events` wrappers are
+/// `LookupEvents` pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A line, a top-level object or a top-level array's element.
+    Stream,
+    /// An element of an `Events` array (`LookupEvents` pages).
+    Events,
+    /// An element of a `Records` array.
+    Records,
+}
+
+/// One record: the raw bytes of one JSON value, the 1-based line it starts on, its origin.
+#[derive(Debug)]
+pub(crate) struct Record<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) line: u64,
+    pub(crate) origin: Origin,
+}
+
+/// Why a stream stopped early.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SplitError {
+    /// The stream ended inside a value (a truncated file).
+    #[error("input ends inside a JSON value (truncated)")]
+    Truncated { line: u64 },
+    /// Reading failed (a corrupt or truncated gzip member, an I/O error).
+    #[error("read failed: {source}")]
+    Read { line: u64, source: io::Error },
+}
+
+impl SplitError {
+    /// The 1-based line where the problem was found.
+    pub(crate) fn line(&self) -> u64 {
+        match self {
+            SplitError::Truncated { line } | SplitError::Read { line, .. } => *line,
+        }
+    }
+}
+
+/// The first read chunk; grows only to hold one record longer than it.
+const CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Container,
+    String,
+    Scalar,
+    /// Not JSON at the top level: runs to the end of the line.
+    Junk,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    start: usize,
+    line: u64,
+    depth: u32,
+    kind: Kind,
+    origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Top {
+    None,
+    Object,
+    Array,
+}
+
+/// The splitter's state between chunks; positions index `buf`.
+#[derive(Debug)]
+struct Splitter {
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    line: u64,
+    depth: u32,
+    in_string: bool,
+    escape_pending: bool,
+    rec: Option<Open>,
+    top: Top,
+    record_depth: Option<u32>,
+    origin: Origin,
+    expect_key: bool,
+    key_start: Option<usize>,
+    pending_wrapper: Option<Origin>,
+    records: u64,
+    line_mode: bool,
+}
+
+/// Reads `reader` to its end and calls `sink` with each record.
+///
+/// # Errors
+/// [`SplitError`] when reading fails or the stream ends inside a value; records before that
+/// point have been passed to `sink`.
+pub(crate) fn split<R: Read>(
+    mut reader: R,
+    sink: &mut dyn FnMut(Record<'_>),
+) -> Result<(), SplitError> {
+    let mut s = Splitter::new();
+    loop {
+        if !s.line_mode {
+            s.scan(sink);
+        }
+        if s.line_mode {
+            s.scan_lines(sink);
+        }
+        if !s.refill(&mut reader)? {
+            return s.finish(sink);
+        }
+    }
+}
+
+impl Splitter {
+    fn new() -> Self {
+        Splitter {
+            buf: vec![0; CHUNK],
+            pos: 0,
+            end: 0,
+            line: 1,
+            depth: 0,
+            in_string: false,
+            escape_pending: false,
+            rec: None,
+            top: Top::None,
+            record_depth: Some(0),
+            origin: Origin::Stream,
+            expect_key: false,
+            key_start: None,
+            pending_wrapper: None,
+            records: 0,
+            line_mode: false,
+        }
+    }
+
+    /// Keeps the open record's bytes, reads more; `false` at the end of the stream.
+    fn refill<R: Read>(&mut self, reader: &mut R) -> Result<bool, SplitError> {
+        let keep = [self.rec.map(|r| r.start), self.key_start, Some(self.pos)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.pos);
+        if keep > 0 {
+            self.buf.copy_within(keep..self.end, 0);
+            self.end -= keep;
+            self.pos -= keep;
+            if let Some(r) = self.rec.as_mut() {
+                r.start -= keep;
+            }
+            if let Some(k) = self.key_start.as_mut() {
+                *k -= keep;
+            }
+        }
+        if self.end == self.buf.len() {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        loop {
+            match reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    let line = self.rec.map_or(self.line, |r| r.line);
+                    return Err(SplitError::Read { line, source });
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, sink: &mut dyn FnMut(Record<'_>)) -> Result<(), SplitError> {
+        if self.line_mode {
+            let rest = trim(&self.buf[self.pos..self.end]);
+            if !rest.is_empty() {
+                let line = self.line;
+                self.emit_bytes(sink, self.pos, self.end, line, Origin::Stream);
+            }
+            return Ok(());
+        }
+        match self.rec {
+            Some(r) if matches!(r.kind, Kind::Junk | Kind::Scalar) => {
+                self.emit_bytes(sink, r.start, self.end, r.line, r.origin);
+                self.rec = None;
+            }
+            Some(r) => return Err(SplitError::Truncated { line: r.line }),
+            None => {}
+        }
+        if self.depth > 0 || self.in_string {
+            return Err(SplitError::Truncated { line: self.line });
+        }
+        Ok(())
+    }
+
+    fn emit_bytes(
+        &mut self,
+        sink: &mut dyn FnMut(Record<'_>),
+        start: usize,
+        end: usize,
+        line: u64,
+        origin: Origin,
+    ) {
+        self.records += 1;
+        sink(Record {
+            bytes: trim(&self.buf[start..end]),
+            line,
+            origin,
+        });
+    }
+
+    /// Line mode: every non-blank line is a record (a broken line does not disturb the next).
+    fn scan_lines(&mut self, sink: &mut dyn FnMut(Record<'_>)) {
+        while let Some(i) = memchr(b'\n', &self.buf[self.pos..self.end]) {
+            let (start, nl) = (self.pos, self.pos + i);
+            if !trim(&self.buf[start..nl]).is_empty() {
+                let line = self.line;
+                self.emit_bytes(sink, start, nl, line, Origin::Stream);
+            }
+            self.line += 1;
+            self.pos = nl + 1;
+        }
+    }
+
+    /// Structural mode: follows strings and nesting to find each record's end.
+    fn scan(&mut self, sink: &mut dyn FnMut(Record<'_>)) {
+        while self.pos < self.end && !self.line_mode {
+            if self.escape_pending {
+                self.escape_pending = false;
+                self.pos += 1;
+                continue;
+            }
+            if self.in_string {
+                self.scan_string(sink);
+                continue;
+            }
+            if let Some(r) = self.rec.filter(|r| r.kind == Kind::Junk) {
+                match memchr(b'\n', &self.buf[self.pos..self.end]) {
+                    Some(i) => {
+                        let nl = self.pos + i;
+                        self.rec = None;
+                        self.emit_bytes(sink, r.start, nl, r.line, r.origin);
+                        self.pos = nl;
+                    }
+                    None => self.pos = self.end,
+                }
+                continue;
+            }
+            let p = self.pos;
+            let b = self.buf[p];
+            self.pos += 1;
+            self.structural(sink, b, p);
+        }
+    }
+
+    fn scan_string(&mut self, sink: &mut dyn FnMut(Record<'_>)) {
+        match memchr2(b'"', b'\\', &self.buf[self.pos..self.end]) {
+            None => self.pos = self.end,
+            Some(i) => {
+                let p = self.pos + i;
+                if self.buf[p] == b'\\' {
+                    if p + 1 < self.end {
+                        self.pos = p + 2;
+                    } else {
+                        self.pos = p + 1;
+                        self.escape_pending = true;
+                    }
+                } else {
+                    self.pos = p + 1;
+                    self.in_string = false;
+                    self.string_end(sink, p);
+                }
+            }
+        }
+    }
+
+    fn structural(&mut self, sink: &mut dyn FnMut(Record<'_>), b: u8, p: usize) {
+        if let Some(r) = self.rec.filter(|r| r.kind == Kind::Scalar) {
+            if matches!(b, b',' | b']' | b'}' | b' ' | b'\t' | b'\r' | b'\n') {
+                self.rec = None;
+                self.emit_bytes(sink, r.start, p, r.line, r.origin);
+            }
+        }
+        match b {
+            b'\n' => self.line += 1,
+            b' ' | b'\t' | b'\r' => {}
+            b'"' => self.string_start(p),
+            b'{' | b'[' => self.open(b, p),
+            b'}' | b']' => self.close(sink, p),
+            b',' if self.depth == 1 && self.top == Top::Object => {
+                self.expect_key = true;
+                self.pending_wrapper = None;
+            }
+            b':' if self.depth == 1 && self.top == Top::Object => self.expect_key = false,
+            b',' | b':' => {}
+            _ => self.scalar_byte(p),
+        }
+    }
+
+    fn at_record_level(&self) -> bool {
+        self.rec.is_none() && self.record_depth == Some(self.depth)
+    }
+
+    fn start(&mut self, p: usize, kind: Kind) {
+        self.rec = Some(Open {
+            start: p,
+            line: self.line,
+            depth: self.depth,
+            kind,
+            origin: self.origin,
+        });
+    }
+
+    fn scalar_byte(&mut self, p: usize) {
+        if self.at_record_level() {
+            let kind = if self.depth == 0 {
+                Kind::Junk
+            } else {
+                Kind::Scalar
+            };
+            self.start(p, kind);
+        }
+    }
+
+    fn string_start(&mut self, p: usize) {
+        self.in_string = true;
+        if self.at_record_level() {
+            let kind = if self.depth == 0 {
+                Kind::Junk
+            } else {
+                Kind::String
+            };
+            self.start(p, kind);
+            self.in_string = kind == Kind::String;
+        } else if self.depth == 1 && self.top == Top::Object && self.expect_key {
+            self.key_start = Some(p + 1);
+        }
+    }
+
+    fn string_end(&mut self, sink: &mut dyn FnMut(Record<'_>), p: usize) {
+        if let Some(r) = self.rec.filter(|r| r.kind == Kind::String && r.depth == self.depth) {
+            self.rec = None;
+            self.emit_bytes(sink, r.start, p + 1, r.line, r.origin);
+        }
+        if let Some(k) = self.key_start.take() {
+            self.pending_wrapper = match &self.buf[k..p] {
+                b"Events" => Some(Origin::Events),
+                b"Records" => Some(Origin::Records),
+                _ => None,
+            };
+        }
+    }
+
+    fn open(&mut self, b: u8, p: usize) {
+        if self.depth == 0 && self.rec.is_none() {
+            self.top = if b == b'[' { Top::Array } else { Top::Object };
+            self.origin = Origin::Stream;
+            if b == b'[' {
+                self.record_depth = Some(1);
+            } else {
+                self.expect_key = true;
+                self.start(p, Kind::Container);
+            }
+            self.depth = 1;
+            return;
+        }
+        if self.depth == 1 && self.top == Top::Object && b == b'[' {
+            if let Some(origin) = self.pending_wrapper.take() {
+                self.rec = None;
+                self.record_depth = Some(2);
+                self.origin = origin;
+                self.depth = 2;
+                return;
+            }
+        }
+        if self.at_record_level() {
+            self.start(p, Kind::Container);
+        }
+        self.depth += 1;
+    }
+
+    fn close(&mut self, sink: &mut dyn FnMut(Record<'_>), p: usize) {
+        if self.depth == 0 {
+            // An unbalanced closing bracket: report it as a record of its own.
+            self.start(p, Kind::Junk);
+            return;
+        }
+        self.depth -= 1;
+        if let Some(r) = self.rec.filter(|r| r.kind == Kind::Container && r.depth == self.depth) {
+            self.rec = None;
+            let first = self.records == 0 && self.depth == 0;
+            self.emit_bytes(sink, r.start, p + 1, r.line, r.origin);
+            if first && !self.buf[r.start..p].contains(&b'\n') && self.followed_by_newline() {
+                self.line_mode = true;
+            }
+        }
+        if self.depth == 1 && self.top == Top::Object && self.record_depth == Some(2) {
+            self.record_depth = None;
+            self.origin = Origin::Stream;
+        }
+        if self.depth == 0 {
+            self.top = Top::None;
+            self.record_depth = Some(0);
+            self.origin = Origin::Stream;
+            self.pending_wrapper = None;
+            self.expect_key = false;
+        }
+    }
+
+    /// True when only spaces then a newline (or the chunk's end) follow `pos`; consumes the
+    /// spaces so line mode starts at the newline.
+    fn followed_by_newline(&mut self) -> bool {
+        let rest = &self.buf[self.pos..self.end];
+        let n = rest
+            .iter()
+            .take_while(|&&c| matches!(c, b' ' | b'\t' | b'\r'))
+            .count();
+        match rest.get(n) {
+            Some(b'\n') | None => {
+                self.pos += n;
+                true
+            }
+            Some(_) => false,
+        }
+    }
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(input: &[u8], chunk: usize) -> (Vec<(String, u64, Origin)>, Option<String>) {
+        struct Slow<'a>(&'a [u8], usize);
+        impl Read for Slow<'_> {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                let n = self.0.len().min(self.1).min(out.len());
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut got = Vec::new();
+        let r = split(Slow(input, chunk), &mut |r| {
+            got.push((String::from_utf8_lossy(r.bytes).into_owned(), r.line, r.origin))
+        });
+        (got, r.err().map(|e| e.to_string()))
+    }
+
+    fn texts(input: &str) -> Vec<(String, u64, Origin)> {
+        let (one, e1) = records(input.as_bytes(), 1);
+        let (big, e2) = records(input.as_bytes(), 1 << 20);
+        assert_eq!(one, big, "chunking changes nothing");
+        assert_eq!(e1, None);
+        assert_eq!(e2, None);
+        big
+    }
+
+    #[test]
+    fn json_lines_are_records_and_a_broken_line_does_not_spill() {
+        let got = texts("{\"a\":1}\n{\"b\":\"x\n{\"c\":3}\n\n");
+        let lines: Vec<_> = got.iter().map(|(t, l, _)| (t.as_str(), *l)).collect();
+        assert_eq!(lines, [("{\"a\":1}", 1), ("{\"b\":\"x", 2), ("{\"c\":3}", 3)]);
+    }
+
+    #[test]
+    fn array_elements_and_strings() {
+        let got = texts("[\n {\"a\":\"]}\\\"\"},\n \"{\\\"s\\\":1}\", 7\n]\n");
+        let t: Vec<_> = got.iter().map(|(t, l, o)| (t.as_str(), *l, *o)).collect();
+        assert_eq!(
+            t,
+            [
+                ("{\"a\":\"]}\\\"\"}", 2, Origin::Stream),
+                ("\"{\\\"s\\\":1}\"", 3, Origin::Stream),
+                ("7", 3, Origin::Stream)
+            ]
+        );
+    }
+
+    #[test]
+    fn wrappers_yield_their_elements_whatever_the_key_order() {
+        let got = texts(
+            "{\n \"EndTime\": \"x\",\n \"Events\": [\n  {\"e\": 1},\n  {\"e\": [2]}\n ],\n \"NextToken\": \"{\"\n}\n{\"Records\":[{\"r\":1}]}",
+        );
+        let t: Vec<_> = got.iter().map(|(t, l, o)| (t.as_str(), *l, *o)).collect();
+        assert_eq!(
+            t,
+            [
+                ("{\"e\": 1}", 4, Origin::Events),
+                ("{\"e\": [2]}", 5, Origin::Events),
+                ("{\"r\":1}", 9, Origin::Records)
+            ]
+        );
+    }
+
+    #[test]
+    fn concatenated_pretty_objects_and_junk() {
+        let got = texts("{\n \"a\": {\"b\": 1}\n}{\"c\":\n2}\nnot json {\n{\"d\":4}");
+        let t: Vec<_> = got.iter().map(|(t, l, _)| (t.as_str(), *l)).collect();
+        assert_eq!(
+            t,
+            [
+                ("{\n \"a\": {\"b\": 1}\n}", 1),
+                ("{\"c\":\n2}", 3),
+                ("not json {", 5),
+                ("{\"d\":4}", 6)
+            ]
+        );
+    }
+
+    #[test]
+    fn truncated_value_is_reported_with_its_line() {
+        let (got, err) = records(b"[{\"a\":1},\n{\"b\":", 3);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            err.as_deref(),
+            Some("input ends inside a JSON value (truncated)")
+        );
+        let e = split(&b"{\"a\":\n[1,"[..], &mut |_| {}).unwrap_err();
+        assert_eq!(e.line(), 1);
+    }
+}
