@@ -254,8 +254,14 @@ mod tests {
             id: "i-b".into(),
             name: None,
         };
-        assert_eq!(inv.attribute("vpc-1", "172.16.0.5"), Source::Instance(a.clone()));
-        assert_eq!(inv.attribute("vpc-2", "172.16.0.5"), Source::Instance(b.clone()));
+        assert_eq!(
+            inv.attribute("vpc-1", "172.16.0.5"),
+            Source::Instance(a.clone())
+        );
+        assert_eq!(
+            inv.attribute("vpc-2", "172.16.0.5"),
+            Source::Instance(b.clone())
+        );
         assert_eq!(inv.attribute("vpc-3", "172.16.0.5"), Source::Unknown);
         assert_eq!(inv.attribute("", "47.0.0.1"), Source::Instance(a));
         assert_eq!(inv.attribute("", "8.8.4.4"), Source::Instance(b));
@@ -274,6 +280,9 @@ mod tests {
         let p = dir.path().join("x.json");
         std::fs::write(&p, "{\"Vpcs\":{}}").unwrap();
         let e = Inventory::default().add_instances_file(&p).unwrap_err();
-        assert!(e.to_string().contains("not a DescribeInstances response"), "{e}");
+        assert!(
+            e.to_string().contains("not a DescribeInstances response"),
+            "{e}"
+        );
     }
 }

@@ -197,12 +197,14 @@ pub fn parse_time(s: &str) -> Option<i64> {
         };
         let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
         let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-        if b[13] == b':' && b[16] == b':' && (1..=12).contains(&mo) && (1..=31).contains(&d) {
-            if h < 24 && mi < 60 && se < 61 {
-                return Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se);
-            }
-        }
-        return None;
+        let valid = b[13] == b':'
+            && b[16] == b':'
+            && (1..=12).contains(&mo)
+            && (1..=31).contains(&d)
+            && h < 24
+            && mi < 60
+            && se < 61;
+        return valid.then(|| days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se);
     }
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()
@@ -306,13 +308,17 @@ mod tests {
             "2024-02-29T23:59:59Z",
             "2100-03-01T12:00:00Z",
         ] {
-            let slow = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                .unwrap()
-                .unix_timestamp();
+            let slow =
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                    .unwrap()
+                    .unix_timestamp();
             assert_eq!(parse_time(s), Some(slow), "{s}");
             assert_eq!(format_time(slow), s);
         }
-        assert_eq!(parse_time("2024-01-01T08:00:00+08:00"), parse_time("2024-01-01T00:00:00Z"));
+        assert_eq!(
+            parse_time("2024-01-01T08:00:00+08:00"),
+            parse_time("2024-01-01T00:00:00Z")
+        );
         assert_eq!(parse_time("2024-13-01T00:00:00Z"), None);
     }
 }

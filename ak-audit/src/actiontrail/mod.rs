@@ -45,8 +45,10 @@ pub enum Format {
 
 /// The arguments of `ecs-ak-audit actiontrail`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit status: 0 no long-term AccessKey was used, 1 one was, \
-    2 usage error, 3 no input could be read.")]
+#[command(
+    after_help = "Exit status: 0 no long-term AccessKey was used, 1 one was, \
+    2 usage error, 3 no input could be read."
+)]
 pub struct Args {
     /// Event files: OSS delivery (.gz or plain; JSON array, JSON lines or concatenated
     /// objects; {"Events"|"Records": […]}), Log Service dumps (JSON lines, the event in
@@ -127,7 +129,7 @@ pub fn run(args: Args) -> ExitCode {
         Format::Csv => report::write_csv(&mut out, &rows),
     }
     .and_then(|()| out.flush());
-    if let Err(e) = written {
+    if let Err(e) = ignore_broken_pipe(written) {
         eprintln!("ecs-ak-audit: cannot write the report: {e}");
         return ExitCode::from(3);
     }
@@ -135,6 +137,14 @@ pub fn run(args: Args) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// A closed pipe (`| head`) is not a failure to report.
+fn ignore_broken_pipe(r: std::io::Result<()>) -> std::io::Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 

@@ -240,22 +240,43 @@ pub fn write_table(out: &mut dyn Write, rows: &[Row]) -> io::Result<()> {
         return writeln!(out, "No long-term AccessKey calls found.");
     }
     let header = [
-        "FROM", "AccessKeyId", "KIND", "ENDPOINT", "VPC", "SOURCE", "CALLS", "ERRORS",
-        "LAST SEEN", "TOP API",
+        "FROM",
+        "AccessKeyId",
+        "KIND",
+        "ENDPOINT",
+        "VPC",
+        "SOURCE",
+        "CALLS",
+        "ERRORS",
+        "LAST SEEN",
+        "TOP API",
     ];
     let cells: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
             let top = r.apis.first().map_or(String::new(), |a| {
-                format!("{}:{} ({})", a.service.as_deref().unwrap_or(""), a.event, a.calls)
+                format!(
+                    "{}:{} ({})",
+                    a.service.as_deref().unwrap_or(""),
+                    a.event,
+                    a.calls
+                )
             });
             [
                 r.from(),
                 r.access_key_id.escape_debug().to_string(),
                 r.key_kind.into(),
                 r.endpoint.into(),
-                r.vpc_id.as_deref().unwrap_or("-").escape_debug().to_string(),
-                r.source_ip.as_deref().unwrap_or("-").escape_debug().to_string(),
+                r.vpc_id
+                    .as_deref()
+                    .unwrap_or("-")
+                    .escape_debug()
+                    .to_string(),
+                r.source_ip
+                    .as_deref()
+                    .unwrap_or("-")
+                    .escape_debug()
+                    .to_string(),
                 r.calls.to_string(),
                 r.errors.to_string(),
                 r.last_seen.clone().unwrap_or_else(|| "-".into()),

@@ -150,7 +150,11 @@ fn group(row: &Cells) -> Result<Group, String> {
         return Err("AccessKeyId empty or an STS id".into());
     }
     let calls = number(row, "Calls").ok_or("Calls is not a number")?;
-    let time = |c| Some(text(row, c)).filter(|s| !s.is_empty()).map(|s| parse_time(&s));
+    let time = |c| {
+        Some(text(row, c))
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_time(&s))
+    };
     let (first_seen, last_seen) = (time("FirstSeen"), time("LastSeen"));
     if first_seen == Some(None) || last_seen == Some(None) {
         return Err("FirstSeen/LastSeen is not an RFC 3339 time".into());
@@ -175,7 +179,8 @@ fn apis(cell: Option<&Value>) -> HashMap<(String, String), u64> {
         Some(Value::String(s)) => {
             for (name, n) in counted(s) {
                 let (service, event) = name.split_once(':').unwrap_or(("", name));
-                *out.entry((service.to_owned(), event.to_owned())).or_default() += n;
+                *out.entry((service.to_owned(), event.to_owned()))
+                    .or_default() += n;
             }
         }
         Some(Value::Array(items)) => {
@@ -247,7 +252,10 @@ mod tests {
         .unwrap();
         let g = read_results(&csv).unwrap();
         assert_eq!(g.len(), 1);
-        assert_eq!((g[0].calls, g[0].errors, g[0].first_seen), (3, 1, Some(1_704_067_200)));
+        assert_eq!(
+            (g[0].calls, g[0].errors, g[0].first_seen),
+            (3, 1, Some(1_704_067_200))
+        );
         assert_eq!(g[0].apis[&("Ecs".into(), "A".into())], 2);
         assert_eq!(g[0].user_agents["ua, x"], 3);
         let json = dir.path().join("r.json");
@@ -257,7 +265,10 @@ mod tests {
         )
         .unwrap();
         let g = read_results(&json).unwrap();
-        assert_eq!((g[0].calls, g[0].vpc_id.as_str(), g[0].first_seen), (5, "", None));
+        assert_eq!(
+            (g[0].calls, g[0].vpc_id.as_str(), g[0].first_seen),
+            (5, "", None)
+        );
         assert_eq!(g[0].apis[&("Ecs".into(), "A".into())], 5);
     }
 }

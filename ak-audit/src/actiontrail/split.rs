@@ -357,7 +357,10 @@ impl Splitter {
     }
 
     fn string_end(&mut self, sink: &mut dyn FnMut(Record<'_>), p: usize) {
-        if let Some(r) = self.rec.filter(|r| r.kind == Kind::String && r.depth == self.depth) {
+        if let Some(r) = self
+            .rec
+            .filter(|r| r.kind == Kind::String && r.depth == self.depth)
+        {
             self.rec = None;
             self.emit_bytes(sink, r.start, p + 1, r.line, r.origin);
         }
@@ -405,7 +408,10 @@ impl Splitter {
             return;
         }
         self.depth -= 1;
-        if let Some(r) = self.rec.filter(|r| r.kind == Kind::Container && r.depth == self.depth) {
+        if let Some(r) = self
+            .rec
+            .filter(|r| r.kind == Kind::Container && r.depth == self.depth)
+        {
             self.rec = None;
             let first = self.records == 0 && self.depth == 0;
             self.emit_bytes(sink, r.start, p + 1, r.line, r.origin);
@@ -472,7 +478,11 @@ mod tests {
         }
         let mut got = Vec::new();
         let r = split(Slow(input, chunk), &mut |r| {
-            got.push((String::from_utf8_lossy(r.bytes).into_owned(), r.line, r.origin))
+            got.push((
+                String::from_utf8_lossy(r.bytes).into_owned(),
+                r.line,
+                r.origin,
+            ))
         });
         (got, r.err().map(|e| e.to_string()))
     }
@@ -490,7 +500,10 @@ mod tests {
     fn json_lines_are_records_and_a_broken_line_does_not_spill() {
         let got = texts("{\"a\":1}\n{\"b\":\"x\n{\"c\":3}\n\n");
         let lines: Vec<_> = got.iter().map(|(t, l, _)| (t.as_str(), *l)).collect();
-        assert_eq!(lines, [("{\"a\":1}", 1), ("{\"b\":\"x", 2), ("{\"c\":3}", 3)]);
+        assert_eq!(
+            lines,
+            [("{\"a\":1}", 1), ("{\"b\":\"x", 2), ("{\"c\":3}", 3)]
+        );
     }
 
     #[test]
