@@ -447,6 +447,7 @@ fn csv_and_the_log_service_round_trip() {
             .api("Oss", "GetObject")
             .failed(),
         ev("3", &b, None, "47.0.0.3").at("2024-06-01T00:00:00Z"),
+        ev("4", &b, None, "47.0.0.3").ua("AlibabaCloud (Linux; amd64) Python/3.9 Core/2.13"),
     ];
     let f = write(dir.path(), "ev.json", &lines(&events));
     let csv_out = run(&[&f, "--format", "csv"], None);

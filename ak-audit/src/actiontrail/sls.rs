@@ -215,12 +215,23 @@ fn user_agents(cell: Option<&Value>) -> HashMap<String, u64> {
     out
 }
 
-/// Splits `name=N;name=N` (the count after the last `=`); items without a count are dropped.
-fn counted(s: &str) -> impl Iterator<Item = (&str, u64)> {
-    s.split(';').filter_map(|item| {
-        let (name, n) = item.rsplit_once('=')?;
-        Some((name, n.trim().parse().ok()?))
-    })
+/// Splits `name=N;name=N`: an item ends at a `;` that follows `=` and digits, so a name may
+/// hold `;` and `=` (user agents such as `AlibabaCloud (Linux; amd64) …` do). Items without a
+/// count are dropped.
+fn counted(s: &str) -> Vec<(&str, u64)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, _) in s.match_indices(';').chain(std::iter::once((s.len(), ""))) {
+        let item = &s[start..i];
+        let Some((name, n)) = item.rsplit_once('=') else {
+            continue;
+        };
+        if let Ok(n) = n.trim().parse() {
+            out.push((name, n));
+            start = (i + 1).min(s.len());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -246,7 +257,7 @@ mod tests {
         std::fs::write(
             &csv,
             "\u{feff}\"AccessKeyId\",\"VpcId\",\"SourceIp\",\"Calls\",\"Errors\",\"FirstSeen\",\"LastSeen\",\"Apis\",\"UserAgents\"\n\
-             LTAIabc,vpc-1,10.0.0.1,3,1,2024-01-01T00:00:00Z,2024-01-02T00:00:00Z,Ecs:A=2;Ecs:B=1,\"ua, x=3\"\n\
+             LTAIabc,vpc-1,10.0.0.1,3,1,2024-01-01T00:00:00Z,2024-01-02T00:00:00Z,Ecs:A=2;Ecs:B=1,\"ua, x=3;A (Linux; amd64) k=v=2\"\n\
              STS.x,,1.1.1.1,3,0,,,,\n",
         )
         .unwrap();
@@ -258,6 +269,8 @@ mod tests {
         );
         assert_eq!(g[0].apis[&("Ecs".into(), "A".into())], 2);
         assert_eq!(g[0].user_agents["ua, x"], 3);
+        assert_eq!(g[0].user_agents["A (Linux; amd64) k=v"], 2);
+        assert_eq!(g[0].user_agents.len(), 2);
         let json = dir.path().join("r.json");
         std::fs::write(
             &json,
