@@ -129,6 +129,14 @@ fn read_one(path: &Path, seen: &Seen, groups: &mut Groups) -> bool {
                 groups.add(&call);
             }
         };
+        if record.too_long {
+            let limit = split::MAX_RECORD >> 20;
+            file.problem(
+                record.line,
+                &format_args!("value longer than {limit} MiB: skipped"),
+            );
+            return;
+        }
         match event::parse(record.bytes, &mut on_call) {
             Ok(()) => file.good += 1,
             Err(e) => file.problem(record.line, &e),

@@ -36,6 +36,8 @@ pub(crate) struct Record<'a> {
     pub(crate) bytes: &'a [u8],
     pub(crate) line: u64,
     pub(crate) origin: Origin,
+    /// Longer than [`MAX_RECORD`]: its bytes were dropped (`bytes` is a tail of it).
+    pub(crate) too_long: bool,
 }
 
 /// Why a stream stopped early.
@@ -60,6 +62,9 @@ impl SplitError {
 
 /// The first read chunk; grows only to hold one record longer than it.
 const CHUNK: usize = 256 * 1024;
+/// A record longer than this (no real event comes near) is dropped as it streams, so a stray
+/// binary file or an unclosed value cannot make memory grow with the input.
+pub(crate) const MAX_RECORD: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -77,6 +82,7 @@ struct Open {
     depth: u32,
     kind: Kind,
     origin: Origin,
+    too_long: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +111,8 @@ struct Splitter {
     pending_wrapper: Option<Origin>,
     records: u64,
     line_mode: bool,
+    /// Line mode: the current line outgrew [`MAX_RECORD`] and is being skipped.
+    line_too_long: bool,
 }
 
 /// Reads `reader` to its end and calls `sink` with each record.
@@ -149,11 +157,13 @@ impl Splitter {
             pending_wrapper: None,
             records: 0,
             line_mode: false,
+            line_too_long: false,
         }
     }
 
     /// Keeps the open record's bytes, reads more; `false` at the end of the stream.
     fn refill<R: Read>(&mut self, reader: &mut R) -> Result<bool, SplitError> {
+        self.drop_overlong();
         let keep = [self.rec.map(|r| r.start), self.key_start, Some(self.pos)]
             .into_iter()
             .flatten()
@@ -189,18 +199,41 @@ impl Splitter {
         }
     }
 
+    /// Forgets the bytes of a record or line longer than [`MAX_RECORD`] (it is still followed
+    /// to its end, then reported).
+    fn drop_overlong(&mut self) {
+        if let Some(r) = self.rec.as_mut() {
+            if self.pos - r.start >= MAX_RECORD {
+                r.too_long = true;
+                r.start = self.pos;
+                self.key_start = None;
+            }
+        }
+        if self.line_mode && self.end - self.pos >= MAX_RECORD {
+            self.line_too_long = true;
+            self.pos = self.end;
+        }
+    }
+
     fn finish(&mut self, sink: &mut dyn FnMut(Record<'_>)) -> Result<(), SplitError> {
         if self.line_mode {
             let rest = trim(&self.buf[self.pos..self.end]);
-            if !rest.is_empty() {
+            if self.line_too_long || !rest.is_empty() {
                 let line = self.line;
-                self.emit_bytes(sink, self.pos, self.end, line, Origin::Stream);
+                self.emit_bytes(
+                    sink,
+                    self.pos,
+                    self.end,
+                    line,
+                    Origin::Stream,
+                    self.line_too_long,
+                );
             }
             return Ok(());
         }
         match self.rec {
             Some(r) if matches!(r.kind, Kind::Junk | Kind::Scalar) => {
-                self.emit_bytes(sink, r.start, self.end, r.line, r.origin);
+                self.emit_bytes(sink, r.start, self.end, r.line, r.origin, r.too_long);
                 self.rec = None;
             }
             Some(r) => return Err(SplitError::Truncated { line: r.line }),
@@ -219,12 +252,14 @@ impl Splitter {
         end: usize,
         line: u64,
         origin: Origin,
+        too_long: bool,
     ) {
         self.records += 1;
         sink(Record {
             bytes: trim(&self.buf[start..end]),
             line,
             origin,
+            too_long,
         });
     }
 
@@ -232,9 +267,10 @@ impl Splitter {
     fn scan_lines(&mut self, sink: &mut dyn FnMut(Record<'_>)) {
         while let Some(i) = memchr(b'\n', &self.buf[self.pos..self.end]) {
             let (start, nl) = (self.pos, self.pos + i);
-            if !trim(&self.buf[start..nl]).is_empty() {
+            if self.line_too_long || !trim(&self.buf[start..nl]).is_empty() {
                 let line = self.line;
-                self.emit_bytes(sink, start, nl, line, Origin::Stream);
+                let too_long = std::mem::take(&mut self.line_too_long);
+                self.emit_bytes(sink, start, nl, line, Origin::Stream, too_long);
             }
             self.line += 1;
             self.pos = nl + 1;
@@ -258,7 +294,7 @@ impl Splitter {
                     Some(i) => {
                         let nl = self.pos + i;
                         self.rec = None;
-                        self.emit_bytes(sink, r.start, nl, r.line, r.origin);
+                        self.emit_bytes(sink, r.start, nl, r.line, r.origin, r.too_long);
                         self.pos = nl;
                     }
                     None => self.pos = self.end,
@@ -297,7 +333,7 @@ impl Splitter {
         if let Some(r) = self.rec.filter(|r| r.kind == Kind::Scalar) {
             if matches!(b, b',' | b']' | b'}' | b' ' | b'\t' | b'\r' | b'\n') {
                 self.rec = None;
-                self.emit_bytes(sink, r.start, p, r.line, r.origin);
+                self.emit_bytes(sink, r.start, p, r.line, r.origin, r.too_long);
             }
         }
         match b {
@@ -327,6 +363,7 @@ impl Splitter {
             depth: self.depth,
             kind,
             origin: self.origin,
+            too_long: false,
         });
     }
 
@@ -362,7 +399,7 @@ impl Splitter {
             .filter(|r| r.kind == Kind::String && r.depth == self.depth)
         {
             self.rec = None;
-            self.emit_bytes(sink, r.start, p + 1, r.line, r.origin);
+            self.emit_bytes(sink, r.start, p + 1, r.line, r.origin, r.too_long);
         }
         if let Some(k) = self.key_start.take() {
             self.pending_wrapper = match &self.buf[k..p] {
@@ -414,7 +451,7 @@ impl Splitter {
         {
             self.rec = None;
             let first = self.records == 0 && self.depth == 0;
-            self.emit_bytes(sink, r.start, p + 1, r.line, r.origin);
+            self.emit_bytes(sink, r.start, p + 1, r.line, r.origin, r.too_long);
             if first && !self.buf[r.start..p].contains(&b'\n') && self.followed_by_newline() {
                 self.line_mode = true;
             }
@@ -549,6 +586,34 @@ mod tests {
                 ("{\"d\":4}", 6)
             ]
         );
+    }
+
+    /// Memory stays bounded on a stray binary file: an overlong value or line is dropped as it
+    /// streams and reported, and the records after it still come.
+    #[test]
+    fn overlong_records_are_dropped_and_flagged() {
+        let long = "x".repeat(2 * MAX_RECORD);
+        for input in [
+            format!("{{\"a\":1}}\n{{\"b\":\"{long}\"}}\n{{\"c\":3}}\n"),
+            format!("{{\"b\":\n\"{long}\"}}\n{{\"c\":3}}\n"),
+            format!("{long}\n{{\"c\":3}}\n"),
+        ] {
+            let mut got = Vec::new();
+            split(input.as_bytes(), &mut |r| {
+                let text = String::from_utf8_lossy(r.bytes);
+                let short = if r.too_long {
+                    String::new()
+                } else {
+                    text.into_owned()
+                };
+                got.push((r.too_long, r.bytes.len() <= 2 * CHUNK, short))
+            })
+            .unwrap();
+            let long: Vec<_> = got.iter().filter(|g| g.0).collect();
+            assert_eq!(long.len(), 1, "one overlong record");
+            assert!(long[0].1, "its bytes were dropped as it streamed");
+            assert_eq!(got.last().unwrap().2, "{\"c\":3}");
+        }
     }
 
     #[test]
