@@ -342,9 +342,24 @@ fn malformed_input_is_reported_with_file_and_line_and_the_run_goes_on() {
         "{stderr}"
     );
     assert!(!stderr.contains(&a), "no event content in errors: {stderr}");
-    // 2 good lines + the gzip's complete lines before the cut (at least 1) + 1 array element.
+    // 2 good lines + the gzip's complete lines before the cut (0 to 2: the three lines
+    // compress to back-references) + the array's 2 complete elements.
     let calls = rows[0]["Calls"].as_u64().unwrap();
-    assert!((4..=5).contains(&calls), "{calls}: {stderr}");
+    assert!((4..=6).contains(&calls), "{calls}: {stderr}");
+    // One file, two threads: it decompresses on a thread of its own; the records before the
+    // damage count as with one thread, and the damage shows.
+    let many: Vec<Ev> = (0..300)
+        .map(|i| ev(&format!("m{i}"), &a, None, "47.0.0.2"))
+        .collect();
+    let full = gz(&[&lines(&many)]);
+    let cut = write(dir.path(), "cut.gz", &full[..full.len() - 30]);
+    let (code1, rows1, stderr1) = json_report(&[&cut, "-j", "1"]);
+    let (code2, rows2, stderr2) = json_report(&[&cut, "-j", "2"]);
+    assert_eq!((code1, code2), (1, 1), "{stderr2}");
+    assert_eq!(rows1, rows2);
+    assert!(rows2[0]["Calls"].as_u64().unwrap() >= 250, "{rows2:?}");
+    assert_eq!(stderr1, stderr2);
+    assert!(stderr2.contains("cut.gz:"), "{stderr2}");
 }
 
 #[test]
