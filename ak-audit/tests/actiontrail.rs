@@ -192,8 +192,11 @@ fn oss_shapes_give_the_known_groups() {
     let records = serde_json::to_vec(&json!({"Records": values})).unwrap();
     let (first, rest) = events.split_at(3);
     let concatenated: String = values.iter().map(|v| format!("{v:#}")).collect();
+    let one_per_line: Vec<String> = values.iter().map(Value::to_string).collect();
+    let array_lines = format!("[{}]\n", one_per_line.join(",\n"));
     let files = [
         write(dir.path(), "array.gz", &gz(&[&array])),
+        write(dir.path(), "array-lines.gz", &gz(&[array_lines.as_bytes()])),
         write(
             dir.path(),
             "lines-2-members.gz",
@@ -238,14 +241,14 @@ fn oss_shapes_give_the_known_groups() {
             (Some("legacy"), Some("unknown"))
         );
     }
-    // All four files at once, in parallel: four times the calls (no de-duplication for OSS).
+    // All five files at once, in parallel: five times the calls (no de-duplication for OSS).
     let args: Vec<&str> = files
         .iter()
         .map(String::as_str)
         .chain(["-j", "3"])
         .collect();
     let (_, rows, _) = json_report(&args);
-    assert_eq!(find(&rows, &a, "172.16.0.5")["Calls"], 12);
+    assert_eq!(find(&rows, &a, "172.16.0.5")["Calls"], 15);
 }
 
 /// Log Service dumps: JSON lines whose `event` is the event as a JSON string.

@@ -113,6 +113,10 @@ struct Splitter {
     line_mode: bool,
     /// Line mode: the current line outgrew [`MAX_RECORD`] and is being skipped.
     line_too_long: bool,
+    /// Line mode inside an array whose elements are one per line (`{…},` lines, then `]`).
+    array_lines: bool,
+    /// The next record closed is its array's first element.
+    array_first: bool,
 }
 
 /// Reads `reader` to its end and calls `sink` with each record.
@@ -126,12 +130,7 @@ pub(crate) fn split<R: Read>(
 ) -> Result<(), SplitError> {
     let mut s = Splitter::new();
     loop {
-        if !s.line_mode {
-            s.scan(sink);
-        }
-        if s.line_mode {
-            s.scan_lines(sink);
-        }
+        s.scan_all(sink);
         if !s.refill(&mut reader)? {
             return s.finish(sink);
         }
@@ -158,6 +157,8 @@ impl Splitter {
             records: 0,
             line_mode: false,
             line_too_long: false,
+            array_lines: false,
+            array_first: false,
         }
     }
 
@@ -215,34 +216,42 @@ impl Splitter {
         }
     }
 
+    /// At the end of the stream: the last line gets a newline, so both scanners finish it
+    /// as any other; then anything still open was cut off.
     fn finish(&mut self, sink: &mut dyn FnMut(Record<'_>)) -> Result<(), SplitError> {
-        if self.line_mode {
-            let rest = trim(&self.buf[self.pos..self.end]);
-            if self.line_too_long || !rest.is_empty() {
-                let line = self.line;
-                self.emit_bytes(
-                    sink,
-                    self.pos,
-                    self.end,
-                    line,
-                    Origin::Stream,
-                    self.line_too_long,
-                );
-            }
+        let last_line = self.line;
+        if self.end == self.buf.len() {
+            self.buf.push(b'\n');
+        } else {
+            self.buf[self.end] = b'\n';
+        }
+        self.end += 1;
+        self.scan_all(sink);
+        if self.line_mode && !self.array_lines {
             return Ok(());
         }
         match self.rec {
-            Some(r) if matches!(r.kind, Kind::Junk | Kind::Scalar) => {
-                self.emit_bytes(sink, r.start, self.end, r.line, r.origin, r.too_long);
-                self.rec = None;
+            Some(r) => Err(SplitError::Truncated { line: r.line }),
+            None if self.depth > 0 || self.in_string => {
+                Err(SplitError::Truncated { line: last_line })
             }
-            Some(r) => return Err(SplitError::Truncated { line: r.line }),
-            None => {}
+            None => Ok(()),
         }
-        if self.depth > 0 || self.in_string {
-            return Err(SplitError::Truncated { line: self.line });
+    }
+
+    /// Scans what the buffer holds; either scanner may hand over to the other mid-chunk.
+    fn scan_all(&mut self, sink: &mut dyn FnMut(Record<'_>)) {
+        loop {
+            let line_mode = self.line_mode;
+            if line_mode {
+                self.scan_lines(sink);
+            } else {
+                self.scan(sink);
+            }
+            if self.line_mode == line_mode {
+                return;
+            }
         }
-        Ok(())
     }
 
     fn emit_bytes(
@@ -267,14 +276,50 @@ impl Splitter {
     fn scan_lines(&mut self, sink: &mut dyn FnMut(Record<'_>)) {
         while let Some(i) = memchr(b'\n', &self.buf[self.pos..self.end]) {
             let (start, nl) = (self.pos, self.pos + i);
-            if self.line_too_long || !trim(&self.buf[start..nl]).is_empty() {
+            if self.array_lines {
+                if self.array_line(sink, start, nl) {
+                    return;
+                }
+            } else if self.line_too_long || !trim(&self.buf[start..nl]).is_empty() {
                 let line = self.line;
                 let too_long = std::mem::take(&mut self.line_too_long);
-                self.emit_bytes(sink, start, nl, line, Origin::Stream, too_long);
+                self.emit_bytes(sink, start, nl, line, self.origin, too_long);
             }
             self.line += 1;
             self.pos = nl + 1;
         }
+    }
+
+    /// One line of an array with an element per line: a line that is one object or string
+    /// (then a `,`) is emitted without its `,`. Any other line (the `]`, an element spread over
+    /// lines, two on a line) goes back to the structural scanner from its start (returns
+    /// `true`), which is in the same state as before the line.
+    fn array_line(&mut self, sink: &mut dyn FnMut(Record<'_>), start: usize, end: usize) -> bool {
+        let too_long = std::mem::take(&mut self.line_too_long);
+        let last = self.buf[start..end]
+            .iter()
+            .rposition(|c| !c.is_ascii_whitespace())
+            .map(|i| start + i);
+        let stop = match last {
+            Some(i) if self.buf[i] == b',' => i,
+            Some(i) => i + 1,
+            None if too_long => end,
+            None => return false,
+        };
+        let body = trim(&self.buf[start..stop]);
+        let simple = matches!(
+            (body.first(), body.last()),
+            (Some(b'{'), Some(b'}')) | (Some(b'"'), Some(b'"'))
+        );
+        if !simple && !too_long {
+            self.pos = start;
+            self.line_mode = false;
+            self.array_lines = false;
+            return true;
+        }
+        let line = self.line;
+        self.emit_bytes(sink, start, stop, line, self.origin, too_long);
+        false
     }
 
     /// Structural mode: follows strings and nesting to find each record's end.
@@ -416,6 +461,7 @@ impl Splitter {
             self.origin = Origin::Stream;
             if b == b'[' {
                 self.record_depth = Some(1);
+                self.array_first = true;
             } else {
                 self.expect_key = true;
                 self.start(p, Kind::Container);
@@ -428,6 +474,7 @@ impl Splitter {
                 self.rec = None;
                 self.record_depth = Some(2);
                 self.origin = origin;
+                self.array_first = true;
                 self.depth = 2;
                 return;
             }
@@ -451,9 +498,14 @@ impl Splitter {
         {
             self.rec = None;
             let first = self.records == 0 && self.depth == 0;
+            let first_element = self.depth > 0 && std::mem::take(&mut self.array_first);
             self.emit_bytes(sink, r.start, p + 1, r.line, r.origin, r.too_long);
-            if first && !self.buf[r.start..p].contains(&b'\n') && self.followed_by_newline() {
+            let one_line = !self.buf[r.start..p].contains(&b'\n');
+            if first && one_line && self.followed_by(None) {
                 self.line_mode = true;
+            } else if first_element && one_line && self.followed_by(Some(b',')) {
+                self.line_mode = true;
+                self.array_lines = true;
             }
         }
         if self.depth == 1 && self.top == Top::Object && self.record_depth == Some(2) {
@@ -469,21 +521,30 @@ impl Splitter {
         }
     }
 
-    /// True when only spaces then a newline (or the chunk's end) follow `pos`; consumes the
-    /// spaces so line mode starts at the newline.
-    fn followed_by_newline(&mut self) -> bool {
+    /// True when `sep` (if any), then only spaces, then a newline (or, without `sep`, the
+    /// chunk's end) follow `pos`; consumes them up to the newline so line mode starts there.
+    fn followed_by(&mut self, sep: Option<u8>) -> bool {
         let rest = &self.buf[self.pos..self.end];
-        let n = rest
-            .iter()
-            .take_while(|&&c| matches!(c, b' ' | b'\t' | b'\r'))
-            .count();
-        match rest.get(n) {
-            Some(b'\n') | None => {
-                self.pos += n;
-                true
+        let spaces = |from: usize| {
+            from + rest[from.min(rest.len())..]
+                .iter()
+                .take_while(|&&c| matches!(c, b' ' | b'\t' | b'\r'))
+                .count()
+        };
+        let mut n = spaces(0);
+        if let Some(sep) = sep {
+            if rest.get(n) != Some(&sep) {
+                return false;
             }
-            Some(_) => false,
+            n = spaces(n + 1);
         }
+        match rest.get(n) {
+            Some(b'\n') => {}
+            None if sep.is_none() => {}
+            _ => return false,
+        }
+        self.pos += n;
+        true
     }
 }
 
@@ -554,6 +615,41 @@ mod tests {
                 ("\"{\\\"s\\\":1}\"", 3, Origin::Stream),
                 ("7", 3, Origin::Stream)
             ]
+        );
+    }
+
+    /// An array with an element per line is read line by line (a broken element does not
+    /// disturb the next), and the scanner takes over again after its `]`.
+    #[test]
+    fn arrays_with_an_element_per_line() {
+        let got = texts(
+            "[{\"a\":1},\n {\"c\":\"]\"} ,\n{\"d\":[4]}]\n{\"Events\":[\n{\"e\":5},\n{\"f\":6}\n],\"RequestId\":\"r\"}\n[{\"g\":7},\n{\"h\":8}]",
+        );
+        let t: Vec<_> = got.iter().map(|(t, l, o)| (t.as_str(), *l, *o)).collect();
+        assert_eq!(
+            t,
+            [
+                ("{\"a\":1}", 1, Origin::Stream),
+                ("{\"c\":\"]\"}", 2, Origin::Stream),
+                ("{\"d\":[4]}", 3, Origin::Stream),
+                ("{\"e\":5}", 5, Origin::Events),
+                ("{\"f\":6}", 6, Origin::Events),
+                ("{\"g\":7}", 8, Origin::Stream),
+                ("{\"h\":8}", 9, Origin::Stream),
+            ]
+        );
+        // A line that is not one whole element goes back to the structural scanner: a broken
+        // one is then reported as the value it opens, cut off at the end.
+        let (got, err) = records(b"[{\"a\":1},\n{\"b\":\"x,\n{\"c\":3}\n]", 1 << 20);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            err.as_deref(),
+            Some("input ends inside a JSON value (truncated)")
+        );
+        let (_, err) = records(b"[{\"a\":1},\n{\"b\":2},\n", 1 << 20);
+        assert_eq!(
+            err.as_deref(),
+            Some("input ends inside a JSON value (truncated)")
         );
     }
 
