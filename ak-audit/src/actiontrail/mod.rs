@@ -2,8 +2,9 @@
 //!
 //! # Layout
 //!
-//! - [`split`]: splits a byte stream into records (JSON lines, concatenated objects, a
-//!   top-level array, `{"Events"|"Records": […]}` wrappers) holding one record at a time.
+//! - [`split`] (the structural scanner in `split/structural.rs`): splits a byte stream into
+//!   records (JSON lines, concatenated objects, a top-level array, `{"Events"|"Records": […]}`
+//!   wrappers) holding one record at a time.
 //! - [`event`]: parses a record (an event, an event as a JSON string, a Log Service line with
 //!   the event in `event`) into a [`event::Call`] when a long-term key made it.
 //! - [`input`]: opens files (gzip by magic bytes, every member), reads them in parallel,
