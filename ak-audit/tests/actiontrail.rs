@@ -325,7 +325,14 @@ fn malformed_input_is_reported_with_file_and_line_and_the_run_goes_on() {
     let truncated = write(dir.path(), "truncated.gz", &full[..full.len() - 30]);
     let array = format!("[\n{},\n{}", good.json(), good.json());
     let cut_array = write(dir.path(), "cut-array.json", array.as_bytes());
-    let (code, rows, stderr) = json_report(&[&lines_file, &truncated, &cut_array]);
+    let huge = format!(
+        "{}\n{{\"x\":\"{}\"}}\n{}\n",
+        good.json(),
+        "y".repeat(5 << 20),
+        good.json()
+    );
+    let huge_file = write(dir.path(), "huge-line.json", huge.as_bytes());
+    let (code, rows, stderr) = json_report(&[&lines_file, &truncated, &cut_array, &huge_file]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("bad-lines.json:2: not an ActionTrail event"),
@@ -344,11 +351,15 @@ fn malformed_input_is_reported_with_file_and_line_and_the_run_goes_on() {
         stderr.contains("cut-array.json:3: input ends inside a JSON value"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("huge-line.json:2: value longer than 4 MiB: skipped"),
+        "{stderr}"
+    );
     assert!(!stderr.contains(&a), "no event content in errors: {stderr}");
     // 2 good lines + the gzip's complete lines before the cut (0 to 2: the three lines
-    // compress to back-references) + the array's 2 complete elements.
+    // compress to back-references) + the array's 2 complete elements + 2 around the huge line.
     let calls = rows[0]["Calls"].as_u64().unwrap();
-    assert!((4..=6).contains(&calls), "{calls}: {stderr}");
+    assert!((6..=8).contains(&calls), "{calls}: {stderr}");
     // One file, two threads: it decompresses on a thread of its own; the records before the
     // damage count as with one thread, and the damage shows.
     let many: Vec<Ev> = (0..300)
