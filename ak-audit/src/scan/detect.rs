@@ -1,0 +1,308 @@
+//! Finding AccessKeys in one buffer of text.
+//!
+//! One pass of a literal gate (Aho-Corasick, SIMD-accelerated for this handful of patterns)
+//! over the buffer looks for `LTAI` (case-sensitive) and for the stems of the well-known names
+//! (`…ccessKey…`, `…ccess_key…`, `…CCESS_KEY…`, …). Nothing else runs unless the gate hits:
+//! near a `LTAI` hit the id's shape is checked by hand; on a line with a name hit a regex
+//! parses the assignment (`name = value`, `"name": "value"`, `name: value`, `<name>value`,
+//! `name("value")`, `--name value`). Secrets are looked for only around the ids found.
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use regex::bytes::Regex;
+
+use super::key::{self, AccessKeyId, LEGACY_ID_LEN, SECRET_LEN};
+
+/// How far (in bytes) from an AccessKeyId a secret is looked for on very long lines
+/// (minified files): the search stays linear however long the line is.
+const SECRET_SEARCH_BYTES: usize = 64 * 1024;
+
+/// Gate patterns: pattern 0 is `LTAI`; the others are the stems of the well-known names.
+const GATE: &[&str] = &[
+    "LTAI",
+    "ccessKey",
+    "ccesskey",
+    "ccess_key",
+    "ccess-key",
+    "ccess_Key",
+    "CCESS_KEY",
+    "CCESSKEY",
+    "CCESS-KEY",
+];
+
+/// A well-known name assigned a value. Group 1: the whole identifier; group 2: the value (a run
+/// of letters and digits).
+const NAME_ASSIGNMENT: &str = r#"(?i)([0-9a-z_.\-]*access[_\-]?key(?:[_\-]?(?:id|secret))?)["'`\]]*[ \t]*(?:=>|:=|=|:|\(|>)?[ \t]*["'`]?([0-9a-z]+)"#;
+
+/// One AccessKey found in a buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// 1-based line of the AccessKeyId (of the secret, for a secret found alone).
+    pub line: u64,
+    /// 1-based column, in bytes.
+    pub column: u64,
+    /// The AccessKeyId; `None` for an AccessKeySecret assigned to a well-known name with no
+    /// AccessKeyId near it.
+    pub access_key_id: Option<AccessKeyId>,
+    /// The 1-based line of an AccessKeySecret-shaped string near the id, if any.
+    pub secret_line: Option<u64>,
+}
+
+/// How near an AccessKeySecret must be to an AccessKeyId to be reported with it.
+#[derive(Debug, Clone, Copy)]
+pub enum SecretWindow {
+    /// On the same line or within this many lines (files: 3).
+    Lines(u64),
+    /// Anywhere in the buffer (a process environment: the variables are in no useful order).
+    Anywhere,
+}
+
+/// The detector: the compiled gate and name regex. Build one and share it between threads.
+#[derive(Debug)]
+pub struct Detector {
+    gate: AhoCorasick,
+    name_assignment: Regex,
+}
+
+/// A candidate before line numbers are known: byte offset and what is there.
+#[derive(Debug)]
+enum Hit {
+    Id(usize, AccessKeyId),
+    NamedSecret(usize),
+}
+
+impl Default for Detector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Detector {
+    /// Compiles the gate and the regex.
+    pub fn new() -> Self {
+        let gate = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(GATE)
+            .expect("the gate patterns compile");
+        let name_assignment = Regex::new(NAME_ASSIGNMENT).expect("the name regex compiles");
+        Self {
+            gate,
+            name_assignment,
+        }
+    }
+
+    /// Whether the buffer might hold an AccessKey (the gate alone).
+    pub fn gate_hits(&self, text: &[u8]) -> bool {
+        self.gate.is_match(text)
+    }
+
+    /// Finds the AccessKeys in `text`, ordered by position. Lines end with `\n`.
+    pub fn find(&self, text: &[u8], window: SecretWindow) -> Vec<Finding> {
+        let hits = self.hits(text);
+        if hits.is_empty() {
+            return Vec::new();
+        }
+        let lines = LineIndex::new(text, hits.iter().map(Hit::offset));
+        let mut findings = Vec::new();
+        let mut id_lines = Vec::new();
+        for hit in &hits {
+            if let Hit::Id(at, id) = hit {
+                let line = lines.line_of(*at);
+                id_lines.push(line);
+                findings.push(Finding {
+                    line,
+                    column: lines.column_of(*at),
+                    access_key_id: Some(id.clone()),
+                    secret_line: nearest_secret(text, *at, line, window),
+                });
+            }
+        }
+        for hit in &hits {
+            if let Hit::NamedSecret(at) = hit {
+                let line = lines.line_of(*at);
+                if !id_lines.iter().any(|l| within(window, *l, line)) {
+                    findings.push(Finding {
+                        line,
+                        column: lines.column_of(*at),
+                        access_key_id: None,
+                        secret_line: Some(line),
+                    });
+                }
+            }
+        }
+        findings.sort_by_key(|f| (f.line, f.column));
+        findings
+    }
+
+    /// Runs the gate, checks each hit; returns candidates sorted by offset, without duplicates.
+    fn hits(&self, text: &[u8]) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        let mut names_done_until = 0;
+        for m in self.gate.find_iter(text) {
+            if m.pattern().as_usize() == 0 {
+                if let Some(len) = key::ltai_id_at(text, m.start()) {
+                    let id = AccessKeyId::new(&text[m.start()..m.start() + len]);
+                    hits.push(Hit::Id(m.start(), id));
+                }
+            } else if m.start() >= names_done_until {
+                let (start, end) = line_bounds(text, m.start());
+                self.named_values(text, start, end, &mut hits);
+                names_done_until = end;
+            }
+        }
+        hits.sort_by_key(Hit::offset);
+        hits.dedup_by_key(|h| h.offset());
+        hits
+    }
+
+    /// Parses the well-known names assigned on the line `text[start..end]`.
+    fn named_values(&self, text: &[u8], start: usize, end: usize, hits: &mut Vec<Hit>) {
+        for caps in self.name_assignment.captures_iter(&text[start..end]) {
+            let (Some(name), Some(value)) = (caps.get(1), caps.get(2)) else {
+                continue;
+            };
+            let name = name.as_bytes().to_ascii_lowercase();
+            let at = start + value.start();
+            let value = value.as_bytes();
+            let boundary_after = text.get(start + caps.get(2).map_or(0, |v| v.end()));
+            if boundary_after.is_some_and(|c| key::is_key_char(*c))
+                || name.windows(3).any(|w| w == b"aws")
+                || value.starts_with(key::LTAI)
+            {
+                continue;
+            }
+            if name.windows(6).any(|w| w == b"secret") {
+                if key::is_random_token(value, SECRET_LEN) {
+                    hits.push(Hit::NamedSecret(at));
+                }
+            } else if key::is_random_token(value, LEGACY_ID_LEN) {
+                hits.push(Hit::Id(at, AccessKeyId::new(value)));
+            }
+        }
+    }
+}
+
+impl Hit {
+    fn offset(&self) -> usize {
+        match self {
+            Hit::Id(at, _) | Hit::NamedSecret(at) => *at,
+        }
+    }
+}
+
+/// Whether line `b` is within the window of line `a`.
+fn within(window: SecretWindow, a: u64, b: u64) -> bool {
+    match window {
+        SecretWindow::Lines(n) => a.abs_diff(b) <= n,
+        SecretWindow::Anywhere => true,
+    }
+}
+
+/// The bounds of the line holding `text[at]` (without its `\n`).
+fn line_bounds(text: &[u8], at: usize) -> (usize, usize) {
+    let start = memchr::memrchr(b'\n', &text[..at]).map_or(0, |i| i + 1);
+    let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |i| at + i);
+    (start, end)
+}
+
+/// The line of the AccessKeySecret-shaped token nearest to the id at `at` (on line `line`):
+/// the same line first, then the lines after, then before, at growing distance.
+fn nearest_secret(text: &[u8], at: usize, line: u64, window: SecretWindow) -> Option<u64> {
+    let (mut lo, mut hi) = line_bounds(text, at);
+    let reach = match window {
+        SecretWindow::Lines(n) => n,
+        SecretWindow::Anywhere => u64::MAX,
+    };
+    let mut first_line = line;
+    let mut k = 0;
+    while k < reach && lo > 0 {
+        lo = memchr::memrchr(b'\n', &text[..lo - 1]).map_or(0, |i| i + 1);
+        first_line -= 1;
+        k += 1;
+    }
+    k = 0;
+    while k < reach && hi < text.len() {
+        hi = memchr::memchr(b'\n', &text[hi + 1..]).map_or(text.len(), |i| hi + 1 + i);
+        k += 1;
+    }
+    let lo_capped = lo.max(at.saturating_sub(SECRET_SEARCH_BYTES));
+    if lo_capped > lo {
+        first_line += memchr::memchr_iter(b'\n', &text[lo..lo_capped]).count() as u64;
+    }
+    let hi = hi
+        .min(at.saturating_add(SECRET_SEARCH_BYTES))
+        .min(text.len());
+    best_secret_line(&text[lo_capped..hi], first_line, line)
+}
+
+/// Scans `region` (starting on line `first_line`) for secret-shaped tokens; returns the line
+/// of the one nearest `line` (ties: after before before).
+fn best_secret_line(region: &[u8], first_line: u64, line: u64) -> Option<u64> {
+    let mut best: Option<(u64, bool, u64)> = None;
+    let mut current = first_line;
+    let mut i = 0;
+    while i < region.len() {
+        let c = region[i];
+        if c == b'\n' {
+            current += 1;
+            i += 1;
+            continue;
+        }
+        if !key::is_key_char(c) {
+            i += 1;
+            continue;
+        }
+        let run = region[i..]
+            .iter()
+            .take_while(|c| key::is_key_char(**c))
+            .count();
+        if key::is_random_token(&region[i..i + run], SECRET_LEN) {
+            let rank = (current.abs_diff(line), current < line, current);
+            if best.is_none_or(|b| rank < b) {
+                best = Some(rank);
+            }
+        }
+        i += run;
+    }
+    best.map(|(_, _, l)| l)
+}
+
+/// Line numbers for a sorted set of offsets, counted once from the start of the buffer.
+struct LineIndex {
+    /// (offset, line, line start) for each offset asked about, in order.
+    points: Vec<(usize, u64, usize)>,
+}
+
+impl LineIndex {
+    fn new(text: &[u8], offsets: impl Iterator<Item = usize>) -> Self {
+        let mut points = Vec::new();
+        let (mut pos, mut line, mut line_start) = (0usize, 1u64, 0usize);
+        for at in offsets {
+            for nl in memchr::memchr_iter(b'\n', &text[pos..at]) {
+                line += 1;
+                line_start = pos + nl + 1;
+            }
+            pos = at;
+            points.push((at, line, line_start));
+        }
+        Self { points }
+    }
+
+    fn point(&self, at: usize) -> (u64, usize) {
+        let i = self.points.partition_point(|p| p.0 < at);
+        let p = self.points[i];
+        (p.1, p.2)
+    }
+
+    fn line_of(&self, at: usize) -> u64 {
+        self.point(at).0
+    }
+
+    fn column_of(&self, at: usize) -> u64 {
+        let (_, start) = self.point(at);
+        (at - start + 1) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests;
