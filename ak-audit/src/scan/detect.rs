@@ -1,13 +1,13 @@
 //! Finding AccessKeys in one buffer of text.
 //!
-//! One pass of a literal gate (Aho-Corasick, SIMD-accelerated for this handful of patterns)
-//! over the buffer looks for `LTAI` (case-sensitive) and for the stems of the well-known names
-//! (`…ccessKey…`, `…ccess_key…`, `…CCESS_KEY…`, …). Nothing else runs unless the gate hits:
+//! A literal gate (SIMD substring search, `memchr::memmem`) runs over the buffer for `LTAI`
+//! (case-sensitive) and for the stems of the well-known names (`ccess`, `CCESS`, then
+//! `key` in any case: `accessKeyId`, `ACCESS_KEY`, `access-key`). Nothing else runs unless the gate hits:
 //! near a `LTAI` hit the id's shape is checked by hand; on a line with a name hit a regex
 //! parses the assignment (`name = value`, `"name": "value"`, `name: value`, `<name>value`,
 //! `name("value")`, `--name value`). Secrets are looked for only around the ids found.
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use memchr::memmem;
 use regex::bytes::Regex;
 
 use super::key::{self, AccessKeyId, LEGACY_ID_LEN, SECRET_LEN};
@@ -16,18 +16,10 @@ use super::key::{self, AccessKeyId, LEGACY_ID_LEN, SECRET_LEN};
 /// (minified files): the search stays linear however long the line is.
 const SECRET_SEARCH_BYTES: usize = 64 * 1024;
 
-/// Gate patterns: pattern 0 is `LTAI`; the others are the stems of the well-known names.
-const GATE: &[&str] = &[
-    "LTAI",
-    "ccessKey",
-    "ccesskey",
-    "ccess_key",
-    "ccess-key",
-    "ccess_Key",
-    "CCESS_KEY",
-    "CCESSKEY",
-    "CCESS-KEY",
-];
+/// The stems of the well-known names, in the two cases they are written in (`accessKeyId`,
+/// `access_key_id`, `AccessKeySecret`; `ALIBABA_CLOUD_ACCESS_KEY_ID`): a hit is checked for
+/// an optional `_`/`-` and `key` (any case) before the line is parsed.
+const NAME_STEMS: [&[u8]; 2] = [b"ccess", b"CCESS"];
 
 /// A well-known name assigned a value. Group 1: the whole identifier; group 2: the value (a run
 /// of letters and digits).
@@ -59,7 +51,8 @@ pub enum SecretWindow {
 /// The detector: the compiled gate and name regex. Build one and share it between threads.
 #[derive(Debug)]
 pub struct Detector {
-    gate: AhoCorasick,
+    ltai: memmem::Finder<'static>,
+    stems: [memmem::Finder<'static>; 2],
     name_assignment: Regex,
 }
 
@@ -79,21 +72,12 @@ impl Default for Detector {
 impl Detector {
     /// Compiles the gate and the regex.
     pub fn new() -> Self {
-        let gate = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostFirst)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(GATE)
-            .expect("the gate patterns compile");
         let name_assignment = Regex::new(NAME_ASSIGNMENT).expect("the name regex compiles");
         Self {
-            gate,
+            ltai: memmem::Finder::new(key::LTAI),
+            stems: NAME_STEMS.map(memmem::Finder::new),
             name_assignment,
         }
-    }
-
-    /// Whether the buffer might hold an AccessKey (the gate alone).
-    pub fn gate_hits(&self, text: &[u8]) -> bool {
-        self.gate.is_match(text)
     }
 
     /// Finds the AccessKeys in `text`, ordered by position. Lines end with `\n`.
@@ -137,17 +121,19 @@ impl Detector {
     /// Runs the gate, checks each hit; returns candidates sorted by offset, without duplicates.
     fn hits(&self, text: &[u8]) -> Vec<Hit> {
         let mut hits = Vec::new();
-        let mut names_done_until = 0;
-        for m in self.gate.find_iter(text) {
-            if m.pattern().as_usize() == 0 {
-                if let Some(len) = key::ltai_id_at(text, m.start()) {
-                    let id = AccessKeyId::new(&text[m.start()..m.start() + len]);
-                    hits.push(Hit::Id(m.start(), id));
+        for at in self.ltai.find_iter(text) {
+            if let Some(len) = key::ltai_id_at(text, at) {
+                hits.push(Hit::Id(at, AccessKeyId::new(&text[at..at + len])));
+            }
+        }
+        for stem in &self.stems {
+            let mut done_until = 0;
+            for at in stem.find_iter(text) {
+                if at >= done_until && is_name_stem(&text[at + stem.needle().len()..]) {
+                    let (start, end) = line_bounds(text, at);
+                    self.named_values(text, start, end, &mut hits);
+                    done_until = end;
                 }
-            } else if m.start() >= names_done_until {
-                let (start, end) = line_bounds(text, m.start());
-                self.named_values(text, start, end, &mut hits);
-                names_done_until = end;
             }
         }
         hits.sort_by_key(Hit::offset);
@@ -188,6 +174,15 @@ impl Hit {
             Hit::Id(at, _) | Hit::NamedSecret(at) => *at,
         }
     }
+}
+
+/// Whether `rest` (what follows `ccess`) goes on with `key`, `_key` or `-key` in any case.
+fn is_name_stem(rest: &[u8]) -> bool {
+    let rest = match rest.first() {
+        Some(b'_' | b'-') => &rest[1..],
+        _ => rest,
+    };
+    rest.get(..3).is_some_and(|k| k.eq_ignore_ascii_case(b"key"))
 }
 
 /// Whether line `b` is within the window of line `a`.
