@@ -1,13 +1,13 @@
 //! Finding AccessKeys in one buffer of text.
 //!
-//! A literal gate (SIMD substring search, `memchr::memmem`) runs over the buffer for `LTAI`
-//! (case-sensitive) and for the stems of the well-known names (`ccess`, `CCESS`, then
-//! `key` in any case: `accessKeyId`, `ACCESS_KEY`, `access-key`). Nothing else runs unless the gate hits:
+//! A literal gate (Aho-Corasick with its SIMD "Teddy" prefilter: one pass) runs over the buffer
+//! for `LTAI` (case-sensitive) and for the stems of the well-known names (`accessKey`,
+//! `access_key`, `ACCESS_KEY`, `access-key`, …). Nothing else runs unless the gate hits:
 //! near a `LTAI` hit the id's shape is checked by hand; on a line with a name hit a regex
 //! parses the assignment (`name = value`, `"name": "value"`, `name: value`, `<name>value`,
 //! `name("value")`, `--name value`). Secrets are looked for only around the ids found.
 
-use memchr::memmem;
+use aho_corasick::{AhoCorasick, Match, MatchKind};
 use regex::bytes::Regex;
 
 use super::key::{self, AccessKeyId, LEGACY_ID_LEN, SECRET_LEN};
@@ -16,10 +16,19 @@ use super::key::{self, AccessKeyId, LEGACY_ID_LEN, SECRET_LEN};
 /// (minified files): the search stays linear however long the line is.
 const SECRET_SEARCH_BYTES: usize = 64 * 1024;
 
-/// The stems of the well-known names, in the two cases they are written in (`accessKeyId`,
-/// `access_key_id`, `AccessKeySecret`; `ALIBABA_CLOUD_ACCESS_KEY_ID`): a hit is checked for
-/// an optional `_`/`-` and `key` (any case) before the line is parsed.
-const NAME_STEMS: [&[u8]; 2] = [b"ccess", b"CCESS"];
+/// The gate's patterns: `LTAI` (pattern 0), then the ends of the well-known names' stems
+/// (`…s_key`, `…sKey`, `…S_KEY`, …): starting them at the `s` of `access` rather than at `acc`
+/// keeps the SIMD prefilter's false hits rare (`access` and `success` are common words, `sKey`
+/// is not). A stem hit counts when `acces` (any case) comes before it.
+const GATE: [&str; 10] = [
+    "LTAI", "sKey", "skey", "s_key", "s-key", "s_Key", "s-Key", "S_KEY", "SKEY", "S-KEY",
+];
+/// What must come before a stem hit (any case).
+const STEM_HEAD: &[u8] = b"acces";
+
+/// How many bytes consecutive blocks given to [`Detector::gate`] must overlap (longer than
+/// `access_key`).
+pub const GATE_OVERLAP: usize = 16;
 
 /// A well-known name assigned a value. Group 1: the whole identifier; group 2: the value (a run
 /// of letters and digits).
@@ -51,8 +60,7 @@ pub enum SecretWindow {
 /// The detector: the compiled gate and name regex. Build one and share it between threads.
 #[derive(Debug)]
 pub struct Detector {
-    ltai: memmem::Finder<'static>,
-    stems: [memmem::Finder<'static>; 2],
+    gate: AhoCorasick,
     name_assignment: Regex,
 }
 
@@ -73,11 +81,24 @@ impl Detector {
     /// Compiles the gate and the regex.
     pub fn new() -> Self {
         let name_assignment = Regex::new(NAME_ASSIGNMENT).expect("the name regex compiles");
+        let gate = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(GATE)
+            .expect("the gate patterns compile");
         Self {
-            ltai: memmem::Finder::new(key::LTAI),
-            stems: NAME_STEMS.map(memmem::Finder::new),
+            gate,
             name_assignment,
         }
+    }
+
+    /// The gate alone: whether `text` holds `LTAI` or a well-known name's stem, so that
+    /// [`Detector::find`] could find something. Cheap (a few SIMD substring searches): run it
+    /// on each block as it is read, while the block is in the CPU cache. Blocks must overlap by
+    /// [`GATE_OVERLAP`] bytes.
+    pub fn gate(&self, text: &[u8]) -> bool {
+        self.gate
+            .find_iter(text)
+            .any(|m| m.pattern().as_usize() == 0 || is_name_stem(text, &m))
     }
 
     /// Finds the AccessKeys in `text`, ordered by position. Lines end with `\n`.
@@ -121,19 +142,17 @@ impl Detector {
     /// Runs the gate, checks each hit; returns candidates sorted by offset, without duplicates.
     fn hits(&self, text: &[u8]) -> Vec<Hit> {
         let mut hits = Vec::new();
-        for at in self.ltai.find_iter(text) {
-            if let Some(len) = key::ltai_id_at(text, at) {
-                hits.push(Hit::Id(at, AccessKeyId::new(&text[at..at + len])));
-            }
-        }
-        for stem in &self.stems {
-            let mut done_until = 0;
-            for at in stem.find_iter(text) {
-                if at >= done_until && is_name_stem(&text[at + stem.needle().len()..]) {
-                    let (start, end) = line_bounds(text, at);
-                    self.named_values(text, start, end, &mut hits);
-                    done_until = end;
+        let mut names_done_until = 0;
+        for m in self.gate.find_iter(text) {
+            let at = m.start();
+            if m.pattern().as_usize() == 0 {
+                if let Some(len) = key::ltai_id_at(text, at) {
+                    hits.push(Hit::Id(at, AccessKeyId::new(&text[at..at + len])));
                 }
+            } else if at >= names_done_until && is_name_stem(text, &m) {
+                let (start, end) = line_bounds(text, at);
+                self.named_values(text, start, end, &mut hits);
+                names_done_until = end;
             }
         }
         hits.sort_by_key(Hit::offset);
@@ -176,13 +195,11 @@ impl Hit {
     }
 }
 
-/// Whether `rest` (what follows `ccess`) goes on with `key`, `_key` or `-key` in any case.
-fn is_name_stem(rest: &[u8]) -> bool {
-    let rest = match rest.first() {
-        Some(b'_' | b'-') => &rest[1..],
-        _ => rest,
-    };
-    rest.get(..3).is_some_and(|k| k.eq_ignore_ascii_case(b"key"))
+/// Whether a stem hit `m` (`s_key`, …) follows `acces` (any case).
+fn is_name_stem(text: &[u8], m: &Match) -> bool {
+    m.start()
+        .checked_sub(STEM_HEAD.len())
+        .is_some_and(|from| text[from..m.start()].eq_ignore_ascii_case(STEM_HEAD))
 }
 
 /// Whether line `b` is within the window of line `a`.

@@ -11,12 +11,16 @@ use std::sync::Mutex;
 
 use ignore::{DirEntry, WalkBuilder, WalkState};
 
-use super::detect::{Detector, SecretWindow};
+use super::detect::{Detector, SecretWindow, GATE_OVERLAP};
 use super::report::escaped;
 use super::{Location, Record};
 
 /// The lines around an AccessKeyId searched for an AccessKeySecret, in files.
 const FILE_SECRET_WINDOW: SecretWindow = SecretWindow::Lines(3);
+/// The block read at a time (bytes): it stays in the CPU cache while it is checked.
+const BLOCK: usize = 64 * 1024;
+/// A thread's read buffer larger than this (bytes) is freed after the file.
+const KEPT_BUFFER: usize = 16 * 1024 * 1024;
 /// Pseudo file systems the walk never enters.
 const NEVER_ENTERED: [&str; 3] = ["/proc", "/sys", "/dev"];
 
@@ -153,22 +157,27 @@ fn visit(
         return;
     }
     let path = entry.path();
-    match read(path, options.max_filesize, buf) {
-        Ok(false) => {
+    let content = read(detector, path, options.max_filesize, buf);
+    if buf.len() > KEPT_BUFFER {
+        *buf = Vec::new();
+    }
+    let (len, gate) = match content {
+        Ok(Content::Text { len, gate }) => (len, gate),
+        Ok(Content::Binary) => return Stats::add(&stats.binary, 1),
+        Ok(Content::TooLarge) => {
             Stats::add(&stats.too_large, 1);
             let shown = escaped(&path.to_string_lossy());
             eprintln!("ecs-ak-audit scan: {shown}: larger than --max-filesize, not scanned");
             return;
         }
-        Ok(true) => {}
         Err(e) => return unreadable(stats, path, &e),
-    }
-    if memchr::memchr(0, buf).is_some() {
-        return Stats::add(&stats.binary, 1);
-    }
+    };
     Stats::add(&stats.files, 1);
-    Stats::add(&stats.bytes, buf.len() as u64);
-    let found = detector.find(buf, FILE_SECRET_WINDOW);
+    Stats::add(&stats.bytes, len as u64);
+    if !gate {
+        return;
+    }
+    let found = detector.find(&buf[..len], FILE_SECRET_WINDOW);
     if found.is_empty() {
         return;
     }
@@ -183,17 +192,47 @@ fn visit(
     }));
 }
 
-/// Reads the whole file into `buf`; `Ok(false)` when it is larger than `max` bytes.
-fn read(path: &Path, max: u64, buf: &mut Vec<u8>) -> io::Result<bool> {
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
-    if len > max {
-        return Ok(false);
+/// What [`read`] found.
+#[derive(Debug)]
+enum Content {
+    /// Text: `buf[..len]`; `gate` when [`Detector::gate`] hit somewhere.
+    Text { len: usize, gate: bool },
+    /// A NUL byte: reading stopped there.
+    Binary,
+    /// Larger than `--max-filesize`.
+    TooLarge,
+}
+
+/// Reads the file into `buf` block by block, checking each block for a NUL byte (binary: stop)
+/// and running the gate on it while it is in the CPU cache, so a file the gate does not hit is
+/// touched once. `buf` keeps its length between calls (its bytes past the content are stale).
+fn read(detector: &Detector, path: &Path, max: u64, buf: &mut Vec<u8>) -> io::Result<Content> {
+    let mut file = File::open(path)?;
+    if file.metadata()?.len() > max {
+        return Ok(Content::TooLarge);
     }
-    buf.clear();
-    buf.reserve(usize::try_from(len).unwrap_or(0).saturating_add(1));
-    let read = file.take(max + 1).read_to_end(buf)?;
-    Ok(read as u64 <= max)
+    let (mut len, mut gate) = (0usize, false);
+    loop {
+        if buf.len() < len + BLOCK {
+            buf.resize(len + BLOCK, 0);
+        }
+        let n = match file.read(&mut buf[len..len + BLOCK]) {
+            Ok(0) => return Ok(Content::Text { len, gate }),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if memchr::memchr(0, &buf[len..len + n]).is_some() {
+            return Ok(Content::Binary);
+        }
+        if !gate {
+            gate = detector.gate(&buf[len.saturating_sub(GATE_OVERLAP)..len + n]);
+        }
+        len += n;
+        if len as u64 > max {
+            return Ok(Content::TooLarge);
+        }
+    }
 }
 
 fn unreadable(stats: &Stats, path: &Path, e: &io::Error) {
