@@ -100,7 +100,10 @@ fn fixture() -> Fixture {
     );
     write(
         "app/credentials",
-        format!("[default]\ntype = access_key\naccess_key_id = {}\n", f.legacy_id),
+        format!(
+            "[default]\ntype = access_key\naccess_key_id = {}\n",
+            f.legacy_id
+        ),
     );
     write(
         "app/bundle.min.js",
@@ -183,15 +186,31 @@ fn planted_secret_and_full_ids_never_printed() {
         let out = scan(&all);
         let printed = text(&out);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {printed}");
-        assert!(!printed.contains(&f.secret), "{args:?}: the secret was printed");
-        assert!(!printed.contains(&f.secret[..12]), "{args:?}: part of the secret");
+        assert!(
+            !printed.contains(&f.secret),
+            "{args:?}: the secret was printed"
+        );
+        assert!(
+            !printed.contains(&f.secret[..12]),
+            "{args:?}: part of the secret"
+        );
         let show = args.contains(&"--show-ids");
         for id in [&f.env_id, &f.json_id, &f.min_id] {
-            assert_eq!(printed.contains(id.as_str()), show, "{args:?}: {id} {printed}");
+            assert_eq!(
+                printed.contains(id.as_str()),
+                show,
+                "{args:?}: {id} {printed}"
+            );
             assert!(printed.contains(&masked(id)) || show, "{args:?}: {printed}");
         }
-        assert!(!printed.contains(&f.binary_id[4..]), "binary file scanned: {args:?}");
-        assert!(!printed.contains(&f.outside_id[4..20]), "symlink followed: {args:?}");
+        assert!(
+            !printed.contains(&f.binary_id[4..]),
+            "binary file scanned: {args:?}"
+        );
+        assert!(
+            !printed.contains(&f.outside_id[4..20]),
+            "symlink followed: {args:?}"
+        );
     }
 }
 
@@ -229,7 +248,11 @@ fn actiontrail_report_marks_keys_used_from_ecs() {
     got.sort();
     want.sort();
     assert_eq!(got, want);
-    let table = text(&scan(&["--actiontrail", &report.to_string_lossy(), &f.root()]));
+    let table = text(&scan(&[
+        "--actiontrail",
+        &report.to_string_lossy(),
+        &f.root(),
+    ]));
     assert!(table.contains("USED FROM ECS"), "{table}");
 }
 
@@ -242,11 +265,17 @@ fn sarif_is_2_1_0_with_locations() {
     let results = sarif["runs"][0]["results"].as_array().unwrap();
     assert_eq!(results.len(), 4);
     let region = &results[0]["locations"][0]["physicalLocation"]["region"];
-    assert_eq!((region["startLine"].as_u64(), region["startColumn"].as_u64()), (Some(2), Some(29)));
+    assert_eq!(
+        (region["startLine"].as_u64(), region["startColumn"].as_u64()),
+        (Some(2), Some(29))
+    );
     let uri = results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
         .as_str()
         .unwrap();
-    assert!(uri.starts_with("file:///") && uri.ends_with("/tree/.env"), "{uri}");
+    assert!(
+        uri.starts_with("file:///") && uri.ends_with("/tree/.env"),
+        "{uri}"
+    );
 }
 
 #[test]
@@ -258,13 +287,20 @@ fn table_lists_location_masked_id_and_secret_line() {
         .lines()
         .find(|l| l.contains("/.env:2:29"))
         .unwrap_or_else(|| panic!("{stdout}"));
-    assert!(line.contains(&masked(&f.env_id)) && line.contains("line 3"), "{line}");
+    assert!(
+        line.contains(&masked(&f.env_id)) && line.contains("line 3"),
+        "{line}"
+    );
 }
 
 #[test]
 fn exit_statuses() {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("clean.txt"), "nothing here: LTA, ltai, access_key\n").unwrap();
+    fs::write(
+        dir.path().join("clean.txt"),
+        "nothing here: LTA, ltai, access_key\n",
+    )
+    .unwrap();
     let clean = dir.path().to_string_lossy().into_owned();
     let out = scan(&["--format", "json", &clean]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -300,7 +336,10 @@ fn unreadable_files_are_reported() {
     let out = scan(&[&dir.path().to_string_lossy()]);
     assert_eq!(out.status.code(), Some(0));
     let printed = text(&out);
-    assert!(printed.contains("locked.env: Permission denied"), "{printed}");
+    assert!(
+        printed.contains("locked.env: Permission denied"),
+        "{printed}"
+    );
     assert!(printed.contains("1 unreadable"), "{printed}");
 }
 

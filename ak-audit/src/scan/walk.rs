@@ -244,6 +244,43 @@ fn unreadable(stats: &Stats, path: &Path, e: &io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scan::key::fake::{ltai, token};
+    use std::fs;
+
+    fn scan_dir(dir: &Path) -> (Vec<Record>, Stats) {
+        let options = Options {
+            threads: 2,
+            max_filesize: 1 << 20,
+        };
+        scan_paths(&Detector::new(), &[dir.to_path_buf()], &options)
+    }
+
+    #[test]
+    fn keys_across_block_boundaries_and_late_nul_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = ltai(50, 20);
+        let legacy = token(51, 16);
+        // The id starts 1 byte before the first block's end (`L|TAI`); the name's `S_KEY`
+        // 2 bytes before the second's (`ALIBABA_CLOUD_ACCES|S_KEY` split after `S_`).
+        let mut text = "a".repeat(BLOCK - 2) + " " + &id + "\n";
+        let pad = 2 * BLOCK - 2 - "ALIBABA_CLOUD_ACCES".len() - text.len() - 1;
+        text += &("b".repeat(pad) + "\nALIBABA_CLOUD_ACCESS_KEY_ID=" + &legacy + "\n");
+        fs::write(dir.path().join("text.env"), &text).unwrap();
+        let mut late_binary = format!("{id}\n").into_bytes();
+        late_binary.extend(std::iter::repeat_n(b'c', 3 * BLOCK));
+        late_binary.push(0);
+        fs::write(dir.path().join("late.bin"), late_binary).unwrap();
+        fs::write(dir.path().join("big"), vec![b'd'; (1 << 20) + 1]).unwrap();
+        let (records, stats) = scan_dir(dir.path());
+        let ids: Vec<String> = records
+            .iter()
+            .map(|r| r.finding.access_key_id.as_ref().unwrap().full().to_owned())
+            .collect();
+        assert_eq!(ids, [id, legacy]);
+        assert_eq!(stats.binary.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.too_large.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.files.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn pseudo_file_systems_are_never_entered() {
