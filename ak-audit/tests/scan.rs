@@ -324,18 +324,34 @@ fn pseudo_file_systems_are_not_entered() {
 
 #[test]
 fn unreadable_files_are_reported() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let locked = dir.path().join("locked.env");
-    fs::write(&locked, "x\n").unwrap();
-    fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
-    if fs::read(&locked).is_ok() {
-        // Root reads any file: no permission makes it unreadable.
-        eprintln!("skipped: running as root");
-        return;
-    }
-    let out = scan(&[&dir.path().to_string_lossy()]);
-    assert_eq!(out.status.code(), Some(0));
+    fs::write(&locked, format!("AK={}\n", ltai())).unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    let path = dir.path().to_string_lossy().into_owned();
+    let out = if fs::read(&locked).is_ok() {
+        // Root reads any file: run the scan as nobody (setpriv, util-linux).
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                BIN,
+                "scan",
+                &path,
+            ])
+            .output();
+        match out {
+            Ok(out) if !String::from_utf8_lossy(&out.stderr).contains("setpriv:") => out,
+            _ => return eprintln!("skipped: root, and cannot run the scan as nobody"),
+        }
+    } else {
+        scan(&[&path])
+    };
     let printed = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{printed}");
     assert!(
         printed.contains("locked.env: Permission denied"),
         "{printed}"
