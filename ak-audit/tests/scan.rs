@@ -14,10 +14,15 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_ecs-ak-audit");
 const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-/// A random run of key characters (no two equal side by side; a letter and a digit first).
+/// A random run of key characters (no two equal side by side; a lowercase letter, a digit and
+/// an uppercase letter first).
 fn random_token(len: usize) -> String {
     let mut hasher = RandomState::new().build_hasher();
-    let mut out = vec![b"abcdefghjk"[len % 10], b"0123456789"[len % 7]];
+    let mut out = vec![
+        b"abcdefghjk"[len % 10],
+        b"0123456789"[len % 7],
+        b"ABCDEFGHJK"[len % 9],
+    ];
     let mut i = 0u64;
     while out.len() < len {
         hasher.write_u64(i);

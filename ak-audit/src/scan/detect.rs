@@ -10,7 +10,7 @@
 use aho_corasick::{AhoCorasick, Match, MatchKind};
 use regex::bytes::Regex;
 
-use super::key::{self, AccessKeyId, LEGACY_ID_LEN, SECRET_LEN};
+use super::key::{self, AccessKeyId, SECRET_LEN};
 
 /// How far (in bytes) from an AccessKeyId a secret is looked for on very long lines
 /// (minified files): the search stays linear however long the line is.
@@ -180,7 +180,7 @@ impl Detector {
                 if key::is_random_token(value, SECRET_LEN) {
                     hits.push(Hit::NamedSecret(at));
                 }
-            } else if key::is_random_token(value, LEGACY_ID_LEN) {
+            } else if key::is_legacy_id(value) {
                 hits.push(Hit::Id(at, AccessKeyId::new(value)));
             }
         }

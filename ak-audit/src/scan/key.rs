@@ -94,13 +94,41 @@ pub(crate) fn is_placeholder(token: &[u8]) -> bool {
     distinct < PLACEHOLDER_DISTINCT || token.windows(7).any(|w| w.eq_ignore_ascii_case(b"example"))
 }
 
+/// Words that mark a value assigned to an AccessKeyId name as a placeholder
+/// (`yourAccessKeyId1`); checked on legacy ids only (lowercase, matched in any case).
+const PLACEHOLDER_WORDS: [&[u8]; 8] = [
+    b"your",
+    b"access",
+    b"secret",
+    b"keyid",
+    b"sample",
+    b"dummy",
+    b"test",
+    b"changeme",
+];
+
 /// Whether a token (a maximal run of key characters) is shaped like a secret or a legacy id
-/// of `len` characters: that length, at least one letter and one digit, not a placeholder.
+/// of `len` characters: that length, an uppercase letter and a lowercase letter or a digit
+/// (keys are drawn from all 62 letters and digits: a random 30-character token lacks an
+/// uppercase letter with a probability of about 1e-7, a 16-character one about 2e-4; a
+/// lowercase hex digest, a lowercase word, a number or an upper-case constant is rejected),
+/// not a placeholder.
 pub(crate) fn is_random_token(token: &[u8], len: usize) -> bool {
     token.len() == len
-        && token.iter().any(u8::is_ascii_digit)
-        && token.iter().any(u8::is_ascii_alphabetic)
+        && token.iter().any(u8::is_ascii_uppercase)
+        && token
+            .iter()
+            .any(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && !is_placeholder(token)
+}
+
+/// Whether a value assigned to an AccessKeyId name is a legacy AccessKeyId: a random token of
+/// [`LEGACY_ID_LEN`] characters with none of the [`PLACEHOLDER_WORDS`].
+pub(crate) fn is_legacy_id(token: &[u8]) -> bool {
+    is_random_token(token, LEGACY_ID_LEN)
+        && !PLACEHOLDER_WORDS
+            .iter()
+            .any(|w| token.windows(w.len()).any(|t| t.eq_ignore_ascii_case(w)))
 }
 
 /// If `text[at..]` starts an AccessKeyId (`LTAI` + 12–20 key characters, not preceded or
@@ -126,7 +154,7 @@ pub(crate) mod fake {
     //! flag).
 
     /// A deterministic pseudo-random run of `len` key characters from `seed`: no two equal
-    /// characters side by side, at least one letter and one digit.
+    /// characters side by side, at least one lowercase letter, one digit and one uppercase letter.
     pub(crate) fn token(seed: u64, len: usize) -> String {
         const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
         let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -142,6 +170,7 @@ pub(crate) mod fake {
         }
         out[0] = b'a' + (seed % 26) as u8;
         out[1] = b'0' + (seed % 10) as u8;
+        out[2] = b'A' + (seed % 26) as u8;
         String::from_utf8(out).expect("ASCII")
     }
 
@@ -194,8 +223,19 @@ mod tests {
         assert_eq!(ltai_id_at(stars.as_bytes(), 0), None);
         assert!(is_random_token(token(5, 30).as_bytes(), 30));
         assert!(
-            !is_random_token(b"ThisIsJustAVeryLongWordInCamel", 30),
-            "no digit"
+            !is_random_token(b"0123456789abcdef0123456789abcd", 30),
+            "lowercase hex"
         );
+        assert!(
+            !is_random_token(b"THISISANUPPERCASECONSTANTNAMEX", 30),
+            "upper case"
+        );
+        assert!(
+            is_random_token(b"ThisIsJustAVeryLongWordInCamel", 30),
+            "camel case"
+        );
+        assert!(is_legacy_id(token(6, 16).as_bytes()));
+        assert!(!is_legacy_id(b"yourAccessKeyId1"));
+        assert!(!is_legacy_id(b"MyTestKeyValue12"));
     }
 }

@@ -6,11 +6,12 @@
 //! - An AccessKeyId: `LTAI` followed by 12 to 20 letters and digits, not preceded or followed
 //!   by another letter or digit, and not a placeholder (a run of 5 equal characters, fewer
 //!   than 5 distinct characters, or `example`: `LTAIxxxxxxxxxxxxxxxx`, `LTAI****…`).
-//! - A legacy AccessKeyId (16 letters and digits, no prefix) assigned to a well-known name
+//! - A legacy AccessKeyId (16 letters and digits, no prefix, random-looking: an uppercase
+//!   letter and a lowercase letter or digit, no placeholder word) assigned to a well-known name
 //!   (`ALIBABA_CLOUD_ACCESS_KEY_ID`, `accessKeyId`, `access_key_id`, `access-key-id`, …).
-//! - An AccessKeySecret (30 letters and digits, with a letter and a digit) assigned to a
-//!   well-known name (`AccessKeySecret`, `access_key_secret`, …) with no AccessKeyId near it:
-//!   reported with `AccessKeyId` null.
+//! - An AccessKeySecret (30 random-looking letters and digits) assigned to a well-known name
+//!   (`AccessKeySecret`, `access_key_secret`, …) with no AccessKeyId near it: reported with
+//!   `AccessKeyId` null.
 //!
 //! With each AccessKeyId goes the line of the nearest AccessKeySecret-shaped string on the same
 //! line or within three lines (anywhere in a process environment), and never its characters.
