@@ -7,7 +7,7 @@
 //! parses the assignment (`name = value`, `"name": "value"`, `name: value`, `<name>value`,
 //! `name("value")`, `--name value`). Secrets are looked for only around the ids found.
 
-use aho_corasick::{AhoCorasick, Match, MatchKind};
+use aho_corasick::{AhoCorasick, Input, Match, MatchKind};
 use regex::bytes::Regex;
 
 use super::key::{self, AccessKeyId, SECRET_LEN};
@@ -103,7 +103,13 @@ impl Detector {
 
     /// Finds the AccessKeys in `text`, ordered by position. Lines end with `\n`.
     pub fn find(&self, text: &[u8], window: SecretWindow) -> Vec<Finding> {
-        let hits = self.hits(text);
+        self.find_from(text, 0, window)
+    }
+
+    /// [`Detector::find`] when the gate is known to have no hit before `text[from..]` (the walk
+    /// gates each block as it reads it): the gate's second pass starts at `from`.
+    pub fn find_from(&self, text: &[u8], from: usize, window: SecretWindow) -> Vec<Finding> {
+        let hits = self.hits(text, from);
         if hits.is_empty() {
             return Vec::new();
         }
@@ -140,10 +146,10 @@ impl Detector {
     }
 
     /// Runs the gate, checks each hit; returns candidates sorted by offset, without duplicates.
-    fn hits(&self, text: &[u8]) -> Vec<Hit> {
+    fn hits(&self, text: &[u8], from: usize) -> Vec<Hit> {
         let mut hits = Vec::new();
         let mut names_done_until = 0;
-        for m in self.gate.find_iter(text) {
+        for m in self.gate.find_iter(Input::new(text).span(from..text.len())) {
             let at = m.start();
             if m.pattern().as_usize() == 0 {
                 if let Some(len) = key::ltai_id_at(text, at) {
@@ -251,32 +257,52 @@ fn nearest_secret(text: &[u8], at: usize, line: u64, window: SecretWindow) -> Op
 /// of the one nearest `line` (ties: after before before).
 fn best_secret_line(region: &[u8], first_line: u64, line: u64) -> Option<u64> {
     let mut best: Option<(u64, bool, u64)> = None;
-    let mut current = first_line;
-    let mut i = 0;
-    while i < region.len() {
-        let c = region[i];
-        if c == b'\n' {
-            current += 1;
-            i += 1;
-            continue;
-        }
-        if !key::is_key_char(c) {
-            i += 1;
-            continue;
-        }
-        let run = region[i..]
-            .iter()
-            .take_while(|c| key::is_key_char(**c))
-            .count();
-        if key::is_random_token(&region[i..i + run], SECRET_LEN) {
+    let (mut counted_to, mut current) = (0, first_line);
+    for (start, end) in secret_runs(region) {
+        current += memchr::memchr_iter(b'\n', &region[counted_to..start]).count() as u64;
+        counted_to = start;
+        if key::is_random_token(&region[start..end], SECRET_LEN) {
             let rank = (current.abs_diff(line), current < line, current);
             if best.is_none_or(|b| rank < b) {
                 best = Some(rank);
             }
         }
-        i += run;
     }
     best.map(|(_, _, l)| l)
+}
+
+/// The maximal runs of exactly [`SECRET_LEN`] key characters in `region`, as `(start, end)`.
+/// Skips like Boyer-Moore: a run of 30 holds the byte 29 places after its start, so when that
+/// byte is not a key character none of the 30 positions before it can start one. Linear, and
+/// most bytes of ordinary text are never looked at.
+fn secret_runs(region: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i + SECRET_LEN <= region.len() {
+            let probe = i + SECRET_LEN - 1;
+            if !key::is_key_char(region[probe]) {
+                i = probe + 1;
+                continue;
+            }
+            let mut start = probe;
+            while start > i && key::is_key_char(region[start - 1]) {
+                start -= 1;
+            }
+            if start > i {
+                i = start;
+                continue;
+            }
+            let mut end = probe + 1;
+            while end < region.len() && key::is_key_char(region[end]) {
+                end += 1;
+            }
+            i = end + 1;
+            if end - start == SECRET_LEN && (start == 0 || !key::is_key_char(region[start - 1])) {
+                return Some((start, end));
+            }
+        }
+        None
+    })
 }
 
 /// Line numbers for a sorted set of offsets, counted once from the start of the buffer.
@@ -318,3 +344,43 @@ impl LineIndex {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod runs_tests {
+    use super::*;
+
+    /// The runs found by a plain left-to-right scan.
+    fn runs_slowly(region: &[u8]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < region.len() {
+            let n = region[i..]
+                .iter()
+                .take_while(|c| key::is_key_char(**c))
+                .count();
+            if n == SECRET_LEN {
+                out.push((i, i + n));
+            }
+            i += n.max(1);
+        }
+        out
+    }
+
+    #[test]
+    fn skipping_finds_what_a_plain_scan_finds() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for round in 0..300 {
+            let mut region = Vec::new();
+            while region.len() < 400 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let n = (state % 40) as usize;
+                region.extend(std::iter::repeat_n(b'a' + (round % 26) as u8, n));
+                region.push(if state & 64 == 0 { b' ' } else { b'\n' });
+            }
+            let fast: Vec<_> = secret_runs(&region).collect();
+            assert_eq!(fast, runs_slowly(&region), "round {round}");
+        }
+    }
+}

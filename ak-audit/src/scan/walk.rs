@@ -174,10 +174,10 @@ fn visit(
     };
     Stats::add(&stats.files, 1);
     Stats::add(&stats.bytes, len as u64);
-    if !gate {
+    let Some(from) = gate else {
         return;
-    }
-    let found = detector.find(&buf[..len], FILE_SECRET_WINDOW);
+    };
+    let found = detector.find_from(&buf[..len], from, FILE_SECRET_WINDOW);
     if found.is_empty() {
         return;
     }
@@ -195,8 +195,9 @@ fn visit(
 /// What [`read`] found.
 #[derive(Debug)]
 enum Content {
-    /// Text: `buf[..len]`; `gate` when [`Detector::gate`] hit somewhere.
-    Text { len: usize, gate: bool },
+    /// Text: `buf[..len]`; `gate`: where the first block [`Detector::gate`] hit starts
+    /// (less the overlap), if any.
+    Text { len: usize, gate: Option<usize> },
     /// A NUL byte: reading stopped there.
     Binary,
     /// Larger than `--max-filesize`.
@@ -211,7 +212,7 @@ fn read(detector: &Detector, path: &Path, max: u64, buf: &mut Vec<u8>) -> io::Re
     if file.metadata()?.len() > max {
         return Ok(Content::TooLarge);
     }
-    let (mut len, mut gate) = (0usize, false);
+    let (mut len, mut gate) = (0usize, None);
     loop {
         if buf.len() < len + BLOCK {
             buf.resize(len + BLOCK, 0);
@@ -225,8 +226,9 @@ fn read(detector: &Detector, path: &Path, max: u64, buf: &mut Vec<u8>) -> io::Re
         if memchr::memchr(0, &buf[len..len + n]).is_some() {
             return Ok(Content::Binary);
         }
-        if !gate {
-            gate = detector.gate(&buf[len.saturating_sub(GATE_OVERLAP)..len + n]);
+        let from = len.saturating_sub(GATE_OVERLAP);
+        if gate.is_none() && detector.gate(&buf[from..len + n]) {
+            gate = Some(from);
         }
         len += n;
         if len as u64 > max {
