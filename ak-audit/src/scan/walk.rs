@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -19,7 +19,7 @@ use super::{Location, Record};
 const FILE_SECRET_WINDOW: SecretWindow = SecretWindow::Lines(3);
 /// The block read at a time (bytes): it stays in the CPU cache while it is checked.
 const BLOCK: usize = 64 * 1024;
-/// A thread's read buffer larger than this (bytes) is freed after the file.
+/// A thread's whole-file buffer larger than this (bytes) is freed after the file.
 const KEPT_BUFFER: usize = 16 * 1024 * 1024;
 /// Pseudo file systems the walk never enters.
 const NEVER_ENTERED: [&str; 3] = ["/proc", "/sys", "/dev"];
@@ -120,10 +120,10 @@ fn walk_one(
         })
         .build_parallel();
     walker.run(|| {
-        let mut buf = Vec::new();
+        let mut buffers = Buffers::default();
         Box::new(move |entry| {
             match entry {
-                Ok(entry) => visit(detector, &entry, options, stats, records, &mut buf),
+                Ok(entry) => visit(detector, &entry, options, stats, records, &mut buffers),
                 Err(e) => {
                     Stats::add(&stats.unreadable, 1);
                     eprintln!("ecs-ak-audit scan: {}", escaped(&e.to_string()));
@@ -145,7 +145,7 @@ fn visit(
     options: &Options,
     stats: &Stats,
     records: &Mutex<Vec<Record>>,
-    buf: &mut Vec<u8>,
+    buffers: &mut Buffers,
 ) {
     let Some(file_type) = entry.file_type() else {
         return;
@@ -157,10 +157,7 @@ fn visit(
         return;
     }
     let path = entry.path();
-    let content = read(detector, path, options.max_filesize, buf);
-    if buf.len() > KEPT_BUFFER {
-        *buf = Vec::new();
-    }
+    let content = read(detector, path, options.max_filesize, buffers);
     let (len, gate) = match content {
         Ok(Content::Text { len, gate }) => (len, gate),
         Ok(Content::Binary) => return Stats::add(&stats.binary, 1),
@@ -177,7 +174,10 @@ fn visit(
     let Some(from) = gate else {
         return;
     };
-    let found = detector.find_from(&buf[..len], from, FILE_SECRET_WINDOW);
+    let found = detector.find_from(&buffers.whole, from, FILE_SECRET_WINDOW);
+    if buffers.whole.capacity() > KEPT_BUFFER {
+        buffers.whole = Vec::new();
+    }
     if found.is_empty() {
         return;
     }
@@ -192,11 +192,30 @@ fn visit(
     }));
 }
 
+/// A walker thread's buffers.
+#[derive(Debug)]
+struct Buffers {
+    /// `[carry | block]`: the last [`GATE_OVERLAP`] bytes of the previous block, then the
+    /// block being read. Small enough to stay in the CPU cache.
+    block: Vec<u8>,
+    /// A whole file, read only when the gate hit it.
+    whole: Vec<u8>,
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Self {
+            block: vec![0; GATE_OVERLAP + BLOCK],
+            whole: Vec::new(),
+        }
+    }
+}
+
 /// What [`read`] found.
 #[derive(Debug)]
 enum Content {
-    /// Text: `buf[..len]`; `gate`: where the first block [`Detector::gate`] hit starts
-    /// (less the overlap), if any.
+    /// Text of `len` bytes. `gate`: where the first block [`Detector::gate`] hit starts (less
+    /// the overlap), if any; then the whole file is in [`Buffers::whole`].
     Text { len: usize, gate: Option<usize> },
     /// A NUL byte: reading stopped there.
     Binary,
@@ -204,37 +223,68 @@ enum Content {
     TooLarge,
 }
 
-/// Reads the file into `buf` block by block, checking each block for a NUL byte (binary: stop)
-/// and running the gate on it while it is in the CPU cache, so a file the gate does not hit is
-/// touched once. `buf` keeps its length between calls (its bytes past the content are stale).
-fn read(detector: &Detector, path: &Path, max: u64, buf: &mut Vec<u8>) -> io::Result<Content> {
+/// Reads the file block by block into the same small buffer, checking each block for a NUL
+/// byte (binary: stop) and running the gate on it while it is in the CPU cache, so a file the
+/// gate does not hit is copied once into cache-resident memory, as ripgrep does. When the gate
+/// hits, the file is read again whole into [`Buffers::whole`] for [`Detector::find_from`].
+fn read(detector: &Detector, path: &Path, max: u64, buffers: &mut Buffers) -> io::Result<Content> {
     let mut file = File::open(path)?;
     if file.metadata()?.len() > max {
         return Ok(Content::TooLarge);
     }
-    let (mut len, mut gate) = (0usize, None);
+    let block = &mut buffers.block;
+    let (mut total, mut carry) = (0usize, 0usize);
     loop {
-        if buf.len() < len + BLOCK {
-            buf.resize(len + BLOCK, 0);
-        }
-        let n = match file.read(&mut buf[len..len + BLOCK]) {
-            Ok(0) => return Ok(Content::Text { len, gate }),
+        let n = match file.read(&mut block[GATE_OVERLAP..]) {
+            Ok(0) => {
+                return Ok(Content::Text {
+                    len: total,
+                    gate: None,
+                })
+            }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if memchr::memchr(0, &buf[len..len + n]).is_some() {
+        let end = GATE_OVERLAP + n;
+        if memchr::memchr(0, &block[GATE_OVERLAP..end]).is_some() {
             return Ok(Content::Binary);
         }
-        let from = len.saturating_sub(GATE_OVERLAP);
-        if gate.is_none() && detector.gate(&buf[from..len + n]) {
-            gate = Some(from);
+        if detector.gate(&block[GATE_OVERLAP - carry..end]) {
+            return read_whole(file, max, total, &mut buffers.whole);
         }
-        len += n;
-        if len as u64 > max {
+        total += n;
+        if total as u64 > max {
             return Ok(Content::TooLarge);
         }
+        let kept = (carry + n).min(GATE_OVERLAP);
+        block.copy_within(end - kept..end, GATE_OVERLAP - kept);
+        carry = kept;
     }
+}
+
+/// Reads the whole file (from its start) into `whole`, after the gate hit the block starting
+/// at `checked`: the bytes before it were checked for NUL bytes already.
+fn read_whole(
+    mut file: File,
+    max: u64,
+    checked: usize,
+    whole: &mut Vec<u8>,
+) -> io::Result<Content> {
+    file.seek(SeekFrom::Start(0))?;
+    whole.clear();
+    file.take(max + 1).read_to_end(whole)?;
+    if whole.len() as u64 > max {
+        return Ok(Content::TooLarge);
+    }
+    if memchr::memchr(0, whole.get(checked..).unwrap_or_default()).is_some() {
+        return Ok(Content::Binary);
+    }
+    let len = whole.len();
+    Ok(Content::Text {
+        len,
+        gate: Some(checked.saturating_sub(GATE_OVERLAP).min(len)),
+    })
 }
 
 fn unreadable(stats: &Stats, path: &Path, e: &io::Error) {
