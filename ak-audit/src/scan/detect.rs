@@ -248,51 +248,49 @@ fn line_bounds(text: &[u8], at: usize) -> (usize, usize) {
 }
 
 /// The line of the AccessKeySecret-shaped token nearest to the id at `at` (on line `line`):
-/// the same line first, then the lines after, then before, at growing distance.
+/// the same line first, then the line after, the line before, and so on outward, stopping at
+/// the first line that has one. Only [`SECRET_SEARCH_BYTES`] either side of the id are read.
 fn nearest_secret(text: &[u8], at: usize, line: u64, window: SecretWindow) -> Option<u64> {
-    let (mut lo, mut hi) = line_bounds(text, at);
     let reach = match window {
         SecretWindow::Lines(n) => n,
         SecretWindow::Anywhere => u64::MAX,
     };
-    let mut first_line = line;
-    let mut k = 0;
-    while k < reach && lo > 0 {
-        lo = memchr::memrchr(b'\n', &text[..lo - 1]).map_or(0, |i| i + 1);
-        first_line -= 1;
-        k += 1;
+    let lo_cap = at.saturating_sub(SECRET_SEARCH_BYTES);
+    let hi_cap = at.saturating_add(SECRET_SEARCH_BYTES).min(text.len());
+    let (start, end) = line_bounds(text, at);
+    if has_secret(&text[start.max(lo_cap)..end.min(hi_cap)]) {
+        return Some(line);
     }
-    k = 0;
-    while k < reach && hi < text.len() {
-        hi = memchr::memchr(b'\n', &text[hi + 1..]).map_or(text.len(), |i| hi + 1 + i);
-        k += 1;
-    }
-    let lo_capped = lo.max(at.saturating_sub(SECRET_SEARCH_BYTES));
-    if lo_capped > lo {
-        first_line += memchr::memchr_iter(b'\n', &text[lo..lo_capped]).count() as u64;
-    }
-    let hi = hi
-        .min(at.saturating_add(SECRET_SEARCH_BYTES))
-        .min(text.len());
-    best_secret_line(&text[lo_capped..hi], first_line, line)
-}
-
-/// Scans `region` (starting on line `first_line`) for secret-shaped tokens; returns the line
-/// of the one nearest `line` (ties: after before before).
-fn best_secret_line(region: &[u8], first_line: u64, line: u64) -> Option<u64> {
-    let mut best: Option<(u64, bool, u64)> = None;
-    let (mut counted_to, mut current) = (0, first_line);
-    for (start, end) in secret_runs(region) {
-        current += memchr::memchr_iter(b'\n', &region[counted_to..start]).count() as u64;
-        counted_to = start;
-        if key::is_random_token(&region[start..end], SECRET_LEN) {
-            let rank = (current.abs_diff(line), current < line, current);
-            if best.is_none_or(|b| rank < b) {
-                best = Some(rank);
+    let (mut before_start, mut after_end) = (start, end);
+    for distance in 1..=reach {
+        let more_after = after_end < hi_cap;
+        if more_after {
+            let s = after_end + 1;
+            let e = memchr::memchr(b'\n', &text[s..hi_cap]).map_or(hi_cap, |i| s + i);
+            if has_secret(&text[s..e]) {
+                return Some(line + distance);
             }
+            after_end = e;
+        }
+        let more_before = before_start > lo_cap;
+        if more_before {
+            let e = before_start - 1;
+            let s = memchr::memrchr(b'\n', &text[lo_cap..e]).map_or(lo_cap, |i| lo_cap + i + 1);
+            if has_secret(&text[s..e]) {
+                return Some(line - distance);
+            }
+            before_start = s;
+        }
+        if !more_after && !more_before {
+            break;
         }
     }
-    best.map(|(_, _, l)| l)
+    None
+}
+
+/// Whether `region` holds an AccessKeySecret-shaped token.
+fn has_secret(region: &[u8]) -> bool {
+    secret_runs(region).any(|(s, e)| key::is_random_token(&region[s..e], SECRET_LEN))
 }
 
 /// The maximal runs of exactly [`SECRET_LEN`] key characters in `region`, as `(start, end)`.
@@ -340,9 +338,10 @@ impl LineIndex {
         let mut points = Vec::new();
         let (mut pos, mut line, mut line_start) = (0usize, 1u64, 0usize);
         for at in offsets {
-            for nl in memchr::memchr_iter(b'\n', &text[pos..at]) {
-                line += 1;
-                line_start = pos + nl + 1;
+            let seg = &text[pos..at];
+            if let Some(last) = memchr::memrchr(b'\n', seg) {
+                line += memchr::memchr_iter(b'\n', seg).count() as u64;
+                line_start = pos + last + 1;
             }
             pos = at;
             points.push((at, line, line_start));
