@@ -25,11 +25,11 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} processes scanned; {} environments unreadable",
+            "{} processes scanned; {} environments unreadable (permission denied)",
             self.processes, self.unreadable
         )?;
         if self.unreadable > 0 {
-            f.write_str(" (other users' processes need root)")?;
+            f.write_str("; other users' processes need root")?;
         }
         Ok(())
     }
@@ -65,7 +65,9 @@ pub(crate) fn scan_under(detector: &Detector, proc: &Path, own: u32) -> (Vec<Rec
                 let hits = detector.find(&environ, SecretWindow::Anywhere);
                 found.extend(hits.into_iter().map(|f| ("environ", f)));
             }
-            Err(_) => stats.unreadable += 1,
+            // Kernel threads have no environment (ESRCH), nor have processes that just exited.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => stats.unreadable += 1,
+            Err(_) => {}
         }
         if let Ok(mut cmdline) = fs::read(dir.join("cmdline")) {
             replace_nul(&mut cmdline, b' ');
@@ -147,10 +149,13 @@ mod tests {
         fs::write(p.join("environ"), environ).unwrap();
         fs::write(p.join("cmdline"), "app\0--verbose\0").unwrap();
         fs::write(p.join("cgroup"), "0::/system.slice/app.service\n").unwrap();
-        fs::create_dir(dir.path().join("7")).unwrap();
+        let locked = dir.path().join("7");
+        fs::create_dir(&locked).unwrap();
+        fs::create_dir(locked.join("environ")).unwrap(); // reading a directory: not EACCES
+        fs::create_dir(dir.path().join("8")).unwrap(); // no environ: like a process that exited
         fs::create_dir(dir.path().join("self")).unwrap();
         let (records, stats) = scan_under(&Detector::new(), dir.path(), 1);
-        assert_eq!((stats.processes, stats.unreadable), (2, 1));
+        assert_eq!((stats.processes, stats.unreadable), (3, 0));
         assert_eq!(records.len(), 1);
         let Location::Process {
             pid, unit, source, ..
