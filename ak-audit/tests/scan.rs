@@ -367,16 +367,25 @@ fn unreadable_files_are_reported() {
 #[test]
 fn processes_name_the_pid_holding_a_key() {
     let (id, secret) = (ltai(), random_token(30));
-    let mut child = Command::new("sleep")
-        .arg("600")
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", &id)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", &secret)
-        .spawn()
-        .expect("sleep runs");
-    let pid = child.id();
+    /// Kills the child however the test ends.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Reaped(
+        Command::new("sleep")
+            .arg("600")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", &id)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", &secret)
+            .spawn()
+            .expect("sleep runs"),
+    );
+    let pid = child.0.id();
     let out = scan(&["--processes", "--format", "json"]);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(!text(&out).contains(&secret), "the secret was printed");
     assert!(!text(&out).contains(&id), "the id was printed whole");
