@@ -125,9 +125,10 @@ enum Command {
     ///
     /// Manages one nftables table of its own, `inet ecs_credential_agent`, through the `nft`
     /// command; other tables (firewalld's, Docker's) are not touched. Runtime rules: they do
-    /// not survive a reboot. Exit statuses: 0 done (status: loaded and effective), 1 nft
-    /// failed, 3 status: not loaded, 4 status: loaded but incomplete or the probe was not
-    /// reset, 67 no such user, 69 nft not installed, 77 not root.
+    /// not survive a reboot, unless the packaged ecs-credential-agent-lockdown.service is
+    /// enabled (it applies them at boot). Exit statuses: 0 done (status: loaded and
+    /// effective), 1 nft failed, 3 status: not loaded, 4 status: loaded but incomplete or the
+    /// probe was not reset, 67 no such user, 69 nft not installed, 77 not root.
     #[command(subcommand)]
     Lockdown(LockdownCommand),
 }

@@ -9,7 +9,11 @@
 #   tests/systemd/boot-check.sh [AGENT_BINARY [EMULATOR_BINARY]]
 # Defaults: $CARGO_TARGET_DIR (or target)/release/{ecs-credential-agent,ecs-metadata-emulator}.
 # BOOT_CHECK_DROPIN=FILE adds FILE as a drop-in of the service (for debugging, e.g.
-# Environment=RUST_LOG=debug). BOOT_CHECK_TIMEOUT (seconds, default 120) bounds the container.
+# Environment=RUST_LOG=debug). BOOT_CHECK_TIMEOUT (seconds, default 120) bounds each container.
+# With BOOT_CHECK_PREVIOUS_DEB=OLD.deb and BOOT_CHECK_DEB=NEW.deb (both, as .ci/run sets them; OLD
+# from tests/systemd/build-previous.sh), a second container runs tests/systemd/upgrade-check.sh:
+# OLD installed and running, upgraded to NEW under a client loop, then the lockdown unit; and a
+# third boots with NEW's files and the lockdown unit enabled (tests/systemd/lockdown-boot-check.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 release=${CARGO_TARGET_DIR:-target}/release
@@ -22,6 +26,11 @@ die() { echo "boot-check.sh: $*" >&2; exit 1; }
 command -v systemd-nspawn >/dev/null || die "systemd-nspawn missing: apt-get install systemd-container"
 [ -x "$agent" ] || die "no agent binary at $agent (cargo build --release -p ecs-credential-agent)"
 [ -x "$emulator" ] || die "no emulator binary at $emulator (cargo build --release -p ecs-metadata-emulator)"
+old_deb=${BOOT_CHECK_PREVIOUS_DEB:-} new_deb=${BOOT_CHECK_DEB:-}
+if [ -n "$old_deb$new_deb" ]; then
+    [ -f "$old_deb" ] && [ -f "$new_deb" ] ||
+        die "the upgrade check needs both BOOT_CHECK_PREVIOUS_DEB and BOOT_CHECK_DEB (saw '$old_deb', '$new_deb')"
+fi
 
 work=$(mktemp -d /tmp/boot-check.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -33,8 +42,10 @@ install -m 0755 "$agent" "$payload/target/release/ecs-credential-agent"
 install -m 0755 "$emulator" "$payload/ecs-metadata-emulator"
 cp systemd/ecs-credential-agent.service systemd/ecs-credential-agent.socket \
     systemd/ecs-credential-agent-bridge.socket systemd/loopback.conf systemd/process-selectors.conf \
-    systemd/config.toml "$payload/systemd/"
-install -m 0755 tests/systemd/check.sh "$payload/check.sh"
+    systemd/config.toml systemd/sysusers.conf "$payload/systemd/"
+install -m 0755 tests/systemd/check.sh tests/systemd/upgrade-check.sh tests/systemd/lockdown-boot-check.sh "$payload/"
+install -m 0644 tests/systemd/check-lib.sh "$payload/"
+if [ -n "$new_deb" ]; then cp "$old_deb" "$payload/previous.deb"; cp "$new_deb" "$payload/new.deb"; fi
 if [ -n "${BOOT_CHECK_DROPIN:-}" ]; then cp "$BOOT_CHECK_DROPIN" "$payload/extra-dropin.conf"; fi
 
 # The README's install block: the lines of the ```sh fence between the two markers.
@@ -43,40 +54,62 @@ sed -n '/<!-- install-as-a-service:begin/,/<!-- install-as-a-service:end/p' READ
 grep -q 'systemctl enable --now ecs-credential-agent.socket' "$payload/install.sh" ||
     die "README.md has no install block (\`\`\`sh fence between the install-as-a-service markers) with 'systemctl enable --now ecs-credential-agent.socket'"
 
-# The unit that runs the check at boot; its result becomes PID 1's exit status (pitfall 3:
-# SuccessAction=/FailureAction= belong in [Unit]).
-cat >"$work/ci-check.service" <<'EOF'
+# boot NAME SCRIPT [NSPAWN_ARG...]: boots a container that runs /payload/SCRIPT at boot and
+# exits with its status (pitfall 3: SuccessAction=/FailureAction= belong in [Unit]); prints the
+# check's log, and fails when the check failed or did not complete.
+boot() {
+    local name=$1 script=$2 rc=0 dir=$work/$1; shift 2
+    mkdir -p "$dir/out"
+    cat >"$dir/ci-check.service" <<EOF
 [Unit]
-Description=ecs-credential-agent boot check
+Description=ecs-credential-agent boot check ($name)
 After=multi-user.target
 Wants=multi-user.target
 SuccessAction=exit-force
 FailureAction=exit-force
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c '/payload/check.sh >/out/check.log 2>&1; rc=$?; echo $rc >/out/rc; exit $rc'
+ExecStart=/bin/sh -c '/payload/$script >/out/check.log 2>&1; rc=\$?; echo \$rc >/out/rc; exit \$rc'
 StandardOutput=journal+console
 TimeoutStartSec=infinity
 EOF
+    echo "booting systemd in a container for $script (limit ${limit}s) ..."
+    timeout --kill-after=20 "$limit" systemd-nspawn --quiet --directory=/ --volatile=yes \
+        --machine="boot-check-$name-$$" --register=no --keep-unit --private-network \
+        --bind-ro="$payload:/payload" --bind-ro="$dir/ci-check.service:/etc/systemd/system/ci-check.service" \
+        --bind="$dir/out:/out" --setenv=SYSTEMD_COLORS=0 --console=read-only "$@" \
+        --boot -- systemd.wants=ci-check.service systemd.firstboot=off systemd.show_status=error \
+        </dev/null >"$dir/console.log" 2>&1 || rc=$?
 
-echo "booting systemd in a container (limit ${limit}s) ..."
-rc=0
-timeout --kill-after=20 "$limit" systemd-nspawn --quiet --directory=/ --volatile=yes \
-    --machine="boot-check-$$" --register=no --keep-unit --private-network \
-    --bind-ro="$payload:/payload" --bind-ro="$work/ci-check.service:/etc/systemd/system/ci-check.service" \
-    --bind="$out:/out" --setenv=SYSTEMD_COLORS=0 --console=read-only \
-    --boot -- systemd.wants=ci-check.service systemd.firstboot=off systemd.show_status=error \
-    </dev/null >"$work/console.log" 2>&1 || rc=$?
+    echo "=== check log ($script)"
+    if [ -s "$dir/out/check.log" ]; then cat "$dir/out/check.log"; else echo "(no check log)"; fi
+    if [ ! -s "$dir/out/rc" ]; then
+        echo "=== container console (last 40 lines)"
+        tail -40 "$dir/console.log"
+        [ "$rc" -eq 124 ] && die "FAIL: the container did not finish within ${limit}s ($script)"
+        die "FAIL: $script did not complete (systemd-nspawn exit status $rc)"
+    fi
+    local check_rc; check_rc=$(cat "$dir/out/rc")
+    [ "$check_rc" -eq 0 ] || die "FAIL: the checks inside the container failed ($script, status $check_rc)"
+    [ "$rc" -eq 0 ] || die "FAIL: $script passed but systemd-nspawn exited with status $rc"
+}
 
-echo "=== check log"
-if [ -s "$out/check.log" ]; then cat "$out/check.log"; else echo "(no check log)"; fi
-if [ ! -s "$out/rc" ]; then
-    echo "=== container console (last 40 lines)"
-    tail -40 "$work/console.log"
-    [ "$rc" -eq 124 ] && die "FAIL: the container did not finish within ${limit}s"
-    die "FAIL: the check did not complete (systemd-nspawn exit status $rc)"
+boot install check.sh
+if [ -n "$new_deb" ]; then
+    boot upgrade upgrade-check.sh --bind-ro=/var/lib/dpkg:/run/host-dpkg
+    # A boot with the new package's files on /usr (a read-only overlay over this machine's) and
+    # the lockdown unit and the socket enabled, as `systemctl enable` links them: systemd itself
+    # starts the lockdown during boot.
+    pkg=$work/pkg wants=$work/wants
+    mkdir -p "$pkg" "$wants/sysinit.target.wants" "$wants/sockets.target.wants"
+    dpkg-deb -x "$new_deb" "$pkg"
+    mkdir -p "$pkg/usr/lib" && cp -a "$pkg/lib/." "$pkg/usr/lib/" && rm -rf "$pkg/lib"
+    ln -s /usr/lib/systemd/system/ecs-credential-agent-lockdown.service "$wants/sysinit.target.wants/"
+    ln -s /usr/lib/systemd/system/ecs-credential-agent.socket "$wants/sockets.target.wants/"
+    boot lockdown lockdown-boot-check.sh --overlay-ro="/usr:$pkg/usr:/usr" \
+        --bind-ro="$wants/sysinit.target.wants:/etc/systemd/system/sysinit.target.wants" \
+        --bind-ro="$wants/sockets.target.wants:/etc/systemd/system/sockets.target.wants"
+else
+    echo "boot-check.sh: upgrade check not run (set BOOT_CHECK_PREVIOUS_DEB and BOOT_CHECK_DEB)"
 fi
-check_rc=$(cat "$out/rc")
-[ "$check_rc" -eq 0 ] || die "FAIL: the checks inside the container failed (status $check_rc)"
-[ "$rc" -eq 0 ] || die "FAIL: the checks passed but systemd-nspawn exited with status $rc"
 echo "boot-check.sh: OK"

@@ -5,44 +5,9 @@
 # checks the units under a real systemd. Every check prints PASS or FAIL with what it saw;
 # after a failure the remaining checks still run, and diagnostics are printed at the end.
 set -uo pipefail
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_COLORS=0
-SVC=ecs-credential-agent.service
-SOCK_UNIT=ecs-credential-agent.socket
-SOCK=/run/ecs-credential-agent/agent.sock
 WATCHDOG_SECS=4
-passed=0 failed=0
-
-pass() { passed=$((passed + 1)); echo "PASS: $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
-# check NAME COMMAND...: PASS when COMMAND succeeds; its output is shown on failure.
-check() {
-    local name=$1 out; shift
-    if out=$("$@" 2>&1); then pass "$name"; else fail "$name"; printf '%s\n' "$out" | sed 's/^/    /'; fi
-}
-prop() { systemctl show -p "$2" --value "$1"; }
-# wait_for SECONDS COMMAND...: retries COMMAND every 0.2 s until it succeeds.
-wait_for() {
-    local deadline=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do [ $SECONDS -ge $deadline ] && return 1; sleep 0.2; done
-}
-state_is() { [ "$(prop $SVC ActiveState)/$(prop $SVC SubState)" = "$1" ]; }
-show_state() { systemctl show -p Type,ActiveState,SubState,Result,MainPID,NRestarts,StatusText,WatchdogUSec,ExecMainStatus $SVC | tr '\n' ' '; echo; }
-
-step() { echo; echo "--- $* (${SECONDS}s)"; }
-
-step "usr overlay and metadata emulator"
-# /usr is the host's, read-only: put a tmpfs-backed overlay on it so the install can write.
-mkdir -p /run/usr-overlay && mount -t tmpfs -o mode=0755 tmpfs /run/usr-overlay &&
-    mkdir /run/usr-overlay/upper /run/usr-overlay/work &&
-    mount -t overlay overlay -o lowerdir=/usr,upperdir=/run/usr-overlay/upper,workdir=/run/usr-overlay/work /usr ||
-    { echo "FAIL: cannot make /usr writable"; exit 1; }
-# --private-network: only lo exists and nothing leaves the container.
-ip link set lo up && ip addr add 100.100.100.200/32 dev lo || { echo "FAIL: cannot add 100.100.100.200 to lo"; exit 1; }
-systemd-run --quiet --unit=metadata-emulator /payload/ecs-metadata-emulator --listen 100.100.100.200:80 ||
-    { echo "FAIL: cannot start the emulator"; exit 1; }
-emulator_up() { curl -s -o /dev/null -X PUT -H 'X-aliyun-ecs-metadata-token-ttl-seconds: 60' http://100.100.100.200/latest/api/token; }
-wait_for 10 emulator_up || { echo "FAIL: the emulator does not answer"; journalctl -u metadata-emulator --no-pager; exit 1; }
-echo "emulator answering on 100.100.100.200:80"
+# shellcheck source=tests/systemd/check-lib.sh
+. /payload/check-lib.sh
 
 step "install as the README says"
 # The test's only addition: a short watchdog period, to check that the agent keeps pinging.
@@ -90,7 +55,9 @@ check "$SVC is notify/active/running, i.e. READY=1 was received (saw $ready)" te
 status_text=$(prop $SVC StatusText)
 check "$SVC has a StatusText from STATUS= (saw \"$status_text\")" test -n "$status_text"
 agent_uid=$(ps -o uid= -p "$(prop $SVC MainPID)" 2>/dev/null | tr -d ' ')
-check "$SVC runs as a dynamic non-root user (uid ${agent_uid:-none})" test "${agent_uid:-0}" -ne 0
+want_uid=$(id -u ecs-credential-agent 2>/dev/null)
+check "$SVC runs as the system user ecs-credential-agent (uid ${agent_uid:-none}, want ${want_uid:-none}, below 1000)" \
+    test -n "$want_uid" -a "${agent_uid:-0}" = "$want_uid" -a "${want_uid:-0}" -gt 0 -a "${want_uid:-1000}" -lt 1000
 
 step "watchdog: survives more than one period (WatchdogSec=${WATCHDOG_SECS}s, waiting 10 s)"
 pid0=$(prop $SVC MainPID)

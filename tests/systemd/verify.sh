@@ -5,6 +5,9 @@
 #     then again with the three packaged drop-ins (systemd/loopback.conf, sts-egress.conf,
 #     process-selectors.conf) in the unit's drop-in directory (an unknown or misspelt key in a
 #     drop-in is reported there);
+#   - the lockdown unit (ecs-credential-agent-lockdown.service) verifies cleanly and has the
+#     lines that make it an early-boot oneshot (its exposure is printed, not limited), and the
+#     service runs as the sysusers.d user ecs-credential-agent;
 #   - `systemd-analyze security --offline=true` rates the service at exposure <= 1.5 as shipped,
 #     with the loopback drop-in and with the STS egress drop-in, and <= 2.0 with the process
 #     selectors drop-in (alone and with the STS egress one); every figure is printed.
@@ -101,6 +104,38 @@ printf '%s\n' "$report" | grep -q '✗ CapabilityBoundingSet=~CAP_SYS_PTRACE' ||
 echo "--- systemd-analyze security --offline=true (with the STS egress and process selectors drop-ins)"
 exposure "$(unit_dir profiles sts-egress.conf process-selectors.conf)" "$MAX_EXPOSURE_PROCESS"
 with_both=$exposure
+
+echo "--- the lockdown unit (systemd/ecs-credential-agent-lockdown.service): verify (must print nothing), then its settings"
+lockdown=$work/lockdown
+mkdir -p "$lockdown"
+sed "s|^\(Exec[A-Za-z]*=\)/usr/bin/ecs-credential-agent |\1$bin |" systemd/ecs-credential-agent-lockdown.service \
+    >"$lockdown/ecs-credential-agent-lockdown.service"
+verify_lockdown() {
+    local out
+    out=$(cd "$lockdown" && systemd-analyze verify ./ecs-credential-agent-lockdown.service 2>&1) || {
+        echo "$out"; echo "verify.sh: FAIL: systemd-analyze verify exited non-zero (lockdown unit)" >&2; exit 1; }
+    [ -z "$out" ] || { echo "$out"; echo "verify.sh: FAIL: systemd-analyze verify reported the above (lockdown unit)" >&2; exit 1; }
+    echo "(nothing reported)"
+}
+verify_lockdown
+# What makes it a boot-time lockdown that is off until enabled; each line must be present.
+for want in "Type=oneshot" "RemainAfterExit=yes" \
+    "ExecStart=/usr/bin/ecs-credential-agent lockdown apply --user ecs-credential-agent" \
+    "ExecStop=/usr/bin/ecs-credential-agent lockdown remove" "DefaultDependencies=no" \
+    "After=systemd-sysusers.service" "After=nftables.service" "Before=network-pre.target" \
+    "Wants=network-pre.target" "WantedBy=sysinit.target" "CapabilityBoundingSet=CAP_NET_ADMIN"; do
+    grep -qxF "$want" systemd/ecs-credential-agent-lockdown.service ||
+        { echo "verify.sh: FAIL: the lockdown unit lacks '$want'" >&2; exit 1; }
+done
+echo "ok: oneshot, RemainAfterExit, apply/remove, early boot (before network-pre.target, after sysusers and nftables), CAP_NET_ADMIN only"
+lockdown_exposure=$(cd "$lockdown" && systemd-analyze security --offline=true --no-pager ./ecs-credential-agent-lockdown.service 2>&1 |
+    sed -n 's/.*Overall exposure level for ecs-credential-agent-lockdown.service: \([0-9.]*\).*/\1/p')
+echo "lockdown unit exposure (informative; it runs as root with CAP_NET_ADMIN): ${lockdown_exposure:-?}"
+grep -qx 'User=ecs-credential-agent' systemd/ecs-credential-agent.service && ! grep -q '^DynamicUser=' systemd/ecs-credential-agent.service ||
+    { echo "verify.sh: FAIL: the service must run as User=ecs-credential-agent, without DynamicUser=" >&2; exit 1; }
+grep -qx 'u ecs-credential-agent - "ECS credential agent" - -' systemd/sysusers.conf ||
+    { echo "verify.sh: FAIL: systemd/sysusers.conf does not create the user ecs-credential-agent" >&2; exit 1; }
+echo "ok: the service runs as ecs-credential-agent, which systemd/sysusers.conf creates"
 
 echo "exposure: $shipped as shipped, $with_loopback with loopback.conf, $with_sts with sts-egress.conf (limit $MAX_EXPOSURE);" \
     "$with_process with process-selectors.conf, $with_both with sts-egress.conf and process-selectors.conf (limit $MAX_EXPOSURE_PROCESS)"
