@@ -53,7 +53,7 @@ pub struct Options {
     /// Uncompressed sizes of the ActionTrail sets, ascending; default 1G,4G, smoke 2M,5M.
     #[arg(long, value_parser = parse_size, value_delimiter = ',')]
     pub trail_sizes: Vec<u64>,
-    /// Threads for `scan` and ripgrep (`-j` of each).
+    /// Threads for `scan`, `actiontrail` and ripgrep (`-j` of each).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Measured rounds of scan and ripgrep (after one warm-up run each); the median counts.
@@ -321,6 +321,7 @@ fn trail_rows(o: &Options, audit: &Path, sets: &[Set]) -> io::Result<Vec<Row>> {
         "actiontrail".into(),
         "--format".into(),
         "json".into(),
+        format!("-j{}", o.threads),
     ];
     for (i, set) in sets.iter().enumerate() {
         let label = format!(
