@@ -244,8 +244,17 @@ fn nearest_secret(text: &[u8], at: usize, line: u64, window: SecretWindow) -> Op
         SecretWindow::Lines(n) => n,
         SecretWindow::Anywhere => u64::MAX,
     };
-    let lo_cap = at.saturating_sub(SECRET_SEARCH_BYTES);
-    let hi_cap = at.saturating_add(SECRET_SEARCH_BYTES).min(text.len());
+    // The caps never cut a token: a longer run of key characters cut to exactly 30 would look
+    // like a secret. Moved inward to the run's edge (the id is bounded by non-key characters,
+    // so they never pass it).
+    let mut lo_cap = at.saturating_sub(SECRET_SEARCH_BYTES);
+    while lo_cap > 0 && lo_cap < at && key::is_key_char(text[lo_cap - 1]) {
+        lo_cap += 1;
+    }
+    let mut hi_cap = at.saturating_add(SECRET_SEARCH_BYTES).min(text.len());
+    while hi_cap < text.len() && hi_cap > at && key::is_key_char(text[hi_cap]) {
+        hi_cap -= 1;
+    }
     let (start, end) = line_bounds(text, at);
     if has_secret(&text[start.max(lo_cap)..end.min(hi_cap)]) {
         return Some(line);

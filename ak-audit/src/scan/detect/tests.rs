@@ -134,3 +134,26 @@ fn minified_line_with_many_ids() {
         text.find(&ltai(101, 20)).unwrap() as u64 + 1
     );
 }
+
+#[test]
+fn a_long_token_cut_by_the_search_window_is_not_a_secret() {
+    // A 40-character mixed-case token on the id's line whose 31st character is the last byte
+    // the search window reaches: cut there, it would be 30 characters long.
+    let id = ltai(40, 20);
+    let long = format!("{}{}", token(41, 30), token(42, 10));
+    let gap = SECRET_SEARCH_BYTES - 30 - id.len();
+    let text = format!("{id}{}{long}\n", " ".repeat(gap));
+    let found = find(&text);
+    assert_eq!(ids(&found), [Some(id.clone())]);
+    assert_eq!(found[0].secret_line, None, "a cut token is no secret");
+    // The same token, 30 characters long and within reach, is one.
+    let text = format!("{id}{}{}\n", " ".repeat(gap), token(41, 30));
+    assert_eq!(find(&text)[0].secret_line, Some(1));
+    // And before the id: the window's lower cap falls 30 characters before the token's end.
+    let text = format!("{long}{}{id}\n", " ".repeat(SECRET_SEARCH_BYTES - 30));
+    assert_eq!(
+        find(&text)[0].secret_line,
+        None,
+        "a cut token before the id is no secret"
+    );
+}
