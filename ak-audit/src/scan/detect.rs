@@ -255,8 +255,11 @@ fn nearest_secret(text: &[u8], at: usize, line: u64, window: SecretWindow) -> Op
     while hi_cap < text.len() && hi_cap > at && key::is_key_char(text[hi_cap]) {
         hi_cap -= 1;
     }
-    let (start, end) = line_bounds(text, at);
-    if has_secret(&text[start.max(lo_cap)..end.min(hi_cap)]) {
+    // The id's line, looked for between the caps only: on a long line holding many ids (a
+    // minified file), searching the whole line for each id made the scan quadratic.
+    let start = memchr::memrchr(b'\n', &text[lo_cap..at]).map_or(lo_cap, |i| lo_cap + i + 1);
+    let end = memchr::memchr(b'\n', &text[at..hi_cap]).map_or(hi_cap, |i| at + i);
+    if has_secret(&text[start..end]) {
         return Some(line);
     }
     let (mut before_start, mut after_end) = (start, end);
