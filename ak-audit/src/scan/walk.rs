@@ -78,8 +78,11 @@ pub(crate) fn scan_paths(
 ) -> (Vec<Record>, Stats) {
     let stats = Stats::default();
     let records = Mutex::new(Vec::new());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| pseudo_mounts(&m))
+        .unwrap_or_default();
     for root in paths {
-        walk_one(detector, root, options, &stats, &records);
+        walk_one(detector, root, options, &stats, &records, &mounts);
     }
     let mut records = records.into_inner().unwrap_or_else(|e| e.into_inner());
     records.sort_by(|a, b| a.location.cmp(&b.location));
@@ -92,18 +95,20 @@ fn walk_one(
     options: &Options,
     stats: &Stats,
     records: &Mutex<Vec<Record>>,
+    mounts: &[PathBuf],
 ) {
     let canonical_root = match root.canonicalize() {
         Ok(c) => c,
         Err(e) => return unreadable(stats, root, &e),
     };
-    if never_entered(&canonical_root) {
+    if never_entered(&canonical_root, mounts) {
         Stats::add(&stats.not_entered, 1);
         let shown = escaped(&root.to_string_lossy());
         eprintln!("ecs-ak-audit scan: {shown}: in /proc, /sys or /dev: not scanned");
         return;
     }
     let filter_root = root.to_path_buf();
+    let filter_mounts = mounts.to_vec();
     let walker = WalkBuilder::new(root)
         .standard_filters(false)
         .follow_links(false)
@@ -116,7 +121,7 @@ fn walk_one(
                 .path()
                 .strip_prefix(&filter_root)
                 .unwrap_or(entry.path());
-            !never_entered(&canonical_root.join(relative))
+            !never_entered(&canonical_root.join(relative), &filter_mounts)
         })
         .build_parallel();
     walker.run(|| {
@@ -134,9 +139,71 @@ fn walk_one(
     });
 }
 
-/// Whether `path` (absolute, canonical) is or is under `/proc`, `/sys` or `/dev`.
-fn never_entered(path: &Path) -> bool {
-    NEVER_ENTERED.iter().any(|p| path.starts_with(p))
+/// Whether `path` (absolute, canonical) is or is under `/proc`, `/sys` or `/dev`, or under
+/// one of `mounts` ([`pseudo_mounts`]).
+fn never_entered(path: &Path, mounts: &[PathBuf]) -> bool {
+    NEVER_ENTERED.iter().any(|p| path.starts_with(p)) || mounts.iter().any(|m| path.starts_with(m))
+}
+
+/// Kernel file systems whose "files" are not files, wherever they are mounted (a chroot's or a
+/// build root's `/proc`): reading them can block forever (`/proc/kmsg`), consume the kernel
+/// log, or show other processes' environments.
+const PSEUDO_FILESYSTEMS: [&str; 15] = [
+    "proc",
+    "sysfs",
+    "devtmpfs",
+    "devpts",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "configfs",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "pstore",
+    "efivarfs",
+    "fusectl",
+    "binfmt_misc",
+];
+
+/// The mount points of [`PSEUDO_FILESYSTEMS`] in `mountinfo` (`/proc/self/mountinfo`'s text:
+/// the mount point is the fifth field, octal-escaped; the type follows the ` - ` separator).
+fn pseudo_mounts(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            let fs_type = fs.split(' ').next()?;
+            let point = mount.split(' ').nth(4)?;
+            PSEUDO_FILESYSTEMS
+                .contains(&fs_type)
+                .then(|| unescape_octal(point))
+        })
+        .collect()
+}
+
+/// `s` with mountinfo's `\ooo` escapes (space, tab, newline, backslash) decoded.
+fn unescape_octal(s: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 fn visit(
@@ -343,10 +410,33 @@ mod tests {
             "/dev",
             "/dev/shm",
         ] {
-            assert!(never_entered(Path::new(p)), "{p}");
+            assert!(never_entered(Path::new(p), &[]), "{p}");
         }
         for p in ["/", "/home/processes", "/devices", "/srv/proc"] {
-            assert!(!never_entered(Path::new(p)), "{p}");
+            assert!(!never_entered(Path::new(p), &[]), "{p}");
         }
+    }
+
+    #[test]
+    fn kernel_file_systems_mounted_elsewhere_are_never_entered() {
+        // A chroot's /proc: reading its kmsg blocked the scan forever.
+        let mountinfo = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+40 22 0:21 / /srv/chroot/proc rw,nosuid shared:13 - proc proc rw
+41 22 0:22 / /srv/my\\040root/sys rw shared:14 - sysfs sysfs rw
+42 22 0:23 / /srv/chroot/tmp rw shared:15 - tmpfs tmpfs rw
+";
+        let mounts = pseudo_mounts(mountinfo);
+        assert_eq!(
+            mounts,
+            [
+                PathBuf::from("/srv/chroot/proc"),
+                PathBuf::from("/srv/my root/sys")
+            ]
+        );
+        assert!(never_entered(Path::new("/srv/chroot/proc/1"), &mounts));
+        assert!(never_entered(Path::new("/srv/my root/sys"), &mounts));
+        assert!(!never_entered(Path::new("/srv/chroot/tmp"), &mounts));
+        assert!(!never_entered(Path::new("/srv/chroot/procs"), &mounts));
     }
 }
