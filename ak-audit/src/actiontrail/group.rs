@@ -123,7 +123,18 @@ impl Groups {
 
 /// Counts one (`service`, `event`) call; allocates only for a new pair. The number of distinct
 /// APIs per group is small, so a linear scan is cheaper than hashing two strings.
+/// How many APIs a group holds before [`count_api`] stops comparing them one by one.
+const LINEAR_APIS: usize = 16;
+
 fn count_api(apis: &mut HashMap<(String, String), u64>, service: &str, event: &str) {
+    // Past a handful of APIs a hashed look-up (two small allocations): the linear one made a
+    // group calling thousands of distinct event names (hostile input) quadratic.
+    if apis.len() > LINEAR_APIS {
+        *apis
+            .entry((service.to_owned(), event.to_owned()))
+            .or_default() += 1;
+        return;
+    }
     if let Some((_, n)) = apis
         .iter_mut()
         .find(|((s, e), _)| s == service && e == event)
@@ -172,5 +183,26 @@ mod tests {
         assert_eq!(g.apis[&("Ecs".into(), "A".into())], 2);
         assert_eq!(g.user_agents[""], 3);
         assert_eq!(groups[1].calls, 1);
+    }
+
+    #[test]
+    fn thousands_of_distinct_event_names_stay_linear() {
+        let names: Vec<&'static str> = (0..40_000)
+            .map(|i| &*Box::leak(format!("Event{i}").into_boxed_str()))
+            .collect();
+        let started = std::time::Instant::now();
+        let mut groups = Groups::default();
+        for name in &names {
+            groups.add(&call("1.1.1.1", 1, name, false));
+        }
+        groups.add(&call("1.1.1.1", 1, names[7], false));
+        let g = &groups.into_groups()[0];
+        assert_eq!(g.apis.len(), 40_000);
+        assert_eq!(g.apis[&("Ecs".into(), "Event7".into())], 2);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
