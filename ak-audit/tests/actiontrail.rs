@@ -500,6 +500,17 @@ fn csv_and_the_log_service_round_trip() {
     let results_json = write(dir.path(), "results.json", &json_results);
     let (_, back_json, _) = json_report(&["--from-sls-results", &results_json]);
     assert_eq!(direct, back_json);
+    // Raw events given as results by mistake: no usable row is an input error (exit 3), never
+    // a false "no keys" (exit 0); an empty result is a real answer.
+    let wrong = run(&["--from-sls-results", &f], None);
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(3), "{err}");
+    assert!(err.contains("without --from-sls-results"), "{err}");
+    let empty = write(dir.path(), "empty.json", b"[]");
+    assert_eq!(
+        run(&["--from-sls-results", &empty], None).status.code(),
+        Some(0)
+    );
 }
 
 #[test]

@@ -212,7 +212,7 @@ pub fn write_csv(out: &mut dyn Write, rows: &[Row]) -> io::Result<()> {
     w.write_record(COLUMNS)?;
     for r in rows {
         let opt = |o: &Option<String>| o.clone().unwrap_or_default();
-        w.write_record([
+        let cells: [String; 13] = [
             r.access_key_id.clone(),
             r.key_kind.to_owned(),
             r.endpoint.to_owned(),
@@ -226,9 +226,31 @@ pub fn write_csv(out: &mut dyn Write, rows: &[Row]) -> io::Result<()> {
             opt(&r.last_seen),
             apis_cell(&r.apis),
             user_agents_cell(&r.user_agents),
-        ])?;
+        ];
+        w.write_record(cells.iter().map(|c| csv_safe(c)))?;
     }
     w.flush()
+}
+
+/// Characters a spreadsheet takes as the start of a formula (OWASP "CSV Injection").
+pub(crate) const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A CSV cell that is safe to open in a spreadsheet and to `cat`: values come from events, and
+/// whoever holds a key chooses its user agent. Control characters are escaped (`\u{1b}`), and a
+/// cell starting like a formula gets a leading `'` (which `--from-sls-results` removes again).
+fn csv_safe(cell: &str) -> String {
+    let mut out = String::with_capacity(cell.len() + 1);
+    if cell.starts_with(FORMULA_STARTS) {
+        out.push('\'');
+    }
+    for c in cell.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Writes the table for people: one line per group, the most called API alongside.
@@ -303,4 +325,18 @@ pub fn write_table(out: &mut dyn Write, rows: &[Row]) -> io::Result<()> {
         line(out, &row.each_ref().map(String::as_str))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::csv_safe;
+
+    #[test]
+    fn formulas_and_control_characters_are_neutralised() {
+        assert_eq!(csv_safe("=cmd|' /C calc'!A0"), "'=cmd|' /C calc'!A0");
+        assert_eq!(csv_safe("@SUM(1):x=1"), "'@SUM(1):x=1");
+        assert_eq!(csv_safe("-LTAI"), "'-LTAI");
+        assert_eq!(csv_safe("ua\u{1b}[31m\u{7}"), "ua\\u{1b}[31m\\u{7}");
+        assert_eq!(csv_safe("aliyun-cli/3.0=1"), "aliyun-cli/3.0=1");
+    }
 }

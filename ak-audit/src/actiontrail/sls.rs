@@ -77,12 +77,24 @@ pub fn read_results(path: &Path) -> Result<Vec<Group>, ResultsError> {
         file: file.clone(),
         reason,
     })?;
+    let total = rows.len();
     let mut groups = Vec::new();
     for (n, row) in rows.into_iter().enumerate() {
         match group(&row) {
             Ok(g) => groups.push(g),
             Err(why) => eprintln!("ecs-ak-audit: {file}: row {}: {why}", n + 1),
         }
+    }
+    // Rows, none usable: not query results (raw events, an inventory); "no keys" would be a
+    // false all-clear. An empty result (no row) is a real answer and stays one.
+    if total > 0 && groups.is_empty() {
+        return Err(ResultsError::Shape {
+            file,
+            reason: format!(
+                "none of its {total} rows is a result of the printed queries (AccessKeyId, \
+                 Calls, …); raw ActionTrail events are read without --from-sls-results"
+            ),
+        });
     }
     Ok(groups)
 }
@@ -124,11 +136,19 @@ fn csv_rows(text: &[u8]) -> Result<Vec<Cells>, String> {
         let cells = headers
             .iter()
             .zip(rec.iter())
-            .map(|(h, v)| (h.clone(), Value::String(v.to_owned())))
+            .map(|(h, v)| (h.clone(), Value::String(unquote_formula(v).to_owned())))
             .collect();
         rows.push(cells);
     }
     Ok(rows)
+}
+
+/// A cell as `--format csv` wrote it: the `'` put before a formula-like start removed.
+fn unquote_formula(v: &str) -> &str {
+    match v.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(crate::actiontrail::report::FORMULA_STARTS) => rest,
+        _ => v,
+    }
 }
 
 /// A cell as text; `null`, absent and the text `null` are empty.

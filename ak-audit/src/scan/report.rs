@@ -38,14 +38,20 @@ pub(crate) fn print(format: Format, records: &[Record], view: &View<'_>) -> io::
     out.flush()
 }
 
-/// `s` with control characters escaped (`\n`, `\u{1b}`), safe to print on a terminal.
+/// `s` with control characters and the invisible direction and format marks (U+200B–U+200F,
+/// U+202A–U+202E, U+2060–U+2069, U+FEFF: a file name could otherwise display reversed) escaped
+/// (`\n`, `\u{1b}`, `\u{202e}`), safe to print on a terminal.
 pub(crate) fn escaped(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
+    fn hidden(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    }
+    if !s.chars().any(hidden) {
         return s.to_owned();
     }
     s.chars()
         .map(|c| {
-            if c.is_control() {
+            if hidden(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
@@ -271,6 +277,7 @@ mod tests {
     fn control_characters_are_escaped() {
         assert_eq!(escaped("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
         assert_eq!(escaped("plain/path"), "plain/path");
+        assert_eq!(escaped("invoice\u{202e}fdp.exe"), "invoice\\u{202e}fdp.exe");
     }
 
     #[test]
