@@ -15,7 +15,7 @@
 //! | 1 | `nft` failed otherwise (its message is printed) |
 //! | 3 | `status`: the table is not loaded |
 //! | 4 | `status`: loaded but incomplete, or `--probe` was not reset |
-//! | 67 | `apply`: the `--user` does not exist (`EX_NOUSER`) |
+//! | 67 | `apply`: the `--user` does not exist (`EX_NOUSER`), or is `nobody` (uid 65534) |
 //! | 69 | `nft` is not installed (`EX_UNAVAILABLE`) |
 //! | 77 | not permitted: run as root (`EX_NOPERM`) |
 
@@ -155,6 +155,13 @@ fn resolve_user(user: &str) -> Result<(u32, String), String> {
         Err(_) => nix::unistd::User::from_name(user),
     };
     match found {
+        // `nobody` is the overflow uid many unprivileged daemons share, and the uid `status
+        // --probe` tests the reset with: allowing it would open the service to all of them.
+        Ok(Some(u)) if u.uid.as_raw() == probe::PROBE_UID => Err(format!(
+            "user {:?} (uid {}) is shared by unprivileged daemons and is the uid `status --probe` connects as; run the agent as a user of its own (the packages create ecs-credential-agent)",
+            crate::logging::escape_line(&u.name),
+            probe::PROBE_UID
+        )),
         Ok(Some(u)) => Ok((u.uid.as_raw(), u.name)),
         Ok(None) => Err(format!(
             "no user {user:?} on this system; create the agent's user first (the packages do), or name an existing one with --user"
@@ -216,6 +223,8 @@ mod tests {
             "{why}"
         );
         assert!(resolve_user("4000000000").is_err());
+        let why = resolve_user(&probe::PROBE_UID.to_string()).unwrap_err();
+        assert!(why.contains("shared by unprivileged daemons"), "{why}");
     }
 
     #[test]
