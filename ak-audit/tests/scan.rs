@@ -322,9 +322,20 @@ fn exit_statuses() {
 
 #[test]
 fn pseudo_file_systems_are_not_entered() {
+    // Nothing else to read: exit 3, never a false all-clear (0).
     let out = scan(&["--format", "json", "/proc/self"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("not scanned"), "{}", text(&out));
+    assert!(
+        text(&out).contains("nothing could be read"),
+        "{}",
+        text(&out)
+    );
+    // Beside a readable path, the refused one is reported and the scan is clean.
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("a.txt"), "nothing here\n").unwrap();
+    let out = scan(&["/proc/self", &dir.path().to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
 #[test]
@@ -356,7 +367,8 @@ fn unreadable_files_are_reported() {
         scan(&[&path])
     };
     let printed = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{printed}");
+    // The only file was unreadable: nothing was read, exit 3 (not a clean 0).
+    assert_eq!(out.status.code(), Some(3), "{printed}");
     assert!(
         printed.contains("locked.env: Permission denied"),
         "{printed}"

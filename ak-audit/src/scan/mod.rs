@@ -56,7 +56,8 @@ pub enum Format {
 /// The arguments of `ecs-ak-audit scan`.
 ///
 /// Exit status: 0 when nothing was found, 1 when an AccessKey was found, 2 on a usage error
-/// (including a PATH that does not exist and an unreadable `--actiontrail` report).
+/// (including a PATH that does not exist and an unreadable `--actiontrail` report), 3 when
+/// nothing could be read (every path unreadable or in /proc, /sys or /dev).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Files and directories to scan (required unless --processes). Symlinks are not
@@ -158,10 +159,15 @@ pub fn run(args: Args) -> ExitCode {
     if let Err(e) = report::print(args.format, &records, &view) {
         eprintln!("ecs-ak-audit scan: writing the report: {e}");
     }
-    if records.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    if !records.is_empty() {
         ExitCode::from(1)
+    } else if !args.paths.is_empty() && stats.nothing_read() && !args.processes {
+        eprintln!(
+            "ecs-ak-audit scan: nothing could be read (every path unreadable, or in /proc, /sys or /dev): run as root, or name other paths"
+        );
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -49,6 +49,16 @@ impl Stats {
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+
+    /// Whether nothing was read at all because every path was unreadable or never entered
+    /// (then "nothing found" would be a false all-clear).
+    pub(crate) fn nothing_read(&self) -> bool {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        get(&self.files) == 0
+            && get(&self.binary) == 0
+            && get(&self.too_large) == 0
+            && get(&self.unreadable) + get(&self.not_entered) > 0
+    }
 }
 
 impl fmt::Display for Stats {
