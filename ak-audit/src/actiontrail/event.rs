@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn key_kinds() {
-        assert_eq!(KeyKind::of("LTAI5tAAAABBBBCCCCDDDDEE"), Some(KeyKind::Ltai));
+        assert_eq!(KeyKind::of("LTAITESTfakeKEY0NOTreal1"), Some(KeyKind::Ltai));
         assert_eq!(KeyKind::of("abcdEFGH12345678"), Some(KeyKind::Legacy));
         assert_eq!(KeyKind::of("STS.NUQNP4PiGyckMsNiGELCs"), None);
         assert_eq!(KeyKind::of(""), None);

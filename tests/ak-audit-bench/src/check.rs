@@ -273,7 +273,7 @@ mod tests {
             planted(
                 "a/x.env",
                 3,
-                "LTAI5tAAAAbbbbCCCCdddd12",
+                "LTAITESTfakeKEY0NOTreal1",
                 PlantKind::Ltai24,
                 Some(4),
             ),
@@ -287,7 +287,7 @@ mod tests {
         ];
         let found = |line: u64, secret: &str| {
             format!(
-                r#"[{{"path":"/t/a/x.env","line":{line},"column":5,"AccessKeyId":"LTAI5tAAAAbbbbCCCCdddd12","SecretLine":{secret}}}]"#
+                r#"[{{"path":"/t/a/x.env","line":{line},"column":5,"AccessKeyId":"LTAITESTfakeKEY0NOTreal1","SecretLine":{secret}}}]"#
             )
         };
         assert!(scan_findings(found(3, "4").as_bytes(), "/t", &list).ok);
@@ -303,7 +303,7 @@ mod tests {
             planted(
                 "x.env",
                 3,
-                "LTAI5tAAAAbbbbCCCCdddd12",
+                "LTAITESTfakeKEY0NOTreal1",
                 PlantKind::Ltai24,
                 None,
             ),
@@ -344,7 +344,7 @@ mod tests {
     #[test]
     fn group_checks_fail_on_other_figures() {
         let g = Group {
-            access_key_id: "LTAI5tAAAAbbbbCCCCdddd12".into(),
+            access_key_id: "LTAITESTfakeKEY0NOTreal1".into(),
             key_kind: "ltai".into(),
             vpc_id: Some("vpc-bp1a".into()),
             source_ip: "172.16.0.9".into(),
@@ -356,7 +356,7 @@ mod tests {
         };
         let json = |calls: u32| {
             format!(
-                r#"[{{"AccessKeyId":"LTAI5tAAAAbbbbCCCCdddd12","KeyKind":"ltai","Endpoint":"vpc","VpcId":"vpc-bp1a","SourceIp":"172.16.0.9","InstanceId":null,"InstanceName":null,"Calls":{calls},"Errors":1,"FirstSeen":"2026-11-01T00:00:01Z","LastSeen":"2026-11-01T00:04:00Z","Apis":[{{"Service":"Ecs","Event":"DescribeInstances","Calls":{calls}}}],"UserAgents":[]}}]"#
+                r#"[{{"AccessKeyId":"LTAITESTfakeKEY0NOTreal1","KeyKind":"ltai","Endpoint":"vpc","VpcId":"vpc-bp1a","SourceIp":"172.16.0.9","InstanceId":null,"InstanceName":null,"Calls":{calls},"Errors":1,"FirstSeen":"2026-11-01T00:00:01Z","LastSeen":"2026-11-01T00:04:00Z","Apis":[{{"Service":"Ecs","Event":"DescribeInstances","Calls":{calls}}}],"UserAgents":[]}}]"#
             )
         };
         assert!(trail_groups(json(3).as_bytes(), std::slice::from_ref(&g)).ok);
@@ -364,21 +364,21 @@ mod tests {
         assert!(!trail_groups(b"[]", std::slice::from_ref(&g)).ok);
         assert!(
             jq_groups(
-                b"      3 LTAI5tAAAAbbbbCCCCdddd12\tvpc-bp1a\t172.16.0.9\n",
+                b"      3 LTAITESTfakeKEY0NOTreal1\tvpc-bp1a\t172.16.0.9\n",
                 std::slice::from_ref(&g)
             )
             .ok
         );
         assert!(
             !jq_groups(
-                b"      2 LTAI5tAAAAbbbbCCCCdddd12\tvpc-bp1a\t172.16.0.9\n",
+                b"      2 LTAITESTfakeKEY0NOTreal1\tvpc-bp1a\t172.16.0.9\n",
                 std::slice::from_ref(&g)
             )
             .ok
         );
         assert!(
             !jq_groups(
-                b"      3 LTAI5tAAAAbbbbCCCCdddd12\t-\t172.16.0.9\n",
+                b"      3 LTAITESTfakeKEY0NOTreal1\t-\t172.16.0.9\n",
                 std::slice::from_ref(&g)
             )
             .ok
